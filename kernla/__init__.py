@@ -1,0 +1,22 @@
+"""kernla: symbolic kernel operators — N×M matrices given by a formula, never stored.
+
+>>> import numpy as np, kernla
+>>> x = np.random.default_rng(0).normal(size=(100, 3))
+>>> x_i, x_j = kernla.LazyTensor(x[:, None, :]), kernla.LazyTensor(x[None, :, :])
+>>> nearest = ((x_i - x_j) ** 2).sum(-1).argKmin(2, dim=1)   # self + nearest neighbour
+>>> bool((nearest[:, 0] == np.arange(100)).all())
+True
+"""
+
+__version__ = "0.1.0"
+
+from .errors import (ArrayKindError, BackendError, DTypeError, FormulaError, FormulaSyntaxError,
+                     InputValueError, KernlaError, ShapeError)
+from .genred import Genred
+from .lazy import LazyTensor, Pm, Vi, Vj
+
+__all__ = [
+    "__version__", "LazyTensor", "Vi", "Vj", "Pm", "Genred",
+    "KernlaError", "FormulaError", "FormulaSyntaxError", "ShapeError", "InputValueError",
+    "DTypeError", "ArrayKindError", "BackendError",
+]

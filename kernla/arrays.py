@@ -1,0 +1,147 @@
+"""Array front ends: NumPy, PyTorch and CuPy in, the same kind out.
+
+kernla computes on NumPy arrays (CPU engines) or CuPy arrays (CUDA engine). This module
+recognises what the caller passed, refuses mixtures, converts without copying where it can
+(torch CPU ↔ NumPy share memory; torch CUDA ↔ CuPy through DLPack) and turns results back into
+the caller's kind, device and dtype.
+
+>>> import numpy as np
+>>> kind_of(np.zeros(3)), kind_of(2.0)
+('numpy', 'scalar')
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import ArrayKindError, DTypeError
+
+FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _torch():
+    return sys.modules.get("torch")
+
+
+def _cupy():
+    return sys.modules.get("cupy")
+
+
+def kind_of(a: Any) -> str:
+    """'numpy', 'torch', 'cupy' or 'scalar' (a Python or NumPy number); TypeError otherwise."""
+    if isinstance(a, np.ndarray):
+        return "numpy"
+    if isinstance(a, (int, float, np.integer, np.floating)) and not isinstance(a, bool):
+        return "scalar"
+    torch = _torch()
+    if torch is not None and isinstance(a, torch.Tensor):
+        return "torch"
+    cupy = _cupy()
+    if cupy is not None and isinstance(a, cupy.ndarray):
+        return "cupy"
+    raise ArrayKindError(f"expected a NumPy, torch or CuPy array (or a number), got {type(a).__name__}")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """Where a call's arrays live: ``kind`` ('numpy', 'torch', 'cupy') and torch's device."""
+
+    kind: str
+    device: Any = None
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.kind == "cupy" or (self.kind == "torch" and getattr(self.device, "type", "cpu") == "cuda")
+
+
+def common_kind(arrays: dict[str, Any]) -> Kind:
+    """The one kind and device of named arrays (numbers go with anything); ArrayKindError if mixed."""
+    found: dict[tuple, str] = {}
+    for name, a in arrays.items():
+        k = kind_of(a)
+        if k == "scalar":
+            continue
+        device = a.device if k == "torch" else None
+        if k == "cupy":
+            device = a.device.id
+        found.setdefault((k, str(device)), name)
+        if len(found) > 1:
+            (k1, d1), n1 = next(iter(found.items()))
+            raise ArrayKindError(
+                f"cannot mix array kinds or devices: {n1!r} is {k1}"
+                f"{'' if d1 == 'None' else ' on ' + d1} but {name!r} is {k}"
+                f"{'' if device is None else ' on ' + str(device)}")
+    if not found:
+        return Kind("numpy")
+    (k, _), name = next(iter(found.items()))
+    a = arrays[name]
+    return Kind(k, a.device if k == "torch" else None)
+
+
+def dtype_of(a: Any) -> np.dtype | None:
+    """The NumPy dtype of an array (None for Python numbers)."""
+    k = kind_of(a)
+    if k == "scalar":
+        return None
+    if k == "torch":
+        return np.dtype(str(a.dtype).replace("torch.", ""))
+    return np.dtype(a.dtype)
+
+
+def common_dtype(arrays: dict[str, Any]) -> np.dtype:
+    """The one float dtype of named arrays; DTypeError if mixed or not floating point."""
+    seen: dict[np.dtype, str] = {}
+    for name, a in arrays.items():
+        dt = dtype_of(a)
+        if dt is None:
+            continue
+        if dt not in FLOAT_DTYPES:
+            raise DTypeError(f"{name!r} has dtype {dt}; kernla works on float16, float32 and float64 arrays")
+        seen.setdefault(dt, name)
+    if len(seen) > 1:
+        items = ", ".join(f"{n!r} is {d}" for d, n in seen.items())
+        raise DTypeError(f"all arrays must have the same dtype, but {items}")
+    return next(iter(seen)) if seen else np.dtype(np.float64)
+
+
+def to_numpy(a: Any, dtype: np.dtype) -> np.ndarray:
+    """A host NumPy array of ``dtype`` (no copy for NumPy and torch CPU arrays of that dtype)."""
+    k = kind_of(a)
+    if k == "torch":
+        if a.device.type != "cpu":
+            a = a.detach().cpu()
+        a = a.detach().numpy()
+    elif k == "cupy":
+        a = a.get()
+    return np.asarray(a, dtype=dtype)
+
+
+def to_cupy(a: Any, dtype: np.dtype):
+    """A CuPy array of ``dtype`` (zero-copy from torch CUDA tensors through DLPack)."""
+    import cupy
+
+    k = kind_of(a)
+    if k == "torch":
+        a = cupy.from_dlpack(a.detach().contiguous()) if a.device.type == "cuda" else cupy.asarray(a.detach().numpy())
+    return cupy.ascontiguousarray(cupy.asarray(a, dtype=dtype))
+
+
+def wrap(result: Any, kind: Kind, dtype: np.dtype | None = None) -> Any:
+    """Turn an engine result (NumPy or CuPy) into the caller's ``kind`` (int64 results keep int64)."""
+    if dtype is not None and np.dtype(result.dtype).kind == "f" and result.dtype != dtype:
+        result = result.astype(dtype)
+    if kind.kind == "numpy":
+        return result if isinstance(result, np.ndarray) else result.get()
+    if kind.kind == "cupy":
+        import cupy
+
+        return cupy.asarray(result)
+    torch = _torch()
+    if isinstance(result, np.ndarray):
+        t = torch.from_numpy(np.ascontiguousarray(result))
+        return t if kind.device is None or kind.device.type == "cpu" else t.to(kind.device)
+    return torch.from_dlpack(result)

@@ -1,0 +1,62 @@
+"""The NumPy engine: tiled reference evaluation of any formula and reduction.
+
+Rows are processed in blocks and columns in tiles, so memory stays linear in N + M whatever the
+sizes; it is the reference the compiled engines are tested against.
+
+>>> import numpy as np
+>>> from kernla.formula import Vi, Vj, call
+>>> from kernla.reductions import Reduction
+>>> x = np.arange(3.0).reshape(3, 1); y = np.array([[0.5], [2.5]])
+>>> run(Reduction("ArgMin", call("SqDist", Vi(0, 1), Vj(1, 1))), [x, y], 3, 2)[0].ravel()
+array([0, 0, 1])
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..formula.evaluate import evaluate
+from ..formula.tree import CAT_I, CAT_J
+from ..reductions import Reduction
+
+name = "numpy"
+
+#: target number of scalar values in one tile's largest intermediate
+_TILE_ELEMENTS = 1 << 17
+
+
+def _tiles(red: Reduction, nx: int, ny: int) -> tuple[int, int]:
+    widest = max(n.dim for f in red.formulas for n in f.walk())
+    widest = max(widest, red.K or 1)
+    tj = max(1, min(ny, 4096, _TILE_ELEMENTS // widest))
+    ti = max(1, min(nx, _TILE_ELEMENTS // (tj * widest)))
+    return ti, tj
+
+
+def run(red: Reduction, arrays: Sequence[np.ndarray], nx: int, ny: int,
+        out: Optional[list[np.ndarray]] = None) -> list[np.ndarray]:
+    """Reduce over j for rows 0..nx-1; ``arrays[pos]`` is (nx, D), (ny, D) or (D,) by category."""
+    dtype = np.result_type(*arrays) if len(arrays) else np.dtype(np.float64)
+    if out is None:
+        out = [np.empty((nx, w), dtype if kind == "float" else np.int64) for w, kind in red.output_dims()]
+    variables = {v.params[0]: v.params[2] for f in red.formulas for v in f.variables()}
+    ti, tj = _tiles(red, nx, ny)
+    for i0 in range(0, nx, ti):
+        i1 = min(nx, i0 + ti)
+        base = {}
+        for pos, cat in variables.items():
+            a = arrays[pos]
+            base[pos] = a[i0:i1, None, :] if cat == CAT_I else a[None, None, :] if cat != CAT_J else None
+        state = red.np_init(i1 - i0, dtype)
+        for j0 in range(0, ny, tj):
+            j1 = min(ny, j0 + tj)
+            values = {pos: (arrays[pos][None, j0:j1, :] if cat == CAT_J else base[pos])
+                      for pos, cat in variables.items()}
+            shape = (i1 - i0, j1 - j0)
+            evals = [np.broadcast_to(evaluate(f, values, dtype), shape + (f.dim,)) for f in red.formulas]
+            red.np_update(state, evals[0], evals[1] if len(evals) > 1 else None, j0)
+        for o, r in zip(out, red.np_finalize(state, dtype)):
+            o[i0:i1] = r
+    return out

@@ -1,0 +1,234 @@
+"""The formula expression tree.
+
+A formula is an immutable tree of :class:`Node` objects. Nodes are *hash-consed*: building the
+same tree twice returns the very same object, so structural equality is identity, hashing is
+O(1), and equal formulas map to the same compiled kernel.
+
+Leaves are variables (``Var``: an i-indexed, j-indexed or parameter array of a fixed vector
+dimension) and scalar constants (``IntCst``, ``RealCst``). Inner nodes apply an operation from
+:mod:`kernla.formula.ops`; the operation checks arities and dimensions when the node is built.
+
+>>> from kernla.formula.tree import Vi, Vj, Pm, call
+>>> x, y, g = Vi(0, 3), Vj(1, 3), Pm(2, 1)
+>>> k = call("Exp", -g * call("SqDist", x, y))
+>>> k.dim, str(k)
+(1, 'Exp(((-Var(2,1,2)) * SqDist(Var(0,3,0), Var(1,3,1))))')
+>>> k is call("Exp", -g * call("SqDist", x, y))
+True
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from typing import Iterator
+
+from ..errors import FormulaError
+
+#: variable categories, as in KeOps: 0 = indexed by i, 1 = indexed by j, 2 = parameter
+CAT_I, CAT_J, CAT_PARAM = 0, 1, 2
+CATEGORY_NAMES = {CAT_I: "Vi", CAT_J: "Vj", CAT_PARAM: "Pm"}
+
+_interned: "weakref.WeakValueDictionary[tuple, Node]" = weakref.WeakValueDictionary()
+
+
+def _param_key(p: object) -> tuple:
+    # distinguish 2 from 2.0 and -0.0 from 0.0 when interning
+    return (type(p).__name__, p.hex() if isinstance(p, float) else p)
+
+
+class Node:
+    """One node of a formula tree (immutable, interned).
+
+    Attributes: ``op`` (operation name), ``args`` (child nodes), ``params`` (compile-time
+    integers or the constant's value), ``dim`` (vector dimension of the result).
+    """
+
+    __slots__ = ("op", "args", "params", "dim", "__weakref__")
+
+    op: str
+    args: tuple["Node", ...]
+    params: tuple
+    dim: int
+
+    def __new__(cls, op: str, args: tuple["Node", ...] = (), params: tuple = (), dim: int | None = None):
+        key = (op, args, tuple(_param_key(p) for p in params))
+        node = _interned.get(key)
+        if node is not None:
+            return node
+        if dim is None:
+            from .ops import get_op  # the registry imports this module
+
+            dim = get_op(op).output_dim(tuple(a.dim for a in args), params)
+        node = object.__new__(cls)
+        object.__setattr__(node, "op", op)
+        object.__setattr__(node, "args", args)
+        object.__setattr__(node, "params", params)
+        object.__setattr__(node, "dim", dim)
+        _interned[key] = node
+        return node
+
+    def __setattr__(self, name, value):
+        raise AttributeError("formula nodes are immutable")
+
+    def __reduce__(self):
+        return (Node, (self.op, self.args, self.params, self.dim))
+
+    # -- structure -------------------------------------------------------------------------
+    @property
+    def is_var(self) -> bool:
+        return self.op == "Var"
+
+    @property
+    def is_const(self) -> bool:
+        return self.op in ("IntCst", "RealCst")
+
+    def walk(self) -> Iterator["Node"]:
+        """All distinct nodes of the tree, children before parents."""
+        seen: set[int] = set()
+        stack: list[tuple[Node, bool]] = [(self, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if id(node) in seen:
+                continue
+            if expanded or not node.args:
+                seen.add(id(node))
+                yield node
+            else:
+                stack.append((node, True))
+                stack.extend((a, False) for a in reversed(node.args) if id(a) not in seen)
+
+    def variables(self) -> list["Node"]:
+        """The distinct ``Var`` leaves, sorted by position."""
+        return sorted((n for n in self.walk() if n.is_var), key=lambda v: v.params)
+
+    def size(self) -> int:
+        """Number of distinct nodes (a measure of formula complexity)."""
+        return sum(1 for _ in self.walk())
+
+    def replace(self, mapping: dict["Node", "Node"]) -> "Node":
+        """Copy of the tree with sub-trees substituted (``mapping`` keys are nodes)."""
+        memo: dict[int, Node] = {}
+        for node in self.walk():
+            if node in mapping:
+                memo[id(node)] = mapping[node]
+            elif node.args:
+                new_args = tuple(memo[id(a)] for a in node.args)
+                memo[id(node)] = node if new_args == node.args else call(node.op, *new_args, params=node.params)
+            else:
+                memo[id(node)] = node
+        return memo[id(self)]
+
+    # -- printing --------------------------------------------------------------------------
+    def __str__(self) -> str:
+        from .printer import to_string
+
+        return to_string(self)
+
+    def __repr__(self) -> str:
+        return f"Formula({str(self)!r}, dim={self.dim})"
+
+    # -- arithmetic sugar (for building trees in Python) ------------------------------------
+    def __add__(self, other): return call("Add", self, as_node(other))
+    def __radd__(self, other): return call("Add", as_node(other), self)
+    def __sub__(self, other): return call("Subtract", self, as_node(other))
+    def __rsub__(self, other): return call("Subtract", as_node(other), self)
+    def __mul__(self, other): return call("Mult", self, as_node(other))
+    def __rmul__(self, other): return call("Mult", as_node(other), self)
+    def __truediv__(self, other): return call("Divide", self, as_node(other))
+    def __rtruediv__(self, other): return call("Divide", as_node(other), self)
+    def __neg__(self): return call("Minus", self)
+    def __or__(self, other): return call("Scalprod", self, as_node(other))
+
+
+def Var(pos: int, dim: int, cat: int) -> Node:
+    """Variable number ``pos`` (its position in the argument list) of dimension ``dim``."""
+    for name, value in (("position", pos), ("dimension", dim), ("category", cat)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise FormulaError(f"variable {name} must be an integer, got {value!r}")
+    if pos < 0:
+        raise FormulaError(f"variable position must be >= 0, got {pos}")
+    if dim < 1:
+        raise FormulaError(f"variable dimension must be >= 1, got {dim}")
+    if cat not in CATEGORY_NAMES:
+        raise FormulaError(f"variable category must be 0 (i), 1 (j) or 2 (parameter), got {cat}")
+    return Node("Var", (), (pos, dim, cat), dim)
+
+
+def Vi(pos: int, dim: int) -> Node:
+    """An i-indexed variable."""
+    return Var(pos, dim, CAT_I)
+
+
+def Vj(pos: int, dim: int) -> Node:
+    """A j-indexed variable."""
+    return Var(pos, dim, CAT_J)
+
+
+def Pm(pos: int, dim: int) -> Node:
+    """A parameter (same value for every i and j)."""
+    return Var(pos, dim, CAT_PARAM)
+
+
+def IntCst(value: int) -> Node:
+    """An integer constant (dimension 1)."""
+    return Node("IntCst", (), (int(value),), 1)
+
+
+def RealCst(value: float) -> Node:
+    """A real constant (dimension 1); must be finite."""
+    value = float(value)
+    if not math.isfinite(value):
+        raise FormulaError(f"constants must be finite, got {value}")
+    return Node("RealCst", (), (value,), 1)
+
+
+def as_node(value: object) -> Node:
+    """A node from a node, an int or a float."""
+    if isinstance(value, Node):
+        return value
+    if isinstance(value, bool):
+        raise FormulaError("booleans are not formula constants")
+    if isinstance(value, int):
+        return IntCst(value)
+    if isinstance(value, float):
+        return RealCst(value)
+    raise FormulaError(f"cannot use {type(value).__name__} {value!r} in a formula")
+
+
+def call(op: str, *args: Node | int | float, params: tuple = ()) -> Node:
+    """Apply operation ``op`` (a name from the registry) to formula arguments.
+
+    Integer compile-time parameters (``Pow``'s exponent, ``Elem``'s index, …) go in ``params``;
+    the operation's simplification rules run first (``x * 1`` is ``x``, constants fold, …).
+    """
+    from .ops import get_op
+
+    spec = get_op(op)
+    nodes = tuple(as_node(a) for a in args)
+    if len(nodes) != spec.arity:
+        raise FormulaError(f"{op} takes {spec.arity} formula argument(s), got {len(nodes)}")
+    if len(params) != len(spec.param_names):
+        raise FormulaError(
+            f"{op} takes {len(spec.param_names)} integer parameter(s) "
+            f"({', '.join(spec.param_names) or 'none'}), got {len(params)}"
+        )
+    for pname, p in zip(spec.param_names, params):
+        if not isinstance(p, int) or isinstance(p, bool):
+            raise FormulaError(f"{op}: parameter {pname} must be an integer, got {p!r}")
+    spec.output_dim(tuple(a.dim for a in nodes), tuple(params))  # checks dimensions
+    if spec.simplify is not None:
+        simplified = spec.simplify(nodes, tuple(params))
+        if simplified is not None:
+            return simplified
+    return Node(op, nodes, tuple(params))
+
+
+def swap_ij(formula: Node) -> Node:
+    """The same formula with the roles of i- and j-variables exchanged (for reductions over i)."""
+    mapping = {}
+    for v in formula.variables():
+        pos, dim, cat = v.params
+        if cat != CAT_PARAM:
+            mapping[v] = Var(pos, dim, CAT_J if cat == CAT_I else CAT_I)
+    return formula.replace(mapping)

@@ -1,0 +1,192 @@
+"""``Genred``: generic reductions from formula strings, and the checked call path they share
+with ``LazyTensor``.
+
+>>> import numpy as np
+>>> from kernla import Genred
+>>> f = Genred("SqDist(X, Y)", ["X = Vi(2)", "Y = Vj(2)"], reduction_op="ArgMin", axis=1)
+>>> x = np.array([[0.0, 0.0], [5.0, 5.0]]); y = np.array([[4.0, 4.0], [1.0, 0.0], [9.0, 9.0]])
+>>> f(x, y, backend="numpy").ravel()
+array([1, 0])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from . import arrays as arr
+from .engines import get_engine, resolve_backend
+from .errors import FormulaError, InputValueError, ShapeError
+from .formula import CAT_I, CAT_J, CAT_PARAM, parse, parse_aliases
+from .formula.tree import CATEGORY_NAMES, Node
+from .reductions import Reduction
+
+#: pykeops keyword arguments accepted for compatibility and ignored
+_PYKEOPS_IGNORED = {"dtype", "dtype_acc", "use_double_acc", "sum_scheme", "enable_chunks",
+                    "rec_multVar_highdim", "cuda_type", "device_id", "ranges", "use_fast_math"}
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One argument of a reduction: its name (for messages), category and vector dimension."""
+
+    name: str
+    cat: int
+    dim: int
+
+    def describe(self) -> str:
+        return f"{self.name!r} ({CATEGORY_NAMES[self.cat]}, dimension {self.dim})"
+
+
+def _as_rows(a: Any, slot: Slot) -> Any:
+    """Check an argument's shape against its slot; rows variables become (..., n, D), parameters (..., D)."""
+    if arr.kind_of(a) == "scalar":
+        if slot.cat != CAT_PARAM or slot.dim != 1:
+            raise ShapeError(f"{slot.describe()} needs an array, got the number {a!r}")
+        return np.array([a], dtype=np.float64)
+    shape = tuple(a.shape)
+    if slot.cat == CAT_PARAM:
+        if len(shape) == 0 and slot.dim == 1:
+            return a.reshape(1)
+        if len(shape) == 0 or shape[-1] != slot.dim:
+            raise ShapeError(f"{slot.describe()} expects an array of shape (..., {slot.dim}), got shape {shape}")
+        return a
+    if len(shape) == 1 and slot.dim == 1:
+        return a.reshape(shape[0], 1)
+    if len(shape) < 2 or shape[-1] != slot.dim:
+        raise ShapeError(f"{slot.describe()} expects an array of shape (..., n, {slot.dim}), got shape {shape}")
+    return a
+
+
+def reduce(red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int = 1,
+           backend: Optional[str] = None) -> list:
+    """Check ``args`` against ``slots``, run ``red`` over ``axis`` and return outputs in the caller's kind.
+
+    ``red`` is written for a reduction over j (axis=1); axis=0 exchanges the roles of i and j.
+    Outputs have shape (*batch, n_rows, width).
+    """
+    if axis not in (0, 1):
+        raise ShapeError(f"axis must be 0 (reduce over i) or 1 (reduce over j), got {axis!r}")
+    if len(args) != len(slots):
+        raise ShapeError(f"expected {len(slots)} arrays ({', '.join(s.name for s in slots)}), got {len(args)}")
+    named = {s.name: a for s, a in zip(slots, args)}
+    kind = arr.common_kind(named)
+    dtype = arr.common_dtype(named)
+    compute = np.dtype(np.float32) if dtype == np.float16 else dtype
+    if axis == 0:
+        red = red.swap_ij()
+        slots = [Slot(s.name, {CAT_I: CAT_J, CAT_J: CAT_I}.get(s.cat, s.cat), s.dim) for s in slots]
+
+    shaped = [_as_rows(a, s) for s, a in zip(slots, args)]
+    sizes = {CAT_I: {}, CAT_J: {}}
+    batch_shapes = []
+    for s, a in zip(slots, shaped):
+        shape = tuple(a.shape)
+        if s.cat == CAT_PARAM:
+            batch_shapes.append(shape[:-1])
+            continue
+        sizes[s.cat][s.name] = shape[-2]
+        batch_shapes.append(shape[:-2])
+    for cat, label in ((CAT_I, "i"), (CAT_J, "j")):
+        if len(set(sizes[cat].values())) > 1:
+            detail = ", ".join(f"{n!r} has {v}" for n, v in sizes[cat].items())
+            raise ShapeError(f"{label}-variables must have the same number of points: {detail}")
+    nx = next(iter(sizes[CAT_I].values()), 1)
+    if not sizes[CAT_J]:
+        raise ShapeError("the reduction index has no variable, so its size is unknown: "
+                         "give at least one variable indexed by the reduced axis")
+    ny = next(iter(sizes[CAT_J].values()))
+    for cat, n in ((CAT_I, nx), (CAT_J, ny)):
+        if n == 0:
+            name = next(iter(sizes[cat]))
+            raise ShapeError(f"{name!r} is empty (0 points); kernla needs at least one point per index")
+    if red.K is not None and red.K > ny:
+        raise ShapeError(f"{red.name} with K={red.K} needs at least K candidates, got {ny}")
+    try:
+        batch = np.broadcast_shapes(*batch_shapes)
+    except ValueError:
+        raise ShapeError(f"batch dimensions do not broadcast: {batch_shapes}") from None
+
+    engine_name = resolve_backend(backend, kind.on_gpu)
+    engine = get_engine(engine_name)
+    convert = arr.to_cupy if engine_name == "cuda" else arr.to_numpy
+    data = [convert(a, compute) for a in shaped]
+    xp = np if engine_name != "cuda" else __import__("cupy")
+    for s, a in zip(slots, data):
+        bad = ~xp.isfinite(a) if s.cat == CAT_PARAM else xp.isnan(a)
+        if bool(bad.any()):
+            what = "non-finite values" if s.cat == CAT_PARAM else "NaN values"
+            raise InputValueError(f"{s.describe()} contains {what}")
+
+    outputs = []
+    for index in np.ndindex(*batch):
+        views = []
+        for s, a in zip(slots, data):
+            lead = a.ndim - (1 if s.cat == CAT_PARAM else 2)
+            sub = index[len(index) - lead:] if lead else ()
+            sub = tuple(0 if a.shape[k] == 1 else i for k, i in enumerate(sub))
+            views.append(xp.ascontiguousarray(a[sub]))
+        outputs.append(engine.run(red, views, nx, ny))
+    results = []
+    for k in range(len(outputs[0])):
+        stacked = outputs[0][k] if not batch else xp.stack([o[k] for o in outputs]).reshape(
+            batch + outputs[0][k].shape)
+        results.append(arr.wrap(stacked, kind, dtype))
+    return results
+
+
+def slots_of(aliases: dict[str, Node], formulas: Sequence[Node]) -> list[Slot]:
+    """Argument slots, by position, from aliases and inline variables; gaps are errors."""
+    by_pos: dict[int, Slot] = {}
+    names = {v: n for n, v in aliases.items()}
+    for var in list(aliases.values()) + [v for f in formulas for v in f.variables()]:
+        pos, dim, cat = var.params
+        slot = Slot(names.get(var, f"argument {pos}"), cat, dim)
+        if pos in by_pos and (by_pos[pos].cat, by_pos[pos].dim) != (cat, dim):
+            raise FormulaError(f"position {pos} is used with two meanings: {by_pos[pos].describe()} and "
+                               f"{CATEGORY_NAMES[cat]}({pos}, {dim})")
+        by_pos.setdefault(pos, slot)
+    missing = [p for p in range(max(by_pos, default=-1) + 1) if p not in by_pos]
+    if missing:
+        raise FormulaError(f"no variable is declared at position(s) {missing}")
+    return [by_pos[p] for p in range(len(by_pos))]
+
+
+class Genred:
+    """A reduction compiled from a formula string, called on arrays.
+
+    ``Genred(formula, aliases, reduction_op="Sum", axis=0, opt_arg=None, formula2=None)`` builds
+    ``out = ⋆_{axis} F(...)``; call it with one array per alias (in alias order):
+    i-variables (N, D), j-variables (M, D), parameters (D,) or numbers, with optional leading batch
+    dimensions. Returns the caller's array kind; ``*_Arg*`` reductions return int64 indices and
+    ``Min_ArgMin``-style reductions a (values, indices) tuple.
+    """
+
+    def __init__(self, formula: str, aliases: Sequence[str], reduction_op: str = "Sum", axis: int = 0,
+                 opt_arg: Optional[int] = None, formula2: Optional[str] = None, **compat: Any):
+        _check_compat(compat)
+        if axis not in (0, 1):
+            raise ShapeError(f"axis must be 0 (reduce over i) or 1 (reduce over j), got {axis!r}")
+        self.aliases = parse_aliases(aliases)
+        self.formula = parse(formula, self.aliases)
+        self.formula2 = parse(formula2, self.aliases) if formula2 is not None else None
+        self.reduction = Reduction(reduction_op, self.formula, self.formula2, opt_arg)
+        self.axis = axis
+        self.slots = slots_of(self.aliases, self.reduction.formulas)
+
+    def __call__(self, *args: Any, backend: str = "auto", **compat: Any):
+        _check_compat(compat)
+        out = reduce(self.reduction, self.slots, args, self.axis, backend)
+        return out[0] if len(out) == 1 else tuple(out)
+
+    def __repr__(self) -> str:
+        return (f"Genred({self.reduction.name} over {'ij'[self.axis]} of {self.formula}"
+                + (f", weight {self.formula2}" if self.formula2 is not None else "") + ")")
+
+
+def _check_compat(kwargs: dict) -> None:
+    unknown = set(kwargs) - _PYKEOPS_IGNORED
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
