@@ -22,7 +22,7 @@ engine agree. Conventions shared by every engine:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -167,12 +167,11 @@ class Reduction:
             return [state["acc"].astype(dtype)]
         if "Min" in name or "Max" in name:
             val, idx = state["val"], state["idx"]
+            worst = np.inf if "Min" in name else -np.inf
+            idx = np.where(val == worst, -1, idx)
             if name.startswith("K") or name.startswith("ArgK"):
-                idx = np.where(np.isinf(val), -1, idx)
                 val = val.reshape(rows, -1)
                 idx = idx.reshape(rows, -1)
-            else:
-                idx = np.where(np.isinf(val), -1, idx)
             out = {"val": val.astype(dtype), "idx": idx}
             if name.startswith("Arg"):
                 return [out["idx"]]
@@ -183,3 +182,131 @@ class Reduction:
             if name == "SumSoftMaxWeight":
                 return [(state["s"] / state["den"]).astype(dtype)]
             return [(state["m"] + np.log(state["s"])).astype(dtype)]
+
+    # ---------------------------------------------------------------------------------------
+    # C accumulators, shared by the compiled engines
+    # ---------------------------------------------------------------------------------------
+    def c_accumulator(self, p: str = "acc") -> "CAccumulator":
+        """C snippets for one row's accumulator, variables prefixed ``p``.
+
+        Types: ``T`` (values), ``TACC`` (sums), ``int64_t`` (indices); the engine's prelude
+        defines ``KL_INF`` (``T`` infinity) and the ``kl_*`` maths functions.
+        """
+        return _c_accumulator(self, p)
+
+
+@dataclass(frozen=True)
+class CAccumulator:
+    """C code for one row's accumulator (see :meth:`Reduction.c_accumulator`).
+
+    ``update(values, weights, j)`` folds the formula's component expressions for column ``j``;
+    ``merge(q)`` folds another accumulator ``q`` that covers *later* columns (ties keep ours);
+    ``finalize(out_f, out_i)`` writes the row's outputs through pointers to its first value and
+    first index.
+    """
+
+    decl: str
+    init: str
+    update: Callable[[list, Optional[list], str], str]
+    merge: Callable[[str], str]
+    finalize: Callable[[str, str], str]
+
+
+def _lines(*parts) -> str:
+    return "\n".join(x for x in parts if x)
+
+
+def _c_accumulator(red: "Reduction", p: str) -> CAccumulator:
+    d, name, K = red.formula.dim, red.name, red.K
+    rng = range(d)
+    if name == "Sum":
+        return CAccumulator(
+            decl=f"TACC {p}_s[{d}];",
+            init=_lines(*(f"{p}_s[{k}] = TACC(0);" for k in rng)),
+            update=lambda v, w, j: _lines(*(f"{p}_s[{k}] += TACC({v[k]});" for k in rng)),
+            merge=lambda q: _lines(*(f"{p}_s[{k}] += {q}_s[{k}];" for k in rng)),
+            finalize=lambda of, oi: _lines(*(f"{of}[{k}] = T({p}_s[{k}]);" for k in rng)),
+        )
+    if name in ("Min", "ArgMin", "Min_ArgMin", "Max", "ArgMax", "Max_ArgMax"):
+        cmp, start = ("<", "KL_INF") if "Min" in name else (">", "(-KL_INF)")
+        fin_v = name in ("Min", "Max", "Min_ArgMin", "Max_ArgMax")
+        fin_i = name.startswith("Arg") or "_" in name
+        return CAccumulator(
+            decl=f"T {p}_v[{d}]; int64_t {p}_i[{d}];",
+            init=_lines(*(f"{p}_v[{k}] = {start}; {p}_i[{k}] = -1;" for k in rng)),
+            update=lambda v, w, j: _lines(*(
+                f"if ({v[k]} {cmp} {p}_v[{k}]) {{ {p}_v[{k}] = {v[k]}; {p}_i[{k}] = {j}; }}" for k in rng)),
+            merge=lambda q: _lines(*(
+                f"if ({q}_v[{k}] {cmp} {p}_v[{k}]) {{ {p}_v[{k}] = {q}_v[{k}]; {p}_i[{k}] = {q}_i[{k}]; }}"
+                for k in rng)),
+            finalize=lambda of, oi: _lines(*(
+                (f"{of}[{k}] = {p}_v[{k}];" if fin_v else "") + (f" {oi}[{k}] = {p}_i[{k}];" if fin_i else "")
+                for k in rng)),
+        )
+    if name in ("KMin", "ArgKMin", "KMin_ArgKMin"):
+        def insert(value: str, index: str, k: int) -> str:
+            return (f"if ({value} < {p}_v[{(K - 1) * d + k}]) {{ int q = {K - 1}; "
+                    f"while (q > 0 && {value} < {p}_v[(q - 1) * {d} + {k}]) {{ "
+                    f"{p}_v[q * {d} + {k}] = {p}_v[(q - 1) * {d} + {k}]; "
+                    f"{p}_i[q * {d} + {k}] = {p}_i[(q - 1) * {d} + {k}]; q--; }} "
+                    f"{p}_v[q * {d} + {k}] = {value}; {p}_i[q * {d} + {k}] = {index}; }}")
+        fin_v, fin_i = name != "ArgKMin", name != "KMin"
+        n = K * d
+        return CAccumulator(
+            decl=f"T {p}_v[{n}]; int64_t {p}_i[{n}];",
+            init=f"for (int q = 0; q < {n}; q++) {{ {p}_v[q] = KL_INF; {p}_i[q] = -1; }}",
+            update=lambda v, w, j: _lines(*(insert(v[k], j, k) for k in rng)),
+            merge=lambda q: _lines(*(f"for (int r = 0; r < {K}; r++) {{ T {q}_x = {q}_v[r * {d} + {k}]; "
+                                     f"int64_t {q}_y = {q}_i[r * {d} + {k}]; {insert(f'{q}_x', f'{q}_y', k)} }}"
+                                     for k in rng)),
+            finalize=lambda of, oi: (f"for (int q = 0; q < {n}; q++) {{ "
+                                     + (f"{of}[q] = {p}_v[q]; " if fin_v else "")
+                                     + (f"{oi}[q] = {p}_i[q]; " if fin_i else "") + "}"),
+        )
+    # log-sum-exp family: running maximum m, scaled sums s (and the softmax denominator)
+    e = red.weight.dim if red.weight is not None else d
+    mdim = 1 if red.weight is not None else d
+    soft = name == "SumSoftMaxWeight"
+
+    def update(v, w, j):
+        out = []
+        for k in range(mdim):
+            m = f"{p}_m[{k}]"
+            comps = range(e) if red.weight is not None else [k]
+            wt = (lambda c: f"TACC({w[c]})") if red.weight is not None else (lambda c: "TACC(1)")
+            grow = " ".join(f"{p}_s[{c}] = {p}_s[{c}] * {p}_sc + {wt(c)};" for c in comps)
+            add = " ".join(f"{p}_s[{c}] += {p}_ex * {wt(c)};" for c in comps)
+            if soft:
+                grow += f" {p}_d = {p}_d * {p}_sc + TACC(1);"
+                add += f" {p}_d += {p}_ex;"
+            out.append(f"if (TACC({v[k]}) > {m}) {{ TACC {p}_sc = kl_exp({m} - TACC({v[k]})); {grow} {m} = TACC({v[k]}); }} "
+                       f"else if ({m} != TACC(-KL_INF) || {v[k]} != {v[k]}) {{ TACC {p}_ex = kl_exp(TACC({v[k]}) - {m}); {add} }}")
+        return _lines(*out)
+
+    def merge(q):
+        out = []
+        for k in range(mdim):
+            m, qm = f"{p}_m[{k}]", f"{q}_m[{k}]"
+            comps = range(e) if red.weight is not None else [k]
+            grow = " ".join(f"{p}_s[{c}] = {p}_s[{c}] * {p}_sc + {q}_s[{c}];" for c in comps)
+            add = " ".join(f"{p}_s[{c}] += {q}_s[{c}] * {p}_ex;" for c in comps)
+            if soft:
+                grow += f" {p}_d = {p}_d * {p}_sc + {q}_d;"
+                add += f" {p}_d += {q}_d * {p}_ex;"
+            out.append(f"if ({qm} > {m}) {{ TACC {p}_sc = kl_exp({m} - {qm}); {grow} {m} = {qm}; }} "
+                       f"else if ({qm} != TACC(-KL_INF)) {{ TACC {p}_ex = kl_exp({qm} - {m}); {add} }}")
+        return _lines(*out)
+
+    def finalize(of, oi):
+        if soft:
+            return _lines(*(f"{of}[{c}] = T({p}_s[{c}] / {p}_d);" for c in range(e)))
+        if red.weight is not None:
+            return _lines(*(f"{of}[{c}] = T({p}_m[0] + kl_log({p}_s[{c}]));" for c in range(e)))
+        return _lines(*(f"{of}[{k}] = T({p}_m[{k}] + kl_log({p}_s[{k}]));" for k in range(d)))
+
+    return CAccumulator(
+        decl=f"TACC {p}_m[{mdim}]; TACC {p}_s[{e}];" + (f" TACC {p}_d;" if soft else ""),
+        init=_lines(*(f"{p}_m[{k}] = TACC(-KL_INF);" for k in range(mdim)),
+                    *(f"{p}_s[{c}] = TACC(0);" for c in range(e)), f"{p}_d = TACC(0);" if soft else ""),
+        update=update, merge=merge, finalize=finalize,
+    )
