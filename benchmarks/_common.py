@@ -1,0 +1,76 @@
+"""Shared helpers for the benchmark scripts: timing (medians of wall and CPU time) and tables.
+
+>>> t = measure(lambda: sum(range(1000)), repeat=3)
+>>> t.wall > 0 and t.runs == 3
+True
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+
+@dataclass
+class Timing:
+    wall: float  # median wall-clock seconds
+    cpu: float   # median process CPU seconds
+    runs: int
+
+
+def measure(fn: Callable[[], object], repeat: int = 5, warmup: int = 1, budget: float = 20.0) -> Timing:
+    """Median wall and CPU time of ``fn()`` over ``repeat`` runs (fewer if ``budget`` seconds run out)."""
+    for _ in range(warmup):
+        fn()
+    walls, cpus = [], []
+    start = time.perf_counter()
+    for _ in range(repeat):
+        w0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        walls.append(time.perf_counter() - w0)
+        cpus.append(time.process_time() - c0)
+        if time.perf_counter() - start > budget:
+            break
+    return Timing(statistics.median(walls), statistics.median(cpus), len(walls))
+
+
+def optional(module: str):
+    """The imported module, or None when it is not installed (or fails to import)."""
+    try:
+        return importlib.import_module(module)
+    except Exception:  # peers are optional; any import failure means "not available"
+        return None
+
+
+def machine() -> str:
+    """One line describing this machine."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]], title: Optional[str] = None) -> str:
+    """A plain-text table (also valid Markdown)."""
+    cells = [[str(h) for h in headers]] + [[_fmt(c) for c in r] for r in rows]
+    widths = [max(len(r[k]) for r in cells) for k in range(len(headers))]
+    lines = [] if title is None else [f"\n### {title}\n"]
+    for n, r in enumerate(cells):
+        lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+        if n == 0:
+            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def _fmt(c: object) -> str:
+    if isinstance(c, float):
+        return f"{c:.3g}" if abs(c) < 1e4 else f"{c:.3e}"
+    return str(c)
