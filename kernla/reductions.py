@@ -189,6 +189,9 @@ class Reduction:
     def c_accumulator(self, p: str = "acc") -> "CAccumulator":
         """C snippets for one row's accumulator, variables prefixed ``p``.
 
+        ``p`` may be a member access (``"A.acc"``) when ``decl`` (written with a plain prefix)
+        is placed in a struct: the snippets declare no variable named after ``p``.
+
         Types: ``T`` (values), ``TACC`` (sums), ``int64_t`` (indices); the engine's prelude
         defines ``KL_INF`` (``T`` infinity) and the ``kl_*`` maths functions.
         """
@@ -256,8 +259,8 @@ def _c_accumulator(red: "Reduction", p: str) -> CAccumulator:
             decl=f"T {p}_v[{n}]; int64_t {p}_i[{n}];",
             init=f"for (int q = 0; q < {n}; q++) {{ {p}_v[q] = KL_INF; {p}_i[q] = -1; }}",
             update=lambda v, w, j: _lines(*(insert(v[k], j, k) for k in rng)),
-            merge=lambda q: _lines(*(f"for (int r = 0; r < {K}; r++) {{ T {q}_x = {q}_v[r * {d} + {k}]; "
-                                     f"int64_t {q}_y = {q}_i[r * {d} + {k}]; {insert(f'{q}_x', f'{q}_y', k)} }}"
+            merge=lambda q: _lines(*(f"for (int r = 0; r < {K}; r++) {{ T kl_qx = {q}_v[r * {d} + {k}]; "
+                                     f"int64_t kl_qy = {q}_i[r * {d} + {k}]; {insert('kl_qx', 'kl_qy', k)} }}"
                                      for k in rng)),
             finalize=lambda of, oi: (f"for (int q = 0; q < {n}; q++) {{ "
                                      + (f"{of}[q] = {p}_v[q]; " if fin_v else "")
@@ -274,13 +277,13 @@ def _c_accumulator(red: "Reduction", p: str) -> CAccumulator:
             m = f"{p}_m[{k}]"
             comps = range(e) if red.weight is not None else [k]
             wt = (lambda c: f"TACC({w[c]})") if red.weight is not None else (lambda c: "TACC(1)")
-            grow = " ".join(f"{p}_s[{c}] = {p}_s[{c}] * {p}_sc + {wt(c)};" for c in comps)
-            add = " ".join(f"{p}_s[{c}] += {p}_ex * {wt(c)};" for c in comps)
+            grow = " ".join(f"{p}_s[{c}] = {p}_s[{c}] * kl_sc + {wt(c)};" for c in comps)
+            add = " ".join(f"{p}_s[{c}] += kl_ex * {wt(c)};" for c in comps)
             if soft:
-                grow += f" {p}_d = {p}_d * {p}_sc + TACC(1);"
-                add += f" {p}_d += {p}_ex;"
-            out.append(f"if (TACC({v[k]}) > {m}) {{ TACC {p}_sc = kl_exp({m} - TACC({v[k]})); {grow} {m} = TACC({v[k]}); }} "
-                       f"else if ({m} != TACC(-KL_INF) || {v[k]} != {v[k]}) {{ TACC {p}_ex = kl_exp(TACC({v[k]}) - {m}); {add} }}")
+                grow += f" {p}_d = {p}_d * kl_sc + TACC(1);"
+                add += f" {p}_d += kl_ex;"
+            out.append(f"if (TACC({v[k]}) > {m}) {{ TACC kl_sc = kl_exp({m} - TACC({v[k]})); {grow} {m} = TACC({v[k]}); }} "
+                       f"else if ({m} != TACC(-KL_INF) || {v[k]} != {v[k]}) {{ TACC kl_ex = kl_exp(TACC({v[k]}) - {m}); {add} }}")
         return _lines(*out)
 
     def merge(q):
@@ -288,13 +291,13 @@ def _c_accumulator(red: "Reduction", p: str) -> CAccumulator:
         for k in range(mdim):
             m, qm = f"{p}_m[{k}]", f"{q}_m[{k}]"
             comps = range(e) if red.weight is not None else [k]
-            grow = " ".join(f"{p}_s[{c}] = {p}_s[{c}] * {p}_sc + {q}_s[{c}];" for c in comps)
-            add = " ".join(f"{p}_s[{c}] += {q}_s[{c}] * {p}_ex;" for c in comps)
+            grow = " ".join(f"{p}_s[{c}] = {p}_s[{c}] * kl_sc + {q}_s[{c}];" for c in comps)
+            add = " ".join(f"{p}_s[{c}] += {q}_s[{c}] * kl_ex;" for c in comps)
             if soft:
-                grow += f" {p}_d = {p}_d * {p}_sc + {q}_d;"
-                add += f" {p}_d += {q}_d * {p}_ex;"
-            out.append(f"if ({qm} > {m}) {{ TACC {p}_sc = kl_exp({m} - {qm}); {grow} {m} = {qm}; }} "
-                       f"else if ({qm} != TACC(-KL_INF)) {{ TACC {p}_ex = kl_exp({qm} - {m}); {add} }}")
+                grow += f" {p}_d = {p}_d * kl_sc + {q}_d;"
+                add += f" {p}_d += {q}_d * kl_ex;"
+            out.append(f"if ({qm} > {m}) {{ TACC kl_sc = kl_exp({m} - {qm}); {grow} {m} = {qm}; }} "
+                       f"else if ({qm} != TACC(-KL_INF)) {{ TACC kl_ex = kl_exp({qm} - {m}); {add} }}")
         return _lines(*out)
 
     def finalize(of, oi):
