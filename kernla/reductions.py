@@ -6,7 +6,9 @@ engine agree. Conventions shared by every engine:
 
 - ``Sum`` accumulates in float64 for float32 data (pairwise within a tile, then across tiles);
 - ``Min``/``Max``/``ArgMin``/``ArgMax``/``KMin`` ignore NaN values; ties go to the smallest index;
-  an index is ``-1`` when no finite candidate exists (all values ±inf or NaN);
+  an index is ``-1`` when no value beats the empty accumulator, whose value is the reduction's
+  worst infinity (all NaN, or all ``+inf`` for a min, ``-inf`` for a max); ``-inf`` is a genuine
+  minimum with its index;
 - ``KMin`` outputs are laid out ``(K, D)`` per row (k-major), sorted by increasing value;
 - ``LogSumExp`` keeps a running maximum (stable for any magnitude); for a vector formula it works
   component-wise; ``LogSumExpWeight`` / ``SumSoftMaxWeight`` need a scalar formula and weights
@@ -38,6 +40,8 @@ _KINDS = {
     "LogSumExp": (False, False), "LogSumExpWeight": (False, True), "SumSoftMaxWeight": (False, True),
 }
 REDUCTIONS = tuple(_KINDS)
+#: the reductions that select values (by name: "SumSoftMaxWeight" also contains "Max")
+_SELECTING = ("Min", "Max", "ArgMin", "ArgMax", "Min_ArgMin", "Max_ArgMax", "KMin", "ArgKMin", "KMin_ArgKMin")
 _ALIASES = {"Max_SumShiftExp": "LogSumExp", "Max_SumShiftExpWeight": "LogSumExpWeight",
             "SoftMax": "SumSoftMaxWeight"}
 
@@ -124,7 +128,7 @@ class Reduction:
         if name == "Sum":
             state["acc"] += f.sum(axis=1, dtype=np.float64)
             return
-        if "Min" in name or "Max" in name:
+        if name in _SELECTING:
             is_min = "Min" in name
             v = np.where(np.isnan(f), np.inf if is_min else -np.inf, f)
             if not is_min:
@@ -165,7 +169,7 @@ class Reduction:
         rows = next(iter(state.values())).shape[0]
         if name == "Sum":
             return [state["acc"].astype(dtype)]
-        if "Min" in name or "Max" in name:
+        if name in _SELECTING:
             val, idx = state["val"], state["idx"]
             worst = np.inf if "Min" in name else -np.inf
             idx = np.where(val == worst, -1, idx)
