@@ -67,7 +67,9 @@ def _register(spec: OpSpec) -> None:
     elif spec.fold:
         custom = spec.simplify
         folder = _fold_constants(spec)
-        spec = OpSpec(**{**spec.__dict__, "simplify": lambda a, p: folder(a, p) or custom(a, p)})
+        # the operation's own rules first: they are exact (-IntCst(n) stays an IntCst beyond 2**53,
+        # where folding through float64 would turn it into a rounded RealCst)
+        spec = OpSpec(**{**spec.__dict__, "simplify": lambda a, p: custom(a, p) or folder(a, p)})
     OPS[spec.name] = spec
 
 
