@@ -62,7 +62,10 @@ def common_kind(arrays: dict[str, Any]) -> Kind:
     """The one kind and device of named arrays (numbers go with anything); ArrayKindError if mixed."""
     found: dict[tuple, str] = {}
     for name, a in arrays.items():
-        k = kind_of(a)
+        try:
+            k = kind_of(a)
+        except ArrayKindError as err:
+            raise ArrayKindError(f"{name!r}: {err}") from None
         if k == "scalar":
             continue
         device = a.device if k == "torch" else None

@@ -107,7 +107,12 @@ def reduce(red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int
     try:
         batch = np.broadcast_shapes(*batch_shapes)
     except ValueError:
-        raise ShapeError(f"batch dimensions do not broadcast: {batch_shapes}") from None
+        detail = ", ".join(f"{s.name!r} has {b}" for s, b in zip(slots, batch_shapes))
+        raise ShapeError(f"batch dimensions do not broadcast: {detail}") from None
+    if 0 in batch:
+        name = next(s.name for s, b in zip(slots, batch_shapes) if 0 in b)
+        raise ShapeError(f"{name!r} has an empty batch dimension (batch shape {batch}); "
+                         "kernla needs at least one problem per batch")
 
     engine_name = resolve_backend(backend, kind.on_gpu)
     engine = get_engine(engine_name)
