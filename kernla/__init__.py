@@ -14,9 +14,12 @@ from .errors import (ArrayKindError, BackendError, DTypeError, FormulaError, For
                      InputValueError, KernlaError, ShapeError)
 from .genred import Genred
 from .lazy import LazyTensor, Pm, Vi, Vj
+from .linalg import ConvergenceWarning, KernelOperator, KernelSolve
+from . import kernels
 
 __all__ = [
     "__version__", "LazyTensor", "Vi", "Vj", "Pm", "Genred",
+    "KernelOperator", "KernelSolve", "ConvergenceWarning", "kernels",
     "KernlaError", "FormulaError", "FormulaSyntaxError", "ShapeError", "InputValueError",
     "DTypeError", "ArrayKindError", "BackendError",
 ]

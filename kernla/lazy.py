@@ -23,7 +23,7 @@ from . import arrays as arr
 from .errors import FormulaError, ShapeError
 from .formula import CAT_I, CAT_J, CAT_PARAM, Var, call
 from .formula.tree import IntCst, Node
-from .genred import Slot, reduce
+from .genred import Slot, _check_compat, reduce
 from .reductions import Reduction
 
 Operand = Union["LazyTensor", float, int, Any]
@@ -273,8 +273,9 @@ class LazyTensor:
         slots = [Slot(f"variable {k} ({'ijp'[cat]})", cat, _dim(data)) for k, (data, cat) in enumerate(variables)]
         return reduce(red, slots, [data for data, _ in variables], axis, backend)
 
-    def _simple(self, name: str, vector_op: Optional[str], dim: int, backend, **kw):
-        axis = self._axis(dim)
+    def _simple(self, name: str, vector_op: Optional[str], dim: Optional[int], backend, compat: dict,
+                default: int, **kw):
+        axis = self._axis(_reduction_dim(dim, compat, default))
         if axis is None:
             if vector_op is None:
                 raise ShapeError(f"{name} is not available over the vector axis")
@@ -282,56 +283,60 @@ class LazyTensor:
         out = self._reduce(name, axis, backend=backend, **kw)
         return out[0] if len(out) == 1 else tuple(out)
 
-    def sum(self, dim: int = -1, backend: Optional[str] = None, **compat):
+    def sum(self, dim: Optional[int] = None, backend: Optional[str] = None, **compat):
         """Σ over i (dim=0), j (dim=1) or the vector components (dim=-1, symbolic)."""
-        return self._simple("Sum", "Sum", dim, backend)
+        return self._simple("Sum", "Sum", dim, backend, compat, -1)
 
-    def sum_reduction(self, dim: int = 1, **kw):
+    def sum_reduction(self, dim: Optional[int] = None, **kw):
+        if dim is None and "axis" not in kw:
+            dim = 1
         return self.sum(dim, **kw)
 
-    def min(self, dim: int = -1, backend: Optional[str] = None, **compat):
-        return self._simple("Min", "Min", dim, backend)
+    def min(self, dim: Optional[int] = None, backend: Optional[str] = None, **compat):
+        return self._simple("Min", "Min", dim, backend, compat, -1)
 
-    def max(self, dim: int = -1, backend: Optional[str] = None, **compat):
-        return self._simple("Max", "Max", dim, backend)
+    def max(self, dim: Optional[int] = None, backend: Optional[str] = None, **compat):
+        return self._simple("Max", "Max", dim, backend, compat, -1)
 
-    def argmin(self, dim: int = -1, backend: Optional[str] = None, **compat):
-        return self._simple("ArgMin", "ArgMin", dim, backend)
+    def argmin(self, dim: Optional[int] = None, backend: Optional[str] = None, **compat):
+        return self._simple("ArgMin", "ArgMin", dim, backend, compat, -1)
 
-    def argmax(self, dim: int = -1, backend: Optional[str] = None, **compat):
-        return self._simple("ArgMax", "ArgMax", dim, backend)
+    def argmax(self, dim: Optional[int] = None, backend: Optional[str] = None, **compat):
+        return self._simple("ArgMax", "ArgMax", dim, backend, compat, -1)
 
-    def min_argmin(self, dim: int = 1, backend: Optional[str] = None, **compat):
-        return self._simple("Min_ArgMin", None, dim, backend)
+    def min_argmin(self, dim: Optional[int] = None, backend: Optional[str] = None, **compat):
+        return self._simple("Min_ArgMin", None, dim, backend, compat, 1)
 
-    def max_argmax(self, dim: int = 1, backend: Optional[str] = None, **compat):
-        return self._simple("Max_ArgMax", None, dim, backend)
+    def max_argmax(self, dim: Optional[int] = None, backend: Optional[str] = None, **compat):
+        return self._simple("Max_ArgMax", None, dim, backend, compat, 1)
 
     def _kshape(self, out):
         d = self.formula.dim
         return out.reshape(tuple(out.shape[:-1]) + ((-1,) if d == 1 else (-1, d)))
 
-    def Kmin(self, K: int, dim: int = 1, backend: Optional[str] = None, **compat):
+    def Kmin(self, K: int, dim: Optional[int] = None, backend: Optional[str] = None, **compat):
         """The K smallest values, sorted: shape (N, K) for scalars, (N, K, D) for vectors."""
-        return self._kshape(self._simple("KMin", None, dim, backend, K=K))
+        return self._kshape(self._simple("KMin", None, dim, backend, compat, 1, K=K))
 
-    def argKmin(self, K: int, dim: int = 1, backend: Optional[str] = None, **compat):
+    def argKmin(self, K: int, dim: Optional[int] = None, backend: Optional[str] = None, **compat):
         """Indices (int64) of the K smallest values, sorted by value."""
-        return self._kshape(self._simple("ArgKMin", None, dim, backend, K=K))
+        return self._kshape(self._simple("ArgKMin", None, dim, backend, compat, 1, K=K))
 
-    def Kmin_argKmin(self, K: int, dim: int = 1, backend: Optional[str] = None, **compat):
-        vals, idx = self._simple("KMin_ArgKMin", None, dim, backend, K=K)
+    def Kmin_argKmin(self, K: int, dim: Optional[int] = None, backend: Optional[str] = None, **compat):
+        vals, idx = self._simple("KMin_ArgKMin", None, dim, backend, compat, 1, K=K)
         return self._kshape(vals), self._kshape(idx)
 
-    def logsumexp(self, dim: int = 1, weight: Optional[Operand] = None, backend: Optional[str] = None, **compat):
+    def logsumexp(self, dim: Optional[int] = None, weight: Optional[Operand] = None, backend: Optional[str] = None,
+                  **compat):
         """log Σ exp(F) over i or j (stable); with ``weight`` G: log Σ exp(F)·G."""
         if weight is None:
-            return self._simple("LogSumExp", None, dim, backend)
-        return self._simple("LogSumExpWeight", None, dim, backend, weight=weight)
+            return self._simple("LogSumExp", None, dim, backend, compat, 1)
+        return self._simple("LogSumExpWeight", None, dim, backend, compat, 1, weight=weight)
 
-    def sumsoftmaxweight(self, weight: Operand, dim: int = 1, backend: Optional[str] = None, **compat):
+    def sumsoftmaxweight(self, weight: Operand, dim: Optional[int] = None, backend: Optional[str] = None,
+                         **compat):
         """Σ exp(F)·G / Σ exp(F) over i or j."""
-        return self._simple("SumSoftMaxWeight", None, dim, backend, weight=weight)
+        return self._simple("SumSoftMaxWeight", None, dim, backend, compat, 1, weight=weight)
 
     def __matmul__(self, v: Any):
         """K @ v = Σ_j K_ij v_j for a scalar K and v of shape (M,) or (..., M, E)."""
@@ -343,6 +348,33 @@ class LazyTensor:
         vj = LazyTensor(v.reshape(flat[0], 1) if len(flat) == 1 else v, axis=1)
         out = (self * vj).sum(dim=self.ndim - 2)
         return out.reshape(out.shape[:-1]) if len(flat) == 1 else out
+
+    def solve(self, other: Any, alpha: float = 1e-10, **kwargs: Any):
+        """Solve ``(alpha·Id + K) a = b`` for this scalar symbolic K by conjugate gradients.
+
+        ``other`` is ``b``: an array (N,) or (N, D), or ``Vi(b)`` as in pykeops (sum over j).
+        Keyword options are those of :meth:`kernla.KernelOperator.solve` (``tol``, ``precond``, …).
+
+        >>> import numpy as np
+        >>> x = np.linspace(0, 1, 10)[:, None]
+        >>> K = (-LazyTensor(x[:, None, :]).sqdist(LazyTensor(x[None, :, :]))).exp()
+        >>> a = K.solve(np.ones(10), alpha=1.0)
+        >>> bool(np.allclose(np.exp(-(x - x.T) ** 2) @ a + a, 1.0))
+        True
+        """
+        from .linalg.solve import lazy_solve  # linalg sits below lazy in the layers: import on use
+
+        return lazy_solve(self, other, alpha=alpha, **kwargs)
+
+
+def _reduction_dim(dim: Optional[int], compat: dict, default: int) -> int:
+    """The reduction axis: pykeops spells it ``dim=`` or ``axis=``; its other options are ignored."""
+    axis = compat.pop("axis", None)
+    _check_compat(compat)
+    if dim is not None and axis is not None and dim != axis:
+        raise ShapeError(f"dim={dim} and axis={axis} name different axes")
+    chosen = dim if dim is not None else axis
+    return default if chosen is None else chosen
 
 
 def _lazy(x: Operand) -> LazyTensor:

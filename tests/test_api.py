@@ -337,3 +337,25 @@ def test_axis_0_is_the_transpose_of_axis_1():
     out = k0(x, y, ci, g, backend="numpy")
     assert out.shape == (9, 1)
     np.testing.assert_allclose(out, reference(y, x, ci, g), rtol=1e-12)
+
+
+def test_pykeops_axis_keyword_is_the_reduction_axis():
+    """pykeops reductions take ``axis=`` as well as ``dim=``; neither may be silently ignored."""
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(5, 3)), rng.normal(size=(7, 3))
+    D = LazyTensor(x[:, None, :]).sqdist(LazyTensor(y[None, :, :]))
+    dense = ((x[:, None] - y[None]) ** 2).sum(-1)
+    np.testing.assert_allclose(D.sum(axis=1, backend="numpy")[:, 0], dense.sum(1), rtol=1e-12)
+    np.testing.assert_allclose(D.sum(axis=0, backend="numpy")[:, 0], dense.sum(0), rtol=1e-12)
+    np.testing.assert_allclose(D.sum_reduction(axis=0, backend="numpy")[:, 0], dense.sum(0), rtol=1e-12)
+    np.testing.assert_array_equal(D.argmin(axis=0, backend="numpy")[:, 0], dense.argmin(0))
+    np.testing.assert_array_equal(D.argKmin(2, axis=0, backend="numpy"), np.argsort(dense, 0, kind="stable")[:2].T)
+    from scipy.special import logsumexp
+    np.testing.assert_allclose(D.logsumexp(axis=0, backend="numpy")[:, 0], logsumexp(dense, axis=0), rtol=1e-12)
+    assert isinstance((x_i := LazyTensor(x[:, None, :])).sum(axis=-1), LazyTensor) and x_i.sum(axis=2).shape == (5, 1, 1)
+    # the pykeops options kernla does not need are accepted; a typo is not
+    np.testing.assert_allclose(D.sum(dim=1, backend="numpy", ranges=None, use_double_acc=True)[:, 0], dense.sum(1))
+    with pytest.raises(TypeError):
+        D.sum(dimm=1)
+    with pytest.raises(ShapeError):
+        D.sum(dim=0, axis=1)

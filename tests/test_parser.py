@@ -68,7 +68,7 @@ constants = st.one_of(
 @st.composite
 def leaf(draw, dim: int):
     choices = [v for v in VARIABLES if v.dim == dim]
-    if dim == 1 and draw(st.booleans()):
+    if dim == 1 and draw(st.integers(0, 3)) == 0:
         return draw(constants)
     if choices:
         return draw(st.sampled_from(choices))
@@ -78,10 +78,11 @@ def leaf(draw, dim: int):
 
 @st.composite
 def formula(draw, dim: int | None = None, depth: int = 3):
-    """A random valid formula of dimension ``dim`` (drawn in 1..4 when None)."""
-    if dim is None:
+    """A random valid formula of dimension ``dim`` (drawn in 1..4 when None); the root is an operation."""
+    top = dim is None
+    if top:
         dim = draw(st.integers(1, 4))
-    if depth == 0 or draw(st.integers(0, 4)) == 0:
+    if depth == 0 or (not top and draw(st.integers(0, 4)) == 0):
         return draw(leaf(dim))
     op = draw(st.sampled_from(ops_for(dim)))
     sub = lambda d: draw(formula(d, depth - 1))  # noqa: E731
