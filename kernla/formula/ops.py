@@ -269,7 +269,8 @@ _unary("Acos", np.arccos, "kl_acos({0})",
 _unary("Atan", np.arctan, "kl_atan({0})",
        lambda n, g: (g / (IntCst(1) + call("Square", n.args[0])),), "arctan(a)")
 _unary("SinXDivX", _np_sinxdivx, "({0} == T(0) ? T(1) : kl_sin({0}) / {0})",
-       lambda n, g: (g * (call("Cos", n.args[0]) - n) / n.args[0],), "sin(a)/a, 1 at a = 0")
+       lambda n, g: (call("IfElse", -call("Abs", n.args[0]), IntCst(0),  # the derivative is 0 at a = 0
+                          g * (call("Cos", n.args[0]) - n) / n.args[0]),), "sin(a)/a, 1 at a = 0")
 _unary("Abs", np.abs, "kl_abs({0})", lambda n, g: (g * call("Sign", n.args[0]),), "|a|")
 _unary("Sign", np.sign, "kl_sign({0})", lambda n, g: (None,), "sign of a (0 at 0)")
 _unary("Step", lambda a: (a >= 0).astype(a.dtype), "({0} >= T(0) ? T(1) : T(0))",
