@@ -336,6 +336,28 @@ def test_dimension_mismatches_are_refused():
     assert "SqDist" in str(err) and "3" in str(err) and "2" in str(err)
 
 
+def test_constants_that_are_not_floats_are_refused():
+    big = "1" + "0" * 400                        # an integer beyond the float64 range
+    err = _syntax_error(f"a * {big}")
+    assert err.position == 4 and "too large" in str(err)
+    err = _syntax_error(f"a + IntCst(-{big})")
+    assert err.position == 4
+    err = _syntax_error("a * 1e400")
+    assert err.position == 4 and "1e400" in str(err)
+    with pytest.raises(FormulaError):
+        IntCst(10 ** 400)
+    with pytest.raises(FormulaError):
+        kernla.LazyTensor(np.ones((2, 1, 1))) * 10 ** 400
+    assert parse(f"a * {10 ** 300}", A).args[1] is IntCst(10 ** 300)
+
+
+def test_round_decimals_must_be_a_power_of_ten_floats_can_hold():
+    for d in (-301, 309, 400):
+        err = _syntax_error(f"Round(a, {d})")
+        assert "Round" in str(err) and str(d) in str(err)
+    assert P("Round(a, 300)").params == (300,)
+
+
 def test_alias_refusals():
     for aliases in (["x = Vi(3)", "x = Vj(3)"],          # declared twice
                     ["Exp = Vi(3)"],                       # shadows an operation

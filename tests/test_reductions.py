@@ -172,6 +172,19 @@ def test_reduction_larger_than_a_tile(name, dtype):
     run_and_check(name, 0, dtype, 5003, 2, seed=6)
 
 
+@pytest.mark.parametrize("tile_elements", [1, 5, 64])
+@pytest.mark.parametrize("name", list(REDUCTIONS))
+def test_reduction_merges_many_small_tiles(name, tile_elements):
+    """Tiles of one or a few columns (and rows): the accumulators' merging order is exercised."""
+    from unittest import mock
+
+    from kernla.engines import numpy_engine
+
+    with mock.patch.object(numpy_engine, "_TILE_ELEMENTS", tile_elements):
+        for axis in (0, 1):
+            run_and_check(name, axis, np.float64, 9, 23, seed=11, what=f"tile={tile_elements}")
+
+
 def test_every_reduction_is_tested():
     from kernla.reductions import REDUCTIONS as ALL
 

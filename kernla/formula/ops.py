@@ -304,7 +304,13 @@ _register(OpSpec("Atan2", 2, _broadcast, np.arctan2, _elementwise("kl_atan2({0},
                  grad=lambda n, g: (_ub(g * n.args[1] / (call("Square", n.args[0]) + call("Square", n.args[1])), n.args[0].dim),
                                     _ub(-(g * n.args[0]) / (call("Square", n.args[0]) + call("Square", n.args[1])), n.args[1].dim)),
                  doc="atan2(a, b), the angle of the point (b, a)"))
-_register(OpSpec("Round", 1, _same, lambda a, d: _np_round_half_away(a * 10.0 ** d) / 10.0 ** d,
+def _round_rule(dims, params):
+    if not -300 <= params[0] <= 300:
+        raise FormulaError(f"the number of decimals must be within [-300, 300], got {params[0]}")
+    return dims[0]
+
+
+_register(OpSpec("Round", 1, _round_rule, lambda a, d: _np_round_half_away(a * 10.0 ** d) / 10.0 ** d,
                  lambda e, args, params, dim: [f"kl_round({x}, {params[0]})" for x in args[0]],
                  param_names=("decimals",), grad=lambda n, g: (None,),
                  doc="a rounded to d decimals (halves away from zero)"))

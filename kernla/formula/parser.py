@@ -116,7 +116,10 @@ class _Parser:
     def primary(self) -> Node:
         kind, text, pos = self.t.next()
         if kind == "int":
-            return IntCst(int(text))
+            try:
+                return IntCst(int(text))
+            except FormulaError as err:
+                raise self.t.error(str(err), pos) from None
         if kind == "real":
             try:
                 return RealCst(float(text))
@@ -177,7 +180,10 @@ class _Parser:
             self.t.expect("(")
             value = self._integer()
             self.t.expect(")")
-            return IntCst(value)
+            try:
+                return IntCst(value)
+            except FormulaError as err:
+                raise self.t.error(str(err), pos) from None
         if name == "Grad":
             args = self._arguments()
             if len(args) != 3:

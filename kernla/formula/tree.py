@@ -20,6 +20,7 @@ True
 from __future__ import annotations
 
 import math
+import sys
 import weakref
 from typing import Iterator
 
@@ -171,8 +172,12 @@ def Pm(pos: int, dim: int) -> Node:
 
 
 def IntCst(value: int) -> Node:
-    """An integer constant (dimension 1)."""
-    return Node("IntCst", (), (int(value),), 1)
+    """An integer constant (dimension 1); it must fit in a float64, as it is evaluated in floats."""
+    value = int(value)
+    if abs(value) > sys.float_info.max:
+        raise FormulaError(f"the integer constant {str(value)[:20]}… ({len(str(abs(value)))} digits) "
+                           "is too large for a floating-point number")
+    return Node("IntCst", (), (value,), 1)
 
 
 def RealCst(value: float) -> Node:
