@@ -91,15 +91,24 @@ def dtype_of(a: Any) -> np.dtype | None:
     if k == "scalar":
         return None
     if k == "torch":
-        return np.dtype(str(a.dtype).replace("torch.", ""))
-    return np.dtype(a.dtype)
+        name = str(a.dtype).replace("torch.", "")
+        try:
+            return np.dtype(name)
+        except TypeError:  # bfloat16, float8 types, …: no NumPy equivalent
+            raise DTypeError(f"torch dtype {name} is not supported; kernla works on float16, float32 "
+                             "and float64 arrays") from None
+    dt = np.dtype(a.dtype)
+    return dt if dt.isnative else dt.newbyteorder("=")  # big-endian data is converted on the way in
 
 
 def common_dtype(arrays: dict[str, Any]) -> np.dtype:
     """The one float dtype of named arrays; DTypeError if mixed or not floating point."""
     seen: dict[np.dtype, str] = {}
     for name, a in arrays.items():
-        dt = dtype_of(a)
+        try:
+            dt = dtype_of(a)
+        except DTypeError as err:
+            raise DTypeError(f"{name!r}: {err}") from None
         if dt is None:
             continue
         if dt not in FLOAT_DTYPES:

@@ -106,6 +106,24 @@ def test_integer_arrays():
     refused(DTypeError, lambda: k(x, y, c.astype(np.complex128), g), "'C'")
 
 
+def test_unsupported_float_types_are_named():
+    x, y, c, g = data()
+    k = Genred(FORMULA, ALIASES, axis=1)
+    t = [torch.from_numpy(a) for a in (x, y, c, g)]
+    refused(DTypeError, lambda: k(t[0].to(torch.bfloat16), *t[1:]), "'X'", "bfloat16")
+    refused(DTypeError, lambda: k(x.astype(np.longdouble), y, c, g), "'X'")
+
+
+def test_big_endian_arrays_work():
+    x, y, c, g = data()
+    k = Genred(FORMULA, ALIASES, axis=1)
+    out = k(x.astype(">f8"), y.astype(">f8"), c.astype(">f8"), g.astype(">f8"), backend="numpy")
+    assert out.dtype == np.float64 and out.dtype.isnative
+    np.testing.assert_allclose(out, reference(x, y, c, g), rtol=1e-12)
+    out = k(x.astype(">f4"), y.astype("<f4"), c.astype(">f4"), g.astype("<f4"), backend="numpy")
+    assert out.dtype == np.float32
+
+
 def test_non_finite_parameters():
     x, y, c, g = data()
     k = Genred(FORMULA, ALIASES, axis=1)
