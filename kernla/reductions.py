@@ -148,19 +148,20 @@ class Reduction:
             state["val"] = np.where(better, best if is_min else -best, state["val"])
             state["idx"] = np.where(better, k + j0, state["idx"])
             return
-        # log-sum-exp family, with a running maximum
-        m_tile = f.max(axis=1)
-        m_new = np.fmax(state["m"], m_tile)
-        finite = np.isfinite(m_new)
-        shift = np.where(finite, m_new, 0.0)
-        scale = np.where(finite, np.exp(np.where(finite, state["m"] - shift, 0.0)), 1.0)
-        ex = np.exp(f - shift[:, None, :])  # (rows, tile, D or 1)
-        if g is None:
-            state["s"] = state["s"] * scale + ex.sum(axis=1, dtype=np.float64)
-        else:
-            state["s"] = state["s"] * scale + (ex * g).sum(axis=1, dtype=np.float64)
-        if name == "SumSoftMaxWeight":
-            state["den"] = state["den"] * scale + ex.sum(axis=1, dtype=np.float64)
+        # log-sum-exp family, with a running maximum (an infinite maximum overflows to inf quietly)
+        with np.errstate(over="ignore", invalid="ignore"):
+            m_tile = f.max(axis=1)
+            m_new = np.fmax(state["m"], m_tile)
+            finite = np.isfinite(m_new)
+            shift = np.where(finite, m_new, 0.0)
+            scale = np.where(finite, np.exp(np.where(finite, state["m"] - shift, 0.0)), 1.0)
+            ex = np.exp(f - shift[:, None, :])  # (rows, tile, D or 1)
+            if g is None:
+                state["s"] = state["s"] * scale + ex.sum(axis=1, dtype=np.float64)
+            else:
+                state["s"] = state["s"] * scale + (ex * g).sum(axis=1, dtype=np.float64)
+            if name == "SumSoftMaxWeight":
+                state["den"] = state["den"] * scale + ex.sum(axis=1, dtype=np.float64)
         state["m"] = m_new
 
     def np_finalize(self, state: dict, dtype: np.dtype) -> list[np.ndarray]:

@@ -341,6 +341,19 @@ def test_infinite_values_are_valid_candidates():
     assert (out == -np.inf).all()
 
 
+def test_logsumexp_with_plus_infinity_is_infinite_and_quiet():
+    import warnings
+
+    x = np.array([[1.0], [2.0]])
+    y = np.array([[1.0], [-1000.0], [3.0]])      # Inv(X - Y) - Y: +inf, ~1000, -3.5 on the first row
+    g = Genred("Inv(X - Y) - Y", ["X = Vi(1)", "Y = Vj(1)"], "LogSumExp", axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = g(x, y, backend="numpy")
+    assert out[0, 0] == np.inf
+    np.testing.assert_allclose(out[1, 0], logsumexp([0.0, 1.0 / 1002 + 1000, -1 - 3.0]), rtol=1e-14)
+
+
 def test_logsumexp_is_stable_for_large_values():
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(5, 3)), rng.normal(size=(5000, 3))
