@@ -117,12 +117,13 @@ def reduce(red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int
     engine_name = resolve_backend(backend, kind.on_gpu)
     engine = get_engine(engine_name)
     convert = arr.to_cupy if engine_name == "cuda" else arr.to_numpy
-    data = [convert(a, compute) for a in shaped]
+    with np.errstate(over="ignore"):  # a number too large for the dtype becomes inf, refused below
+        data = [convert(a, compute) for a in shaped]
     xp = np if engine_name != "cuda" else __import__("cupy")
     for s, a in zip(slots, data):
         bad = ~xp.isfinite(a) if s.cat == CAT_PARAM else xp.isnan(a)
         if bool(bad.any()):
-            what = "non-finite values" if s.cat == CAT_PARAM else "NaN values"
+            what = f"non-finite values in {compute}" if s.cat == CAT_PARAM else "NaN values"
             raise InputValueError(f"{s.describe()} contains {what}")
 
     outputs = []

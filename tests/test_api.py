@@ -131,6 +131,16 @@ def test_non_finite_parameters():
         refused(InputValueError, lambda: k(x, y, c, bad), "'G'")
 
 
+def test_parameters_too_large_for_the_dtype():
+    import warnings
+
+    x, y, c, _ = data(dtype=np.float32)
+    k = Genred(FORMULA, ALIASES, axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        refused(InputValueError, lambda: k(x, y, c, 1e300), "'G'", "float32")
+
+
 def test_nan_in_data():
     x, y, c, g = data()
     k = Genred(FORMULA, ALIASES, axis=1)
