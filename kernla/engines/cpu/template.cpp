@@ -1,0 +1,200 @@
+// kernla CPU reduction kernel, generated from kernla/engines/cpu/template.cpp.
+// Slots (@NAME@) are filled by kernla/engines/cpu/source.py: the formula body comes from the
+// shared C generator (kernla/formula/codegen.py), the accumulator from kernla/reductions.py.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <new>
+#include <vector>
+#include <omp.h>
+
+@MATH@
+
+typedef @T@ T;
+typedef @TACC@ TACC;
+#define KL_INF std::numeric_limits<T>::infinity()
+#define MODE_@MODE@ 1
+static const bool IS_PRODUCT = @IS_PRODUCT@;
+
+static inline T kl_round(T x, int d) {
+    const T scale = kl_powi(T(10), d);
+    const T y = x * scale;
+    return (y < T(0) ? -kl_floor(-y + T(0.5)) : kl_floor(y + T(0.5))) / scale;
+}
+
+static const int64_t TJ = @TJ@;    // columns per tile
+static const int64_t IB = 16;      // rows per block
+static const int WIDTH = @WIDTH@;  // formula components per pair
+
+struct Acc { @ACC_DECL@ };
+
+static inline void acc_init(Acc& A) {
+@ACC_INIT@
+}
+static inline void acc_merge(Acc& A, const Acc& B) {
+@ACC_MERGE@
+}
+static inline void acc_final(const Acc& A, T* of, int64_t* oi) {
+@ACC_FINAL@
+}
+
+#if MODE_PRODUCT
+typedef TACC Slot;  // E running sums per row
+#else
+typedef Acc Slot;
+#endif
+
+// Fold columns [jbeg, jend) into the accumulators of rows [ibeg, iend).
+static void run_block(const void** args, int64_t ny, int64_t E, int64_t ibeg, int64_t iend,
+                      int64_t jbeg, int64_t jend, Slot* slots, T* buf) {
+@UNPACK@
+#if MODE_PRODUCT
+    const T* __restrict bmat = @B_PTR@;
+    for (int64_t r = 0; r < (iend - ibeg) * E; r++) slots[r] = TACC(0);
+#else
+    for (int64_t i = ibeg; i < iend; i++) acc_init(slots[i - ibeg]);
+#endif
+    for (int64_t j0 = jbeg; j0 < jend; j0 += TJ) {
+        const int64_t tj = std::min(TJ, jend - j0);
+        for (int64_t i = ibeg; i < iend; i++) {
+@PRELOAD@
+#if MODE_PRODUCT
+            TACC* acc = slots + (i - ibeg) * E;
+            if (E == 1) {
+                T s0 = T(0);
+#pragma omp simd reduction(+ : s0)
+                for (int64_t jj = 0; jj < tj; jj++) {
+                    const int64_t j = j0 + jj;
+@BODY@
+                    s0 += @STORE_K@ * bmat[j];
+                }
+                acc[0] += TACC(s0);
+            } else {
+#pragma omp simd
+                for (int64_t jj = 0; jj < tj; jj++) {
+                    const int64_t j = j0 + jj;
+@BODY@
+@STORE@
+                }
+                for (int64_t e = 0; e < E; e++) {
+                    const T* __restrict be = bmat + e * ny + j0;
+                    T s = T(0);
+#pragma omp simd reduction(+ : s)
+                    for (int64_t jj = 0; jj < tj; jj++) s += buf[jj] * be[jj];
+                    acc[e] += TACC(s);
+                }
+            }
+#elif MODE_SUM
+            Acc& A = slots[i - ibeg];
+            @SUM_INIT@
+#pragma omp simd reduction(+ : @SUM_VARS@)
+            for (int64_t jj = 0; jj < tj; jj++) {
+                const int64_t j = j0 + jj;
+@BODY@
+@SUM_ADD@
+            }
+@SUM_STORE@
+#elif MODE_LSE
+            Acc& A = slots[i - ibeg];
+#pragma omp simd
+            for (int64_t jj = 0; jj < tj; jj++) {
+                const int64_t j = j0 + jj;
+@BODY@
+@STORE@
+            }
+            Acc B;
+            for (int c = 0; c < WIDTH; c++) {
+                const T* __restrict v = buf + c * TJ;
+                T mt = -KL_INF;
+#pragma omp simd reduction(max : mt)
+                for (int64_t jj = 0; jj < tj; jj++) mt = v[jj] > mt ? v[jj] : mt;
+                T s = T(0);
+                if (mt > -KL_INF) {
+#pragma omp simd reduction(+ : s)
+                    for (int64_t jj = 0; jj < tj; jj++) s += kl_exp(v[jj] - mt);
+                } else {  // only -inf and NaN values: the sum is 0, or NaN
+                    for (int64_t jj = 0; jj < tj; jj++) s = (v[jj] != v[jj]) ? v[jj] : s;
+                    mt = (s != s) ? T(0) : mt;
+                }
+                B.acc_m[c] = TACC(mt);
+                B.acc_s[c] = TACC(s);
+            }
+            acc_merge(A, B);
+#else
+            Acc& A = slots[i - ibeg];
+#pragma omp simd
+            for (int64_t jj = 0; jj < tj; jj++) {
+                const int64_t j = j0 + jj;
+@BODY@
+@STORE@
+            }
+            for (int64_t jj = 0; jj < tj; jj++) {
+@FOLD@
+            }
+#endif
+        }
+    }
+}
+
+static inline void finish_row(const Slot* slot, int64_t E, int64_t i, T* out_f, int64_t* out_i) {
+#if MODE_PRODUCT
+    for (int64_t e = 0; e < E; e++) out_f[i * E + e] = T(slot[e]);
+#else
+    acc_final(*slot, out_f + i * @OUT_WF@, out_i + i * @OUT_WI@);
+#endif
+}
+
+// Reduce over j for rows 0..nx-1. args[p]: i-variables (nx, D), j-variables transposed (D, ny),
+// parameters (D,). E: run-time width of the kernel product (1 otherwise).
+// Returns 0, or 1 when memory ran out.
+extern "C" int kl_reduce(int64_t nx, int64_t ny, const void** args, T* out_f, int64_t* out_i,
+                         int64_t E, int nthreads) {
+    if (nthreads < 1) nthreads = 1;
+    const int64_t slot_width = IS_PRODUCT ? E : 1;
+    const int64_t nib = (nx + IB - 1) / IB;
+    const int64_t ntiles = (ny + TJ - 1) / TJ;
+    // few row blocks: also split the columns, and merge the partial accumulators in j order
+    int64_t splits = 1;
+    if (nib < 4 * nthreads) splits = std::max<int64_t>(1, std::min(ntiles, (4 * nthreads + nib - 1) / nib));
+    const int64_t jchunk = ((ntiles + splits - 1) / splits) * TJ;
+    splits = (ny + jchunk - 1) / jchunk;
+    std::vector<Slot> parts, local;
+    std::vector<T> bufs;
+    try {
+        if (splits > 1) parts.resize((size_t)(splits * nx * slot_width));
+        local.resize((size_t)(nthreads * IB * slot_width));
+        bufs.resize((size_t)(nthreads * std::max(WIDTH, 1) * TJ));
+    } catch (const std::bad_alloc&) {
+        return 1;
+    }
+    const int64_t ntasks = nib * splits;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+    for (int64_t task = 0; task < ntasks; task++) {
+        const int t = omp_get_thread_num();
+        const int64_t ib = task / splits, s = task % splits;
+        const int64_t ibeg = ib * IB, iend = std::min(nx, ibeg + IB);
+        const int64_t jbeg = s * jchunk, jend = std::min(ny, jbeg + jchunk);
+        Slot* slots = splits > 1 ? &parts[(size_t)((s * nx + ibeg) * slot_width)]
+                                 : &local[(size_t)(t * IB * slot_width)];
+        run_block(args, ny, E, ibeg, iend, jbeg, jend, slots, &bufs[(size_t)(t * std::max(WIDTH, 1) * TJ)]);
+        if (splits == 1)
+            for (int64_t i = ibeg; i < iend; i++) finish_row(slots + (i - ibeg) * slot_width, E, i, out_f, out_i);
+    }
+    if (splits > 1) {
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+        for (int64_t i = 0; i < nx; i++) {
+            Slot* first = &parts[(size_t)(i * slot_width)];
+            for (int64_t s = 1; s < splits; s++) {
+                const Slot* other = &parts[(size_t)((s * nx + i) * slot_width)];
+#if MODE_PRODUCT
+                for (int64_t e = 0; e < E; e++) first[e] += other[e];
+#else
+                acc_merge(*first, *other);
+#endif
+            }
+            finish_row(first, E, i, out_f, out_i);
+        }
+    }
+    return 0;
+}
