@@ -244,7 +244,8 @@ def test_torch_in_torch_out(dtype):
     tol = {torch.float16: 2e-2, torch.float32: 1e-5, torch.float64: 1e-12}[dtype]
     np.testing.assert_allclose(out.double().numpy(), reference(tx.double(), ty.double(), tc.double(), tg.double()),
                                rtol=tol, atol=tol)
-    vals, idx = Genred("SqDist(X, Y)", ["X = Vi(3)", "Y = Vj(3)"], "KMin_ArgKMin", axis=1, opt_arg=2)(tx, ty)
+    kmin = Genred("SqDist(X, Y)", ["X = Vi(3)", "Y = Vj(3)"], "KMin_ArgKMin", axis=1, opt_arg=2)
+    vals, idx = kmin(tx, ty, backend="numpy")
     assert vals.dtype == dtype and idx.dtype == torch.int64 and idx.shape == (6, 2)
     x_i, y_j = LazyTensor(tx[:, None, :]), LazyTensor(ty[None, :, :])
     D = ((x_i - y_j) ** 2).sum(-1)
@@ -380,7 +381,8 @@ def test_pykeops_axis_keyword_is_the_reduction_axis():
     np.testing.assert_array_equal(D.argKmin(2, axis=0, backend="numpy"), np.argsort(dense, 0, kind="stable")[:2].T)
     from scipy.special import logsumexp
     np.testing.assert_allclose(D.logsumexp(axis=0, backend="numpy")[:, 0], logsumexp(dense, axis=0), rtol=1e-12)
-    assert isinstance((x_i := LazyTensor(x[:, None, :])).sum(axis=-1), LazyTensor) and x_i.sum(axis=2).shape == (5, 1, 1)
+    x_i = LazyTensor(x[:, None, :])
+    assert isinstance(x_i.sum(axis=-1), LazyTensor) and x_i.sum(axis=2).shape == (5, 1, 1)
     # the pykeops options kernla does not need are accepted; a typo is not
     np.testing.assert_allclose(D.sum(dim=1, backend="numpy", ranges=None, use_double_acc=True)[:, 0], dense.sum(1))
     with pytest.raises(TypeError):
