@@ -73,6 +73,11 @@ def reduce(red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int
         raise ShapeError(f"expected {len(slots)} arrays ({', '.join(s.name for s in slots)}), got {len(args)}")
     named = {s.name: a for s, a in zip(slots, args)}
     kind = arr.common_kind(named)
+    if kind.kind == "torch":  # torch.autograd: the backward is more kernla reductions
+        from .autograd import needs_grad, reduce_with_grad
+
+        if needs_grad(args):
+            return reduce_with_grad(red, slots, args, axis, backend)
     dtype = arr.common_dtype(named)
     compute = np.dtype(np.float32) if dtype == np.float16 else dtype
     if axis == 0:

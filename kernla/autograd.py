@@ -1,0 +1,364 @@
+"""torch.autograd support: the gradient of a kernla reduction is more kernla reductions.
+
+:func:`kernla.genred.reduce` hands a call to :func:`reduce_with_grad` when its arrays are torch
+tensors, gradients are enabled and one of them requires grad, so ``Genred``, ``LazyTensor``
+reductions and anything else built on ``reduce`` are differentiable. The backward pass never
+forms an N×M matrix; with ``F = F(x_i, y_j, p)`` reduced over j and ``G_i`` the incoming
+cotangent (a new i-variable):
+
+- ``Sum``: ∂/∂x_i = Σ_j Grad(F, x, G_i); ∂/∂y_j = Σ_i Grad(F, y, G_i) (a reduction over the other
+  axis); ∂/∂p = Σ_i Σ_j Grad(F, p, G_i) (reduced over j, then the rows summed in torch). All
+  i-variables and parameters share one reduction (their gradients concatenated), all j-variables
+  another. These backward reductions go through ``reduce`` again with differentiable inputs, so
+  the backward is itself differentiable (Hessian-vector products, double backward).
+- ``LogSumExp``: the same with cotangent ``G_i · exp(F - L_i)``, ``L`` the forward output;
+  ``LogSumExpWeight`` and ``SumSoftMaxWeight`` likewise (softmax-weighted gradients of F and of
+  the weight formula; ``SumSoftMaxWeight`` computes its log-normaliser with one extra
+  ``LogSumExp`` reduction).
+- ``Min``, ``Max``, ``KMin``, ``Min_ArgMin``, ``Max_ArgMax``, ``KMin_ArgKMin`` (values): the
+  forward also records the selected indices; the backward gathers the K·D selected pairs
+  (x_i, y_{idx_ik}) and evaluates Grad(F, ·, G) at those pairs only (O(N·K) work, through the
+  same engines: one reduction over a single dummy column), then scatters the j-gradients back.
+  Ties go to the index the forward chose. pykeops refuses these gradients; kernla gives them.
+- ``ArgMin``, ``ArgMax``, ``ArgKMin``: integer outputs, not differentiable (the call simply runs
+  without a graph).
+
+:func:`implicit_solve` makes linear solves ``(αI + K(θ)) a = b`` differentiable by the implicit
+function theorem (one more solve in the backward); ``kernla.linalg`` calls it.
+
+>>> import torch
+>>> from kernla import LazyTensor
+>>> x = torch.randn(5, 1, 2, dtype=torch.float64, requires_grad=True)
+>>> y = torch.randn(1, 4, 2, dtype=torch.float64)
+>>> out = (-((LazyTensor(x) - LazyTensor(y)) ** 2).sum(-1)).exp().sum(dim=1)
+>>> (gx,) = torch.autograd.grad(out.sum(), x)
+>>> gx.shape
+torch.Size([5, 1, 2])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from . import arrays as arr
+from .errors import ShapeError
+from .formula.diff import vjp
+from .formula.tree import CAT_I, CAT_J, CAT_PARAM, Node, Var, call
+from .genred import Slot, _as_rows, reduce
+from .reductions import Reduction
+
+__all__ = ["DIFFERENTIABLE", "needs_grad", "reduce_with_grad", "implicit_solve"]
+
+#: reductions with a float output that gradients flow through
+DIFFERENTIABLE = frozenset({"Sum", "Min", "Max", "KMin", "Min_ArgMin", "Max_ArgMax", "KMin_ArgKMin",
+                            "LogSumExp", "LogSumExpWeight", "SumSoftMaxWeight"})
+#: selection reductions: the forward runs the variant that also returns the indices
+_WITH_INDICES = {"Min": "Min_ArgMin", "Max": "Max_ArgMax", "KMin": "KMin_ArgKMin",
+                 "Min_ArgMin": "Min_ArgMin", "Max_ArgMax": "Max_ArgMax", "KMin_ArgKMin": "KMin_ArgKMin"}
+
+
+def needs_grad(args: Sequence[Any]) -> bool:
+    """Whether a call on ``args`` must record a graph: grad mode is on and a tensor requires grad.
+
+    >>> import torch
+    >>> needs_grad([torch.zeros(2, requires_grad=True), 1.0]), needs_grad([torch.zeros(2)])
+    (True, False)
+    """
+    return torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
+
+
+@dataclass(frozen=True)
+class _Spec:
+    red: Reduction          # written for a reduction over j (the caller's axis already applied)
+    slots: tuple            # Slot per argument, categories matching ``red``
+    backend: Optional[str]
+
+
+def reduce_with_grad(red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int = 1,
+                     backend: Optional[str] = None) -> list:
+    """:func:`kernla.genred.reduce` for torch tensors, recording the graph for torch.autograd.
+
+    Same arguments and outputs as ``reduce``; float outputs carry a ``grad_fn`` whose backward
+    runs kernla reductions (see the module docstring). Index outputs are not differentiable.
+
+    >>> import torch
+    >>> from kernla.formula import Vi, Vj, call
+    >>> x = torch.tensor([[0.0], [1.0]], dtype=torch.float64, requires_grad=True)
+    >>> y = torch.tensor([[0.5], [3.0]], dtype=torch.float64)
+    >>> red = Reduction("Min", call("SqDist", Vi(0, 1), Vj(1, 1)))
+    >>> slots = [Slot("x", CAT_I, 1), Slot("y", CAT_J, 1)]
+    >>> (m,) = reduce_with_grad(red, slots, [x, y])
+    >>> torch.autograd.grad(m.sum(), x)[0].ravel().tolist()      # 2 (x_i - y_nearest)
+    [-1.0, 1.0]
+    """
+    if axis not in (0, 1):
+        raise ShapeError(f"axis must be 0 (reduce over i) or 1 (reduce over j), got {axis!r}")
+    if len(args) != len(slots):
+        raise ShapeError(f"expected {len(slots)} arrays ({', '.join(s.name for s in slots)}), got {len(args)}")
+    if red.name not in DIFFERENTIABLE:
+        with torch.no_grad():  # index outputs: nothing to differentiate
+            return reduce(red, slots, args, axis, backend)
+    named = {s.name: a for s, a in zip(slots, args)}
+    kind = arr.common_kind(named)
+    dtype = arr.common_dtype(named)
+    tdtype = getattr(torch, dtype.name)
+    rows = []
+    for s, a in zip(slots, args):
+        a = _as_rows(a, s)  # checks the shape; numbers become 1-element NumPy arrays
+        if isinstance(a, np.ndarray):
+            a = torch.as_tensor(a, dtype=tdtype, device=kind.device)
+        rows.append(a)
+    if axis == 0:
+        red = red.swap_ij()
+        slots = [Slot(s.name, {CAT_I: CAT_J, CAT_J: CAT_I}.get(s.cat, s.cat), s.dim) for s in slots]
+    outs = _KernlaReduction.apply(_Spec(red, tuple(slots), backend), *rows)
+    return list(outs)
+
+
+class _KernlaReduction(torch.autograd.Function):
+    """One kernla reduction over j as a torch.autograd node (inputs in row layout)."""
+
+    @staticmethod
+    def forward(ctx, spec: _Spec, *rows):
+        red = spec.red
+        name = _WITH_INDICES.get(red.name, red.name)
+        run = red if name == red.name else Reduction(name, red.formula, red.weight, red.K)
+        outs = reduce(run, spec.slots, rows, 1, spec.backend)  # grad mode is off here: no recursion
+        ctx.spec = spec
+        ctx.n_in = len(rows)
+        if name in ("Min_ArgMin", "Max_ArgMax", "KMin_ArgKMin"):
+            values, idx = outs
+            ctx.save_for_backward(*rows, values, idx)
+            if red.name == name:
+                ctx.mark_non_differentiable(idx)
+                return values, idx
+            return (values,)
+        ctx.save_for_backward(*rows, *outs)
+        return tuple(outs)
+
+    @staticmethod
+    def backward(ctx, *grad_outs):
+        saved = ctx.saved_tensors
+        rows, outs = saved[:ctx.n_in], saved[ctx.n_in:]
+        targets = [k for k in range(ctx.n_in) if ctx.needs_input_grad[k + 1]]
+        g = grad_outs[0]
+        if g is None or not targets:
+            return (None,) * (ctx.n_in + 1)
+        if ctx.spec.red.name in _WITH_INDICES:
+            grads = _selection_backward(ctx.spec, rows, outs[1], g, targets)
+        else:
+            grads = _pairwise_backward(ctx.spec, rows, outs[0], g, targets)
+        return (None, *grads)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+def _sum_to(t: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Sum the broadcast dimensions of ``t`` away so that it has ``shape``."""
+    shape = tuple(shape)
+    while t.dim() > len(shape):
+        t = t.sum(0)
+    for k, s in enumerate(shape):
+        if s == 1 and t.shape[k] != 1:
+            t = t.sum(k, keepdim=True)
+    return t
+
+
+def _concat(formulas: Sequence[Node]) -> Node:
+    out = formulas[0]
+    for f in formulas[1:]:
+        out = call("Concat", out, f)
+    return out
+
+
+def _var(slot: Slot, pos: int) -> Node:
+    return Var(pos, slot.dim, slot.cat)
+
+
+def _grads_from(out: torch.Tensor, parts: Sequence[tuple[int, Node]], slots: Sequence[Slot], rows, finish) -> dict:
+    """Split the columns of one backward reduction's output into per-argument gradients."""
+    grads, col = {}, 0
+    for k, f in parts:
+        piece = out[..., col:col + f.dim]
+        col += f.dim
+        grads[k] = _sum_to(finish(k, piece), rows[k].shape)
+    return grads
+
+
+# ---------------------------------------------------------------------------------------------
+# Sum and the log-sum-exp family: gradients are Sum reductions over the other index
+# ---------------------------------------------------------------------------------------------
+def _pairwise_backward(spec: _Spec, rows, out: torch.Tensor, g: torch.Tensor, targets: list[int]) -> list:
+    red, slots, backend = spec.red, list(spec.slots), spec.backend
+    extra: list[torch.Tensor] = []
+
+    def new_ivar(t: torch.Tensor) -> Node:
+        extra.append(t)
+        return Var(len(slots) + len(extra) - 1, int(t.shape[-1]), CAT_I)
+
+    F, W = red.formula, red.weight
+    G = new_ivar(g)
+    if red.name == "Sum":
+        seeds = [(F, G)]
+    elif red.name == "LogSumExp":
+        P = call("Exp", F - new_ivar(out))
+        seeds = [(F, G * P)]
+    elif red.name == "LogSumExpWeight":
+        P = call("Exp", F - new_ivar(out))  # exp(F - L_c), one per weight component
+        seeds = [(F, call("Sum", G * P * W)), (W, G * P)]
+    elif red.name == "SumSoftMaxWeight":
+        (lse,) = reduce(Reduction("LogSumExp", F), slots, rows, 1, backend)
+        P = call("Exp", F - new_ivar(lse))
+        O = new_ivar(out)
+        seeds = [(W, G * P), (F, P * call("Scalprod", G, W - O))]
+    else:  # pragma: no cover - DIFFERENTIABLE and the dispatch agree
+        raise AssertionError(red.name)
+
+    all_slots = slots + [Slot(f"backward input {n}", CAT_I, int(t.shape[-1])) for n, t in enumerate(extra)]
+    all_args = list(rows) + extra
+    grads: dict[int, torch.Tensor] = {}
+    i_side = [k for k in targets if slots[k].cat != CAT_J]
+    j_side = [k for k in targets if slots[k].cat == CAT_J]
+    for group, axis in ((i_side, 1), (j_side, 0)):
+        if not group:
+            continue
+        formulas = vjp(seeds, [_var(slots[k], k) for k in group])
+        parts = [(k, f) for k, f in zip(group, formulas) if f is not None]
+        if not parts:
+            continue
+        (res,) = reduce(Reduction("Sum", _concat([f for _, f in parts])), all_slots, all_args, axis, backend)
+        grads.update(_grads_from(res, parts, slots, rows,
+                                 lambda k, t: t.sum(-2) if slots[k].cat == CAT_PARAM else t))
+    return [grads.get(k, torch.zeros_like(rows[k]) if k in targets else None) for k in range(len(rows))]
+
+
+# ---------------------------------------------------------------------------------------------
+# Min / Max / KMin values: gradients at the selected pairs only
+# ---------------------------------------------------------------------------------------------
+def _selection_backward(spec: _Spec, rows, idx: torch.Tensor, g: torch.Tensor, targets: list[int]) -> list:
+    red, slots, backend = spec.red, list(spec.slots), spec.backend
+    d = red.formula.dim
+    R = (red.K or 1) * d                      # selected pairs per row; output column r = k·d + c
+    batch, N = tuple(g.shape[:-2]), int(g.shape[-2])
+    valid = idx >= 0                          # -1: no finite candidate, nothing to differentiate
+    # stack the R selections along the row axis: row r·N + i
+    flat_idx = idx.clamp_min(0).transpose(-1, -2).reshape(batch + (R * N,))
+    flat_valid = valid.transpose(-1, -2).reshape(batch + (R * N, 1))
+    gsel = torch.where(valid, g, torch.zeros((), dtype=g.dtype, device=g.device))
+    gsel = gsel.transpose(-1, -2).reshape(batch + (R * N, 1))
+    comp = torch.arange(R, device=g.device) % d
+    onehot = torch.eye(d, dtype=g.dtype, device=g.device)[comp].repeat_interleave(N, dim=0)  # (R·N, d)
+    E = gsel * onehot                         # cotangent of F at each selected pair
+
+    pair_args, pair_slots, mapping = [], [], {}
+    for k, (s, a) in enumerate(zip(slots, rows)):
+        if s.cat == CAT_PARAM:
+            pair_args.append(a)
+            pair_slots.append(s)
+            continue
+        D = s.dim
+        if s.cat == CAT_I:
+            t = a.expand(batch + (N, D)).unsqueeze(-3).expand(batch + (R, N, D)).reshape(batch + (R * N, D))
+        else:  # gather y_{idx}: the j-variable becomes an i-variable of the pair problem
+            M = int(a.shape[-2])
+            t = torch.gather(a.expand(batch + (M, D)), -2, flat_idx.unsqueeze(-1).expand(batch + (R * N, D)))
+            mapping[Var(k, D, CAT_J)] = Var(k, D, CAT_I)
+        pair_args.append(t)
+        pair_slots.append(Slot(s.name, CAT_I, D))
+    n = len(slots)
+    Fp = red.formula.replace(mapping)
+    Ev = Var(n, d, CAT_I)
+    pair_slots += [Slot("backward cotangent", CAT_I, d), Slot("backward column", CAT_J, 1)]
+    pair_args += [E, torch.zeros((1, 1), dtype=g.dtype, device=g.device)]
+
+    formulas = vjp([(Fp, Ev)], [_var(pair_slots[k], k) for k in targets])
+    parts = [(k, f) for k, f in zip(targets, formulas) if f is not None]
+    grads: dict[int, torch.Tensor] = {}
+    if parts:
+        (res,) = reduce(Reduction("Sum", _concat([f for _, f in parts])), pair_slots, pair_args, 1, backend)
+        res = torch.where(flat_valid, res, torch.zeros((), dtype=res.dtype, device=res.device))
+
+        def finish(k, t):
+            s = slots[k]
+            if s.cat == CAT_PARAM:
+                return t.sum(-2)
+            if s.cat == CAT_I:
+                return t.reshape(batch + (R, N, s.dim)).sum(-3)
+            M = int(rows[k].shape[-2])
+            out = torch.zeros(batch + (M, s.dim), dtype=t.dtype, device=t.device)
+            return out.scatter_add(-2, flat_idx.unsqueeze(-1).expand(batch + (R * N, s.dim)), t)
+
+        grads = _grads_from(res, parts, slots, rows, finish)
+    return [grads.get(k, torch.zeros_like(rows[k]) if k in targets else None) for k in range(len(rows))]
+
+
+# ---------------------------------------------------------------------------------------------
+# linear solves: the implicit function theorem
+# ---------------------------------------------------------------------------------------------
+Solver = Callable[[torch.Tensor, bool], torch.Tensor]
+
+
+def implicit_solve(solve: Solver, matvec: Callable[..., torch.Tensor], b: torch.Tensor,
+                   params: Sequence[torch.Tensor] = (), alpha: Union[float, torch.Tensor] = 0.0) -> torch.Tensor:
+    """Differentiable solution ``a`` of ``(α I + K(θ)) a = b`` (for ``KernelSolve``).
+
+    - ``solve(rhs, transpose)`` returns the solution of ``(α I + K(θ)) z = rhs`` (of ``(α I +
+      K(θ))ᵀ z = rhs`` when ``transpose``; for a symmetric kernel the same thing), by any method
+      (conjugate gradients, a preconditioner, …); it is called without a graph.
+    - ``matvec(v, *params)`` returns ``K(θ) v`` computed through kernla (``Genred``, a
+      ``LazyTensor`` product, …) so that it is differentiable in ``params`` (the data x and
+      kernel parameters that require grad).
+    - ``b`` and ``alpha`` may require grad too.
+
+    Backward (the implicit function theorem): with ``ā`` the cotangent of ``a`` and
+    ``λ = solve(ā, True)``: ``b̄ = λ``, ``θ̄ = -∂_θ ⟨λ, K(θ) a⟩`` (one differentiable ``matvec``),
+    ``ᾱ = -⟨λ, a⟩``. The result is differentiable once (not twice).
+
+    >>> import torch
+    >>> K = torch.tensor([[2.0, 1.0], [1.0, 3.0]], dtype=torch.float64)
+    >>> s = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)   # K(s) = s·K
+    >>> b = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    >>> a = implicit_solve(lambda r, t: torch.linalg.solve(s.detach() * K + torch.eye(2), r),
+    ...                    lambda v, s: s * (K @ v), b, [s], alpha=1.0)
+    >>> a.sum().backward()
+    >>> ref_s, ref_b = s.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()
+    >>> torch.linalg.solve(ref_s * K + torch.eye(2), ref_b).sum().backward()
+    >>> bool(torch.allclose(s.grad, ref_s.grad) and torch.allclose(b.grad, ref_b.grad))
+    True
+    """
+    params = tuple(params)
+    alpha_t = alpha if isinstance(alpha, torch.Tensor) else None  # a number: no gradient
+    return _ImplicitSolve.apply(solve, matvec, b, alpha_t, *params)
+
+
+class _ImplicitSolve(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, solve, matvec, b, alpha_t, *params):
+        with torch.no_grad():
+            a = solve(b.detach(), False)
+        ctx.solve, ctx.matvec = solve, matvec
+        ctx.save_for_backward(a, *params)
+        return a
+
+    @staticmethod
+    def backward(ctx, abar):
+        a, *params = ctx.saved_tensors
+        with torch.no_grad():
+            lam = ctx.solve(abar.detach(), True)
+        grad_b = lam if ctx.needs_input_grad[2] else None
+        grad_alpha = -(lam * a).sum() if ctx.needs_input_grad[3] else None
+        want = [k for k, p in enumerate(params) if ctx.needs_input_grad[4 + k]]
+        grad_params: list = [None] * len(params)
+        if want:
+            with torch.enable_grad():
+                leaves = [p.detach().requires_grad_(k in want) for k, p in enumerate(params)]
+                r = ctx.matvec(a.detach(), *leaves)
+                found = torch.autograd.grad(-(lam * r).sum(), [leaves[k] for k in want], allow_unused=True)
+            for k, gk in zip(want, found):
+                grad_params[k] = torch.zeros_like(params[k]) if gk is None else gk
+        return (None, None, grad_b, grad_alpha, *grad_params)
