@@ -52,7 +52,7 @@ def gaussian_cases(n: int, rng):
     if pykeops_torch is not None:
         tx, tb = torch.from_numpy(x), torch.from_numpy(b)
         X, Y = pykeops_torch.LazyTensor(tx[:, None, :]), pykeops_torch.LazyTensor(tx[None, :, :])
-        K = (-g * ((X - Y) ** 2).sum(-1)).exp()
+        K = (-float(g) * ((X - Y) ** 2).sum(-1)).exp()
         cases["pykeops"] = lambda: K @ tb
     return cases
 

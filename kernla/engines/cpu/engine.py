@@ -46,17 +46,19 @@ def threads() -> int:
 
 
 def kernel(red: Reduction, dtype: np.dtype):
-    """The compiled ``kl_reduce`` function for ``red`` on ``dtype`` (compiled at most once)."""
+    """``(kl_reduce, run-time width, j-variable positions)`` for ``red`` on ``dtype``, compiled once."""
     key = (red, dtype.str)
-    fn = _kernels.get(key)
-    if fn is None:
+    entry = _kernels.get(key)
+    if entry is None:
         lib = compile_module(kernel_source(red, dtype.name))
         fn = lib.kl_reduce
         fn.restype = ctypes.c_int
         fn.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                        ctypes.c_int64, ctypes.c_int]
-        _kernels[key] = fn
-    return fn
+        product = split_kernel_product(red)
+        j_positions = frozenset(v.params[0] for f in red.formulas for v in f.variables() if v.params[2] == CAT_J)
+        entry = _kernels[key] = (fn, product[1].dim if product else 1, j_positions)
+    return entry
 
 
 def run(red: Reduction, arrays: Sequence[np.ndarray], nx: int, ny: int,
@@ -65,22 +67,17 @@ def run(red: Reduction, arrays: Sequence[np.ndarray], nx: int, ny: int,
     global _warned
     dtype = np.result_type(*arrays) if len(arrays) else np.dtype(np.float64)
     try:
-        fn = kernel(red, dtype)
+        fn, width, j_positions = kernel(red, dtype)
     except CompilerUnavailableError as err:
         if not _warned:
             warnings.warn(f"{err}; using the NumPy engine instead", RuntimeWarning, stacklevel=3)
             _warned = True
         return numpy_engine.run(red, arrays, nx, ny, out)
-    product = split_kernel_product(red)
-    width = product[1].dim if product else 1
-    cats = {v.params[0]: v.params[2] for f in red.formulas for v in f.variables()}
     keep = []
     ptrs = (ctypes.c_void_p * max(len(arrays), 1))()
     for pos, a in enumerate(arrays):
-        if cats.get(pos) == CAT_J:
-            a = np.ascontiguousarray(a.T)  # (D, ny): contiguous along j
-        else:
-            a = np.ascontiguousarray(a)
+        # j-variables go transposed, (D, ny): contiguous along j for the vector loop
+        a = np.ascontiguousarray(a.T if pos in j_positions and a.shape[1] > 1 else a)
         keep.append(a)
         ptrs[pos] = a.ctypes.data
     dims = red.output_dims()
