@@ -12,13 +12,14 @@ __version__ = "0.1.0"
 
 from .errors import (ArrayKindError, BackendError, DTypeError, FormulaError, FormulaSyntaxError,
                      InputValueError, KernlaError, ShapeError)
+from .engines.cuda.source import cuda_source
 from .genred import Genred
 from .lazy import LazyTensor, Pm, Vi, Vj
 from .linalg import ConvergenceWarning, KernelOperator, KernelSolve
 from . import kernels
 
 __all__ = [
-    "__version__", "LazyTensor", "Vi", "Vj", "Pm", "Genred",
+    "__version__", "LazyTensor", "Vi", "Vj", "Pm", "Genred", "cuda_source",
     "KernelOperator", "KernelSolve", "ConvergenceWarning", "kernels",
     "KernlaError", "FormulaError", "FormulaSyntaxError", "ShapeError", "InputValueError",
     "DTypeError", "ArrayKindError", "BackendError",

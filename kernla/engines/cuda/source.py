@@ -1,0 +1,711 @@
+"""CUDA source of one reduction: the shared formula body in the tiled templates of ``cuda_templates/``.
+
+This module needs neither CuPy nor a GPU: :func:`build_plan` returns the complete, self-contained
+CUDA source of a reduction (prelude + kernels, template text inlined) together with what the engine
+needs to launch it. The formula body comes from the one C generator
+(:mod:`kernla.formula.codegen`), the accumulators from :meth:`Reduction.c_accumulator`.
+
+Kernels in a plan (all ``extern "C"``):
+
+- ``<prefix>_reduce[_zK]`` — one thread per row i, j tiles staged in shared memory; with
+  ``gridDim.y > 1`` (split-j scheme) it writes partial accumulators that ``<prefix>_merge[_zK]``
+  folds with the reduction's ``merge`` snippet. A formula whose accumulator would not fit in
+  registers is cut into component chunks ``_z0, _z1, …`` (one kernel each).
+- kernel products Σ_j k_ij B_j (:func:`kernla.engines.split_kernel_product`): ``_w1`` for one
+  column and ``_w8`` for any other width (8 columns per ``blockIdx.z``), the width being a run-time
+  argument, so matvec and matmat with any number of columns share one compiled module.
+
+>>> from kernla.formula import Vi, Vj, Pm, call
+>>> from kernla.reductions import Reduction
+>>> k = call("Exp", -Pm(2, 1) * call("SqDist", Vi(0, 3), Vj(1, 3)))
+>>> plan = build_plan(Reduction("Sum", k * Vj(3, 1)), "float32")
+>>> [x.name for x in plan.kernels], plan.product
+(['kl_reduce_w1', 'kl_reduce_w8'], True)
+>>> "kl_exp2f" in plan.source and "#include" not in plan.source
+True
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from ...errors import DTypeError, FormulaError
+from ...formula.codegen import CEmitter
+from ...formula.tree import CAT_I, CAT_J, CAT_PARAM, Node, Vj, call
+from ...reductions import Reduction
+from .. import split_kernel_product
+
+#: threads per block of the reduction kernels, and of the merge kernels
+BLOCK = 256
+MERGE_BLOCK = 128
+#: columns per z-chunk of the kernel-product kernels (one-column kernel, any-width kernel)
+PRODUCT_WIDTHS = (1, 8)
+#: at most this many i-variable (resp. parameter) components are kept in registers; beyond, they
+#: are read from global memory (L1-cached) where used, so large vector dimensions do not spill
+I_REGISTERS = 64
+P_REGISTERS = 64
+#: 32-bit registers an accumulator may take before the formula is cut into component chunks
+STATE_REGISTERS = 48
+#: shared memory for one j tile: preferred size, hard limit (static shared memory)
+TILE_BYTES = 16 * 1024
+TILE_BYTES_MAX = 48 * 1024
+
+_LOG2E = math.log2(math.e)
+_TEMPLATE_DIR = Path(__file__).resolve().parents[3] / "cuda_templates"
+_DTYPES = {"float16": "F16", "float32": "F32", "float64": "F64"}
+_TWO_LEVEL = ("Sum", "LogSumExp", "LogSumExpWeight", "SumSoftMaxWeight")
+_DECL = re.compile(r"(TACC|T|int64_t)\s+([A-Za-z_][A-Za-z_0-9]*)\s*(?:\[(\d+)\])?\s*;")
+
+
+@lru_cache(maxsize=None)
+def template(name: str) -> str:
+    """The text of ``cuda_templates/<name>`` (read once)."""
+    path = _TEMPLATE_DIR / name
+    try:
+        return path.read_text()
+    except OSError as err:  # a broken installation, not a user error
+        raise FileNotFoundError(f"kernla's CUDA template {path} is missing: {err}") from None
+
+
+def dtype_name(dtype) -> str:
+    """'float16', 'float32' or 'float64' from a NumPy dtype or a name ('half', 'float', 'double' too).
+
+    >>> dtype_name("float"), dtype_name(np.float16)
+    ('float32', 'float16')
+    """
+    aliases = {"half": "float16", "float": "float32", "double": "float64"}
+    if isinstance(dtype, str) and dtype in aliases:
+        return aliases[dtype]
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = str(dtype)
+    if name not in _DTYPES:
+        raise DTypeError(f"the cuda engine works on float16, float32 and float64 data, not {dtype!r}")
+    return name
+
+
+@dataclass(frozen=True)
+class KernelInfo:
+    """One reduction kernel of a plan and its merge kernel.
+
+    ``words``: 8-byte words of partial state per row (split-j scratch); ``tj``: j tile length;
+    ``cw``: columns per z-chunk for kernel products (0 otherwise); ``rows``: rows per thread.
+    """
+
+    name: str
+    merge: str
+    words: int
+    tj: int
+    cw: int
+    rows: int = 1
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the engine needs: the CUDA source and how to launch its kernels.
+
+    ``positions``: argument positions passed to the kernels, in order; ``outputs``: the
+    reduction's ``output_dims()`` (for products, the width is B's run-time width);
+    ``b_pos``: position of B for kernel products.
+    """
+
+    dtype: str
+    source: str
+    kernels: tuple[KernelInfo, ...]
+    positions: tuple[int, ...]
+    outputs: tuple[tuple[int, str], ...]
+    product: bool
+    b_pos: Optional[int]
+
+
+# ---------------------------------------------------------------------------------------------
+# formula body
+# ---------------------------------------------------------------------------------------------
+def _uniform(node: Node) -> bool:
+    """True when ``node`` depends on parameters and constants only (the compiler hoists it)."""
+    return all(v.params[2] == CAT_PARAM for v in node.variables())
+
+
+def _emit_exp(e: CEmitter, node: Node, load, memo: dict) -> list[str]:
+    """exp(a) as 2^(a log2 e), the log2(e) factor folded into a uniform factor of ``a`` when there is one."""
+    a = node.args[0]
+    c = f"T({_LOG2E!r})"
+    if a.op == "Mult" and a.dim == node.dim:
+        for s, r in (a.args, a.args[::-1]):
+            if s.dim == 1 and _uniform(s) and r.dim == node.dim:
+                scale = e.tmp(f"({e.emit(s, load, memo)[0]} * {c})")
+                return [e.tmp(f"kl_exp2f({scale} * {x})") for x in e.emit(r, load, memo)]
+    if a.op == "Minus":
+        return [e.tmp(f"kl_exp2f({x} * T({-_LOG2E!r}))") for x in e.emit(a.args[0], load, memo)]
+    if a.op == "Divide" and a.args[1].dim == 1 and _uniform(a.args[1]) and a.args[0].dim == node.dim:
+        scale = e.tmp(f"({c} / {e.emit(a.args[1], load, memo)[0]})")
+        return [e.tmp(f"kl_exp2f({x} * {scale})") for x in e.emit(a.args[0], load, memo)]
+    return [e.tmp(f"kl_exp2f({x} * {c})") for x in e.emit(a, load, memo)]
+
+
+def emit_formulas(formulas: Sequence[Node], load: Callable[[Node, int], str],
+                  fast_exp: bool, prefix: str = "t") -> tuple[list[str], list[list[str]]]:
+    """Statements and per-formula output expressions, as :func:`kernla.formula.codegen.emit_bodies`.
+
+    With ``fast_exp`` (float evaluation), every ``Exp`` node becomes ``kl_exp2f`` of a
+    pre-scaled argument: a uniform factor (``-G * d``, ``d / s``, ``-d``) absorbs log2(e), so the
+    Gaussian kernel costs one multiplication and one MUFU.EX2 per pair.
+
+    >>> from kernla.formula import Vi, Vj, Pm, call
+    >>> f = call("Exp", -Pm(2, 1) * call("SqDist", Vi(0, 1), Vj(1, 1)))
+    >>> lines, outs = emit_formulas([f], lambda v, k: f"v{v.params[0]}[{k}]", True)
+    >>> print("\\n".join(lines))
+    T t0 = (-v2[0]);
+    T t1 = (t0 * T(1.4426950408889634));
+    T t2 = v0[0] - v1[0];
+    T t3 = (t2 * t2);
+    T t4 = kl_exp2f(t1 * t3);
+    """
+    e = CEmitter(prefix)
+    memo: dict = {}
+    if fast_exp:
+        for f in formulas:
+            for node in f.walk():
+                if node.op == "Exp" and id(node) not in memo:
+                    memo[id(node)] = _emit_exp(e, node, load, memo)
+    outs = [e.emit(f, load, memo) for f in formulas]
+    return _prune(e.lines, " ".join(x for o in outs for x in o)), outs
+
+
+# ---------------------------------------------------------------------------------------------
+# pieces of one kernel
+# ---------------------------------------------------------------------------------------------
+def _state_words(decl: str) -> list[tuple[str, str, Optional[int]]]:
+    """(type, name, count or None for a scalar) of each variable an accumulator declares."""
+    found = _DECL.findall(decl)
+    rest = _DECL.sub("", decl).strip()
+    if rest or not found:
+        raise FormulaError(f"cuda engine: cannot lay out the accumulator declaration {decl!r}")
+    return [(t, n, int(c) if c else None) for t, n, c in found]
+
+
+def _save_state(decl: str) -> tuple[str, int]:
+    """Code writing the accumulator's variables to ``kl_st`` (one 8-byte word each), and the word count."""
+    lines, off = [], 0
+    for typ, name, count in _state_words(decl):
+        n = count or 1
+        ref = (lambda w: f"{name}[{w}]") if count else (lambda w: name)
+        if n > 8:
+            lhs = (f"((kl_i64*)kl_st)[({off} + kl_w) * kl_stride + kl_slot]" if typ == "int64_t"
+                   else f"kl_st[({off} + kl_w) * kl_stride + kl_slot]")
+            rhs = ref("kl_w") if typ == "int64_t" else f"(double)({ref('kl_w')})"
+            lines.append(f"for (int kl_w = 0; kl_w < {n}; kl_w++) {lhs} = {rhs};")
+        else:
+            for w in range(n):
+                if typ == "int64_t":
+                    lines.append(f"((kl_i64*)kl_st)[{off + w} * kl_stride + kl_slot] = {ref(w)};")
+                else:
+                    lines.append(f"kl_st[{off + w} * kl_stride + kl_slot] = (double)({ref(w)});")
+        off += n
+    return "\n".join(lines), off
+
+
+def _load_state(decl: str) -> str:
+    """Code reading an accumulator's variables back from ``kl_st`` (inverse of :func:`_save_state`)."""
+    lines, off = [], 0
+    for typ, name, count in _state_words(decl):
+        n = count or 1
+        ref = (lambda w: f"{name}[{w}]") if count else (lambda w: name)
+        if typ == "int64_t":
+            src = lambda w: f"((const kl_i64*)kl_st)[({off} + {w}) * kl_stride + kl_slot]"
+        else:
+            src = lambda w: f"{typ}(kl_st[({off} + {w}) * kl_stride + kl_slot])"
+        if n > 8:
+            lines.append(f"for (int kl_w = 0; kl_w < {n}; kl_w++) {ref('kl_w')} = {src('kl_w')};")
+        else:
+            lines.extend(f"{ref(w)} = {src(w)};" for w in range(n))
+        off += n
+    return "\n".join(lines)
+
+
+def _indent(text: str, n: int) -> str:
+    pad = " " * n
+    return "\n".join(pad + line if line.strip() else "" for line in text.splitlines())
+
+
+def _fill(text: str, slots: dict[str, str]) -> str:
+    for key, value in slots.items():
+        text = text.replace(f"@{key}@", value)
+    left = re.findall(r"@[A-Z_]+@", text)
+    if left:
+        raise AssertionError(f"unfilled template slots {left}")
+    return text
+
+
+@dataclass
+class _Out:
+    """How one kernel stores its outputs: names/kinds of the output arguments and the column map."""
+
+    args: list[tuple[str, str]]           # (argument name, 'float' | 'index') in output order
+    local: dict[str, int]                 # kind -> local width (finalize writes kl_vf / kl_vi)
+    column: Callable[[int], int]          # local index -> column in the full output row
+    row: str                              # full row width (C expression)
+    guard: Optional[Callable[[int], str]] = None  # local index -> C condition for storing
+
+
+def _final_code(acc, out: _Out) -> str:
+    """Finalize into local arrays, then convert and store the row's outputs."""
+    wf, wi = out.local.get("float", 0), out.local.get("index", 0)
+    lines = [(f"T kl_vf[{wf}];" if wf else "") + (" " if wf and wi else "") + (f"kl_i64 kl_vi[{wi}];" if wi else ""),
+             acc.finalize("kl_vf", "kl_vi")]
+    for arg, kind in out.args:
+        width = wf if kind == "float" else wi
+        for c in range(width):
+            val = f"kl_cv(kl_vf[{c}])" if kind == "float" else f"kl_vi[{c}]"
+            store = f"{arg}[i * {out.row} + {out.column(c)}] = {val};"
+            if out.guard is not None:
+                store = f"if ({out.guard(c)}) {store}"
+            lines.append(store)
+    return "{\n" + _indent("\n".join(lines), 4) + "\n}"
+
+
+def _out_args(outputs: Sequence[tuple[int, str]]) -> tuple[list[tuple[str, str]], str]:
+    args, decl = [], []
+    for n, (_, kind) in enumerate(outputs):
+        name = f"kl_out{n}"
+        args.append((name, kind))
+        decl.append(f"{'TIO' if kind == 'float' else 'kl_i64'}* __restrict__ {name}")
+    return args, ",\n".join(f"       {d}" for d in decl) + ","
+
+
+class _Loader:
+    """Variable reads for the body of row ``row``: registers, shared-memory tile or global memory."""
+
+    def __init__(self, layout: "_Layout", row: int, pre: dict[str, str]):
+        self.L, self.row, self.pre = layout, row, pre
+
+    def __call__(self, var: Node, k: int) -> str:
+        pos, dim, cat = var.params
+        L, r = self.L, self.row
+        if cat == CAT_J:
+            return L.j(pos, dim, k)
+        if cat == CAT_I:
+            if L.i_in_regs:
+                name = f"kl_x{pos}_{k}_{r}"
+                self.pre[name] = f"const T {name} = kl_ld(a{pos} + kl_ii{r} * {dim} + {k});"
+                return name
+            return f"kl_ld(a{pos} + kl_ii{r} * {dim} + {k})"
+        if L.p_in_regs:
+            name = f"kl_p{pos}_{k}"
+            self.pre[name] = f"const T {name} = kl_ld(a{pos} + {k});"
+            return name
+        return f"kl_ld(a{pos} + {k})"
+
+
+@dataclass
+class _Layout:
+    """Where a kernel reads its variables: j tile layout, registers or global memory."""
+
+    jvars: dict[int, int]       # j-variable position -> components staged (B: columns per chunk)
+    offsets: dict[int, int]     # position -> offset in a tile record
+    rec: int                    # T values per record (one record per j), a multiple of 16 bytes
+    tj: int                     # j per tile
+    shared: bool                # tile staged in shared memory (else j-variables read from global)
+    i_in_regs: bool
+    p_in_regs: bool
+    product: Optional[tuple[int, int]]  # (B position, columns per chunk) for kernel products
+
+    def j(self, pos: int, dim: int, k: int) -> str:
+        if self.shared:
+            return f"kl_y[{self.offsets[pos] + k}]"
+        if self.product and pos == self.product[0]:
+            return f"(kl_c0 + {k} < width ? kl_ld(a{pos} + j * width + kl_c0 + {k}) : T(0))"
+        return f"kl_ld(a{pos} + j * {dim} + {k})"
+
+    def tile_code(self) -> str:
+        """Cooperative, coalesced staging of one j tile: every thread of the block takes part."""
+        out, rec = [], self.rec
+        for pos, dim in self.jvars.items():
+            off = self.offsets[pos]
+            if self.product and pos == self.product[0]:
+                src = f"(kl_c0 + kl_c < width) ? kl_ld(a{pos} + (kl_j0 + kl_r) * width + kl_c0 + kl_c) : T(0)"
+            elif dim == 1:
+                out.append(f"for (int kl_e = threadIdx.x; kl_e < kl_cnt; kl_e += KL_BLOCK)\n"
+                           f"    kl_sh[kl_e * {rec} + {off}] = kl_ld(a{pos} + kl_j0 + kl_e);")
+                continue
+            else:
+                src = f"kl_ld(a{pos} + (kl_j0 + kl_r) * {dim} + kl_c)"
+            out.append(f"for (int kl_e = threadIdx.x; kl_e < kl_cnt * {dim}; kl_e += KL_BLOCK) {{\n"
+                       f"    const int kl_r = kl_e / {dim}, kl_c = kl_e - kl_r * {dim};\n"
+                       f"    kl_sh[kl_r * {rec} + {off} + kl_c] = {src};\n}}")
+        return "\n".join(out)
+
+
+def _dims(formulas: Sequence[Node], cat: int) -> int:
+    return sum(v.params[1] for v in {v for f in formulas for v in f.variables()} if v.params[2] == cat)
+
+
+def _layout(formulas: Sequence[Node], size: int, product: Optional[tuple[int, int]]) -> _Layout:
+    jvars: dict[int, int] = {}
+    for f in formulas:
+        for v in f.variables():
+            pos, dim, cat = v.params
+            if cat == CAT_J:
+                jvars[pos] = dim
+    if product:
+        jvars[product[0]] = product[1]
+    jvars = {p: jvars[p] for p in sorted(jvars)}
+    offsets, rec = {}, 0
+    for pos, dim in jvars.items():
+        offsets[pos] = rec
+        rec += dim
+    quantum = 16 // size
+    rec = max(quantum, -(-rec // quantum) * quantum)  # 16-byte records: vector shared loads
+    per_j = rec * size
+    if per_j * BLOCK <= TILE_BYTES:
+        tj = BLOCK
+    else:
+        tj = max(32, 1 << max(0, (TILE_BYTES // per_j).bit_length() - 1))
+    shared = bool(jvars) and tj * per_j <= TILE_BYTES_MAX
+    return _Layout(jvars, offsets, rec, tj if shared else BLOCK, shared,
+                   _dims(formulas, CAT_I) <= I_REGISTERS, _dims(formulas, CAT_PARAM) <= P_REGISTERS,
+                   product)
+
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
+_STMT = re.compile(r"^(?:T )?([A-Za-z_][A-Za-z_0-9]*) = (.*);$")
+
+
+def _prune(lines: list[str], used: str) -> list[str]:
+    """Drop statements whose temporaries nothing uses (``used``: the code that reads the body)."""
+    live = set(_IDENT.findall(used))
+    keep = []
+    for line in reversed(lines):
+        m = _STMT.match(line)
+        if m is None or m.group(1) in live:
+            keep.append(line)
+            live.update(_IDENT.findall(line))
+    return keep[::-1]
+
+
+def _rows_for(red: Reduction, layout: _Layout, formulas: Sequence[Node], nvalues: int,
+              body_size: int, single: bool) -> int:
+    """Rows per thread: 2 for light formulas (a j record read from shared memory serves two rows)."""
+    if single or red.name in ("KMin", "ArgKMin", "KMin_ArgKMin") or not layout.shared:
+        return 1
+    regs = _dims(formulas, CAT_I) + nvalues * _state_cost(red, single)
+    return 2 if body_size <= 40 and regs <= 16 else 1
+
+
+def _kernel(red: Reduction, dtype: str, name: str, merge_name: str, arg_decl: str,
+            out: _Out, product: Optional[tuple[Node, int, int]] = None) -> tuple[str, KernelInfo]:
+    """Source of one reduction kernel and its merge kernel.
+
+    ``red`` is the (chunk of the) reduction this kernel computes; for a kernel product,
+    ``product = (k, B position, columns)`` and ``red`` is the Sum over those columns.
+    """
+    single = dtype == "float64"
+    formulas = (product[0],) if product else red.formulas
+    L = _layout(formulas, 8 if single else 4, (product[1], product[2]) if product else None)
+    nvalues = product[2] if product else (red.weight.dim if red.weight is not None else red.formula.dim)
+
+    def row_code(r: int, rows: int, pre: dict) -> tuple[list[str], list[str], Optional[list[str]]]:
+        load = _Loader(L, r, pre)
+        lines, outs = emit_formulas(formulas, load, not single, "tuvw"[r] if rows > 1 else "t")
+        if product:
+            kx = outs[0][0]
+            return lines, [f"({kx} * {L.j(product[1], product[2], c)})" for c in range(product[2])], None
+        return lines, outs[0], (outs[1] if len(outs) > 1 else None)
+
+    rows = _rows_for(red, L, formulas, nvalues, len(row_code(0, 1, {})[0]), single)
+    two_level = red.name in _TWO_LEVEL and not single
+    pre: dict[str, str] = {}
+    body, update, decl, init, tile_begin, tile_end, final, save, row_defs = ([] for _ in range(9))
+    words = 0
+    for r in range(rows):
+        acc = red.c_accumulator(f"acc{r}" if rows > 1 else "acc")
+        lines, values, weights = row_code(r, rows, pre)
+        if two_level:
+            inner = red.c_accumulator(f"kl_in{r}")
+            tile_begin += [inner.decl, inner.init]
+            update.append(inner.update(values, weights, "j"))
+            tile_end.append(acc.merge(f"kl_in{r}"))
+        else:
+            update.append(acc.update(values, weights, "j"))
+        body += lines
+        decl.append(acc.decl)
+        init.append(acc.init)
+        if r == 0:
+            row_defs.append("const kl_i64 kl_ii0 = kl_active ? kl_i0 : 0;")
+        else:
+            row_defs.append(f"const kl_i64 kl_i{r} = kl_i0 + {r} * KL_BLOCK;")
+            row_defs.append(f"const kl_i64 kl_ii{r} = kl_i{r} < nx ? kl_i{r} : kl_ii0;")
+        st, words = _save_state(acc.decl)
+        final.append(f"{{\n    const kl_i64 i = kl_i{r};\n    if (i < nx) "
+                     + _final_code(acc, out).replace("\n", "\n    ") + "\n}")
+        save.append(f"{{\n    const kl_i64 i = kl_i{r};\n    if (i < nx) {{\n"
+                    f"        const kl_i64 kl_slot = (kl_i64)blockIdx.y * nx + i;\n"
+                    + _indent(st, 8) + "\n    }\n}")
+    update_text = "\n".join(update)
+    body = _prune(body, update_text)
+    if two_level:
+        tile_begin.insert(0, "typedef KL_TACC_IN TACC;")
+        tile_end = ["{", "    typedef double TACC;"] + [_indent(t, 4) for t in tile_end] + ["}"]
+    body_size = len(body) // rows
+    unroll = 4 if body_size <= 40 else 2 if body_size <= 160 else 1
+    if red.name in ("KMin", "ArgKMin", "KMin_ArgKMin"):
+        unroll = min(unroll, 2)
+    preload = row_defs + [pre[k] for k in sorted(pre)]
+    slots = {
+        "NAME": name,
+        "ARGS": arg_decl,
+        "ROWS": str(rows),
+        "SHARED": f"    __shared__ __align__(16) T kl_sh[{L.tj * L.rec}];" if L.shared else "",
+        "CW": str(product[2] if product else 0),
+        "PRELOAD": _indent("\n".join(preload), 4),
+        "DECL": _indent("\n".join(decl), 4),
+        "INIT": _indent("\n".join(init), 4),
+        "TJ": str(L.tj),
+        "TILE": _indent(L.tile_code(), 8) if L.shared else "",
+        "TILE_BEGIN": _indent("\n".join(tile_begin), 12),
+        "UNROLL": str(unroll),
+        "ROW": f"                const T* kl_y = kl_sh + kl_jj * {L.rec};" if L.shared else "",
+        "BODY": _indent("\n".join(body), 16),
+        "UPDATE": _indent(update_text, 16),
+        "TILE_END": _indent("\n".join(tile_end), 12),
+        "FINAL": _indent("\n".join(final), 8),
+        "WORDS": str(words),
+        "SAVE": _indent("\n".join(save), 8),
+    }
+    main = _fill(template("reduce.cu"), slots)
+    acc = red.c_accumulator("acc")
+    q = red.c_accumulator("kl_q")
+    merge = _fill(template("merge.cu"), {
+        "NAME": merge_name, "MAIN": name, "ARGS": _out_args([(0, k) for _, k in out.args])[1],
+        "CW": str(product[2] if product else 0), "WORDS": str(words),
+        "DECL": _indent(acc.decl, 4), "INIT": _indent(acc.init, 4),
+        "QDECL": _indent(q.decl, 8), "QLOAD": _indent(_load_state(q.decl), 8),
+        "MERGE": _indent(acc.merge("kl_q"), 8), "FINAL": _indent(_final_code(acc, out), 4),
+    })
+    info = KernelInfo(name, merge_name, words, L.tj if L.shared else 0, product[2] if product else 0, rows)
+    return main + "\n" + merge, info
+
+
+def _state_cost(red: Reduction, single: bool) -> int:
+    """32-bit registers one output component's accumulator takes."""
+    two = 0 if single else 1  # the float inner copy of two-level sums
+    if red.name == "Sum" or red.weight is not None:
+        return 2 + two
+    if red.name == "LogSumExp":
+        return 2 * (2 + two)
+    return (2 if single else 1) + 2  # value + int64 index (K-min state lives in local memory)
+
+
+def _chunks(red: Reduction, single: bool) -> list[tuple[Reduction, int, int]]:
+    """(sub-reduction, first component, number of components) covering the output in chunks."""
+    full = red.weight.dim if red.weight is not None else red.formula.dim
+    size = max(1, STATE_REGISTERS // _state_cost(red, single))
+    if full <= size:
+        return [(red, 0, full)]
+    out = []
+    for s in range(0, full, size):
+        n = min(size, full - s)
+        if red.weight is not None:
+            sub = Reduction(red.name, red.formula, call("Extract", red.weight, params=(s, n)), red.K)
+        else:
+            sub = Reduction(red.name, call("Extract", red.formula, params=(s, n)), None, red.K)
+        out.append((sub, s, n))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# launches
+# ---------------------------------------------------------------------------------------------
+#: at most this many j splits (the merge kernel reads them one after another)
+MAX_SPLITS = 128
+#: scratch memory for split-j partial accumulators, per launch
+MAX_SCRATCH_BYTES = 256 << 20
+
+
+def choose_splits(blocks: int, resident: int, ny: int, tile: int, max_splits: int) -> int:
+    """Number of j splits: blocks spread over the GPU in as few uneven waves as possible.
+
+    The cost model is (waves of ``resident`` blocks) × (work per block ∝ 1/splits); the smallest
+    split count within 5% of the best is taken (each split costs merge work).
+
+    >>> choose_splits(3907, 660, 10**6, 256, 128)    # enough rows: the 1-D scheme
+    1
+    >>> choose_splits(196, 660, 10**5, 256, 128)     # 1e5 rows: split j ten ways
+    10
+    """
+    top = max(1, min(max_splits, ny // (2 * tile)))
+    if top == 1:
+        return 1
+    cost = {s: math.ceil(blocks * s / resident) / s for s in range(1, top + 1)}
+    best = min(cost.values())
+    return next(s for s in range(1, top + 1) if cost[s] <= best * 1.05)
+
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One kernel launch of a reduction (and the merge launch of the split-j scheme).
+
+    Main kernel arguments: ``(nx, ny, width, jper, inputs…, outputs…, scratch)``; merge kernel:
+    ``(nx, splits, width, outputs…, scratch)``; ``scratch_words``: float64 words of scratch
+    (0: the 1-D scheme, no merge).
+    """
+
+    kernel: str
+    grid: tuple[int, int, int]
+    jper: int
+    width: int
+    scratch_words: int
+    merge: str
+    merge_grid: tuple[int, int, int]
+
+    @property
+    def splits(self) -> int:
+        return self.grid[1]
+
+
+def launches(plan: "Plan", nx: int, ny: int, width: int, resident: Callable[[KernelInfo], int],
+             splits: Optional[int] = None) -> list[Launch]:
+    """The launches computing ``plan`` for ``nx`` rows and ``ny`` columns.
+
+    ``width``: B's number of columns for kernel products (ignored otherwise); ``resident(info)``:
+    how many blocks of that kernel the whole GPU holds at once (SMs × blocks per SM);
+    ``splits`` forces the number of j splits (tests).
+
+    >>> from kernla.formula import Vi, Vj, call
+    >>> plan = build_plan(Reduction("ArgMin", call("SqDist", Vi(0, 3), Vj(1, 3))), "float32")
+    >>> [(l.grid, l.jper) for l in launches(plan, 10**6, 10**6, 0, lambda k: 660)]  # 1-D scheme
+    [((1954, 1, 1), 1000192)]
+    >>> [(l.grid, l.jper) for l in launches(plan, 100, 10**6, 0, lambda k: 660)]    # split j
+    [((1, 119, 1), 8448)]
+    """
+    if nx == 0:
+        return []
+    if plan.product:
+        infos = [plan.kernels[0] if width == 1 else plan.kernels[1]]
+    else:
+        infos, width = list(plan.kernels), 0
+    out = []
+    for info in infos:
+        z = -(-width // info.cw) if info.cw else 1
+        bx = -(-nx // (BLOCK * info.rows))
+        tile = info.tj or BLOCK
+        top = min(MAX_SPLITS, max(1, MAX_SCRATCH_BYTES // max(1, 8 * info.words * nx * z)))
+        s = splits if splits is not None else choose_splits(bx * z, max(1, resident(info)), ny, tile, top)
+        jper = -(-max(-(-max(ny, 1) // max(1, s)), 1) // tile) * tile
+        s = max(1, -(-ny // jper))
+        words = info.words * s * nx * z if s > 1 else 0
+        out.append(Launch(info.name, (bx, s, z), jper, width, words, info.merge,
+                          (-(-nx // MERGE_BLOCK), 1, z)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the plan
+# ---------------------------------------------------------------------------------------------
+def _header(dtype: str) -> str:
+    return (f"// kernla CUDA source ({dtype}); generated, self-contained (templates inlined)\n"
+            f"#define KL_DTYPE_{_DTYPES[dtype]} 1\n#define KL_BLOCK {BLOCK}\n#define KL_MBLOCK {MERGE_BLOCK}\n")
+
+
+def prelude(dtype: str) -> str:
+    """The dtype header and ``cuda_templates/prelude.cu``: what every kernel text needs first."""
+    return _header(dtype_name(dtype)) + template("prelude.cu")
+
+
+def kernels_source(red: Reduction, dtype: str, prefix: str = "kl") -> tuple[str, Plan]:
+    """The kernels of ``red`` (without the prelude), names prefixed ``prefix``, and their plan.
+
+    Several reductions of one dtype can share one translation unit: one :func:`prelude`, then
+    each one's kernels with distinct prefixes (the compile tests batch them this way).
+    """
+    dtype = dtype_name(dtype)
+    single = dtype == "float64"
+    product = split_kernel_product(red)
+    positions = sorted({v.params[0] for f in red.formulas for v in f.variables()})
+    texts, infos = [], []
+    if product:
+        k, b = product
+        b_pos = b.params[0]
+        outputs = ((b.params[1], "float"),)
+        in_args = ",\n".join(f"       const TIO* __restrict__ a{p}" for p in positions)
+        args, out_decl = _out_args(outputs)
+        for cw in PRODUCT_WIDTHS:
+            sub = Reduction("Sum", Vj(b_pos, cw))
+            out = _Out(args, {"float": cw}, lambda c: f"kl_c0 + {c}", "width",
+                       guard=lambda c: f"kl_c0 + {c} < width")
+            text, info = _kernel(sub, dtype, f"{prefix}_reduce_w{cw}", f"{prefix}_merge_w{cw}",
+                                 in_args + ",\n" + out_decl, out, (k, b_pos, cw))
+            texts.append(text)
+            infos.append(info)
+    else:
+        b_pos = None
+        outputs = tuple(red.output_dims())
+        in_args = ",\n".join(f"       const TIO* __restrict__ a{p}" for p in positions)
+        args, out_decl = _out_args(outputs)
+        chunks = _chunks(red, single)
+        full = red.weight.dim if red.weight is not None else red.formula.dim
+        kmin = red.name in ("KMin", "ArgKMin", "KMin_ArgKMin")
+        row = str(outputs[0][0])
+        for z, (sub, s, n) in enumerate(chunks):
+            suffix = f"_z{z}" if len(chunks) > 1 else ""
+            widths = {kind: w for w, kind in sub.output_dims()}
+            if kmin:
+                column = (lambda s, n: lambda c: (c // n) * full + s + c % n)(s, n)
+            else:
+                column = (lambda s: lambda c: s + c)(s)
+            out = _Out(args, widths, column, row)
+            text, info = _kernel(sub, dtype, f"{prefix}_reduce{suffix}", f"{prefix}_merge{suffix}",
+                                 (in_args + ",\n" if positions else "") + out_decl, out)
+            texts.append(text)
+            infos.append(info)
+    body = "\n".join(texts)
+    plan = Plan(dtype, "", tuple(infos), tuple(positions), outputs, bool(product), b_pos)
+    return body, plan
+
+
+@lru_cache(maxsize=256)
+def build_plan(red: Reduction, dtype: str) -> Plan:
+    """The complete source (prelude + kernels) of ``red`` for ``dtype``, and its launch plan."""
+    dtype = dtype_name(dtype)
+    body, plan = kernels_source(red, dtype)
+    src = prelude(dtype) + "\n" + body
+    return Plan(plan.dtype, src, plan.kernels, plan.positions, plan.outputs, plan.product, plan.b_pos)
+
+
+def cuda_source(formula: str, aliases: Sequence[str], reduction_op: str = "Sum", axis: int = 1,
+                dtype: str = "float32", opt_arg: Optional[int] = None,
+                formula2: Optional[str] = None) -> str:
+    """The complete, self-contained CUDA source of a reduction, as the cuda engine compiles it.
+
+    Arguments as for :class:`kernla.Genred` (``axis=1`` reduces over j, ``axis=0`` over i);
+    ``dtype`` is the data type ('float16', 'float32' or 'float64'). The source includes no file,
+    so it compiles anywhere (``nvcc -cubin -arch=sm_90 file.cu`` or NVRTC); its kernels are
+    ``extern "C"``.
+
+    >>> import kernla
+    >>> src = kernla.cuda_source("Exp(-G * SqDist(X, Y)) * B",
+    ...                          ["X = Vi(3)", "Y = Vj(3)", "B = Vj(1)", "G = Pm(1)"])
+    >>> 'extern "C" __global__' in src and "kl_reduce_w1" in src
+    True
+    """
+    from ...errors import ShapeError
+    from ...formula import parse, parse_aliases
+
+    if axis not in (0, 1):
+        raise ShapeError(f"axis must be 0 (reduce over i) or 1 (reduce over j), got {axis!r}")
+    al = parse_aliases(aliases)
+    f = parse(formula, al)
+    f2 = parse(formula2, al) if formula2 is not None else None
+    red = Reduction(reduction_op, f, f2, opt_arg)
+    if axis == 0:
+        red = red.swap_ij()
+    return build_plan(red, dtype_name(dtype)).source

@@ -1,0 +1,348 @@
+"""The CUDA kernels run on the CPU: index arithmetic, tiles, splits and merges checked without a GPU.
+
+The generated CUDA text is compiled as host C++ (g++ -fopenmp, AddressSanitizer) under a small
+emulation header: a block is an OpenMP team of KL_BLOCK threads, ``__shared__`` arrays are static
+(shared by the team), ``__syncthreads()`` is an OpenMP barrier, ``threadIdx.x`` the thread number.
+The launches come from :func:`kernla.engines.cuda.source.launches`, as in the engine, with forced
+j splits as well, and the results are compared with the NumPy engine on odd sizes (N=1, M=1,
+partial tiles and blocks, N << M). A barrier in thread-dependent control flow would deadlock
+(the run has a timeout), an out-of-bounds read or write stops ASan, and a missing barrier shows
+up as wrong results. Float arithmetic is the host's (exp2f, logf, ... from libm) — the GPU's
+numerics are checked by benchmarks/gpu_check.py on a GPU.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kernla.engines import numpy_engine
+from kernla.engines.cuda import source as cs
+from kernla.formula import CAT_I, CAT_J, parse, parse_aliases
+from kernla.reductions import Reduction
+
+CXX = shutil.which("g++")
+_RUNS = itertools.count()
+
+EMU_HEADER = r"""
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <omp.h>
+struct kl_dim3 { unsigned x, y, z; };
+static kl_dim3 kl_emu_block, kl_emu_grid;
+#define blockIdx kl_emu_block
+#define gridDim kl_emu_grid
+#define threadIdx (kl_dim3{(unsigned)omp_get_thread_num(), 0u, 0u})
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(n)
+#define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
+#define __syncthreads() _Pragma("omp barrier")
+static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+static inline double rsqrt(double x) { return 1.0 / sqrt(x); }
+static inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
+static inline double __longlong_as_double(long long i) { double d; memcpy(&d, &i, 8); return d; }
+static void emu_grid(unsigned gx, unsigned gy, unsigned gz, int threads, void (*body)(void*), void* ctx) {
+    kl_emu_grid = kl_dim3{gx, gy, gz};
+    for (unsigned z = 0; z < gz; z++)
+        for (unsigned y = 0; y < gy; y++)
+            for (unsigned x = 0; x < gx; x++) {
+                kl_emu_block = kl_dim3{x, y, z};
+#pragma omp parallel num_threads(threads)
+                {
+                    if (omp_get_num_threads() != threads) { fprintf(stderr, "team too small\n"); abort(); }
+                    body(ctx);
+                }
+            }
+}
+"""
+
+EMU_MAIN = r"""
+static void* kl_bufs[64];
+int main(int argc, char** argv) {
+    omp_set_dynamic(0);
+    FILE* f = fopen(argv[1], "r");
+    char cmd[32], name[128], path[4096];
+    while (fscanf(f, "%31s", cmd) == 1) {
+        if (!strcmp(cmd, "buf")) {
+            int id; long long bytes;
+            fscanf(f, "%d %lld %4095s", &id, &bytes, path);
+            kl_bufs[id] = malloc(bytes > 0 ? bytes : 1);
+            if (strcmp(path, "-")) { FILE* g = fopen(path, "rb"); fread(kl_bufs[id], 1, bytes, g); fclose(g); }
+            else memset(kl_bufs[id], 0xFF, bytes > 0 ? bytes : 1);  /* garbage: every output must be written */
+        } else if (!strcmp(cmd, "dump")) {
+            int id; long long bytes;
+            fscanf(f, "%d %lld %4095s", &id, &bytes, path);
+            FILE* g = fopen(path, "wb"); fwrite(kl_bufs[id], 1, bytes, g); fclose(g);
+        } else {
+            unsigned gx, gy, gz; long long s[4]; int nargs, ids[64];
+            fscanf(f, "%127s %u %u %u %lld %lld %lld %lld %d", name, &gx, &gy, &gz, &s[0], &s[1], &s[2], &s[3], &nargs);
+            for (int k = 0; k < nargs; k++) fscanf(f, "%d", &ids[k]);
+            void* args[64];
+            for (int k = 0; k < nargs; k++) args[k] = kl_bufs[ids[k]];
+            if (!emu_dispatch(name, gx, gy, gz, s, args)) { fprintf(stderr, "no kernel %s\n", name); return 2; }
+        }
+    }
+    return 0;
+}
+"""
+
+
+def _wrapper(name: str, n_in: int, out_kinds: list[str], merge: bool) -> str:
+    """A context struct and a team body calling kernel ``name`` with arguments from the script."""
+    outs = [("TIO*" if k == "float" else "kl_i64*") for k in out_kinds]
+    if merge:
+        call = ", ".join(["c->s[0]", "c->s[1]", "c->s[2]"] + [f"({t})c->a[{k}]" for k, t in enumerate(outs)]
+                         + [f"(const double*)c->a[{len(outs)}]"])
+        threads = "KL_MBLOCK"
+    else:
+        ins = [f"(const TIO*)c->a[{k}]" for k in range(n_in)]
+        call = ", ".join(["c->s[0]", "c->s[1]", "c->s[2]", "c->s[3]"] + ins
+                         + [f"({t})c->a[{n_in + k}]" for k, t in enumerate(outs)]
+                         + [f"(double*)c->a[{n_in + len(outs)}]"])
+        threads = "KL_BLOCK"
+    return (f"static void body_{name}(void* p) {{ struct C {{ long long* s; void** a; }}; C* c = (C*)p; {name}({call}); }}\n",
+            f"    if (!strcmp(name, \"{name}\")) {{ struct {{ long long* s; void** a; }} c = {{s, args}}; "
+            f"emu_grid(gx, gy, gz, {threads}, body_{name}, &c); return 1; }}\n")
+
+
+def _program(cases: list[tuple[str, Reduction]], dtype: str) -> tuple[str, dict]:
+    parts = [EMU_HEADER, cs.prelude(dtype)]
+    bodies, dispatch, plans = [], [], {}
+    for n, (label, red) in enumerate(cases):
+        text, plan = cs.kernels_source(red, dtype, prefix=f"e{n}")
+        parts.append(text)
+        plans[label] = plan
+        kinds = ["float"] if plan.product else [k for _, k in plan.outputs]
+        for info in plan.kernels:
+            b, d = _wrapper(info.name, len(plan.positions), kinds, False)
+            bodies.append(b)
+            dispatch.append(d)
+            b, d = _wrapper(info.merge, len(plan.positions), kinds, True)
+            bodies.append(b)
+            dispatch.append(d)
+    parts += bodies
+    parts.append("static int emu_dispatch(const char* name, unsigned gx, unsigned gy, unsigned gz, "
+                 "long long* s, void** args) {\n" + "".join(dispatch) + "    return 0;\n}\n")
+    parts.append(EMU_MAIN)
+    return "\n".join(parts), plans
+
+
+def _al(*names):
+    return parse_aliases(list(names))
+
+
+def _red(formula, aliases, op, opt=None, formula2=None):
+    al = parse_aliases(aliases)
+    return Reduction(op, parse(formula, al), parse(formula2, al) if formula2 else None, opt)
+
+
+GAUSS = ("Exp(-G * SqDist(X, Y)) * B", ["X = Vi(3)", "Y = Vj(3)", "B = Vj(1)", "G = Pm(1)"])
+SCALAR = ("Exp(-G * SqDist(X, Y))", ["X = Vi(3)", "Y = Vj(3)", "G = Pm(1)", "B = Vj(2)"])
+VECTOR = ("(X - Y) * Exp(-SqDist(X, Y) / S)", ["X = Vi(3)", "Y = Vj(3)", "S = Pm(1)"])
+OPS_ALL = ("Sin(X) * Cos(Y) + Atan2(X, Y) + Powf(Abs(X) + 1.5, Y) + Pow(X, 3) + Round(X, 2) + Floor(Y)"
+           " + Sign(X - Y) + Rsqrt(SqNorm2(X)) + Log(1 + Abs(X)) + XLogX(Abs(Y)) + SinXDivX(X)"
+           " + Mod(X, Y + 3, 0.5) + ClampInt(X, -1, 1) + IfElse(X - Y, Asin(Clamp(X, -1, 1)), Acos(Clamp(Y, -1, 1)))"
+           " + Max(Concat(X, Y)) + ArgMin(Concat(X, Y)) + WeightedSqDist(W, Concat(X, X), Concat(Y, Y))")
+
+
+def _cases():
+    scalar_ops = ["Sum", "Min", "Max", "ArgMin", "ArgMax", "Min_ArgMin", "Max_ArgMax",
+                  "KMin", "ArgKMin", "KMin_ArgKMin", "LogSumExp", "LogSumExpWeight", "SumSoftMaxWeight"]
+    f32 = [("gauss", _red(*GAUSS, "Sum"))]
+    for op in scalar_ops:
+        opt = 3 if "K" in op and "Max" not in op else None
+        f2 = "B" if op.endswith("Weight") else None
+        f32.append((f"scalar_{op}", _red(*SCALAR, op, opt, f2)))
+    f32 += [
+        ("vector_Sum", _red(*VECTOR, "Sum")),
+        ("vector_ArgKMin", _red(*VECTOR, "KMin_ArgKMin", 2)),
+        ("vector_LSE", _red(*VECTOR, "LogSumExp")),
+        ("knn_d50", _red("SqDist(X, Y)", ["X = Vi(50)", "Y = Vj(50)"], "ArgKMin", 10)),
+        ("wide_sum", _red("X * Y * Exp(-SqNorm2(X - Y))", ["X = Vi(40)", "Y = Vj(40)"], "Sum")),
+        ("wide_kmin", _red("Abs(X - Y)", ["X = Vi(20)", "Y = Vj(20)"], "KMin_ArgKMin", 2)),
+        ("d100", _red("SqDist(X, Y)", ["X = Vi(100)", "Y = Vj(100)"], "Min_ArgMin")),
+        ("d400", _red("Exp(-SqDist(X, Y) * G) * B", ["X = Vi(400)", "Y = Vj(400)", "B = Vj(2)", "G = Pm(1)"], "Sum")),
+        ("params80", _red("Scalprod(P, X) * Scalprod(P, Y)", ["X = Vi(80)", "Y = Vj(80)", "P = Pm(80)"], "Max_ArgMax")),
+        ("ops", _red(OPS_ALL, ["X = Vi(1)", "Y = Vj(1)", "W = Pm(4)"], "Sum")),
+        ("gauss_axis0", _red(*GAUSS, "Sum").swap_ij()),
+    ]
+    f64 = [("gauss", _red(*GAUSS, "Sum")), ("scalar_LogSumExp", _red(*SCALAR, "LogSumExp")),
+           ("scalar_SumSoftMaxWeight", _red(*SCALAR, "SumSoftMaxWeight", None, "B")),
+           ("scalar_Min_ArgMin", _red(*SCALAR, "Min_ArgMin")), ("vector_Sum", _red(*VECTOR, "Sum"))]
+    f16 = [("gauss", _red(*GAUSS, "Sum")), ("scalar_ArgKMin", _red(*SCALAR, "ArgKMin", 4)),
+           ("scalar_LogSumExp", _red(*SCALAR, "LogSumExp")), ("vector_Sum", _red(*VECTOR, "Sum"))]
+    return {"float32": f32, "float64": f64, "float16": f16}
+
+
+CASES = _cases()
+
+
+@pytest.fixture(scope="module")
+def programs(tmp_path_factory):
+    """One emulator executable per dtype (compiled in parallel)."""
+    if CXX is None:
+        pytest.skip("g++ is not installed")
+    root = tmp_path_factory.mktemp("cuda_emu")
+    procs, plans = {}, {}
+    flags = ["-std=c++17", "-O1", "-fopenmp", "-fno-strict-aliasing", "-w", "-fsanitize=address",
+             "-fno-omit-frame-pointer"]
+    for dtype, cases in CASES.items():
+        text, plans[dtype] = _program(cases, dtype)
+        src = root / f"emu_{dtype}.cpp"
+        src.write_text(text)
+        exe = root / f"emu_{dtype}"
+        procs[dtype] = (exe, subprocess.Popen([CXX, *flags, str(src), "-o", str(exe)],
+                                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    exes = {}
+    for dtype, (exe, proc) in procs.items():
+        log, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, f"host compile of the {dtype} kernels failed:\n{log[-8000:]}"
+        exes[dtype] = exe
+    return root, exes, plans
+
+
+def _inputs(red: Reduction, nx: int, ny: int, dtype: str, rng, width: int = 0) -> list[np.ndarray]:
+    arrays = {}
+    for f in red.formulas:
+        for v in f.variables():
+            pos, dim, cat = v.params
+            shape = (nx, dim) if cat == CAT_I else (ny, dim) if cat == CAT_J else (dim,)
+            a = rng.normal(size=shape)
+            if cat not in (CAT_I, CAT_J):
+                a = np.abs(a) + 0.5
+            arrays[pos] = a
+    n = max(arrays) + 1
+    out = [arrays.get(p, np.zeros(1)) for p in range(n)]
+    return [a.astype(dtype) for a in out]
+
+
+def _emulate(programs, dtype: str, label: str, arrays: list[np.ndarray], nx: int, ny: int,
+             splits=None, resident: int = 8) -> list[np.ndarray]:
+    root, exes, plans = programs
+    plan = plans[dtype][label]
+    prefix = plan.kernels[0].name.split("_")[0]
+    width = int(arrays[plan.b_pos].shape[1]) if plan.product else 0
+    run_dir = root / f"run{next(_RUNS)}_{dtype}_{label}_{nx}_{ny}_{splits}_{width}"
+    run_dir.mkdir()
+    lines, ids = [], {}
+    for pos in plan.positions:
+        path = run_dir / f"a{pos}.bin"
+        np.ascontiguousarray(arrays[pos]).tofile(path)
+        ids[pos] = len(ids)
+        lines.append(f"buf {ids[pos]} {arrays[pos].nbytes} {path}")
+    dims = [(width, "float")] if plan.product else list(plan.outputs)
+    out_ids, out_bytes = [], []
+    for k, (w, kind) in enumerate(dims):
+        nbytes = nx * w * (np.dtype(dtype).itemsize if kind == "float" else 8)
+        out_ids.append(len(ids) + k)
+        out_bytes.append(nbytes)
+        lines.append(f"buf {out_ids[-1]} {nbytes} -")
+    next_id = len(ids) + len(dims)
+    launches = cs.launches(plan, nx, ny, width, lambda info: resident, splits)
+    for ln in launches:
+        sid = next_id
+        next_id += 1
+        lines.append(f"buf {sid} {max(1, ln.scratch_words) * 8} -")
+        args = [ids[p] for p in plan.positions] + out_ids + [sid]
+        lines.append(f"main {ln.kernel} {' '.join(map(str, ln.grid))} {nx} {ny} {ln.width} {ln.jper} "
+                     f"{len(args)} {' '.join(map(str, args))}")
+        if ln.scratch_words:
+            args = out_ids + [sid]
+            lines.append(f"merge {ln.merge} {' '.join(map(str, ln.merge_grid))} {nx} {ln.splits} {ln.width} 0 "
+                         f"{len(args)} {' '.join(map(str, args))}")
+    outs = []
+    for k, (w, kind) in enumerate(dims):
+        path = run_dir / f"out{k}.bin"
+        lines.append(f"dump {out_ids[k]} {out_bytes[k]} {path}")
+        outs.append((path, w, kind))
+    script = run_dir / "script.txt"
+    script.write_text("\n".join(lines) + "\n")
+    env = dict(os.environ, OMP_WAIT_POLICY="passive", ASAN_OPTIONS="detect_leaks=0")
+    proc = subprocess.run([str(exes[dtype]), str(script)], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, f"{label}: emulator failed ({proc.returncode}):\n{proc.stderr[-6000:]}"
+    result = []
+    for path, w, kind in outs:
+        data = np.fromfile(path, dtype=dtype if kind == "float" else np.int64)
+        result.append(data.reshape(nx, w))
+    return result
+
+
+def _check(red, got, arrays, nx, ny, dtype, label):
+    ref = numpy_engine.run(red, [a.astype(np.float32 if dtype == "float16" else dtype) for a in arrays], nx, ny)
+    tol = {"float16": 2e-2, "float32": 2e-4, "float64": 1e-10}[dtype]
+    assert len(got) == len(ref), label
+    for g, r in zip(got, ref):
+        assert g.shape == r.shape, (label, g.shape, r.shape)
+        if r.dtype == np.int64:
+            np.testing.assert_array_equal(g, r, err_msg=label)
+        else:
+            r = r.astype(dtype).astype(np.float64)
+            np.testing.assert_allclose(g.astype(np.float64), r, rtol=tol, atol=tol * (1 + np.nanmax(np.abs(np.where(np.isinf(r), 0, r)), initial=0)),
+                                       err_msg=label)
+
+
+SIZES = [(1, 1), (1, 700), (513, 1), (300, 257), (37, 1500), (600, 611)]
+
+
+@pytest.mark.skipif(CXX is None, reason="g++ is not installed")
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+def test_emulated_kernels_match_numpy(programs, dtype):
+    rng = np.random.default_rng(7)
+    for label, red in CASES[dtype]:
+        sizes = SIZES if label in ("gauss", "scalar_ArgKMin", "scalar_KMin_ArgKMin", "scalar_LogSumExp") else SIZES[3:5]
+        for nx, ny in sizes:
+            if red.K is not None and red.K > ny:
+                continue
+            arrays = _inputs(red, nx, ny, dtype, rng)
+            for splits in (None, 3):
+                got = _emulate(programs, dtype, label, arrays, nx, ny, splits=splits)
+                _check(red, got, arrays, nx, ny, dtype, f"{dtype} {label} N={nx} M={ny} splits={splits}")
+
+
+@pytest.mark.skipif(CXX is None, reason="g++ is not installed")
+def test_emulated_kernel_product_any_width(programs):
+    """Σ_j k_ij B_j with B of 1, 3, 8, 9 and 17 columns: one compiled plan, guards on the last chunk."""
+    rng = np.random.default_rng(3)
+    _, _, plans = programs
+    red = _red(*GAUSS, "Sum")
+    for width in (1, 3, 8, 9, 17):
+        for nx, ny, splits in ((300, 257, None), (37, 1500, 4), (1, 1, None)):
+            arrays = _inputs(red, nx, ny, "float32", rng)
+            arrays[2] = rng.normal(size=(ny, width)).astype(np.float32)
+            got = _emulate(programs, "float32", "gauss", arrays, nx, ny, splits=splits)
+            k = np.exp(-arrays[3][0] * ((arrays[0][:, None, :] - arrays[1][None, :, :]) ** 2).sum(-1))
+            np.testing.assert_allclose(got[0], k @ arrays[2], rtol=2e-4, atol=2e-4,
+                                       err_msg=f"width={width} N={nx} M={ny}")
+
+
+@pytest.mark.skipif(CXX is None, reason="g++ is not installed")
+def test_emulated_infinities_and_ties(programs):
+    """Min/ArgMin: ties keep the smallest index across tiles and splits; +inf rows give index -1."""
+    red = dict(CASES["float32"])["scalar_Min_ArgMin"]
+    nx, ny = 5, 1200
+    x = np.zeros((nx, 3), np.float32)
+    y = np.zeros((ny, 3), np.float32)
+    y[:, 0] = np.tile(np.arange(4, dtype=np.float32), ny // 4)  # exp(-g d) ties every 4 columns
+    g = np.array([1.0], np.float32)
+    for splits in (None, 3, 5):
+        got = _emulate(programs, "float32", "scalar_Min_ArgMin", [x, y, g, np.zeros((ny, 2), np.float32)],
+                       nx, ny, splits=splits)
+        np.testing.assert_array_equal(got[1].ravel(), np.full(nx, 3))
+    g = np.array([-np.inf], np.float32)  # exp(+inf * d) = +inf everywhere: no finite candidate
+    y[:, :] = 1.0
+    for splits in (None, 3):
+        got = _emulate(programs, "float32", "scalar_Min_ArgMin", [x, y, g, np.zeros((ny, 2), np.float32)],
+                       nx, ny, splits=splits)
+        np.testing.assert_array_equal(got[1].ravel(), np.full(nx, -1))
+        assert np.isposinf(got[0]).all()
