@@ -73,7 +73,10 @@ _sms: dict[int, int] = {}
 
 
 def function(source: str, device: int, kernel: str):
-    """The compiled kernel ``kernel`` of ``source`` on ``device`` (compiled on first use)."""
+    """The compiled kernel ``kernel`` of ``source`` on ``device`` (the module compiles on first use).
+
+    Thread-safe; compiles of different sources may run in parallel threads (NVRTC releases the GIL).
+    """
     key = (source, device, kernel)
     fn = _functions.get(key)
     if fn is not None:
@@ -81,16 +84,24 @@ def function(source: str, device: int, kernel: str):
     with _lock:
         mod = _modules.get((source, device))
         if mod is None:
-            mod = cupy.RawModule(code=source, options=OPTIONS)
-            _modules[(source, device)] = mod
-        try:
-            with cupy.cuda.Device(device):
-                fn = mod.get_function(kernel)
-        except cupy.cuda.compiler.CompileException as err:
-            raise BackendError(f"NVRTC could not compile kernla's CUDA source (a kernla bug; please "
-                               f"report it with kernla.cuda_source(...)): {err}") from None
-        _functions[key] = fn
-        return fn
+            mod = _modules[(source, device)] = cupy.RawModule(code=source, options=OPTIONS)
+    try:
+        with cupy.cuda.Device(device):
+            fn = mod.get_function(kernel)
+    except cupy.cuda.compiler.CompileException as err:
+        raise BackendError(f"NVRTC could not compile kernla's CUDA source (a kernla bug; please report "
+                           f"it with the output of kernla.cuda_source(...)): {err}") from None
+    _functions[key] = fn
+    return fn
+
+
+def prepare(red: Reduction, dtype: str = "float32", device: Optional[int] = None) -> None:
+    """Compile ``red``'s kernels for ``dtype`` now (e.g. ahead of timing, or in parallel threads)."""
+    plan = build_plan(red, dtype_name(dtype))
+    device = cupy.cuda.Device().id if device is None else device
+    for info in plan.kernels:
+        function(plan.source, device, info.name)
+        function(plan.source, device, info.merge)
 
 
 def _sm_count(device: int) -> int:

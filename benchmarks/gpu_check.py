@@ -1,0 +1,595 @@
+#!/usr/bin/env python3
+"""kernla on a GPU: correctness of the cuda engine against the NumPy engine, then timings.
+
+Run from the repository root on a machine with an NVIDIA GPU, CuPy and (for the baselines) torch::
+
+    PYTHONPATH=. python3 benchmarks/gpu_check.py            # about 3-4 minutes on an H100/H200
+    PYTHONPATH=. python3 benchmarks/gpu_check.py --quick    # correctness subset, 1e5 timings only
+    PYTHONPATH=. python3 benchmarks/gpu_check.py --out gpu_check.md   # also write the tables
+
+Part 1 prints one ``PASS``/``FAIL`` line per check: every reduction × float16/float32/float64 on
+fresh random inputs of odd sizes (N=1, M=1, partial tiles and blocks, N << M which takes the
+split-j scheme), vector formulas, the kernel product with 1/3/9 columns, kNN D=50, axis=0, the
+Genred path with torch / CuPy / NumPy arrays and a side torch stream, and 64-bit indexing (a
+planted minimum past index 2^31, an i-variable with more than 2^31 elements). Values are compared
+with tolerances per dtype; an index passes when the formula's float64 value at that index equals
+the reference optimum (ties and near-ties may legitimately pick another index).
+
+Part 2 prints a table (median of several runs, synchronised): kernla vs a dense chunked torch
+baseline vs torch.cdist + topk, in billions of pairs per second, for the Gaussian matvec D=3 at
+N=M=1e5 and 1e6 in float16/32/64 and argKmin K=10, D=50, 1e5 queries × 1e6 points. Baselines
+that would take too long are skipped with an estimate. Every check and timing catches its own
+exception and reports it; the exit status is 1 when anything failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import math
+import statistics
+import sys
+import time
+import traceback
+
+import numpy as np
+
+START = time.perf_counter()
+BUDGET_S = 285.0  # stop starting new work after this (the whole script must stay under 5 minutes)
+RESULTS: list[tuple[str, bool, str]] = []
+TABLE: list[tuple[str, ...]] = []
+
+
+def elapsed() -> float:
+    return time.perf_counter() - START
+
+
+def report(name: str, ok: bool, detail: str = "") -> None:
+    RESULTS.append((name, ok, detail))
+    print(f"{'PASS' if ok else 'FAIL'}  {name}" + (f"  ({detail})" if detail else ""), flush=True)
+
+
+def check(name: str, fn) -> None:
+    """Run one check; any exception is a FAIL with its message (the script goes on)."""
+    if elapsed() > BUDGET_S:
+        print(f"SKIP  {name}  (time budget)", flush=True)
+        return
+    try:
+        detail = fn()
+        report(name, True, detail or "")
+    except AssertionError as err:
+        report(name, False, str(err).strip().replace("\n", " | ")[:600])
+    except Exception as err:  # a crash in one check must not stop the others
+        tb = traceback.format_exc(limit=3).strip().splitlines()
+        report(name, False, f"{type(err).__name__}: {err} [{' / '.join(tb[-3:])}]"[:800])
+
+
+# ---------------------------------------------------------------------------------------------
+# set-up
+# ---------------------------------------------------------------------------------------------
+def setup():
+    import cupy
+
+    import kernla
+    from kernla.engines import get_engine
+
+    engine = get_engine("cuda")
+    try:
+        import torch
+    except Exception as err:  # torch is only needed for baselines and the torch checks
+        print(f"torch unavailable ({err}); torch checks and baselines are skipped")
+        torch = None
+    dev = cupy.cuda.Device()
+    props = cupy.cuda.runtime.getDeviceProperties(dev.id)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    print(f"GPU: {name} (compute capability {dev.compute_capability}, "
+          f"{dev.attributes['MultiProcessorCount']} SMs, {props['totalGlobalMem'] / 2**30:.0f} GiB)")
+    print(f"CuPy {cupy.__version__}, CUDA runtime {cupy.cuda.runtime.runtimeGetVersion()}, "
+          f"driver {cupy.cuda.runtime.driverGetVersion()}, torch {getattr(torch, '__version__', '-')}, "
+          f"NumPy {np.__version__}, kernla {kernla.__version__}")
+    return cupy, torch, kernla, engine, name
+
+
+def sync(cupy, torch=None):
+    cupy.cuda.Device().synchronize()
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+# ---------------------------------------------------------------------------------------------
+# part 1: correctness
+# ---------------------------------------------------------------------------------------------
+SCALAR = ("Exp(-G * SqDist(X, Y))", ["X = Vi(3)", "Y = Vj(3)", "G = Pm(1)", "B = Vj(2)"])
+VECTOR = ("(X - Y) * Exp(-SqDist(X, Y) / S)", ["X = Vi(3)", "Y = Vj(3)", "S = Pm(1)"])
+GAUSS = ("Exp(-G * SqDist(X, Y)) * B", ["X = Vi(3)", "Y = Vj(3)", "B = Vj(1)", "G = Pm(1)"])
+KNN = ("SqDist(X, Y)", ["X = Vi(50)", "Y = Vj(50)"])
+OPS = ["Sum", "Min", "Max", "ArgMin", "ArgMax", "Min_ArgMin", "Max_ArgMax", "KMin", "ArgKMin",
+       "KMin_ArgKMin", "LogSumExp", "LogSumExpWeight", "SumSoftMaxWeight"]
+#: the reductions that also give the values at the indices (for checking indices)
+WITH_VALUES = {"ArgMin": "Min_ArgMin", "ArgMax": "Max_ArgMax", "ArgKMin": "KMin_ArgKMin"}
+DTYPES = ["float16", "float32", "float64"]
+#: (N, M) of the per-reduction checks; the --quick subset; other check and timing sizes
+CHECK_SIZES = [(1, 1), (1, 1000), (999, 1), (333, 777), (3, 100003), (2500, 601)]
+QUICK_SIZES = [(1, 1), (333, 777), (3, 100003)]
+VECTOR_SIZES = [(333, 777), (3, 100003)]
+PRODUCT_SIZES = [(777, 1001), (2, 70001)]
+KNN_CHECK_SIZES = [(1000, 20000), (7, 60001)]
+GAUSS_TIMING_N = [10**5, 10**6]
+KNN_TIMING = (10**5, 10**6)
+QUICK_KNN_TIMING = (10**4, 10**5)
+RTOL = {"float16": 3e-3, "float32": 2e-4, "float64": 1e-9}
+#: tolerance on the float64 value of the formula at a returned index (the GPU computes in float)
+ITOL = {"float16": 1e-4, "float32": 1e-4, "float64": 1e-9}
+
+
+def reduction(formula, aliases, op, opt=None, formula2=None):
+    from kernla.formula import parse, parse_aliases
+    from kernla.reductions import Reduction
+
+    al = parse_aliases(aliases)
+    return Reduction(op, parse(formula, al), parse(formula2, al) if formula2 else None, opt)
+
+
+def inputs(red, nx, ny, rng, width=None, positive_j=()):
+    """Random inputs exactly representable in float16 (so one float64 reference serves all dtypes)."""
+    from kernla.formula import CAT_I, CAT_J
+
+    arrays = {}
+    for f in red.formulas:
+        for v in f.variables():
+            pos, dim, cat = v.params
+            shape = (nx, dim) if cat == CAT_I else (ny, dim) if cat == CAT_J else (dim,)
+            if cat == CAT_J and width is not None and pos in width:
+                shape = (ny, width[pos])
+            a = rng.normal(size=shape)
+            if cat not in (CAT_I, CAT_J):
+                a = 0.5 + np.abs(a)  # positive parameters (scales)
+            if pos in positive_j:
+                a = 0.1 + np.abs(a)
+            arrays[pos] = a.astype(np.float16).astype(np.float64)
+    return [arrays.get(p, np.zeros((1,))) for p in range(max(arrays) + 1)]
+
+
+def values_at(red_formula, arrays, idx, K, D):
+    """float64 value of component d of the formula at (i, idx[i, k*D + d]): shape (nx, K, D)."""
+    from kernla.formula import CAT_I, CAT_J
+    from kernla.formula.evaluate import evaluate
+
+    nx = idx.shape[0]
+    idx = idx.reshape(nx, K, D)
+    out = np.empty((nx, K, D))
+    for d in range(D):
+        j = np.clip(idx[:, :, d], 0, None)
+        vals = {}
+        for v in red_formula.variables():
+            pos, dim, cat = v.params
+            a = arrays[pos]
+            vals[pos] = a[:, None, :] if cat == CAT_I else a[j] if cat == CAT_J else a[None, None, :]
+        out[:, :, d] = np.broadcast_to(evaluate(red_formula, vals, np.float64), (nx, K, D))[:, :, d]
+    return out
+
+
+def compare(red, got, ref_red, ref, arrays, dtype, ny):
+    """Assert that GPU outputs ``got`` match the reference (``ref`` from ``ref_red``)."""
+    rtol = RTOL[dtype]
+    name = red.name
+    D = red.formula.dim
+    K = red.K or 1
+    ref_by_kind = {}
+    for (w, kind), r in zip(ref_red.output_dims(), ref):
+        ref_by_kind[kind] = r
+    msgs = []
+    for (w, kind), g in zip(red.output_dims(), got):
+        assert g.shape == (ref[0].shape[0], w), f"shape {g.shape}, expected {(ref[0].shape[0], w)}"
+        if kind == "index":
+            assert g.dtype == np.int64, f"index dtype {g.dtype}"
+            assert ((g >= 0) & (g < ny)).all(), f"indices out of [0, {ny}): {g.min()}..{g.max()}"
+            best = ref_by_kind["float"].reshape(g.shape[0], K, D)
+            at = values_at(red.formula, arrays, g, K, D)
+            err = np.abs(at - best) / (1 + np.abs(best))
+            bad = ~(err <= ITOL[dtype])
+            assert not bad.any(), (f"{bad.sum()} of {bad.size} indices are not optimal: value at index "
+                                   f"{at[bad][:3]} vs optimum {best[bad][:3]}")
+            msgs.append("indices optimal")
+        else:
+            r = ref_by_kind["float"]
+            g = g.astype(np.float64)
+            if name in ("LogSumExp", "LogSumExpWeight"):
+                atol = rtol * (1 + np.abs(r))
+            elif name == "SumSoftMaxWeight":
+                atol = rtol * np.abs(arrays[-1]).max()
+            else:
+                atol = rtol * max(1.0, float(np.nanmax(np.abs(np.where(np.isfinite(r), r, 0)), initial=0)))
+            diff = np.abs(g - r)
+            bad = ~((diff <= atol + rtol * np.abs(r)) | (np.isnan(g) & np.isnan(r)) | (g == r))
+            assert not bad.any(), (f"{bad.sum()} of {bad.size} values differ; worst |diff| "
+                                   f"{np.nanmax(np.where(bad, diff, 0)):.3g}: got {g[bad][:3]} want {r[bad][:3]}")
+            finite = np.isfinite(diff)
+            used = float(np.max(diff[finite] / (atol + rtol * np.abs(r))[finite], initial=0))
+            msgs.append(f"max |err| {float(np.max(diff[finite], initial=0)):.1e} = {used:.0%} of tolerance")
+    return ", ".join(msgs)
+
+
+def gpu_run(cupy, engine, red, arrays, nx, ny, dtype):
+    dev = [cupy.asarray(a.astype(dtype)) for a in arrays]
+    out = engine.run(red, dev, nx, ny)
+    return [cupy.asnumpy(o) for o in out]
+
+
+def correctness(cupy, torch, kernla, engine, quick: bool):
+    from kernla.engines import numpy_engine
+
+    rng = np.random.default_rng(2024)
+    sizes = QUICK_SIZES if quick else CHECK_SIZES
+
+    # compile everything first, in parallel threads (NVRTC runs outside the GIL)
+    plans = []
+    for op in OPS:
+        opt = 5 if "K" in op and "Max" not in op else None
+        f2 = "B" if op.endswith("Weight") else None
+        plans.append((op, reduction(*SCALAR, op, opt, f2)))
+    vec = [(op, reduction(*VECTOR, op, 2 if "K" in op else None))
+           for op in ("Sum", "ArgMin", "KMin_ArgKMin", "LogSumExp", "Max_ArgMax")]
+    gauss = reduction(*GAUSS, "Sum")
+    knn = reduction(*KNN, "ArgKMin", 10)
+    todo = [(r, dt) for _, r in plans + vec for dt in DTYPES] + [(gauss, dt) for dt in DTYPES] + \
+           [(knn, dt) for dt in DTYPES]
+    t0 = time.perf_counter()
+    with cf.ThreadPoolExecutor(8) as pool:
+        futures = {pool.submit(engine.prepare, r, dt): (r.name, dt) for r, dt in todo}
+        errors = [f"{futures[f]}: {f.exception()}" for f in cf.as_completed(futures) if f.exception()]
+    report(f"compile {len(todo)} modules with NVRTC", not errors,
+           f"{time.perf_counter() - t0:.1f} s" + (f"; {errors[:3]}" if errors else ""))
+
+    print("-- every reduction, scalar formula exp(-g|x-y|^2), all dtypes and sizes", flush=True)
+    for op, red in plans:
+        ref_red = reduction(*SCALAR, WITH_VALUES[op], red.K) if op in WITH_VALUES else red
+        for nx, ny in sizes:
+            if red.K is not None and red.K > ny:
+                continue
+            arrays = inputs(red, nx, ny, rng, positive_j=(3,) if op == "LogSumExpWeight" else ())
+            try:
+                ref = numpy_engine.run(ref_red, arrays, nx, ny)
+            except Exception as err:
+                report(f"reference {op} N={nx} M={ny}", False, repr(err))
+                continue
+            for dt in DTYPES:
+                check(f"{op:<17} {dt:<7} N={nx:<5} M={ny}",
+                      lambda: compare(red, gpu_run(cupy, engine, red, arrays, nx, ny, dt), ref_red, ref,
+                                      arrays, dt, ny))
+
+    print("-- vector formula (x-y) exp(-|x-y|^2/s), dimension 3", flush=True)
+    for op, red in vec:
+        ref_red = reduction(*VECTOR, WITH_VALUES.get(op, op), red.K)
+        for nx, ny in VECTOR_SIZES[:1] if quick else VECTOR_SIZES:
+            arrays = inputs(red, nx, ny, rng)
+            ref = numpy_engine.run(ref_red, arrays, nx, ny)
+            for dt in DTYPES:
+                check(f"vector {op:<13} {dt:<7} N={nx:<5} M={ny}",
+                      lambda: compare(red, gpu_run(cupy, engine, red, arrays, nx, ny, dt), ref_red, ref,
+                                      arrays, dt, ny))
+
+    print("-- kernel product sum_j k(x_i, y_j) B_j, B of run-time width", flush=True)
+    for width in (1, 3, 9):
+        # B's declared width: the same CUDA source for every width (it is a run-time argument)
+        gauss = reduction(GAUSS[0], [a.replace("Vj(1)", f"Vj({width})") for a in GAUSS[1]], "Sum")
+        for nx, ny in PRODUCT_SIZES:
+            arrays = inputs(gauss, nx, ny, rng)
+            k = np.exp(-arrays[3][0] * ((arrays[0][:, None, :] - arrays[1][None, :, :]) ** 2).sum(-1))
+            want = k @ arrays[2]
+            for dt in DTYPES:
+                def run_product(arrays=arrays, want=want, dt=dt, nx=nx, ny=ny, gauss=gauss, k=k):
+                    got = gpu_run(cupy, engine, gauss, arrays, nx, ny, dt)[0].astype(np.float64)
+                    scale = np.abs(k) @ np.abs(arrays[2])
+                    err = np.abs(got - want) / (scale + 1e-30)
+                    assert got.shape == want.shape, got.shape
+                    assert err.max() <= RTOL[dt] * 5, f"max error {err.max():.2e} (relative to sum |k b|)"
+                    return f"max err {err.max():.1e} of sum |k b|"
+                check(f"product width={width} {dt:<7} N={nx:<4} M={ny}", run_product)
+
+    print("-- kNN ArgKMin K=10, D=50", flush=True)
+    for nx, ny in KNN_CHECK_SIZES:
+        arrays = inputs(knn, nx, ny, rng)
+        ref_red = reduction(*KNN, "KMin_ArgKMin", 10)
+        ref = numpy_engine.run(ref_red, arrays, nx, ny)
+        for dt in DTYPES:
+            check(f"knn D=50 K=10 {dt:<7} N={nx:<4} M={ny}",
+                  lambda: compare(knn, gpu_run(cupy, engine, knn, arrays, nx, ny, dt), ref_red, ref,
+                                  arrays, dt, ny))
+
+    api_checks(cupy, torch, kernla, rng)
+    int64_checks(cupy, engine, quick)
+
+
+def api_checks(cupy, torch, kernla, rng):
+    """The public path: Genred / LazyTensor with torch, CuPy and NumPy arrays, axis=0, streams."""
+    print("-- public API: Genred with torch / CuPy / NumPy arrays", flush=True)
+    x = rng.normal(size=(1234, 3)).astype(np.float32)
+    y = rng.normal(size=(2345, 3)).astype(np.float32)
+    b = rng.normal(size=(2345, 4)).astype(np.float32)
+    g = np.array([0.7], np.float32)
+    f = kernla.Genred(*GAUSS[:1], ["X = Vi(3)", "Y = Vj(3)", "B = Vj(4)", "G = Pm(1)"],
+                      reduction_op="Sum", axis=1)
+    want = np.exp(-0.7 * ((x[:, None, :].astype(np.float64) - y[None]) ** 2).sum(-1)) @ b
+
+    def close(got, tol=1e-4):
+        err = np.abs(np.asarray(got, np.float64) - want).max() / np.abs(want).max()
+        assert err < tol, f"max error {err:.2e}"
+        return f"max err {err:.1e}"
+
+    def with_cupy():
+        out = f(cupy.asarray(x), cupy.asarray(y), cupy.asarray(b), cupy.asarray(g))
+        assert isinstance(out, cupy.ndarray), type(out)
+        return close(cupy.asnumpy(out))
+
+    def with_numpy():
+        out = f(x, y, b, g, backend="cuda")
+        assert isinstance(out, np.ndarray), type(out)
+        return close(out)
+
+    check("Genred CuPy arrays in, CuPy out", with_cupy)
+    check("Genred NumPy arrays with backend='cuda'", with_numpy)
+    fi = kernla.Genred("SqDist(X, Y)", ["X = Vi(3)", "Y = Vj(3)"], reduction_op="ArgMin", axis=0)
+
+    def axis0():
+        out = fi(cupy.asarray(x), cupy.asarray(y))
+        d = ((x[:, None, :].astype(np.float64) - y[None]) ** 2).sum(-1)
+        got = cupy.asnumpy(out).ravel()
+        assert got.shape == (2345,), got.shape
+        assert np.allclose(d[got, np.arange(2345)], d.min(0), rtol=1e-5), "not the nearest x for each y"
+        return "argmin over i ok"
+
+    check("Genred axis=0 (reduction over i)", axis0)
+    if torch is None or not torch.cuda.is_available():
+        return
+    dev = torch.device("cuda")
+
+    def with_torch():
+        out = f(*(torch.from_numpy(a).to(dev) for a in (x, y, b, g)))
+        assert isinstance(out, torch.Tensor) and out.device.type == "cuda", (type(out), getattr(out, "device", None))
+        return close(out.cpu().numpy())
+
+    def with_torch_half():
+        out = f(*(torch.from_numpy(a).to(dev).half() for a in (x, y, b, g)))
+        assert out.dtype == torch.float16, out.dtype
+        ref16 = np.exp(-np.float64(np.float16(0.7)) * ((x.astype(np.float16).astype(np.float64)[:, None]
+                       - y.astype(np.float16).astype(np.float64)[None]) ** 2).sum(-1)) @ b.astype(np.float16)
+        err = np.abs(out.float().cpu().numpy() - ref16).max() / np.abs(ref16).max()
+        assert err < 3e-3, f"max error {err:.2e}"
+        return f"max err {err:.1e}"
+
+    def side_stream():
+        s = torch.cuda.Stream()
+        xt, yt, bt, gt = (torch.from_numpy(a).to(dev) for a in (x, y, b, g))
+        torch.cuda.synchronize()
+        with torch.cuda.stream(s):
+            bt2 = bt * 2  # produced on the side stream just before the call
+            out = f(xt, yt, bt2, gt)
+            out = out / 2
+        s.synchronize()
+        return close(out.cpu().numpy())
+
+    def lazy_tensor():
+        from kernla import LazyTensor
+
+        xt, yt = torch.from_numpy(x).to(dev), torch.from_numpy(y).to(dev)
+        d = ((LazyTensor(xt[:, None, :]) - LazyTensor(yt[None, :, :])) ** 2).sum(dim=2)
+        idx = d.argKmin(3, dim=1)
+        ref = np.argsort(((x[:, None, :].astype(np.float64) - y[None]) ** 2).sum(-1), axis=1)[:, :3]
+        agree = (idx.cpu().numpy() == ref).mean()
+        assert agree > 0.999, f"only {agree:.4f} of the indices agree"
+        return f"{agree:.4f} of indices agree with NumPy"
+
+    check("Genred torch CUDA tensors in, torch out (DLPack)", with_torch)
+    check("Genred torch float16 tensors", with_torch_half)
+    check("Genred on a side torch stream", side_stream)
+    check("LazyTensor argKmin on torch CUDA tensors", lazy_tensor)
+
+
+def int64_checks(cupy, engine, quick):
+    """64-bit indexing: more than 2^31 columns, and an i-variable of more than 2^31 elements."""
+    print("-- 64-bit indexing", flush=True)
+    free = cupy.cuda.runtime.memGetInfo()[0]
+
+    def past_2_31():
+        m = 2**31 + 1001
+        assert free > 6 * 2**30, "not enough free GPU memory (needs 6 GiB)"
+        red = reduction("SqDist(X, Y)", ["X = Vi(1)", "Y = Vj(1)"], "Min_ArgMin")
+        y = cupy.ones((m, 1), cupy.float16)
+        y[m - 7] = 0.25
+        y[5] = 0.5
+        x = cupy.zeros((2, 1), cupy.float16)
+        vals, idx = engine.run(red, [x, y], 2, m)
+        got = cupy.asnumpy(idx).ravel()
+        del y
+        assert (got == m - 7).all(), f"argmin {got}, expected {m - 7}"
+        return f"argmin = {m - 7} > 2^31"
+
+    def big_i():
+        n = 2**25 + 3
+        assert free > 6 * 2**30, "not enough free GPU memory (needs 6 GiB)"
+        red = reduction("Scalprod(X, Y)", ["X = Vi(64)", "Y = Vj(64)"], "Sum")
+        x = cupy.random.standard_normal((n, 64), dtype=cupy.float32).astype(cupy.float16)
+        y = cupy.random.standard_normal((2, 64), dtype=cupy.float32).astype(cupy.float16)
+        out = engine.run(red, [x, y], n, 2)[0]
+        rows = np.array([0, 1, n // 2, n - 2, n - 1])
+        xs = cupy.asnumpy(x[rows]).astype(np.float64)
+        want = xs @ cupy.asnumpy(y).astype(np.float64).sum(0)
+        got = cupy.asnumpy(out[rows]).astype(np.float64).ravel()
+        del x
+        assert np.allclose(got, want, rtol=3e-3, atol=3e-2), f"rows {rows}: {got} vs {want}"
+        return f"{n} x 64 = {n * 64} > 2^31 elements"
+
+    if quick:
+        return
+    check("argmin over 2^31 + 1001 columns (float16)", past_2_31)
+    check("i-variable of 2^31 + 192 elements (float16)", big_i)
+
+
+# ---------------------------------------------------------------------------------------------
+# part 2: timings
+# ---------------------------------------------------------------------------------------------
+def timeit(fn, sync_fn, repeat: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    sync_fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        sync_fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def row(*cells):
+    TABLE.append(tuple(str(c) for c in cells))
+    print("  ".join(f"{c:<42}" if k == 0 else f"{c:>14}" for k, c in enumerate(cells)), flush=True)
+
+
+def timed(label, n_pairs, fn, sync_fn, repeat, est_from=None):
+    """A table row: seconds and billion pairs/s, or the failure / skip reason."""
+    if elapsed() > BUDGET_S:
+        row(label, "skipped", "(time budget)")
+        return None
+    try:
+        t = timeit(fn, sync_fn, repeat)
+        row(label, f"{t:.4f} s", f"{n_pairs / t / 1e9:,.1f}")
+        return t
+    except Exception as err:
+        report(f"timing {label}", False, f"{type(err).__name__}: {err}"[:300])
+        row(label, "FAILED", type(err).__name__)
+        return None
+
+
+def timings(cupy, torch, kernla, engine, quick):
+    print("\n== timings (median, synchronised); rate in billion pairs / second", flush=True)
+    row("what", "time", "Gpairs/s")
+    gauss = reduction(*GAUSS, "Sum")
+    sizes = GAUSS_TIMING_N[:1] if quick else GAUSS_TIMING_N
+    have_torch = torch is not None and torch.cuda.is_available()
+    dense_rate = {}
+    for n in sizes:
+        for dt in DTYPES:
+            rng = cupy.random.default_rng(0)
+            x = (rng.standard_normal((n, 3), dtype=cupy.float32) * 3).astype(dt)
+            y = (rng.standard_normal((n, 3), dtype=cupy.float32) * 3).astype(dt)
+            b = rng.standard_normal((n, 1), dtype=cupy.float32).astype(dt)
+            g = cupy.asarray([0.5], dt)
+            repeat = 5 if n <= GAUSS_TIMING_N[0] else (3 if dt != "float64" else 2)
+            timed(f"gauss D=3 N=M={n:.0e} {dt} kernla", n * n,
+                  lambda: engine.run(gauss, [x, y, b, g], n, n), lambda: sync(cupy), repeat)
+            if dt == "float32":
+                f = kernla.Genred(*GAUSS, reduction_op="Sum", axis=1)
+                if have_torch:
+                    xt, yt, bt, gt = (torch.from_dlpack(a) for a in (x, y, b, g))
+                    timed(f"  same, Genred on torch", n * n, lambda: f(xt, yt, bt, gt), lambda: sync(cupy, torch),
+                          repeat)
+            if not have_torch:
+                continue
+            if n <= GAUSS_TIMING_N[0]:
+                xt, yt, bt, gt = (torch.from_dlpack(a) for a in (x, y, b, g))
+                t = timed(f"  dense chunked torch {dt}", n * n,
+                          lambda: dense_torch(torch, xt, yt, bt, gt), lambda: sync(cupy, torch), 3)
+                if t:
+                    dense_rate[dt] = n * n / t
+            else:
+                est = n * n / dense_rate[dt] if dt in dense_rate else float("nan")
+                row(f"  dense chunked torch {dt}", "skipped", f"(est. {est:.0f} s)")
+    knn_timings(cupy, torch, engine, quick, have_torch)
+
+
+def dense_torch(torch, x, y, b, g):
+    """The dense baseline: exp(-g |x_i - y_j|^2) @ b by blocks of rows (each block an N_b × M matrix)."""
+    n, m = x.shape[0], y.shape[0]
+    rows = max(1, (1 << 28) // m)
+    y2 = (y * y).sum(1)
+    out = torch.empty((n, b.shape[1]), dtype=x.dtype, device=x.device)
+    for i0 in range(0, n, rows):
+        xc = x[i0:i0 + rows]
+        d2 = (xc * xc).sum(1)[:, None] + y2[None, :] - 2 * xc @ y.T
+        out[i0:i0 + rows] = torch.exp(-g * d2) @ b
+    return out
+
+
+def knn_timings(cupy, torch, engine, quick, have_torch):
+    q, p = QUICK_KNN_TIMING if quick else KNN_TIMING
+    knn = reduction(*KNN, "ArgKMin", 10)
+    rng = cupy.random.default_rng(1)
+    pts = rng.standard_normal((p, 50), dtype=cupy.float32)
+    qs = rng.standard_normal((q, 50), dtype=cupy.float32)
+    res = {}
+
+    def kernla_knn():
+        res["kernla"] = engine.run(knn, [qs, pts], q, p)[0]
+
+    timed(f"knn K=10 D=50 {q:.0e}x{p:.0e} f32 kernla", q * p, kernla_knn, lambda: sync(cupy), 3)
+    pts16, qs16 = pts.astype(cupy.float16), qs.astype(cupy.float16)
+    timed(f"  same, float16", q * p, lambda: engine.run(knn, [qs16, pts16], q, p), lambda: sync(cupy), 3)
+    if not have_torch:
+        return
+    pt, qt = torch.from_dlpack(pts), torch.from_dlpack(qs)
+
+    def torch_knn():
+        rows = max(1, (1 << 31) // p)  # 8 GiB of distances per block
+        out = torch.empty((q, 10), dtype=torch.int64, device=qt.device)
+        for i0 in range(0, q, rows):
+            d = torch.cdist(qt[i0:i0 + rows], pt)
+            out[i0:i0 + rows] = d.topk(10, dim=1, largest=False).indices
+        res["torch"] = out
+        return out
+
+    timed(f"  torch.cdist + topk f32", q * p, torch_knn, lambda: sync(cupy, torch), 2)
+
+    def recall():
+        a = cupy.asnumpy(res["kernla"])[:2000]
+        b = res["torch"][:2000].cpu().numpy()
+        same = np.mean([len(set(u) & set(v)) / 10 for u, v in zip(a, b)])
+        assert same > 0.99, f"kernla and torch agree on {same:.4f} of the neighbours"
+        return f"{same:.4f} of the 10 neighbours agree on 2000 queries"
+
+    if "kernla" in res and "torch" in res:
+        check("kNN: kernla vs torch.cdist+topk neighbours", recall)
+
+
+# ---------------------------------------------------------------------------------------------
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer checks, 1e5 timings only")
+    ap.add_argument("--out", help="also write the results as Markdown to this file")
+    args = ap.parse_args()
+    try:
+        cupy, torch, kernla, engine, gpu = setup()
+    except Exception as err:
+        print(f"FAIL  set-up: {type(err).__name__}: {err}")
+        traceback.print_exc()
+        return 1
+    print(f"\n== part 1: correctness against the NumPy engine", flush=True)
+    try:
+        correctness(cupy, torch, kernla, engine, args.quick)
+    except Exception as err:
+        report("correctness section", False, f"{type(err).__name__}: {err}")
+        traceback.print_exc()
+    print(f"(part 1 done at {elapsed():.0f} s)", flush=True)
+    try:
+        timings(cupy, torch, kernla, engine, args.quick)
+    except Exception as err:
+        report("timing section", False, f"{type(err).__name__}: {err}")
+        traceback.print_exc()
+    failed = [r for r in RESULTS if not r[1]]
+    print(f"\n== {len(RESULTS) - len(failed)} passed, {len(failed)} failed ({elapsed():.0f} s, {gpu})")
+    for name, _, detail in failed:
+        print(f"FAILED: {name}: {detail}")
+    if args.out:
+        with open(args.out, "w") as fh:
+            fh.write(f"# gpu_check on {gpu}\n\n| what | time | Gpairs/s |\n|---|---:|---:|\n")
+            for cells in TABLE[1:]:
+                fh.write("| " + " | ".join(cells) + " |\n")
+            fh.write(f"\n{len(RESULTS) - len(failed)} checks passed, {len(failed)} failed.\n")
+            for name, _, detail in failed:
+                fh.write(f"- FAILED {name}: {detail}\n")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
