@@ -1,0 +1,145 @@
+"""Forward and forward+backward times of differentiable kernel reductions: kernla, dense torch, pykeops.
+
+Three losses of two point clouds x, y in R^3 (float32, N = M), each differentiated w.r.t. both
+clouds (and p) with torch.autograd:
+
+- ``gaussian H``: the LDDMM Hamiltonian ½ Σ_ij exp(-|q_i - q_j|²/σ²) ⟨p_i, p_j⟩ (a Sum reduction);
+- ``softmin``: Σ_i log Σ_j exp(-|x_i - y_j|²/ε) (LogSumExp);
+- ``nearest``: Σ_i min_j |x_i - y_j|² (Min; pykeops refuses this gradient).
+
+kernla and pykeops run the same LazyTensor expression; dense torch builds the N×N matrices and
+is skipped where its peak memory (about 14 N×N arrays for the forward and backward) would pass
+the budget, with the memory it would need printed instead. Times are medians of several runs
+after a warm-up call (which compiles kernels); ``bwd/fwd`` is (forward+backward − forward) / forward.
+
+    python benchmarks/bench_autodiff.py [--sizes 1000 10000] [--budget-gb 4] [--no-pykeops]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, measure, optional, table  # noqa: E402
+
+import torch  # noqa: E402
+
+import kernla  # noqa: E402
+from kernla.engines import resolve_backend  # noqa: E402
+
+DENSE_NN_ARRAYS = 14  # dense torch's peak for these losses, in N×N arrays (measured)
+
+
+def _points(n: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, generator=g)
+    y = torch.rand(n, 3, generator=g)
+    p = 0.1 * torch.randn(n, 3, generator=g)
+    return x, y, p
+
+
+# each loss: (symbolic version taking a LazyTensor class, dense version, inputs that require grad)
+def gaussian_h(lt, q, p, y):
+    k = (-((lt(q[:, None, :]) - lt(q[None, :, :])) ** 2).sum(-1) / 0.0625).exp()
+    return 0.5 * (p * (k * lt(p[None, :, :])).sum(dim=1)).sum()
+
+
+def gaussian_h_dense(q, p, y):
+    k = torch.exp(-((q[:, None, :] - q[None, :, :]) ** 2).sum(-1) / 0.0625)
+    return 0.5 * (p * (k @ p)).sum()
+
+
+def softmin(lt, x, p, y):
+    d = ((lt(x[:, None, :]) - lt(y[None, :, :])) ** 2).sum(-1)
+    return (-d / 0.01).logsumexp(dim=1).sum()
+
+
+def softmin_dense(x, p, y):
+    return torch.logsumexp(-((x[:, None, :] - y[None, :, :]) ** 2).sum(-1) / 0.01, dim=1).sum()
+
+
+def nearest(lt, x, p, y):
+    return ((lt(x[:, None, :]) - lt(y[None, :, :])) ** 2).sum(-1).min(dim=1).sum()
+
+
+def nearest_dense(x, p, y):
+    return ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1).min(dim=1)[0].sum()
+
+
+LOSSES = {
+    "gaussian H": (gaussian_h, gaussian_h_dense, (0, 1)),   # grads w.r.t. q and p
+    "softmin": (softmin, softmin_dense, (0, 2)),             # w.r.t. x and y
+    "nearest": (nearest, nearest_dense, (0, 2)),
+}
+
+
+def _runner(loss: Callable, n: int, wrt: tuple) -> tuple[Callable, Callable]:
+    x, p, y = _points(n, 0)
+    inputs = [x.clone(), p.clone(), y.clone()]
+    for k in wrt:
+        inputs[k].requires_grad_()
+
+    def forward():
+        return loss(*inputs)
+
+    def both():
+        out = loss(*inputs)
+        return torch.autograd.grad(out, [inputs[k] for k in wrt])
+
+    return forward, both
+
+
+def _time(fn: Callable, repeat: int, budget: float) -> Optional[float]:
+    return measure(fn, repeat=repeat, warmup=1, budget=budget).wall
+
+
+def bench(sizes, budget_gb: float, use_pykeops: bool, repeat: int, seconds: float):
+    pk = optional("pykeops.torch") if use_pykeops else None
+    rows = []
+    for name, (sym, dense, wrt) in LOSSES.items():
+        for n in sizes:
+            row = [name, n]
+            fwd, both = _runner(lambda *a: sym(kernla.LazyTensor, *a), n, wrt)
+            tf, tb = _time(fwd, repeat, seconds), _time(both, repeat, seconds)
+            row += [tf, tb, (tb - tf) / tf]
+            need = DENSE_NN_ARRAYS * n * n * 4
+            if need <= budget_gb * 2**30:
+                fwd, both = _runner(dense, n, wrt)
+                row += [_time(fwd, repeat, seconds), _time(both, repeat, seconds)]
+            else:
+                row += [f"needs {need / 2**30:.3g} GB", "-"]
+            if pk is None:
+                row += ["not installed", "-"]
+            else:
+                fwd, both = _runner(lambda *a: sym(pk.LazyTensor, *a), n, wrt)
+                tf = _time(fwd, repeat, seconds)
+                try:
+                    row += [tf, _time(both, repeat, seconds)]
+                except Exception as err:  # pykeops refuses some gradients (Min)
+                    row += [tf, f"refused ({type(err).__name__})"]
+            rows.append(row)
+            print(f"  done: {name}, N = {n}", file=sys.stderr)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--budget-gb", type=float, default=4.0, help="largest memory dense torch may use")
+    parser.add_argument("--no-pykeops", action="store_true")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=20.0, help="time budget per measurement")
+    args = parser.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+    rows = bench(args.sizes, args.budget_gb, not args.no_pykeops, args.repeat, args.seconds)
+    title = (f"autodiff, float32, D = 3, N = M; median wall seconds; kernla engine "
+             f"{resolve_backend(None, False)}; {machine()}; torch {torch.__version__}")
+    print(table(["loss", "N", "kernla fwd", "kernla fwd+bwd", "kernla bwd/fwd", "dense fwd", "dense fwd+bwd",
+                 "pykeops fwd", "pykeops fwd+bwd"], rows, title=title))
+
+
+if __name__ == "__main__":
+    main()
