@@ -24,7 +24,9 @@ cotangent (a new i-variable):
   without a graph).
 
 :func:`implicit_solve` makes linear solves ``(αI + K(θ)) a = b`` differentiable by the implicit
-function theorem (one more solve in the backward); ``kernla.linalg`` calls it.
+function theorem (one more solve in the backward); :func:`solve_with_grad` wraps it for
+``KernelSolve``-style calls (a formula, its arguments, the right-hand side's position), which
+is what ``kernla.linalg`` calls.
 
 >>> import torch
 >>> from kernla import LazyTensor
@@ -51,7 +53,7 @@ from .formula.tree import CAT_I, CAT_J, CAT_PARAM, Node, Var, call
 from .genred import Slot, _as_rows, reduce
 from .reductions import Reduction
 
-__all__ = ["DIFFERENTIABLE", "needs_grad", "reduce_with_grad", "implicit_solve"]
+__all__ = ["DIFFERENTIABLE", "needs_grad", "reduce_with_grad", "implicit_solve", "solve_with_grad"]
 
 #: reductions with a float output that gradients flow through
 DIFFERENTIABLE = frozenset({"Sum", "Min", "Max", "KMin", "Min_ArgMin", "Max_ArgMax", "KMin_ArgKMin",
@@ -334,6 +336,63 @@ def implicit_solve(solve: Solver, matvec: Callable[..., torch.Tensor], b: torch.
     params = tuple(params)
     alpha_t = alpha if isinstance(alpha, torch.Tensor) else None  # a number: no gradient
     return _ImplicitSolve.apply(solve, matvec, b, alpha_t, *params)
+
+
+def solve_with_grad(solve: Callable[[list], torch.Tensor], apply: Callable[[list], torch.Tensor],
+                    args: Sequence[Any], var_pos: int, alpha: Union[float, torch.Tensor] = 0.0) -> torch.Tensor:
+    """A differentiable ``KernelSolve`` call: ``a`` with ``(α I + K(args)) a = args[var_pos]``.
+
+    This is the hook for :mod:`kernla.linalg`: when a solve gets torch tensors of which one
+    requires grad (:func:`needs_grad`), it returns ``solve_with_grad(solve, apply, args, var_pos,
+    alpha)`` instead of solving directly.
+
+    - ``args``: the call's arguments (one per alias), ``args[var_pos]`` the right-hand side b;
+    - ``solve(call_args)``: the caller's own solver (CG, preconditioned, …) returning ``a`` for
+      ``call_args`` (``args`` with tensors detached, ``call_args[var_pos]`` the right-hand side);
+      it is run without a graph, in the forward and once more in the backward;
+    - ``apply(call_args)``: ``K a`` for ``a = call_args[var_pos]`` as one Sum reduction through
+      :func:`kernla.genred.reduce` (so differentiable in the other arguments), any shape that
+      reshapes to ``a``'s.
+
+    Gradients flow to b, to every other tensor argument that requires grad (points, kernel
+    parameters) and to ``alpha`` when it is a tensor. The operator must be symmetric (KernelSolve's
+    requirement): the backward's transposed solve is ``solve`` again. Differentiable once.
+
+    >>> import torch
+    >>> from kernla.formula import parse, parse_aliases
+    >>> from kernla.genred import reduce, slots_of
+    >>> al = parse_aliases(["X = Vi(1)", "Y = Vj(1)", "B = Vj(1)"])
+    >>> f = parse("Exp(-SqDist(X, Y)) * B", al); slots = slots_of(al, [f])
+    >>> x = torch.linspace(0, 1, 5, dtype=torch.float64)[:, None].requires_grad_()
+    >>> b = torch.ones(5, 1, dtype=torch.float64)
+    >>> def dense_solve(ca):                       # any solver; here a dense one
+    ...     k = torch.exp(-(ca[0] - ca[1].T) ** 2)
+    ...     return torch.linalg.solve(k + 0.1 * torch.eye(5, dtype=torch.float64), ca[2])
+    >>> a = solve_with_grad(dense_solve, lambda ca: reduce(Reduction("Sum", f), slots, ca, 1, "numpy")[0],
+    ...                     [x, x, b], 2, alpha=0.1)
+    >>> a.requires_grad, torch.autograd.grad(a.sum(), x)[0].shape
+    (True, torch.Size([5, 1]))
+    """
+    detached = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
+    params_idx = [k for k, a in enumerate(args)
+                  if k != var_pos and isinstance(a, torch.Tensor) and a.requires_grad]
+
+    def run_solve(rhs: torch.Tensor, transpose: bool) -> torch.Tensor:
+        call_args = list(detached)
+        call_args[var_pos] = rhs
+        return solve(call_args)
+
+    def matvec(v: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+        call_args = list(detached)
+        call_args[var_pos] = v
+        for k, p in zip(params_idx, params):
+            call_args[k] = p
+        return apply(call_args).reshape(v.shape)
+
+    b = args[var_pos]
+    if not isinstance(b, torch.Tensor):
+        raise ShapeError(f"the right-hand side must be a torch tensor here, got {type(b).__name__}")
+    return implicit_solve(run_solve, matvec, b, [args[k] for k in params_idx], alpha)
 
 
 class _ImplicitSolve(torch.autograd.Function):

@@ -467,3 +467,30 @@ def test_implicit_solve_gradients_match_a_dense_solve():
     assert torch.allclose(a, ref, atol=1e-10)
     for u, v in zip(got, want):
         assert torch.allclose(u, v, rtol=1e-8, atol=1e-9)
+
+
+def test_solve_with_grad_makes_kernelsolve_differentiable():
+    """What kernla.linalg's KernelSolve does for torch inputs that require grad."""
+    from kernla.autograd import solve_with_grad
+    from kernla.genred import reduce
+    from kernla.linalg import KernelSolve
+    from kernla.reductions import Reduction
+
+    kinv = KernelSolve("Exp(-G * SqDist(X, Y)) * B", ["X = Vi(2)", "Y = Vj(2)", "B = Vj(1)", "G = Pm(1)"], "B", axis=1)
+    g = torch.Generator().manual_seed(8)
+    n, alpha = 30, 0.3
+    x = torch.randn(n, 2, generator=g, dtype=F64).requires_grad_()
+    b = torch.randn(n, 1, generator=g, dtype=F64).requires_grad_()
+    s = torch.tensor([0.8], dtype=F64, requires_grad=True)
+    args = [x, x, b, s]
+    a = solve_with_grad(lambda ca: kinv(*ca, alpha=alpha, tol=1e-14, backend=NP),
+                        lambda ca: reduce(Reduction("Sum", kinv.formula), kinv.slots, ca, kinv.axis, NP)[0],
+                        args, kinv.varinv_pos, alpha)
+    w = torch.randn(n, 1, generator=g, dtype=F64)
+    got = torch.autograd.grad((a * w).sum(), (x, b, s))
+    k = torch.exp(-s * ((x[:, None] - x[None]) ** 2).sum(-1))
+    ref = torch.linalg.solve(k + alpha * torch.eye(n, dtype=F64), b)
+    want = torch.autograd.grad((ref * w).sum(), (x, b, s))
+    assert torch.allclose(a, ref, atol=1e-9)
+    for u, v in zip(got, want):
+        assert torch.allclose(u, v, rtol=1e-7, atol=1e-8)
