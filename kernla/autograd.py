@@ -40,6 +40,7 @@ torch.Size([5, 1, 2])
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -171,6 +172,12 @@ def _sum_to(t: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     return t
 
 
+@functools.lru_cache(maxsize=512)
+def _vjp(seeds: tuple, targets: tuple) -> list:
+    """:func:`kernla.formula.diff.vjp`, memoised: training loops differentiate the same formulas."""
+    return vjp(seeds, targets)
+
+
 def _concat(formulas: Sequence[Node]) -> Node:
     out = formulas[0]
     for f in formulas[1:]:
@@ -229,7 +236,7 @@ def _pairwise_backward(spec: _Spec, rows, out: torch.Tensor, g: torch.Tensor, ta
     for group, axis in ((i_side, 1), (j_side, 0)):
         if not group:
             continue
-        formulas = vjp(seeds, [_var(slots[k], k) for k in group])
+        formulas = _vjp(tuple(seeds), tuple(_var(slots[k], k) for k in group))
         parts = [(k, f) for k, f in zip(group, formulas) if f is not None]
         if not parts:
             continue
@@ -278,7 +285,7 @@ def _selection_backward(spec: _Spec, rows, idx: torch.Tensor, g: torch.Tensor, t
     pair_slots += [Slot("backward cotangent", CAT_I, d), Slot("backward column", CAT_J, 1)]
     pair_args += [E, torch.zeros((1, 1), dtype=g.dtype, device=g.device)]
 
-    formulas = vjp([(Fp, Ev)], [_var(pair_slots[k], k) for k in targets])
+    formulas = _vjp(((Fp, Ev),), tuple(_var(pair_slots[k], k) for k in targets))
     parts = [(k, f) for k, f in zip(targets, formulas) if f is not None]
     grads: dict[int, torch.Tensor] = {}
     if parts:
