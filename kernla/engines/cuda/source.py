@@ -455,7 +455,7 @@ def _kernel(red: Reduction, dtype: str, name: str, merge_name: str, arg_decl: st
         tile_begin.insert(0, "typedef KL_TACC_IN TACC;")
         tile_end = ["{", "    typedef double TACC;"] + [_indent(t, 4) for t in tile_end] + ["}"]
     body_size = len(body) // rows
-    unroll = 4 if body_size <= 40 else 2 if body_size <= 160 else 1
+    unroll = 8 if body_size <= 16 else 4 if body_size <= 40 else 2 if body_size <= 160 else 1
     if red.name in ("KMin", "ArgKMin", "KMin_ArgKMin"):
         unroll = min(unroll, 2)
     preload = row_defs + [pre[k] for k in sorted(pre)]
