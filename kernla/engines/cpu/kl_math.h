@@ -222,4 +222,14 @@ static inline double kl_powi(double x, int n) {
     return (n < 0) ? 1.0 / r : r;
 }
 
+// round(x, d): x rounded to d decimals, halves away from zero (as kernla's Round operation).
+static inline float kl_round(float x, int d) {
+    const float scale = kl_powi(10.0f, d), y = x * scale;
+    return (y < 0.0f ? -std::floor(-y + 0.5f) : std::floor(y + 0.5f)) / scale;
+}
+static inline double kl_round(double x, int d) {
+    const double scale = kl_powi(10.0, d), y = x * scale;
+    return (y < 0.0 ? -std::floor(-y + 0.5) : std::floor(y + 0.5)) / scale;
+}
+
 #endif  // KERNLA_KL_MATH_H

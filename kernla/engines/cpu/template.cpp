@@ -17,12 +17,6 @@ typedef @TACC@ TACC;
 #define MODE_@MODE@ 1
 static const bool IS_PRODUCT = @IS_PRODUCT@;
 
-static inline T kl_round(T x, int d) {
-    const T scale = kl_powi(T(10), d);
-    const T y = x * scale;
-    return (y < T(0) ? -kl_floor(-y + T(0.5)) : kl_floor(y + T(0.5))) / scale;
-}
-
 static const int64_t TJ = @TJ@;    // columns per tile
 static const int64_t IB = 16;      // rows per block
 static const int WIDTH = @WIDTH@;  // formula components per pair
