@@ -7,7 +7,8 @@ needs to launch it. The formula body comes from the one C generator
 
 Kernels in a plan (all ``extern "C"``):
 
-- ``<prefix>_reduce[_zK]`` — one thread per row i, j tiles staged in shared memory; with
+- ``<prefix>_reduce[_zK]`` — each thread owns one row i (two for light formulas), j tiles are
+  staged in shared memory by the whole block, accumulators live in registers; with
   ``gridDim.y > 1`` (split-j scheme) it writes partial accumulators that ``<prefix>_merge[_zK]``
   folds with the reduction's ``merge`` snippet. A formula whose accumulator would not fit in
   registers is cut into component chunks ``_z0, _z1, …`` (one kernel each).
