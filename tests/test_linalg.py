@@ -443,3 +443,21 @@ def test_lazytensor_solve():
     assert a.shape == (120, 2) and (relres(A, a, b) < 1e-9).all()
     a1 = K_ij.solve(b[:, 0], alpha=0.3, precond="nystrom")
     assert a1.shape == (120,) and relres(A, a1, b[:, 0]) < 1e-9
+
+
+def test_scipy_attributes_do_not_clobber_ours(monkeypatch):
+    # newer scipy versions set attributes of their own (an array namespace `_xp`) in
+    # LinearOperator.__init__: a KernelOperator must keep working whatever scipy stores there
+    real_init = sla.LinearOperator.__init__
+
+    def init(self, dtype, shape):
+        real_init(self, dtype, shape)
+        for name in ("_xp", "_ns", "_data", "_kind", "_scale", "_shift", "_formula"):
+            setattr(self, name, "set by scipy")
+
+    monkeypatch.setattr(sla.LinearOperator, "__init__", init)
+    x = rng(28).uniform(size=(100, 2))
+    K = kernels.gaussian(x, sigma=0.3)
+    b = np.ones(100)
+    a = K.solve(b, alpha=0.1, precond="nystrom")
+    assert relres(gauss_dense(x, x, 0.3) + 0.1 * np.eye(100), a, b) < 1e-9

@@ -251,7 +251,7 @@ class KernelOperator(LinearOperator):
         if formula.dim != 1:
             raise ShapeError(f"a KernelOperator needs a scalar formula, got dimension {formula.dim}")
         arrays = {n: d for n, (d, _) in zip(names, variables)}
-        self._kind = arr.common_kind(arrays)
+        kind = arr.common_kind(arrays)
         dtype = arr.common_dtype(arrays)
         if dtype == np.float16:
             raise DTypeError("KernelOperator works on float32 or float64 data, got float16")
@@ -277,7 +277,11 @@ class KernelOperator(LinearOperator):
                 raise ShapeError(f"the {label} variables must have the same number of points: {detail}")
             if next(iter(sizes[cat].values())) == 0:
                 raise ShapeError(f"{next(iter(sizes[cat]))!r} is empty (0 points)")
-        self._xp, self._on_gpu = cp.namespace(self._kind.on_gpu)
+        # scipy's LinearOperator sets attributes of its own (newer versions: an array namespace ``_xp``):
+        # initialise it first so that nothing of ours is overwritten
+        super().__init__(dtype, (next(iter(sizes[CAT_I].values())), next(iter(sizes[CAT_J].values()))))
+        self._ns, self._on_gpu = cp.namespace(kind.on_gpu)
+        self._kind = kind
         self._formula = formula
         self._names = list(names)
         self._cats = [c for _, c in variables]
@@ -288,7 +292,6 @@ class KernelOperator(LinearOperator):
         self._backend = backend
         self._scale = float(scale)
         self._shift = float(shift)
-        super().__init__(dtype, (next(iter(sizes[CAT_I].values())), next(iter(sizes[CAT_J].values()))))
 
     # -- description ---------------------------------------------------------------------------
     @property
@@ -332,7 +335,7 @@ class KernelOperator(LinearOperator):
         w = int(V.shape[1])
         n_out = self.shape[1 if transpose else 0]
         if w == 0:
-            return self._xp.zeros((n_out, 0), dtype=self.dtype)
+            return self._ns.zeros((n_out, 0), dtype=self.dtype)
         cat = CAT_I if transpose else CAT_J
         rhs = Var(len(self._data), w, cat)
         red = Reduction("Sum", call("Mult", self._formula, rhs))
@@ -611,14 +614,14 @@ class KernelOperator(LinearOperator):
         B, vector = self._compute_input(b, n, "the right-hand side b")
         cg_dtype = np.dtype(np.float64)
         B = B.astype(cg_dtype)
-        cp.check_finite(B, self._xp, "the right-hand side b")
+        cp.check_finite(B, self._ns, "the right-hand side b")
         X0 = None
         if x0 is not None:
             X0, _ = self._compute_input(x0, n, "x0")
             if X0.shape != B.shape:
                 raise ShapeError(f"x0 must have the shape of b, {tuple(b.shape)}; got {tuple(x0.shape)}")
             X0 = X0.astype(cg_dtype)
-            cp.check_finite(X0, self._xp, "x0")
+            cp.check_finite(X0, self._ns, "x0")
         op_dtype = self.dtype
 
         def apply(X):
@@ -629,7 +632,7 @@ class KernelOperator(LinearOperator):
 
         M = make_preconditioner(precond, self, alpha, rank=rank)
         X, info = block_cg(apply, B, tol=default_tol(self.dtype) if tol is None else tol,
-                           maxiter=maxiter, x0=X0, precond=M, callback=callback, verbose=verbose, xp=self._xp)
+                           maxiter=maxiter, x0=X0, precond=M, callback=callback, verbose=verbose, xp=self._ns)
         if vector:
             X = X.reshape(-1)
         out = cp.from_compute(X, kind, cp.output_dtype(b, self.dtype))

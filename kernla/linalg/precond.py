@@ -77,7 +77,7 @@ class Jacobi(Preconditioner):
         if not (np.isfinite(d).all() and (d > 0).all()):
             raise InputValueError("the Jacobi preconditioner needs a positive diagonal (c·K_ii + alpha > 0); "
                                   "is the operator positive definite?")
-        inv = op._xp.asarray((1.0 / d)[:, None])
+        inv = op._ns.asarray((1.0 / d)[:, None])
         return _Applied(lambda R: R * inv, "jacobi", time.perf_counter() - t0)
 
 
@@ -188,7 +188,7 @@ class Nystrom(Preconditioner):
         U = L @ (V / np.sqrt(lam))           # n×r, orthonormal columns
         nu = mu if mu > 1e-14 * lam.max() else float(lam.min()) + max(mu, 0.0)
         coef = 1.0 / (lam + mu) - 1.0 / nu   # P⁻¹ = U diag(coef) Uᵀ + I/ν
-        xp = op._xp
+        xp = op._ns
         Ux = xp.asarray(U)
         cx = xp.asarray(coef[:, None])
         inv_nu = 1.0 / nu
@@ -226,7 +226,7 @@ def make_preconditioner(precond: Any, op: Any, alpha: float, rank: Optional[int]
         if precond.shape != op.shape:
             raise InputValueError(f"the preconditioner's shape {precond.shape} differs from the operator's {op.shape}")
         M = precond
-        return _Applied(lambda R: _as_namespace(M.matmat(_host(R)), op._xp), "user LinearOperator", 0.0)
+        return _Applied(lambda R: _as_namespace(M.matmat(_host(R)), op._ns), "user LinearOperator", 0.0)
     if callable(precond):
         return _Applied(precond, getattr(precond, "__name__", "user callable"), 0.0)
     raise InputValueError(f"precond must be None, a name, a Preconditioner or a callable; got {type(precond).__name__}")
