@@ -82,7 +82,7 @@ def common_kind(arrays: dict[str, Any]) -> Kind:
         return Kind("numpy")
     (k, _), name = next(iter(found.items()))
     a = arrays[name]
-    return Kind(k, a.device if k == "torch" else None)
+    return Kind(k, a.device if k in ("torch", "cupy") else None)
 
 
 def dtype_of(a: Any) -> np.dtype | None:

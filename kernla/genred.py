@@ -11,6 +11,7 @@ array([1, 0])
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -121,16 +122,27 @@ def reduce(red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int
 
     engine_name = resolve_backend(backend, kind.on_gpu)
     engine = get_engine(engine_name)
-    convert = arr.to_cupy if engine_name == "cuda" else arr.to_numpy
-    with np.errstate(over="ignore"):  # a number too large for the dtype becomes inf, refused below
-        data = [convert(a, compute) for a in shaped]
-    xp = np if engine_name != "cuda" else __import__("cupy")
-    for s, a in zip(slots, data):
-        bad = ~xp.isfinite(a) if s.cat == CAT_PARAM else xp.isnan(a)
-        if bool(bad.any()):
-            what = f"non-finite values in {compute}" if s.cat == CAT_PARAM else "NaN values"
-            raise InputValueError(f"{s.describe()} contains {what}")
+    if engine_name == "cuda":
+        # the CUDA kernels read and write float16 themselves (float arithmetic inside)
+        with _cuda_context(kind):
+            outputs = _run_batches(engine, red, slots, shaped, dtype, batch, nx, ny, arr.to_cupy)
+    else:
+        outputs = _run_batches(engine, red, slots, shaped, compute, batch, nx, ny, arr.to_numpy)
+    return [arr.wrap(o, kind, dtype) for o in outputs]
 
+
+def _run_batches(engine, red: Reduction, slots: Sequence[Slot], shaped: list, dtype: np.dtype,
+                 batch: tuple, nx: int, ny: int, convert) -> list:
+    """Convert, check for NaN (one host sync), run every batch entry, stack the outputs."""
+    with np.errstate(over="ignore"):  # a number too large for the dtype becomes inf, refused below
+        data = [convert(a, dtype) for a in shaped]
+    xp = np if isinstance(data[0], np.ndarray) else __import__("cupy")
+    flags = [(~xp.isfinite(a) if s.cat == CAT_PARAM else xp.isnan(a)).any() for s, a in zip(slots, data)]
+    if bool(xp.stack(flags).any()):
+        for s, flag in zip(slots, flags):
+            if bool(flag):
+                what = f"non-finite values in {dtype}" if s.cat == CAT_PARAM else "NaN values"
+                raise InputValueError(f"{s.describe()} contains {what}")
     outputs = []
     for index in np.ndindex(*batch):
         views = []
@@ -140,12 +152,30 @@ def reduce(red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int
             sub = tuple(0 if a.shape[k] == 1 else i for k, i in enumerate(sub))
             views.append(xp.ascontiguousarray(a[sub]))
         outputs.append(engine.run(red, views, nx, ny))
-    results = []
-    for k in range(len(outputs[0])):
-        stacked = outputs[0][k] if not batch else xp.stack([o[k] for o in outputs]).reshape(
-            batch + outputs[0][k].shape)
-        results.append(arr.wrap(stacked, kind, dtype))
-    return results
+    if not batch:
+        return list(outputs[0])
+    return [xp.stack([o[k] for o in outputs]).reshape(batch + outputs[0][k].shape)
+            for k in range(len(outputs[0]))]
+
+
+@contextmanager
+def _cuda_context(kind: arr.Kind):
+    """CuPy work on the caller's device, and on torch's current stream for torch tensors."""
+    import cupy
+
+    if kind.kind == "cupy":
+        with kind.device:
+            yield
+        return
+    if kind.kind != "torch" or kind.device.type != "cuda":
+        yield
+        return
+    import torch
+
+    index = kind.device.index if kind.device.index is not None else torch.cuda.current_device()
+    with cupy.cuda.Device(index):
+        with cupy.cuda.ExternalStream(torch.cuda.current_stream(index).cuda_stream):
+            yield
 
 
 def slots_of(aliases: dict[str, Node], formulas: Sequence[Node]) -> list[Slot]:
