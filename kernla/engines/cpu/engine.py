@@ -30,6 +30,7 @@ from .source import kernel_source
 name = "cpu"
 
 _kernels: dict = {}
+_PAIRS_PER_THREAD = 50_000
 _warned = False
 _c_int64_p = ctypes.POINTER(ctypes.c_int64)
 
@@ -85,8 +86,10 @@ def run(red: Reduction, arrays: Sequence[np.ndarray], nx: int, ny: int,
         out = [np.empty((nx, w), dtype if kind == "float" else np.int64) for w, kind in dims]
     out_f = next((o for o, (w, k) in zip(out, dims) if k == "float"), None)
     out_i = next((o for o, (w, k) in zip(out, dims) if k == "index"), None)
+    # small problems: waking threads costs more than it saves
+    workers = max(1, min(threads(), (nx * ny * width) // _PAIRS_PER_THREAD))
     status = fn(nx, ny, ptrs, None if out_f is None else out_f.ctypes.data,
-                None if out_i is None else out_i.ctypes.data, width, threads())
+                None if out_i is None else out_i.ctypes.data, width, workers)
     if status != 0:
         raise MemoryError(f"the cpu engine ran out of memory for a reduction of {nx} rows")
     return out
