@@ -17,6 +17,7 @@ True
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
@@ -52,6 +53,12 @@ def _is_foreign(x: Any) -> bool:
         return arr.kind_of(x) in ("torch", "cupy")
     except arr.ArrayKindError:
         return False
+
+
+def _is_torch(x: Any) -> bool:
+    """True for torch tensors, without importing torch (NumPy-only programs never load it)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
 
 
 def _finite_number(x: Any, what: str) -> float:
@@ -286,6 +293,7 @@ class KernelOperator(LinearOperator):
         self._names = list(names)
         self._cats = [c for _, c in variables]
         self._source = [d for d, _ in variables]
+        self._has_torch = any(_is_torch(d) for d in self._source)  # products may need a torch graph
         self._data = [d if arr.kind_of(d) == "scalar" else cp.to_compute(d, self._on_gpu, dtype, n)
                       for n, (d, _) in zip(names, variables)]
         self._slots = slots
@@ -349,6 +357,100 @@ class KernelOperator(LinearOperator):
             out = out + self.dtype.type(self._shift) * V
         return out
 
+    # -- torch.autograd: products recorded in torch's graph -------------------------------------
+    def _records_graph(self, *extra: Any) -> bool:
+        """Whether a computation on this operator (and ``extra`` inputs) must record a torch graph.
+
+        True when grad mode is on and the operator's data or one of ``extra`` is a torch tensor
+        that requires grad. Never imports torch for NumPy/CuPy-only operators and inputs.
+        """
+        if not self._has_torch and not any(_is_torch(e) for e in extra):
+            return False
+        from ..autograd import needs_grad
+
+        return needs_grad([*self._source, *extra])
+
+    def _torch_sources(self, like: Any, sources: Optional[Sequence[Any]] = None) -> list:
+        """The operator's data as torch tensors (numbers kept) on ``like``'s device, in the operator's dtype.
+
+        Torch data is used as is (its graph is kept); NumPy/CuPy data is converted (constants).
+        ``sources`` replaces the operator's own data (same order), e.g. by fresh leaves.
+        """
+        torch = sys.modules["torch"]
+        tdtype = getattr(torch, self.dtype.name)
+        kind = arr.Kind("torch", like.device)
+        out = []
+        for d in self._source if sources is None else sources:
+            if arr.kind_of(d) == "scalar":
+                out.append(d)
+            elif _is_torch(d):
+                out.append(d if d.dtype == tdtype else d.to(tdtype))
+            else:
+                out.append(arr.wrap(d, kind, self.dtype))
+        return out
+
+    def _torch_product(self, x: Any, transpose: bool = False, sources: Optional[Sequence[Any]] = None) -> Any:
+        """``(c·K + s·I) @ x`` (or with Kᵀ) for a torch tensor x, recorded for torch.autograd.
+
+        One ``Sum`` reduction through :func:`kernla.genred.reduce` on the original torch tensors,
+        so gradients flow to x and to every operator tensor that requires grad (the backward
+        passes are kernla reductions too). ``x`` is (rows,) or (rows, w); the result has x's
+        shape convention and float dtype.
+        """
+        rows = self.shape[0 if transpose else 1]
+        n_out = self.shape[1 if transpose else 0]
+        shape = tuple(x.shape)
+        if not (len(shape) == 1 and shape[0] == rows or len(shape) == 2 and shape[0] == rows):
+            raise ShapeError(f"the vector must have shape ({rows},) or ({rows}, k) for a "
+                             f"{self.shape[0]}x{self.shape[1]} operator, got {shape}")
+        dt = arr.dtype_of(x)
+        if dt is not None and dt.kind not in "fiub":
+            raise DTypeError(f"the vector has dtype {dt}; kernla's linear algebra works on real arrays")
+        out_dtype = cp.output_dtype(x, self.dtype)
+        torch = sys.modules["torch"]
+        V = (x.reshape(rows, 1) if len(shape) == 1 else x).to(getattr(torch, self.dtype.name))
+        w = int(V.shape[1])
+        if w == 0:
+            out = V.new_zeros((n_out, 0))
+        else:
+            cat = CAT_I if transpose else CAT_J
+            red = Reduction("Sum", call("Mult", self._formula, Var(len(self._slots), w, cat)))
+            slots = self._slots + [Slot("right-hand side", cat, w)]
+            args = self._torch_sources(x, sources) + [V]
+            out = reduce(red, slots, args, 0 if transpose else 1, self._backend)[0]
+            if self._scale != 1.0:
+                out = out * self._scale
+            if self._shift != 0.0:
+                out = out + self._shift * V
+        if len(shape) == 1:
+            out = out.reshape(-1)
+        return out.to(getattr(torch, out_dtype.name))
+
+    def _torch_pairs(self, rows: Any, cols: Any) -> Any:
+        """``c · F(x_rows[k], y_cols[k])`` for k < P (index tensors), as a (P,) tensor recorded for autograd.
+
+        The pairs become the rows of a reduction over one dummy column: i-variables are gathered
+        with ``rows``, j-variables with ``cols`` and turned into i-variables. O(P) memory and work.
+        """
+        torch = sys.modules["torch"]
+        data = self._torch_sources(next(d for d in self._source if _is_torch(d)))
+        args, slots, mapping = [], [], {}
+        for pos, (d, slot) in enumerate(zip(data, self._slots)):
+            if slot.cat == CAT_PARAM:
+                args.append(d)
+                slots.append(slot)
+                continue
+            args.append(d[rows if slot.cat == CAT_I else cols])
+            slots.append(Slot(slot.name, CAT_I, slot.dim))
+            if slot.cat == CAT_J:
+                mapping[Var(pos, slot.dim, CAT_J)] = Var(pos, slot.dim, CAT_I)
+        ref = next(a for a in args if _is_torch(a))
+        slots.append(Slot("pair column", CAT_J, 1))
+        args.append(torch.zeros((1, 1), dtype=ref.dtype, device=ref.device))
+        out = reduce(Reduction("Sum", self._formula.replace(mapping)), slots, args, 1, self._backend)[0]
+        out = out.reshape(-1)
+        return out * self._scale if self._scale != 1.0 else out
+
     def _compute_input(self, x: Any, rows: int, what: str) -> tuple[Any, bool]:
         """(compute array of shape (rows, w), was_vector)."""
         shape = tuple(x.shape)
@@ -363,6 +465,8 @@ class KernelOperator(LinearOperator):
         """The product with any array kind; the result has x's kind, device and (float) dtype."""
         if isinstance(x, (list, tuple)):
             x = np.asarray(x)
+        if _is_torch(x) and self._records_graph(x):  # torch.autograd sees the reduction
+            return self._torch_product(x, transpose)
         kind = cp.kind_of_array(x, "the vector")
         rows = self.shape[0 if transpose else 1]
         V, vector = self._compute_input(x, rows, "the vector")
@@ -558,27 +662,56 @@ class KernelOperator(LinearOperator):
         >>> x = np.zeros((3, 2))
         >>> (2 * KernelOperator("Exp(-SqDist(X, Y))", X=Vi(x), Y=Vj(x))).diag()
         array([2., 2., 2.])
+
+        With torch data that requires grad, the diagonal is differentiable (one reduction over
+        the N pairs (x_i, y_i), no matrix).
         """
+        if self._records_graph():
+            if self.shape[0] != self.shape[1]:
+                raise ShapeError(f"the diagonal is defined for square operators; this one is {self.shape}")
+            torch = sys.modules["torch"]
+            ref = next(d for d in self._source if _is_torch(d))
+            idx = torch.arange(self.shape[0], device=ref.device)
+            out = self._torch_pairs(idx, idx)
+            return out + self._shift if self._shift != 0.0 else out
         return cp.from_compute(self._diag_host(), self._kind)
 
     def to_dense(self, force: bool = False, max_entries: int = DENSE_LIMIT) -> Any:
         """The full matrix as a dense array of the data's kind.
 
         Refuses (ShapeError) beyond ``max_entries`` entries unless ``force=True``: the point of a
-        KernelOperator is never to store the matrix.
+        KernelOperator is never to store the matrix. With torch data that requires grad, the
+        result is differentiable (F evaluated on all N·M pairs through kernla reductions).
+
+        >>> import numpy as np
+        >>> from kernla import kernels
+        >>> kernels.gaussian(np.zeros((2, 1)), sigma=1.0).shifted(0.5).to_dense()
+        array([[1.5, 1. ],
+               [1. , 1.5]])
         """
         n, m = self.shape
         if n * m > max_entries and not force:
             gb = n * m * self.dtype.itemsize / 1e9
             raise ShapeError(f"to_dense() would build a {n}x{m} matrix ({gb:.2g} GB), over the limit of "
                              f"{max_entries} entries; pass force=True if you really want it")
+        if self._records_graph():  # differentiable: F on all N·M pairs, in row chunks
+            torch = sys.modules["torch"]
+            ref = next(d for d in self._source if _is_torch(d))
+            cols = torch.arange(m, device=ref.device)
+            chunk = max(1, _BLOCK_ELEMENTS // m)
+            parts = [self._torch_pairs(torch.arange(i0, min(n, i0 + chunk), device=ref.device).repeat_interleave(m),
+                                       cols.repeat(min(n, i0 + chunk) - i0)) for i0 in range(0, n, chunk)]
+            dense = torch.cat(parts).reshape(n, m)
+            if self._shift != 0.0:
+                dense = dense + self._shift * torch.eye(n, dtype=dense.dtype, device=dense.device)
+            return dense
         out = self._block()
         if self._shift != 0.0:
             out[np.diag_indices(n)] += self._shift
         return cp.from_compute(out, self._kind)
 
     # -- linear algebra --------------------------------------------------------------------------
-    def solve(self, b: Any, alpha: float = 0.0, tol: Optional[float] = None, maxiter: Optional[int] = None,
+    def solve(self, b: Any, alpha: Any = 0.0, tol: Optional[float] = None, maxiter: Optional[int] = None,
               precond: Any = None, rank: Optional[int] = None, x0: Any = None,
               callback: Optional[Callable[[int, np.ndarray], Any]] = None, return_info: bool = False,
               verbose: bool = False):
@@ -593,6 +726,12 @@ class KernelOperator(LinearOperator):
         iterations the best iterate is returned with a :class:`~kernla.linalg.ConvergenceWarning`.
         ``return_info=True`` returns ``(a, info)`` (see :class:`~kernla.linalg.cg.SolveInfo`).
 
+        Differentiable with torch: when ``b``, ``alpha`` (a 0-d tensor) or the operator's torch
+        data require grad, ``a`` carries a ``grad_fn`` whose backward is one more solve (the
+        implicit function theorem: ``b̄ = (A + αI)⁻ᵀ ā``, ``θ̄ = −∂_θ⟨b̄, K(θ) a⟩`` by one
+        differentiable product, ``ᾱ = −⟨b̄, a⟩``), with the same ``tol``, ``maxiter`` and
+        preconditioner; a NumPy ``b`` is then taken as a constant torch tensor.
+
         >>> import numpy as np
         >>> from kernla import kernels
         >>> x = np.linspace(0, 1, 50)[:, None]
@@ -601,15 +740,30 @@ class KernelOperator(LinearOperator):
         >>> bool(info.converged), bool(np.linalg.norm(K @ a + 1e-2 * a - 1) < 1e-8 * np.sqrt(50))
         (True, True)
         """
-        from .cg import block_cg, default_tol
         from .precond import make_preconditioner
 
-        n = self.shape[0]
         if self.shape[0] != self.shape[1]:
             raise ShapeError(f"solve needs a square operator; this one is {self.shape[0]}x{self.shape[1]}")
-        alpha = _finite_number(alpha, "alpha")
+        alpha_value = _finite_number(alpha.detach() if _is_torch(alpha) else alpha, "alpha")
         if isinstance(b, (list, tuple)):
             b = np.asarray(b, dtype=self.dtype)
+        grad = self._records_graph(b, alpha)
+        if grad:  # check b before a preconditioner is built
+            self._compute_input(b.detach() if _is_torch(b) else b, self.shape[0], "the right-hand side b")
+        M = make_preconditioner(precond, self, alpha_value, rank=rank)
+        options = dict(tol=tol, maxiter=maxiter, precond=M)
+        if not grad:
+            return self._solve_plain(b, alpha_value, x0=x0, callback=callback, return_info=return_info,
+                                     verbose=verbose, **options)
+        return self._solve_graph(b, alpha, alpha_value, x0=x0, callback=callback, return_info=return_info,
+                                 verbose=verbose, **options)
+
+    def _solve_plain(self, b: Any, alpha: float, tol: Optional[float], maxiter: Optional[int], precond: Any,
+                     x0: Any, callback: Optional[Callable], return_info: bool, verbose: bool):
+        """Block CG on ``(self + alpha·I) a = b`` (``precond``: the callable built by make_preconditioner)."""
+        from .cg import block_cg, default_tol
+
+        n = self.shape[0]
         kind = cp.kind_of_array(b, "the right-hand side b")
         B, vector = self._compute_input(b, n, "the right-hand side b")
         cg_dtype = np.dtype(np.float64)
@@ -630,13 +784,52 @@ class KernelOperator(LinearOperator):
                 out += alpha * X
             return out
 
-        M = make_preconditioner(precond, self, alpha, rank=rank)
         X, info = block_cg(apply, B, tol=default_tol(self.dtype) if tol is None else tol,
-                           maxiter=maxiter, x0=X0, precond=M, callback=callback, verbose=verbose, xp=self._ns)
+                           maxiter=maxiter, x0=X0, precond=precond, callback=callback, verbose=verbose, xp=self._ns)
         if vector:
             X = X.reshape(-1)
         out = cp.from_compute(X, kind, cp.output_dtype(b, self.dtype))
         return (out, info) if return_info else out
+
+    def _solve_graph(self, b: Any, alpha: Any, alpha_value: float, tol: Optional[float], maxiter: Optional[int],
+                     precond: Any, x0: Any, callback: Optional[Callable], return_info: bool, verbose: bool):
+        """:meth:`solve` recorded for torch.autograd by :func:`kernla.autograd.implicit_solve`.
+
+        The forward is the plain block CG (with ``x0``, ``callback``, ``verbose``); the backward
+        solves the transposed system once with the same tolerance and preconditioner, and
+        differentiates one product ``K(θ) a`` (:meth:`_torch_product`) for the operator's data.
+        """
+        from ..autograd import implicit_solve
+
+        if not _is_torch(b):  # the operator's data or alpha requires grad: the solution must be a tensor
+            ref = next(d for d in (alpha, *self._source) if _is_torch(d))
+            b = arr.wrap(cp.to_compute(b, False, cp.output_dtype(b, self.dtype), "the right-hand side b"),
+                         arr.Kind("torch", ref.device))
+        targets = [k for k, d in enumerate(self._source) if _is_torch(d) and d.requires_grad]
+        found: dict[str, Any] = {}
+
+        def run(rhs: Any, transpose: bool) -> Any:
+            if transpose:  # the adjoint system (the same one for a symmetric operator)
+                if "T" not in found:
+                    found["T"] = self.T
+                return found["T"]._solve_plain(rhs, alpha_value, tol, maxiter, precond, None, None, False, False)
+            a, found["info"] = self._solve_plain(rhs, alpha_value, tol, maxiter, precond, x0, callback, True, verbose)
+            return a
+
+        def matvec(v: Any, *params: Any) -> Any:
+            sources = list(self._source)
+            for k, p in zip(targets, params):
+                sources[k] = p
+            return self._torch_product(v, sources=sources)
+
+        if _is_torch(alpha):
+            if alpha.numel() != 1:
+                raise InputValueError(f"alpha must be a number or a one-element tensor, got shape {tuple(alpha.shape)}")
+            alpha = alpha.reshape(())
+        else:
+            alpha = alpha_value
+        a = implicit_solve(run, matvec, b, [self._source[k] for k in targets], alpha)
+        return (a, found["info"]) if return_info else a
 
     def eigsh(self, k: int = 6, which: str = "LA", tol: Optional[float] = None, maxiter: Optional[int] = None,
               ncv: Optional[int] = None, v0: Any = None, return_eigenvectors: bool = True,
