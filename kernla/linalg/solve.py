@@ -34,7 +34,7 @@ from ..genred import _check_compat, reduce, slots_of
 from ..reductions import Reduction
 from . import _compute as cp
 from .cg import block_cg, default_tol
-from .operator import KernelOperator
+from .operator import KernelOperator, _is_torch
 
 
 def _split_scalar_kernel(formula: Node, var: Node) -> Optional[Node]:
@@ -56,6 +56,19 @@ class KernelSolve:
     callback=None, return_info=False, verbose=False, backend="auto")`` with one array per alias
     in alias order and ``b`` in the ``varinvalias`` slot. ``eps`` is accepted as pykeops' name for
     ``tol``. Returns ``a`` with b's shape and kind (and ``(a, info)`` with ``return_info=True``).
+
+    Differentiable with torch: when b, the points, the parameters or ``alpha`` (a 0-d tensor)
+    require grad, ``a`` carries a ``grad_fn`` whose backward is one more solve of the same system
+    (the implicit function theorem) and one differentiable reduction ``K(θ) a`` — never a matrix.
+
+    >>> import torch
+    >>> Kinv = KernelSolve("Exp(-SqDist(X, Y)) * B", ["X = Vi(1)", "Y = Vj(1)", "B = Vj(1)"], "B", axis=1)
+    >>> x = torch.linspace(0, 1, 6, dtype=torch.float64)[:, None].requires_grad_()
+    >>> b = torch.ones(6, 1, dtype=torch.float64, requires_grad=True)
+    >>> a = Kinv(x, x, b, alpha=0.1)
+    >>> gx, gb = torch.autograd.grad(a.sum(), (x, b))
+    >>> gx.shape, gb.shape
+    (torch.Size([6, 1]), torch.Size([6, 1]))
     """
 
     def __init__(self, formula: str, aliases: Sequence[str], varinvalias: str, axis: int = 1, **compat: Any):
@@ -89,7 +102,7 @@ class KernelSolve:
     def __repr__(self) -> str:
         return f"KernelSolve({self.formula}, unknown {self.varinvalias!r}, axis={self.axis})"
 
-    def __call__(self, *args: Any, alpha: float = 1e-10, tol: Optional[float] = None, eps: Optional[float] = None,
+    def __call__(self, *args: Any, alpha: Any = 1e-10, tol: Optional[float] = None, eps: Optional[float] = None,
                  maxiter: Optional[int] = None, precond: Any = None, rank: Optional[int] = None, x0: Any = None,
                  callback: Optional[Callable] = None, return_info: bool = False, verbose: bool = False,
                  backend: str = "auto", **compat: Any):
@@ -112,7 +125,50 @@ class KernelSolve:
         if precond is not None or rank is not None:
             raise InputValueError("preconditioners need a formula of the form k(x, y) * B with a scalar kernel k; "
                                   f"{self.formula} is not")
+        if any(_is_torch(a) for a in (*args, alpha)):
+            from ..autograd import needs_grad
+
+            if needs_grad([*args, alpha]):
+                return self._generic_graph(args, backend, **options)
         return self._generic(args, backend, **options)
+
+    def _generic_graph(self, args: Sequence[Any], backend: str, *, alpha, tol, maxiter, x0, callback, return_info,
+                       verbose):
+        """:meth:`_generic` recorded for torch.autograd (:func:`kernla.autograd.solve_with_grad`).
+
+        The backward is one more CG solve with the same options (the operator is symmetric) and
+        one differentiable ``Sum`` reduction of the formula for the points and parameters.
+        """
+        import torch
+
+        from ..autograd import solve_with_grad
+
+        if _is_torch(alpha):
+            if alpha.numel() != 1:
+                raise InputValueError(f"alpha must be a number or a one-element tensor, got shape {tuple(alpha.shape)}")
+            alpha_value, alpha = float(alpha.detach()), alpha.reshape(())
+        else:
+            alpha_value = alpha = float(alpha)
+        args = list(args)
+        b = args[self.varinv_pos]
+        if not _is_torch(b):  # the solution must be a tensor to carry the gradients of the others
+            ref = next(a for a in (*args, alpha) if _is_torch(a))
+            args[self.varinv_pos] = torch.as_tensor(cp.to_compute(b, False, arr.dtype_of(ref) or np.dtype(np.float64)),
+                                                    device=ref.device)
+        found: dict[str, Any] = {}
+        red = Reduction("Sum", self.formula)
+
+        def solve(call_args: list) -> Any:
+            if "info" in found:  # the backward's adjoint solve
+                return self._generic(call_args, backend, alpha=alpha_value, tol=tol, maxiter=maxiter, x0=None,
+                                     callback=None, return_info=False, verbose=False)
+            a, found["info"] = self._generic(call_args, backend, alpha=alpha_value, tol=tol, maxiter=maxiter, x0=x0,
+                                             callback=callback, return_info=True, verbose=verbose)
+            return a
+
+        a = solve_with_grad(solve, lambda ca: reduce(red, self.slots, ca, self.axis, backend)[0], args,
+                            self.varinv_pos, alpha)
+        return (a, found["info"]) if return_info else a
 
     def _operator(self, args: Sequence[Any], backend: str) -> KernelOperator:
         variables, names = [], []
