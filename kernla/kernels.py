@@ -16,6 +16,10 @@ Each function takes points ``x`` (N, D) (or (N,) for D = 1), optional points ``y
 
 The Matérn kernels are scikit-learn's ``Matern(length_scale=sigma, nu=nu)``.
 
+With torch points, ``sigma`` may be a one-element tensor that requires grad: products, ``diag``,
+``to_dense`` and ``solve`` are then differentiable in σ as well as in the points (e.g. to fit a
+length scale by gradient descent).
+
 >>> import numpy as np
 >>> x = np.array([[0.0], [1.0]])
 >>> gaussian(x, sigma=1.0).to_dense().round(4)
@@ -26,6 +30,7 @@ array([[1.    , 0.6065],
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, Optional
 
 from .errors import InputValueError
@@ -33,13 +38,23 @@ from .lazy import Vi, Vj
 from .linalg.operator import KernelOperator
 
 
-def _sigma(sigma: Any) -> float:
+def _sigma(sigma: Any, x: Any = None) -> Any:
+    """σ as a float, or as a one-element torch tensor (in x's dtype) when it requires grad.
+
+    A tensor that requires grad keeps its graph, so the operator's products and solves are
+    differentiable in σ (the kernel parameters are then torch expressions of it).
+    """
+    torch = sys.modules.get("torch")
+    tensor = torch is not None and isinstance(sigma, torch.Tensor)
     try:
-        s = float(sigma)
-    except (TypeError, ValueError):
+        s = float(sigma.detach()) if tensor else float(sigma)
+    except (TypeError, ValueError, RuntimeError):
         raise InputValueError(f"sigma must be a positive number, got {sigma!r}") from None
     if not (math.isfinite(s) and s > 0):
         raise InputValueError(f"sigma must be a positive finite number, got {sigma!r}")
+    if tensor and sigma.requires_grad:
+        dtype = x.dtype if isinstance(x, torch.Tensor) and x.is_floating_point() else sigma.dtype
+        return sigma.reshape(1).to(dtype)
     return s
 
 
@@ -55,7 +70,7 @@ def gaussian(x: Any, y: Optional[Any] = None, sigma: float = 1.0, backend: Optio
     0.36787944117144233
     """
     X, Y = _points(x, y)
-    return KernelOperator("Exp(-G * SqDist(X, Y))", X=X, Y=Y, G=1.0 / (2.0 * _sigma(sigma) ** 2), backend=backend)
+    return KernelOperator("Exp(-G * SqDist(X, Y))", X=X, Y=Y, G=1.0 / (2.0 * _sigma(sigma, x) ** 2), backend=backend)
 
 
 def laplacian(x: Any, y: Optional[Any] = None, sigma: float = 1.0, backend: Optional[str] = None) -> KernelOperator:
@@ -66,7 +81,7 @@ def laplacian(x: Any, y: Optional[Any] = None, sigma: float = 1.0, backend: Opti
     0.36787944117144233
     """
     X, Y = _points(x, y)
-    return KernelOperator("Exp(-G * Norm2(X - Y))", X=X, Y=Y, G=1.0 / _sigma(sigma), backend=backend)
+    return KernelOperator("Exp(-G * Norm2(X - Y))", X=X, Y=Y, G=1.0 / _sigma(sigma, x), backend=backend)
 
 
 def matern(x: Any, y: Optional[Any] = None, sigma: float = 1.0, nu: float = 1.5,
@@ -79,7 +94,7 @@ def matern(x: Any, y: Optional[Any] = None, sigma: float = 1.0, nu: float = 1.5,
     >>> bool(np.isclose(k, (1 + np.sqrt(3) * r) * np.exp(-np.sqrt(3) * r)))
     True
     """
-    s = _sigma(sigma)
+    s = _sigma(sigma, x)
     X, Y = _points(x, y)
     if nu == 0.5:
         return KernelOperator("Exp(-G * Norm2(X - Y))", X=X, Y=Y, G=1.0 / s, backend=backend)
@@ -100,7 +115,7 @@ def cauchy(x: Any, y: Optional[Any] = None, sigma: float = 1.0, backend: Optiona
     0.5
     """
     X, Y = _points(x, y)
-    return KernelOperator("Inv(1 + G * SqDist(X, Y))", X=X, Y=Y, G=1.0 / _sigma(sigma) ** 2, backend=backend)
+    return KernelOperator("Inv(1 + G * SqDist(X, Y))", X=X, Y=Y, G=1.0 / _sigma(sigma, x) ** 2, backend=backend)
 
 
 def inverse_multiquadric(x: Any, y: Optional[Any] = None, sigma: float = 1.0,
@@ -112,7 +127,7 @@ def inverse_multiquadric(x: Any, y: Optional[Any] = None, sigma: float = 1.0,
     0.31622776601683794
     """
     X, Y = _points(x, y)
-    return KernelOperator("Rsqrt(1 + G * SqDist(X, Y))", X=X, Y=Y, G=1.0 / _sigma(sigma) ** 2, backend=backend)
+    return KernelOperator("Rsqrt(1 + G * SqDist(X, Y))", X=X, Y=Y, G=1.0 / _sigma(sigma, x) ** 2, backend=backend)
 
 
 __all__ = ["gaussian", "laplacian", "matern", "cauchy", "inverse_multiquadric"]
