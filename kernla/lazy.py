@@ -354,6 +354,8 @@ class LazyTensor:
 
         ``other`` is ``b``: an array (N,) or (N, D), or ``Vi(b)`` as in pykeops (sum over j).
         Keyword options are those of :meth:`kernla.KernelOperator.solve` (``tol``, ``precond``, …).
+        With torch tensors that require grad (K's data, b, a tensor ``alpha``) the solution is
+        differentiable (implicit function theorem: the backward is one more solve).
 
         >>> import numpy as np
         >>> x = np.linspace(0, 1, 10)[:, None]

@@ -222,7 +222,15 @@ def lazy_solve(K: Any, b: Any, alpha: float = 1e-10, **options: Any):
 
     ``b`` is an array (N,) or (N, D) — the unknown follows K's j index and the sum runs over j —
     or a LazyTensor holding one variable: an i-variable (``Vi(b)``, pykeops style: sum over j) or a
-    j-variable (sum over i). Options are those of :meth:`KernelOperator.solve`.
+    j-variable (sum over i). Options are those of :meth:`KernelOperator.solve`; with torch
+    tensors that require grad (K's data, b, a tensor ``alpha``) the solution is differentiable.
+
+    >>> import numpy as np
+    >>> from kernla import Vi, Vj
+    >>> x = np.linspace(0, 1, 5)[:, None]
+    >>> a = lazy_solve((-Vi(x).sqdist(Vj(x))).exp(), np.ones(5), alpha=1.0)
+    >>> bool(np.allclose(np.exp(-(x - x.T) ** 2) @ a + a, 1.0))
+    True
     """
     op = KernelOperator(K)
     if hasattr(b, "formula") and hasattr(b, "variables"):
