@@ -26,7 +26,7 @@ from .reductions import Reduction
 
 #: pykeops keyword arguments accepted for compatibility and ignored
 _PYKEOPS_IGNORED = {"dtype", "dtype_acc", "use_double_acc", "sum_scheme", "enable_chunks",
-                    "rec_multVar_highdim", "cuda_type", "device_id", "ranges", "use_fast_math"}
+                    "rec_multVar_highdim", "cuda_type", "device_id", "use_fast_math"}
 
 
 @dataclass(frozen=True)
@@ -99,11 +99,9 @@ def reduce(red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int
         if len(set(sizes[cat].values())) > 1:
             detail = ", ".join(f"{n!r} has {v}" for n, v in sizes[cat].items())
             raise ShapeError(f"{label}-variables must have the same number of points: {detail}")
+    # an index that no variable carries has size 1 (the formula is constant along it)
     nx = next(iter(sizes[CAT_I].values()), 1)
-    if not sizes[CAT_J]:
-        raise ShapeError("the reduction index has no variable, so its size is unknown: "
-                         "give at least one variable indexed by the reduced axis")
-    ny = next(iter(sizes[CAT_J].values()))
+    ny = next(iter(sizes[CAT_J].values()), 1)
     for cat, n in ((CAT_I, nx), (CAT_J, ny)):
         if n == 0:
             name = next(iter(sizes[cat]))
@@ -206,7 +204,8 @@ class Genred:
     """
 
     def __init__(self, formula: str, aliases: Sequence[str], reduction_op: str = "Sum", axis: int = 0,
-                 opt_arg: Optional[int] = None, formula2: Optional[str] = None, **compat: Any):
+                 dtype: Any = None, opt_arg: Optional[int] = None, formula2: Optional[str] = None,
+                 **compat: Any):
         _check_compat(compat)
         if axis not in (0, 1):
             raise ShapeError(f"axis must be 0 (reduce over i) or 1 (reduce over j), got {axis!r}")
@@ -228,6 +227,8 @@ class Genred:
 
 
 def _check_compat(kwargs: dict) -> None:
-    unknown = set(kwargs) - _PYKEOPS_IGNORED
+    if kwargs.get("ranges") is not None:
+        raise NotImplementedError("ranges= (block-sparse reductions) is not supported by kernla")
+    unknown = set(kwargs) - _PYKEOPS_IGNORED - {"ranges"}
     if unknown:
         raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")

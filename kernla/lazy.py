@@ -48,6 +48,9 @@ class LazyTensor:
             self.formula, self.variables = Var(0, 1, CAT_PARAM), ((float(x), CAT_PARAM),)
             return
         shape = tuple(x.shape)
+        if shape == ():  # a 0-d array or tensor is a scalar parameter
+            self.formula, self.variables = Var(0, 1, CAT_PARAM), ((x.reshape(1), CAT_PARAM),)
+            return
         if axis is not None:
             if axis not in (0, 1, 2):
                 raise ShapeError(f"axis must be 0 (i), 1 (j) or 2 (parameter), got {axis!r}")
@@ -88,6 +91,10 @@ class LazyTensor:
     @property
     def ndim(self) -> int:
         return 3 + len(self._batch())
+
+    def dim(self) -> int:
+        """Number of dimensions, as pykeops' ``dim()``: 3 plus the batch dimensions."""
+        return self.ndim
 
     def _batch(self) -> tuple:
         shapes = []

@@ -46,6 +46,15 @@ _ALIASES = {"Max_SumShiftExp": "LogSumExp", "Max_SumShiftExpWeight": "LogSumExpW
             "SoftMax": "SumSoftMaxWeight"}
 
 
+def _exp_below(a: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """exp(a - m) for a <= m, with the log-sum-exp conventions exp(inf - inf) = 1, exp(-inf - -inf) = 0.
+
+    So an infinite term dominates: LogSumExp gives +inf and SumSoftMaxWeight the mean weight of
+    the infinite terms. The C snippets below implement the same rule.
+    """
+    return np.where(a == m, (a > -np.inf).astype(np.float64), np.exp(a - m))
+
+
 @dataclass(frozen=True)
 class Reduction:
     """A reduction applied to a formula (and, for weighted ones, a weight formula ``weight``).
@@ -148,14 +157,11 @@ class Reduction:
             state["val"] = np.where(better, best if is_min else -best, state["val"])
             state["idx"] = np.where(better, k + j0, state["idx"])
             return
-        # log-sum-exp family, with a running maximum (an infinite maximum overflows to inf quietly)
+        # log-sum-exp family, with a running maximum m (NaN values are not maxima, they poison s)
         with np.errstate(over="ignore", invalid="ignore"):
-            m_tile = f.max(axis=1)
-            m_new = np.fmax(state["m"], m_tile)
-            finite = np.isfinite(m_new)
-            shift = np.where(finite, m_new, 0.0)
-            scale = np.where(finite, np.exp(np.where(finite, state["m"] - shift, 0.0)), 1.0)
-            ex = np.exp(f - shift[:, None, :])  # (rows, tile, D or 1)
+            m_new = np.fmax(state["m"], np.fmax.reduce(f, axis=1))
+            scale = _exp_below(state["m"], m_new)
+            ex = _exp_below(f, m_new[:, None, :])  # (rows, tile, D or 1)
             if g is None:
                 state["s"] = state["s"] * scale + ex.sum(axis=1, dtype=np.float64)
             else:
@@ -288,7 +294,8 @@ def _c_accumulator(red: "Reduction", p: str) -> CAccumulator:
                 grow += f" {p}_d = {p}_d * kl_sc + TACC(1);"
                 add += f" {p}_d += kl_ex;"
             out.append(f"if (TACC({v[k]}) > {m}) {{ TACC kl_sc = kl_exp({m} - TACC({v[k]})); {grow} {m} = TACC({v[k]}); }} "
-                       f"else if ({m} != TACC(-KL_INF) || {v[k]} != {v[k]}) {{ TACC kl_ex = kl_exp(TACC({v[k]}) - {m}); {add} }}")
+                       f"else if ({m} != TACC(-KL_INF) || {v[k]} != {v[k]}) {{ "
+                       f"TACC kl_ex = TACC({v[k]}) == {m} ? TACC(1) : kl_exp(TACC({v[k]}) - {m}); {add} }}")
         return _lines(*out)
 
     def merge(q):
@@ -302,7 +309,7 @@ def _c_accumulator(red: "Reduction", p: str) -> CAccumulator:
                 grow += f" {p}_d = {p}_d * kl_sc + {q}_d;"
                 add += f" {p}_d += {q}_d * kl_ex;"
             out.append(f"if ({qm} > {m}) {{ TACC kl_sc = kl_exp({m} - {qm}); {grow} {m} = {qm}; }} "
-                       f"else if ({qm} != TACC(-KL_INF)) {{ TACC kl_ex = kl_exp({qm} - {m}); {add} }}")
+                       f"else if ({qm} != TACC(-KL_INF)) {{ TACC kl_ex = {qm} == {m} ? TACC(1) : kl_exp({qm} - {m}); {add} }}")
         return _lines(*out)
 
     def finalize(of, oi):

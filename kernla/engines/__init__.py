@@ -18,6 +18,9 @@ from types import ModuleType
 from ..errors import BackendError
 
 BACKENDS = ("auto", "numpy", "cpu", "cuda")
+#: pykeops' backend names (any case)
+_PYKEOPS_BACKENDS = {"CPU": "cpu", "GPU": "cuda", "GPU_1D": "cuda", "GPU_2D": "cuda", "AUTO": "auto",
+                     "NUMPY": "numpy", "CUDA": "cuda"}
 
 
 def get_engine(name: str) -> ModuleType:
@@ -45,6 +48,7 @@ def resolve_backend(backend: str | None, on_device: bool) -> str:
     """The engine name for a call: explicit ``backend``, else ``KERNLA_BACKEND``, else automatic."""
     if backend is None or backend == "auto":
         backend = os.environ.get("KERNLA_BACKEND", "auto") or "auto"
+    backend = _PYKEOPS_BACKENDS.get(backend.upper(), backend) if isinstance(backend, str) else backend
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend != "auto":

@@ -15,7 +15,7 @@ adding one ``_register(...)`` call here.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -40,7 +40,6 @@ class OpSpec:
     simplify: Optional[Callable[[tuple, tuple], Optional[Node]]] = None
     fold: bool = True  # constant-fold when every argument is a constant
     doc: str = ""
-    arg_names: tuple[str, ...] = field(default=())
 
     def output_dim(self, dims: tuple[int, ...], params: tuple) -> int:
         try:
@@ -97,14 +96,6 @@ def _equal_to_scalar(dims, params):
 
 def _scalar(dims, params):
     return 1
-
-
-def _require_scalar(which: int):
-    def rule(dims, params):
-        if dims[which] != 1:
-            raise FormulaError(f"argument {which + 1} must be a scalar, got dimension {dims[which]}")
-        return dims[0] if which else 1
-    return rule
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,7 +285,8 @@ def _simplify_pow(a, p):
 
 
 _register(OpSpec("Pow", 1, _same, _np_pow, _elementwise("kl_powi({0}, {1})"), param_names=("n",),
-                 grad=lambda n, g: (g * IntCst(n.params[0]) * call("Pow", n.args[0], params=(n.params[0] - 1,)),),
+                 grad=lambda n, g: (None,) if n.params[0] == 0 else
+                 (g * IntCst(n.params[0]) * call("Pow", n.args[0], params=(n.params[0] - 1,)),),
                  simplify=_simplify_pow, doc="a**n for an integer n"))
 _register(OpSpec("Powf", 2, _broadcast, np.power, _elementwise("kl_pow({0}, {1})"),
                  grad=lambda n, g: (_ub(g * n.args[1] * call("Powf", n.args[0], n.args[1] - IntCst(1)), n.args[0].dim),
@@ -310,7 +302,19 @@ def _round_rule(dims, params):
     return dims[0]
 
 
-_register(OpSpec("Round", 1, _round_rule, lambda a, d: _np_round_half_away(a * 10.0 ** d) / 10.0 ** d,
+def _np_round(a, d):
+    """Round to d decimals; an overflowing 10**d or a·10**d leaves a (such a is already round)."""
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        scale = np.asarray(10.0, a.dtype) ** d
+        if not np.isfinite(scale):
+            return a.copy()
+        if scale == 0:
+            return a * 0
+        y = a * scale
+        return np.where(np.isfinite(y), _np_round_half_away(y) / scale, a)
+
+
+_register(OpSpec("Round", 1, _round_rule, _np_round,
                  lambda e, args, params, dim: [f"kl_round({x}, {params[0]})" for x in args[0]],
                  param_names=("decimals",), grad=lambda n, g: (None,),
                  doc="a rounded to d decimals (halves away from zero)"))
@@ -373,8 +377,10 @@ def _c_arg(cmp: str):
         xs = args[0]
         best, idx = e.declare(xs[0]), e.declare("T(0)")
         for k, x in enumerate(xs[1:], 1):
-            e.assign(idx, f"({x} {cmp} {best} ? T({k}) : {idx})")
-            e.assign(best, f"({x} {cmp} {best} ? {x} : {best})")
+            # like NumPy: the first NaN wins, else the first extreme value
+            better = f"({x} {cmp} {best} || ({x} != {x} && {best} == {best}))"
+            e.assign(idx, f"({better} ? T({k}) : {idx})")
+            e.assign(best, f"({better} ? {x} : {best})")
         return [idx]
     return emit
 

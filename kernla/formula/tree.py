@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 import weakref
 from typing import Iterator
 
@@ -31,6 +32,7 @@ CAT_I, CAT_J, CAT_PARAM = 0, 1, 2
 CATEGORY_NAMES = {CAT_I: "Vi", CAT_J: "Vj", CAT_PARAM: "Pm"}
 
 _interned: "weakref.WeakValueDictionary[tuple, Node]" = weakref.WeakValueDictionary()
+_intern_lock = threading.Lock()
 
 
 def _param_key(p: object) -> tuple:
@@ -61,12 +63,16 @@ class Node:
             from .ops import get_op  # the registry imports this module
 
             dim = get_op(op).output_dim(tuple(a.dim for a in args), params)
-        node = object.__new__(cls)
-        object.__setattr__(node, "op", op)
-        object.__setattr__(node, "args", args)
-        object.__setattr__(node, "params", params)
-        object.__setattr__(node, "dim", dim)
-        _interned[key] = node
+        with _intern_lock:  # two threads building the same formula must get one node
+            node = _interned.get(key)
+            if node is not None:
+                return node
+            node = object.__new__(cls)
+            object.__setattr__(node, "op", op)
+            object.__setattr__(node, "args", args)
+            object.__setattr__(node, "params", params)
+            object.__setattr__(node, "dim", dim)
+            _interned[key] = node
         return node
 
     def __setattr__(self, name, value):
@@ -221,6 +227,8 @@ def call(op: str, *args: Node | int | float, params: tuple = ()) -> Node:
     for pname, p in zip(spec.param_names, params):
         if not isinstance(p, int) or isinstance(p, bool):
             raise FormulaError(f"{op}: parameter {pname} must be an integer, got {p!r}")
+        if not -2**31 < p < 2**31:  # compiled engines pass them as C ints
+            raise FormulaError(f"{op}: parameter {pname} = {p} is out of range (|{pname}| < 2**31)")
     spec.output_dim(tuple(a.dim for a in nodes), tuple(params))  # checks dimensions
     if spec.simplify is not None:
         simplified = spec.simplify(nodes, tuple(params))

@@ -225,11 +225,14 @@ static inline double kl_powi(double x, int n) {
 // round(x, d): x rounded to d decimals, halves away from zero (as kernla's Round operation).
 static inline float kl_round(float x, int d) {
     const float scale = kl_powi(10.0f, d), y = x * scale;
-    return (y < 0.0f ? -std::floor(-y + 0.5f) : std::floor(y + 0.5f)) / scale;
+    const float r = (y < 0.0f ? -std::floor(-y + 0.5f) : std::floor(y + 0.5f)) / scale;
+    // an overflowing 10^d or x 10^d leaves x (already round); an underflowing 10^d gives 0
+    return (scale == 0.0f) ? x * 0.0f : (std::fabs(y) < HUGE_VALF && scale < HUGE_VALF) ? r : x;
 }
 static inline double kl_round(double x, int d) {
     const double scale = kl_powi(10.0, d), y = x * scale;
-    return (y < 0.0 ? -std::floor(-y + 0.5) : std::floor(y + 0.5)) / scale;
+    const double r = (y < 0.0 ? -std::floor(-y + 0.5) : std::floor(y + 0.5)) / scale;
+    return (scale == 0.0) ? x * 0.0 : (std::fabs(y) < HUGE_VAL && scale < HUGE_VAL) ? r : x;
 }
 
 #endif  // KERNLA_KL_MATH_H

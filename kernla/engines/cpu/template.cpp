@@ -103,14 +103,12 @@ static void run_block(const void** args, int64_t ny, int64_t E, int64_t ibeg, in
                 T mt = -KL_INF;
 #pragma omp simd reduction(max : mt)
                 for (int64_t jj = 0; jj < tj; jj++) mt = v[jj] > mt ? v[jj] : mt;
+                // exp(v - mt), with exp(inf - inf) = 1 and exp(-inf - -inf) = 0 (see reductions.py)
                 T s = T(0);
-                if (mt > -KL_INF) {
 #pragma omp simd reduction(+ : s)
-                    for (int64_t jj = 0; jj < tj; jj++) s += kl_exp(v[jj] - mt);
-                } else {  // only -inf and NaN values: the sum is 0, or NaN
-                    for (int64_t jj = 0; jj < tj; jj++) s = (v[jj] != v[jj]) ? v[jj] : s;
-                    mt = (s != s) ? T(0) : mt;
-                }
+                for (int64_t jj = 0; jj < tj; jj++)
+                    s += (v[jj] == mt) ? (v[jj] > -KL_INF ? T(1) : T(0)) : kl_exp(v[jj] - mt);
+                mt = (s != s) ? T(0) : mt;  // a NaN value: keep it visible to the merge
                 B.acc_m[c] = TACC(mt);
                 B.acc_s[c] = TACC(s);
             }
