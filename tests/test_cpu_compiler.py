@@ -150,9 +150,8 @@ def test_cache_hit_in_new_process_does_not_compile(cache, logging_cxx, tmp_path)
     src_file.write_text(unique_source())
     finish(run_child(src_file))
     assert len(compile_calls(logging_cxx)) == 1
-    dt = finish(run_child(src_file))
+    finish(run_child(src_file))
     assert len(compile_calls(logging_cxx)) == 1, "a cache hit must not run the compiler"
-    assert dt < 1.0  # one `--version` run + hashing; a compile would show up in the log anyway
 
 
 @needs_compiler

@@ -29,7 +29,7 @@ def _close(a, b, dtype):
     scale = 1 + np.abs(b)
     assert np.all(np.isfinite(a) == np.isfinite(b))
     fin = np.isfinite(b)
-    assert np.max(np.abs(a - b)[fin] / scale[fin], initial=0) <= RTOL[dtype] * 10
+    assert np.max(np.abs(a - b)[fin] / scale[fin], initial=0) <= RTOL[dtype]
 
 
 REDUCTIONS = [
