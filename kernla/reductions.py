@@ -105,6 +105,27 @@ class Reduction:
             "SumSoftMaxWeight": [(self.weight.dim if self.weight else 0, "float")],
         }[self.name]
 
+    def kernel_product(self) -> "tuple[Node, Node] | None":
+        """``(k, B)`` when this is Σ_j k(x_i, y_j) · B_j, k scalar and B a j-variable that k does not use.
+
+        Compiled engines build one kernel per k that takes B's width at run time, so matvec and
+        matmat with any number of columns share one compiled kernel.
+
+        >>> from kernla.formula import Vi, Vj, call
+        >>> k = call("Exp", -call("SqDist", Vi(0, 3), Vj(1, 3)))
+        >>> Reduction("Sum", k * Vj(2, 4)).kernel_product()[1].params
+        (2, 4, 1)
+        """
+        from .formula.tree import CAT_J
+
+        f = self.formula
+        if self.name != "Sum" or f.op != "Mult":
+            return None
+        for k, b in (f.args, f.args[::-1]):
+            if b.is_var and b.params[2] == CAT_J and k.dim == 1 and b not in set(k.variables()):
+                return k, b
+        return None
+
     def swap_ij(self) -> "Reduction":
         """The same reduction with i- and j-variables exchanged (reduction over i)."""
         from .formula.tree import swap_ij

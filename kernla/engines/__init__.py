@@ -61,25 +61,3 @@ def resolve_backend(backend: str | None, on_device: bool) -> str:
         return "numpy"
     return "cpu"
 
-
-def split_kernel_product(red) -> "tuple | None":
-    """``(k, B)`` when ``red`` is Σ_j k(x_i, y_j) · B_j with a scalar k and B a j-variable not used in k.
-
-    Compiled engines use it to build one kernel per k that takes B's width at run time, so matvec
-    and matmat with any number of columns share one compiled kernel.
-
-    >>> from kernla.formula import Vi, Vj, call
-    >>> from kernla.reductions import Reduction
-    >>> k = call("Exp", -call("SqDist", Vi(0, 3), Vj(1, 3)))
-    >>> split_kernel_product(Reduction("Sum", k * Vj(2, 4)))[1].params
-    (2, 4, 1)
-    """
-    from ..formula.tree import CAT_J
-
-    f = red.formula
-    if red.name != "Sum" or f.op != "Mult":
-        return None
-    for k, b in (f.args, f.args[::-1]):
-        if b.is_var and b.params[2] == CAT_J and k.dim == 1 and b not in set(k.variables()):
-            return k, b
-    return None

@@ -23,7 +23,7 @@ import numpy as np
 
 from ...formula.tree import CAT_J
 from ...reductions import Reduction
-from .. import numpy_engine, split_kernel_product
+from .. import numpy_engine
 from .compiler import CompilerUnavailableError, compile_module
 from .source import kernel_source
 
@@ -56,7 +56,7 @@ def kernel(red: Reduction, dtype: np.dtype):
         fn.restype = ctypes.c_int
         fn.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                        ctypes.c_int64, ctypes.c_int]
-        product = split_kernel_product(red)
+        product = red.kernel_product()
         j_positions = frozenset(v.params[0] for f in red.formulas for v in f.variables() if v.params[2] == CAT_J)
         entry = _kernels[key] = (fn, product[1].dim if product else 1, j_positions)
     return entry

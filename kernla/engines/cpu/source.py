@@ -21,7 +21,6 @@ from pathlib import Path
 from ...formula.codegen import emit_bodies
 from ...formula.tree import CAT_I, CAT_J, Node
 from ...reductions import Reduction
-from .. import split_kernel_product
 
 _HERE = Path(__file__).resolve().parent
 MATH_HEADER = (_HERE / "kl_math.h").read_text()
@@ -65,7 +64,7 @@ def _tile_size(formulas: tuple) -> int:
 def kernel_source(red: Reduction, dtype: str) -> str:
     """The complete C++ translation unit for ``red`` on ``dtype`` ('float32' or 'float64')."""
     T, TACC = _CTYPES[dtype]
-    product = split_kernel_product(red)
+    product = red.kernel_product()
     formulas = (product[0],) if product else red.formulas
     ctx: dict = {}
     body, outs = emit_bodies(formulas, _loader(ctx))

@@ -12,7 +12,7 @@ Kernels in a plan (all ``extern "C"``):
   ``gridDim.y > 1`` (split-j scheme) it writes partial accumulators that ``<prefix>_merge[_zK]``
   folds with the reduction's ``merge`` snippet. A formula whose accumulator would not fit in
   registers is cut into component chunks ``_z0, _z1, …`` (one kernel each).
-- kernel products Σ_j k_ij B_j (:func:`kernla.engines.split_kernel_product`): ``_w1`` for one
+- kernel products Σ_j k_ij B_j (:meth:`kernla.reductions.Reduction.kernel_product`): ``_w1`` for one
   column and ``_w8`` for any other width (8 columns per ``blockIdx.z``), the width being a run-time
   argument, so matvec and matmat with any number of columns share one compiled module.
 
@@ -41,7 +41,6 @@ from ...errors import DTypeError, FormulaError
 from ...formula.codegen import CEmitter
 from ...formula.tree import CAT_I, CAT_J, CAT_PARAM, Node, Vj, call
 from ...reductions import Reduction
-from .. import split_kernel_product
 
 #: threads per block of the reduction kernels, and of the merge kernels
 BLOCK = 256
@@ -630,7 +629,7 @@ def kernels_source(red: Reduction, dtype: str, prefix: str = "kl") -> tuple[str,
     """
     dtype = dtype_name(dtype)
     single = dtype == "float64"
-    product = split_kernel_product(red)
+    product = red.kernel_product()
     positions = sorted({v.params[0] for f in red.formulas for v in f.variables()})
     texts, infos = [], []
     if product:
