@@ -3,8 +3,9 @@
 The formulas are evaluated densely here with plain NumPy (float64, from the same float32 or
 float64 inputs), reduced with NumPy / ``scipy.special.logsumexp``, and compared with
 ``Genred(..., backend="numpy")`` and ``LazyTensor`` reductions. Also: ties go to the smallest
-index (within a tile and across tiles), the NaN rules of :mod:`kernla.reductions`, float16 in ->
-float16 out, float32 accuracy of long sums, and leading batch dimensions against a loop.
+index (within a tile and across tiles), the NaN and infinity rules of :mod:`kernla.reductions`
+(these special-value tests run on the ``numpy`` and the compiled ``cpu`` engine alike), float16 in
+-> float16 out, float32 accuracy of long sums, and leading batch dimensions against a loop.
 """
 
 from __future__ import annotations
@@ -15,8 +16,30 @@ from scipy.special import logsumexp
 
 import kernla
 from kernla import Genred, LazyTensor
+from kernla.engines.cpu.compiler import find_compiler
 
 TOL = {np.float32: 1e-5, np.float64: 1e-12}
+
+
+@pytest.fixture(params=["numpy", pytest.param("cpu", marks=pytest.mark.skipif(
+    find_compiler() is None, reason="no C++ compiler"))])
+def backend(request, monkeypatch):
+    """The special-value tests (ties, NaN, infinities) run on every engine available on the CPU.
+
+    The cpu engine must really run: its fallback to NumPy (no compiler) fails the test instead.
+    """
+    if request.param == "cpu":
+        from kernla.engines.cpu import engine
+
+        class NoFallback:
+            @staticmethod
+            def run(*args, **kwargs):
+                raise AssertionError("the cpu engine fell back to NumPy")
+
+        monkeypatch.setattr(engine, "numpy_engine", NoFallback)
+    return request.param
+
+
 ALIASES = ["X = Vi(2)", "Y = Vj(2)", "V = Vj(3)"]
 # a vector formula whose minimiser changes from row to row, a scalar one, and weights
 F_VEC = "Sin(3 * X * Y) + Y"
@@ -250,7 +273,7 @@ def test_lazytensor_reductions(axis, dtype):
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("axis", [0, 1])
 @pytest.mark.parametrize("m", [9, 5003])
-def test_ties_go_to_the_smallest_index(m, axis):
+def test_ties_go_to_the_smallest_index(m, axis, backend):
     rng = np.random.default_rng(0)
     pts = rng.normal(size=(m, 2))
     first, second, third = 2, m - 3, m // 2
@@ -262,7 +285,7 @@ def test_ties_go_to_the_smallest_index(m, axis):
     aliases = ["X = Vi(2)", "Y = Vj(2)"] if axis == 1 else ["Y = Vi(2)", "X = Vj(2)"]
     for red in ("ArgMin", "Min_ArgMin", "ArgKMin", "KMin_ArgKMin"):
         g = Genred("SqDist(X, Y)", aliases, reduction_op=red, axis=axis, opt_arg=4 if "K" in red else None)
-        out = g(*args, backend="numpy")
+        out = g(*args, backend=backend)
         idx = out[1] if isinstance(out, tuple) else out
         if "K" in red:
             assert list(idx[0, :3]) == sorted([first, second, third]), red
@@ -271,25 +294,25 @@ def test_ties_go_to_the_smallest_index(m, axis):
             assert idx[0, 0] == first and idx[1, 0] == first, red
     for red in ("ArgMax", "Max_ArgMax"):
         g = Genred("-SqDist(X, Y)", aliases, reduction_op=red, axis=axis)
-        out = g(*args, backend="numpy")
+        out = g(*args, backend=backend)
         idx = out[1] if isinstance(out, tuple) else out
         assert idx[0, 0] == first, red
 
 
-def test_ties_in_a_constant_formula():
+def test_ties_in_a_constant_formula(backend):
     """Every value equal: index 0 for ArgMin/ArgMax, 0..K-1 for ArgKMin, on every component."""
     x, y = np.zeros((3, 2)), np.zeros((4100, 2))
     for red, expect in (("ArgMin", [0, 0]), ("ArgMax", [0, 0]), ("ArgKMin", [0, 0, 1, 1, 2, 2])):
         g = Genred("X * Y", ["X = Vi(2)", "Y = Vj(2)"], reduction_op=red, axis=1,
                    opt_arg=3 if red == "ArgKMin" else None)
-        out = g(x, y, backend="numpy")
+        out = g(x, y, backend=backend)
         np.testing.assert_array_equal(out, np.tile(expect, (3, 1)), err_msg=red)
 
 
 # ---------------------------------------------------------------------------------------------
 # NaN and infinity inside formulas (the data themselves may not hold NaN)
 # ---------------------------------------------------------------------------------------------
-def test_nan_values_are_ignored_by_min_max_and_kmin():
+def test_nan_values_are_ignored_by_min_max_and_kmin(backend):
     # Sqrt(X - Y) is NaN where X < Y
     x = np.array([[0.0], [1.5], [10.0]])
     y = np.array([[1.0], [2.0], [3.0], [0.5]])
@@ -297,51 +320,51 @@ def test_nan_values_are_ignored_by_min_max_and_kmin():
     F[x - y.T < 0] = np.nan
     aliases = ["X = Vi(1)", "Y = Vj(1)"]
 
-    val, idx = Genred("Sqrt(X - Y)", aliases, "Min_ArgMin", axis=1)(x, y, backend="numpy")
+    val, idx = Genred("Sqrt(X - Y)", aliases, "Min_ArgMin", axis=1)(x, y, backend=backend)
     assert val[0, 0] == np.inf and idx[0, 0] == -1                 # only NaN: no candidate
     assert val[1, 0] == np.nanmin(F[1]) and idx[1, 0] == 0
     assert val[2, 0] == np.nanmin(F[2]) and idx[2, 0] == 2
-    val, idx = Genred("Sqrt(X - Y)", aliases, "Max_ArgMax", axis=1)(x, y, backend="numpy")
+    val, idx = Genred("Sqrt(X - Y)", aliases, "Max_ArgMax", axis=1)(x, y, backend=backend)
     assert val[0, 0] == -np.inf and idx[0, 0] == -1
     assert val[1, 0] == np.nanmax(F[1]) and idx[1, 0] == 3
     assert val[2, 0] == np.nanmax(F[2]) and idx[2, 0] == 3
-    val, idx = Genred("Sqrt(X - Y)", aliases, "KMin_ArgKMin", axis=1, opt_arg=3)(x, y, backend="numpy")
+    val, idx = Genred("Sqrt(X - Y)", aliases, "KMin_ArgKMin", axis=1, opt_arg=3)(x, y, backend=backend)
     np.testing.assert_array_equal(idx, [[-1, -1, -1], [0, 3, -1], [2, 1, 0]])
     np.testing.assert_array_equal(val[0], [np.inf] * 3)
     np.testing.assert_allclose(val[1], [np.sqrt(0.5), 1.0, np.inf])
     np.testing.assert_allclose(val[2], [np.sqrt(7), np.sqrt(8), 3.0])
     # NaN propagates through sums
-    out = Genred("Sqrt(X - Y)", aliases, "Sum", axis=1)(x, y, backend="numpy")
+    out = Genred("Sqrt(X - Y)", aliases, "Sum", axis=1)(x, y, backend=backend)
     assert np.isnan(out[:2, 0]).all() and np.isfinite(out[2, 0])
-    out = Genred("Sqrt(X - Y)", aliases, "LogSumExp", axis=1)(x, y, backend="numpy")
+    out = Genred("Sqrt(X - Y)", aliases, "LogSumExp", axis=1)(x, y, backend=backend)
     assert np.isnan(out[:2, 0]).all() and np.isfinite(out[2, 0])
 
 
-def test_infinite_values_are_valid_candidates():
+def test_infinite_values_are_valid_candidates(backend):
     """-inf is a genuine minimum (its index is reported); +inf never beats the empty minimum."""
     x = np.array([[1.0], [2.0]])
     y = np.array([[3.0], [1.0], [0.0]])
     aliases = ["X = Vi(1)", "Y = Vj(1)"]
     # Log(|X - Y|) is -inf where X == Y
-    val, idx = Genred("Log(Abs(X - Y))", aliases, "Min_ArgMin", axis=1)(x, y, backend="numpy")
+    val, idx = Genred("Log(Abs(X - Y))", aliases, "Min_ArgMin", axis=1)(x, y, backend=backend)
     assert val[0, 0] == -np.inf and idx[0, 0] == 1
     assert idx[1, 0] == 0 and val[1, 0] == 0.0                      # |2 - 3| = |2 - 1|: first one
-    vals, idx = Genred("Log(Abs(X - Y))", aliases, "KMin_ArgKMin", axis=1, opt_arg=2)(x, y, backend="numpy")
+    vals, idx = Genred("Log(Abs(X - Y))", aliases, "KMin_ArgKMin", axis=1, opt_arg=2)(x, y, backend=backend)
     assert idx[0, 0] == 1 and vals[0, 0] == -np.inf
     # 1 / (X - Y) is +inf where X == Y: the largest value for Max
-    val, idx = Genred("Inv(X - Y)", aliases, "Max_ArgMax", axis=1)(x, y, backend="numpy")
+    val, idx = Genred("Inv(X - Y)", aliases, "Max_ArgMax", axis=1)(x, y, backend=backend)
     assert val[0, 0] == np.inf and idx[0, 0] == 1
     # all +inf: Min has no candidate
-    val, idx = Genred("Inv(X - X)", aliases, "Min_ArgMin", axis=1)(x, y, backend="numpy")
+    val, idx = Genred("Inv(X - X)", aliases, "Min_ArgMin", axis=1)(x, y, backend=backend)
     assert (val == np.inf).all() and (idx == -1).all()
     # log-sum-exp with -inf terms
-    out = Genred("Log(Abs(X - Y))", aliases, "LogSumExp", axis=1)(x, y, backend="numpy")
+    out = Genred("Log(Abs(X - Y))", aliases, "LogSumExp", axis=1)(x, y, backend=backend)
     np.testing.assert_allclose(out.ravel(), [np.log(2 + 0 + 1), np.log(1 + 1 + 2)], rtol=1e-14)
-    out = Genred("-Inv(X - X)", aliases, "LogSumExp", axis=1)(x, y, backend="numpy")
+    out = Genred("-Inv(X - X)", aliases, "LogSumExp", axis=1)(x, y, backend=backend)
     assert (out == -np.inf).all()
 
 
-def test_logsumexp_with_plus_infinity_is_infinite_and_quiet():
+def test_logsumexp_with_plus_infinity_is_infinite_and_quiet(backend):
     import warnings
 
     x = np.array([[1.0], [2.0]])
@@ -349,19 +372,112 @@ def test_logsumexp_with_plus_infinity_is_infinite_and_quiet():
     g = Genred("Inv(X - Y) - Y", ["X = Vi(1)", "Y = Vj(1)"], "LogSumExp", axis=1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        out = g(x, y, backend="numpy")
+        out = g(x, y, backend=backend)
     assert out[0, 0] == np.inf
     np.testing.assert_allclose(out[1, 0], logsumexp([0.0, 1.0 / 1002 + 1000, -1 - 3.0]), rtol=1e-14)
 
 
-def test_logsumexp_is_stable_for_large_values():
+def test_weighted_log_sum_exp_and_softmax_with_infinite_terms(backend):
+    """exp(inf - inf) = 1, exp(-inf - -inf) = 0: +inf terms dominate, -inf terms drop out.
+
+    3000 columns, so the infinite terms sit in the first, a middle and the last tile: the running
+    maximum jumps to +inf after finite terms, and finite terms follow +inf ones.
+    """
+    import warnings
+
+    rng = np.random.default_rng(5)
+    m = 3000
+    x = np.array([[1.0], [2.0], [5.0], [7.0]])
+    y = rng.uniform(10.0, 20.0, size=(m, 1))
+    y[[0, 1700]] = 1.0              # row 0: +inf (Inv) / -inf (Log) in the first and a middle tile
+    y[m - 1] = 5.0                  # row 2: only in the last column
+    w = rng.uniform(0.5, 2.0, size=(m, 3))
+    aliases = ["X = Vi(1)", "Y = Vj(1)", "W = Vj(3)"]
+    with np.errstate(divide="ignore"):
+        f_inv = 1.0 / (x - y.T) - np.abs(y.T)
+        f_log = np.log(np.abs(x - y.T))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ssmw = Genred("Inv(X - Y) - Abs(Y)", aliases, "SumSoftMaxWeight", axis=1, formula2="W")(
+            x, y, w, backend=backend)
+        lsew = Genred("Inv(X - Y) - Abs(Y)", aliases, "LogSumExpWeight", axis=1, formula2="W")(
+            x, y, w, backend=backend)
+    # +inf terms: the mean weight of the infinite terms, and +inf
+    np.testing.assert_allclose(ssmw[0], w[[0, 1700]].mean(0), rtol=1e-14)
+    np.testing.assert_allclose(ssmw[2], w[m - 1], rtol=1e-14)
+    assert np.isposinf(lsew[[0, 2]]).all()
+    for r in (1, 3):                # no infinite term
+        sm = np.exp(f_inv[r] - f_inv[r].max())
+        np.testing.assert_allclose(ssmw[r], sm @ w / sm.sum(), rtol=1e-12)
+        np.testing.assert_allclose(lsew[r], logsumexp(f_inv[r][:, None], b=w, axis=0), rtol=1e-12)
+
+    # -inf terms drop out
+    ssmw = Genred("Log(Abs(X - Y))", aliases, "SumSoftMaxWeight", axis=1, formula2="W")(x, y, w, backend=backend)
+    lsew = Genred("Log(Abs(X - Y))", aliases, "LogSumExpWeight", axis=1, formula2="W")(x, y, w, backend=backend)
+    for r in range(4):
+        keep = np.isfinite(f_log[r])
+        sm = np.exp(f_log[r][keep] - f_log[r][keep].max())
+        np.testing.assert_allclose(ssmw[r], sm @ w[keep] / sm.sum(), rtol=1e-12)
+        np.testing.assert_allclose(lsew[r], logsumexp(f_log[r][keep][:, None], b=w[keep], axis=0), rtol=1e-12)
+    # every term -inf: log 0 = -inf, and the softmax is 0 / 0
+    ssmw = Genred("Log(Abs(X - X))", aliases, "SumSoftMaxWeight", axis=1, formula2="W")(x, y, w, backend=backend)
+    lsew = Genred("Log(Abs(X - X))", aliases, "LogSumExpWeight", axis=1, formula2="W")(x, y, w, backend=backend)
+    assert np.isnan(ssmw).all() and np.isneginf(lsew).all()
+
+
+def test_logsumexp_with_infinite_terms_across_tiles(backend):
+    """LogSumExp of a vector formula: +inf in a late tile after finite terms, -inf terms ignored."""
+    m = 3000
+    x = np.array([[1.0], [2.0]])
+    y = np.linspace(10.0, 20.0, m)[:, None]
+    y[2500] = 1.0
+    g = Genred("Concat(Inv(X - Y), Log(Abs(X - Y)))", ["X = Vi(1)", "Y = Vj(1)"], "LogSumExp", axis=1)
+    out = g(x, y, backend=backend)
+    with np.errstate(divide="ignore"):
+        f = np.log(np.abs(x - y.T))
+    assert out[0, 0] == np.inf
+    np.testing.assert_allclose(out[0, 1], logsumexp(f[0][np.isfinite(f[0])]), rtol=1e-13)
+    np.testing.assert_allclose(out[1], [logsumexp(1.0 / (2.0 - y[:, 0])), logsumexp(f[1])], rtol=1e-13)
+
+
+def test_argmin_argmax_over_components_with_nan(backend):
+    """ArgMin / ArgMax of a vector inside a formula: a NaN component wins, the first one if several."""
+    rng = np.random.default_rng(6)
+    x = rng.uniform(-1, 1, size=(50, 1))
+    y = rng.uniform(-1, 1, size=(37, 1))
+    y[5] = x[3]                     # a pair without NaN: Sqrt(0) on both sides
+    aliases = ["X = Vi(1)", "Y = Vj(1)"]
+    vec = "Concat(Concat(Y, Sqrt(X - Y)), Concat(X, Sqrt(Y - X)))"   # NaN in component 1 or 3
+
+    with np.errstate(invalid="ignore"):
+        d = x - y.T
+        comps = np.stack([np.broadcast_to(y.T, d.shape), np.sqrt(d), np.broadcast_to(x, d.shape), np.sqrt(-d)], -1)
+    # NumPy's argmin / argmax also return the first NaN
+    amin, amax = comps.argmin(-1).astype(float), comps.argmax(-1).astype(float)
+    assert set(np.unique(amin)) >= {1.0, 3.0}
+    for formula, ref in ((f"ArgMin({vec})", amin), (f"ArgMax({vec})", amax)):
+        out = Genred(formula, aliases, "Sum", axis=1)(x, y, backend=backend)
+        np.testing.assert_array_equal(out[:, 0], ref.sum(1), err_msg=formula)
+        # one column: the per-pair values themselves (through the generic, non-Sum path too)
+        for red in ("Sum", "Max", "Min_ArgMin"):
+            out = Genred(formula, aliases, red, axis=1)(x, y[5:6], backend=backend)
+            out = out[0] if isinstance(out, tuple) else out
+            np.testing.assert_array_equal(out[:, 0], ref[:, 5], err_msg=f"{formula} {red}")
+        # and as the value a selecting reduction compares, over a vector of them
+        val, idx = Genred(f"Concat({formula}, -{formula})", aliases, "Max_ArgMax", axis=1)(x, y, backend=backend)
+        np.testing.assert_array_equal(val[:, 0], ref.max(1), err_msg=formula)
+        np.testing.assert_array_equal(idx[:, 0], ref.argmax(1), err_msg=formula)
+        np.testing.assert_array_equal(idx[:, 1], (-ref).argmax(1), err_msg=formula)
+
+
+def test_logsumexp_is_stable_for_large_values(backend):
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(5, 3)), rng.normal(size=(5000, 3))
     for scale in (1e3, -1e3, 1e5):
         F = scale * np.sum((x[:, None] - y[None]) ** 2, -1)
         for dtype in (np.float32, np.float64):
             out = Genred(f"SqDist(X, Y) * P", ["X = Vi(3)", "Y = Vj(3)", "P = Pm(1)"], "LogSumExp", axis=1)(
-                x.astype(dtype), y.astype(dtype), np.array([scale], dtype), backend="numpy")
+                x.astype(dtype), y.astype(dtype), np.array([scale], dtype), backend=backend)
             assert np.all(np.isfinite(out))
             np.testing.assert_allclose(out[:, 0], logsumexp(F, axis=1), rtol=10 * TOL[dtype])
 
