@@ -33,7 +33,7 @@ def _cupy():
 
 def kind_of(a: Any) -> str:
     """'numpy', 'torch', 'cupy' or 'scalar' (a Python or NumPy number); TypeError otherwise."""
-    if isinstance(a, np.ndarray):
+    if type(a) is np.ndarray or isinstance(a, np.ndarray):
         return "numpy"
     if isinstance(a, (int, float, np.integer, np.floating)) and not isinstance(a, bool):
         return "scalar"

@@ -109,7 +109,7 @@ def reduce(red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int
     if red.K is not None and red.K > ny:
         raise ShapeError(f"{red.name} with K={red.K} needs at least K candidates, got {ny}")
     try:
-        batch = np.broadcast_shapes(*batch_shapes)
+        batch = np.broadcast_shapes(*batch_shapes) if any(batch_shapes) else ()
     except ValueError:
         detail = ", ".join(f"{s.name!r} has {b}" for s, b in zip(slots, batch_shapes))
         raise ShapeError(f"batch dimensions do not broadcast: {detail}") from None
@@ -135,12 +135,9 @@ def _run_batches(engine, red: Reduction, slots: Sequence[Slot], shaped: list, dt
     with np.errstate(over="ignore"):  # a number too large for the dtype becomes inf, refused below
         data = [convert(a, dtype) for a in shaped]
     xp = np if isinstance(data[0], np.ndarray) else __import__("cupy")
-    flags = [(~xp.isfinite(a) if s.cat == CAT_PARAM else xp.isnan(a)).any() for s, a in zip(slots, data)]
-    if bool(xp.stack(flags).any()):
-        for s, flag in zip(slots, flags):
-            if bool(flag):
-                what = f"non-finite values in {dtype}" if s.cat == CAT_PARAM else "NaN values"
-                raise InputValueError(f"{s.describe()} contains {what}")
+    _refuse_nan(slots, data, dtype, xp)
+    if not batch:
+        return list(engine.run(red, [xp.ascontiguousarray(a) for a in data], nx, ny))
     outputs = []
     for index in np.ndindex(*batch):
         views = []
@@ -150,10 +147,21 @@ def _run_batches(engine, red: Reduction, slots: Sequence[Slot], shaped: list, dt
             sub = tuple(0 if a.shape[k] == 1 else i for k, i in enumerate(sub))
             views.append(xp.ascontiguousarray(a[sub]))
         outputs.append(engine.run(red, views, nx, ny))
-    if not batch:
-        return list(outputs[0])
     return [xp.stack([o[k] for o in outputs]).reshape(batch + outputs[0][k].shape)
             for k in range(len(outputs[0]))]
+
+
+def _refuse_nan(slots: Sequence[Slot], data: list, dtype: np.dtype, xp) -> None:
+    """InputValueError for NaN in data or a non-finite parameter (one host sync on the GPU)."""
+    # fast path: a finite sum proves there is no NaN (and no infinity); else look closer
+    if xp is np and all(np.isfinite(np.add.reduce(a, axis=None)) for a in data):
+        return
+    flags = [(~xp.isfinite(a) if s.cat == CAT_PARAM else xp.isnan(a)).any() for s, a in zip(slots, data)]
+    if bool(xp.stack(flags).any()):
+        for s, flag in zip(slots, flags):
+            if bool(flag):
+                what = f"non-finite values in {dtype}" if s.cat == CAT_PARAM else "NaN values"
+                raise InputValueError(f"{s.describe()} contains {what}")
 
 
 @contextmanager

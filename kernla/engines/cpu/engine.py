@@ -15,6 +15,7 @@ array([0, 0, 1, 1])
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import warnings
 from typing import Optional, Sequence
@@ -35,8 +36,9 @@ _warned = False
 _c_int64_p = ctypes.POINTER(ctypes.c_int64)
 
 
+@functools.lru_cache(maxsize=1)
 def threads() -> int:
-    """Worker threads: ``OMP_NUM_THREADS`` if set, else the CPUs this process may use."""
+    """Worker threads: ``OMP_NUM_THREADS`` if set (read once), else the CPUs this process may use."""
     env = os.environ.get("OMP_NUM_THREADS", "")
     if env.isdigit() and int(env) > 0:
         return int(env)
@@ -47,7 +49,7 @@ def threads() -> int:
 
 
 def kernel(red: Reduction, dtype: np.dtype):
-    """``(kl_reduce, run-time width, j-variable positions)`` for ``red`` on ``dtype``, compiled once."""
+    """``(kl_reduce, run-time width, j-variable positions, output dims)`` for ``red`` on ``dtype``, compiled once."""
     key = (red, dtype.str)
     entry = _kernels.get(key)
     if entry is None:
@@ -58,7 +60,7 @@ def kernel(red: Reduction, dtype: np.dtype):
                        ctypes.c_int64, ctypes.c_int]
         product = red.kernel_product()
         j_positions = frozenset(v.params[0] for f in red.formulas for v in f.variables() if v.params[2] == CAT_J)
-        entry = _kernels[key] = (fn, product[1].dim if product else 1, j_positions)
+        entry = _kernels[key] = (fn, product[1].dim if product else 1, j_positions, red.output_dims())
     return entry
 
 
@@ -68,7 +70,7 @@ def run(red: Reduction, arrays: Sequence[np.ndarray], nx: int, ny: int,
     global _warned
     dtype = np.result_type(*arrays) if len(arrays) else np.dtype(np.float64)
     try:
-        fn, width, j_positions = kernel(red, dtype)
+        fn, width, j_positions, dims = kernel(red, dtype)
     except CompilerUnavailableError as err:
         if not _warned:
             warnings.warn(f"{err}; using the NumPy engine instead", RuntimeWarning, stacklevel=3)
@@ -81,7 +83,6 @@ def run(red: Reduction, arrays: Sequence[np.ndarray], nx: int, ny: int,
         a = np.ascontiguousarray(a.T if pos in j_positions and a.shape[1] > 1 else a)
         keep.append(a)
         ptrs[pos] = a.ctypes.data
-    dims = red.output_dims()
     if out is None:
         out = [np.empty((nx, w), dtype if kind == "float" else np.int64) for w, kind in dims]
     out_f = next((o for o, (w, k) in zip(out, dims) if k == "float"), None)
