@@ -12,7 +12,9 @@ engine agree. Conventions shared by every engine:
 - ``KMin`` outputs are laid out ``(K, D)`` per row (k-major), sorted by increasing value;
 - ``LogSumExp`` keeps a running maximum (stable for any magnitude); for a vector formula it works
   component-wise; ``LogSumExpWeight`` / ``SumSoftMaxWeight`` need a scalar formula and weights
-  ``G`` of any dimension: ``log Σ_j exp(F_ij) G_ij`` and ``Σ_j exp(F_ij) G_ij / Σ_j exp(F_ij)``.
+  ``G`` of any dimension: ``log Σ_j exp(F_ij) G_ij`` and ``Σ_j exp(F_ij) G_ij / Σ_j exp(F_ij)``;
+  an infinite term dominates (``LogSumExp`` is ``+inf``, ``SumSoftMaxWeight`` the mean weight of
+  the infinite terms); a NaN value makes the row NaN.
 
 >>> import numpy as np
 >>> from kernla.formula import Vi, Vj, call
