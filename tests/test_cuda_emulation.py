@@ -1,14 +1,17 @@
 """The CUDA kernels run on the CPU: index arithmetic, tiles, splits and merges checked without a GPU.
 
-The generated CUDA text is compiled as host C++ (g++ -fopenmp, AddressSanitizer) under a small
-emulation header: a block is an OpenMP team of KL_BLOCK threads, ``__shared__`` arrays are static
-(shared by the team), ``__syncthreads()`` is an OpenMP barrier, ``threadIdx.x`` the thread number.
-The launches come from :func:`kernla.engines.cuda.source.launches`, as in the engine, with forced
-j splits as well, and the results are compared with the NumPy engine on odd sizes (N=1, M=1,
-partial tiles and blocks, N << M). A barrier in thread-dependent control flow would deadlock
-(the run has a timeout), an out-of-bounds read or write stops ASan, and a missing barrier shows
-up as wrong results. Float arithmetic is the host's (exp2f, logf, ... from libm) — the GPU's
-numerics are checked by benchmarks/gpu_check.py on a GPU.
+The generated CUDA text is compiled as host C++ (g++ -O0, AddressSanitizer) under a small emulation
+header: a block is KL_BLOCK fibers (ucontext) run one at a time in one OS thread, each until its
+next ``__syncthreads()`` or its end; ``__shared__`` arrays are static (shared by the block's
+fibers), ``threadIdx.x`` is the running fiber. The launches come from
+:func:`kernla.engines.cuda.source.launches`, as in the engine, with forced j splits as well, and the
+results are compared with the NumPy engine on odd sizes (N=1, M=1, partial tiles and blocks,
+N << M). A barrier that some threads of a block skip stops the run with a message, an
+out-of-bounds read or write stops ASan, and a missing barrier shows up as wrong results, every
+time (a fiber runs on into the next tile before the others have staged or used the current one).
+All launches of a test go to a few emulator processes (one per CPU). Float arithmetic is the
+host's (exp2f, logf, ... from libm) — the GPU's numerics are checked by benchmarks/gpu_check.py on
+a GPU.
 """
 
 from __future__ import annotations
@@ -35,61 +38,142 @@ EMU_HEADER = r"""
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <omp.h>
+#include <sys/mman.h>
+#include <ucontext.h>
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#define KL_SWITCH_START(save, bottom, size) __sanitizer_start_switch_fiber(save, bottom, size)
+#define KL_SWITCH_FINISH(save, bottom, size) __sanitizer_finish_switch_fiber(save, bottom, size)
+#else
+#define KL_SWITCH_START(save, bottom, size) ((void)0)
+#define KL_SWITCH_FINISH(save, bottom, size) ((void)0)
+#endif
 struct kl_dim3 { unsigned x, y, z; };
 static kl_dim3 kl_emu_block, kl_emu_grid;
+static int kl_emu_tid;  /* the running thread (fiber) */
 #define blockIdx kl_emu_block
 #define gridDim kl_emu_grid
-#define threadIdx (kl_dim3{(unsigned)omp_get_thread_num(), 0u, 0u})
+#define threadIdx (kl_dim3{(unsigned)kl_emu_tid, 0u, 0u})
 #define __global__
 #define __device__
 #define __forceinline__ inline
 #define __launch_bounds__(n)
 #define __shared__ static
 #define __align__(n) __attribute__((aligned(n)))
-#define __syncthreads() _Pragma("omp barrier")
+#define __syncthreads() kl_emu_barrier()
 static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 static inline double rsqrt(double x) { return 1.0 / sqrt(x); }
 static inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
 static inline double __longlong_as_double(long long i) { double d; memcpy(&d, &i, 8); return d; }
+
+/* A block is KL_EMU_MAX fibers at most, run one at a time, each until its next barrier or its end
+   (deterministic: a missing barrier reads tiles not yet staged, or already overwritten). */
+#define KL_EMU_MAX 1024
+#define KL_EMU_STACK (64 * 1024)  /* the bottom page of each is a guard page: an overflow faults */
+enum { KL_RUN, KL_WAIT, KL_DONE };
+static ucontext_t kl_emu_sched, kl_emu_fiber[KL_EMU_MAX];
+static int kl_emu_state[KL_EMU_MAX];
+static void* kl_emu_fake[KL_EMU_MAX];
+static char* kl_emu_stacks;
+static const void* kl_emu_main_bottom;
+static size_t kl_emu_main_size;
+static void (*kl_emu_body)(void*);
+static void* kl_emu_ctx;
+
+static void kl_emu_barrier() {
+    const int t = kl_emu_tid;
+    kl_emu_state[t] = KL_WAIT;
+    KL_SWITCH_START(&kl_emu_fake[t], kl_emu_main_bottom, kl_emu_main_size);
+    swapcontext(&kl_emu_fiber[t], &kl_emu_sched);
+    KL_SWITCH_FINISH(kl_emu_fake[t], &kl_emu_main_bottom, &kl_emu_main_size);
+}
+static void kl_emu_entry() {
+    KL_SWITCH_FINISH(nullptr, &kl_emu_main_bottom, &kl_emu_main_size);
+    kl_emu_body(kl_emu_ctx);
+    kl_emu_state[kl_emu_tid] = KL_DONE;
+    KL_SWITCH_START(nullptr, kl_emu_main_bottom, kl_emu_main_size);  /* this fiber ends */
+    setcontext(&kl_emu_sched);
+}
 static void emu_grid(unsigned gx, unsigned gy, unsigned gz, int threads, void (*body)(void*), void* ctx) {
+    if (threads > KL_EMU_MAX) { fprintf(stderr, "block of %d threads\n", threads); abort(); }
+    if (!kl_emu_stacks) {
+        kl_emu_stacks = (char*)mmap(nullptr, (size_t)KL_EMU_MAX * KL_EMU_STACK, PROT_READ | PROT_WRITE,
+                                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (kl_emu_stacks == (char*)MAP_FAILED) { perror("mmap"); abort(); }
+        for (int t = 0; t < KL_EMU_MAX; t++) mprotect(kl_emu_stacks + (size_t)t * KL_EMU_STACK, 4096, PROT_NONE);
+    }
     kl_emu_grid = kl_dim3{gx, gy, gz};
+    kl_emu_body = body;
+    kl_emu_ctx = ctx;
     for (unsigned z = 0; z < gz; z++)
         for (unsigned y = 0; y < gy; y++)
             for (unsigned x = 0; x < gx; x++) {
                 kl_emu_block = kl_dim3{x, y, z};
-#pragma omp parallel num_threads(threads)
-                {
-                    if (omp_get_num_threads() != threads) { fprintf(stderr, "team too small\n"); abort(); }
-                    body(ctx);
+                for (int t = 0; t < threads; t++) {
+                    getcontext(&kl_emu_fiber[t]);
+                    kl_emu_fiber[t].uc_stack.ss_sp = kl_emu_stacks + (size_t)t * KL_EMU_STACK;
+                    kl_emu_fiber[t].uc_stack.ss_size = KL_EMU_STACK;
+                    kl_emu_fiber[t].uc_link = nullptr;
+                    makecontext(&kl_emu_fiber[t], kl_emu_entry, 0);
+                    kl_emu_state[t] = KL_RUN;
+                }
+                for (;;) {
+                    int waiting = 0, done = 0;
+                    for (int t = 0; t < threads; t++) {
+                        if (kl_emu_state[t] == KL_RUN) {
+                            void* fake = nullptr;
+                            kl_emu_tid = t;
+                            KL_SWITCH_START(&fake, kl_emu_stacks + (size_t)t * KL_EMU_STACK, KL_EMU_STACK);
+                            swapcontext(&kl_emu_sched, &kl_emu_fiber[t]);
+                            KL_SWITCH_FINISH(fake, nullptr, nullptr);
+                        }
+                        waiting += kl_emu_state[t] == KL_WAIT;
+                        done += kl_emu_state[t] == KL_DONE;
+                    }
+                    if (done == threads) break;
+                    if (done) {  /* on a GPU: a hang or undefined behaviour */
+                        fprintf(stderr, "__syncthreads() reached by %d of %d threads of block (%u,%u,%u)\n",
+                                waiting, threads, x, y, z);
+                        abort();
+                    }
+                    for (int t = 0; t < threads; t++) kl_emu_state[t] = KL_RUN;  /* all arrived */
                 }
             }
 }
 """
 
 EMU_MAIN = r"""
-static void* kl_bufs[64];
+#define KL_EMU_BUFS 64
+static void* kl_bufs[KL_EMU_BUFS];
+static int kl_emu_id(FILE* f) {
+    int id = -1;
+    if (fscanf(f, "%d", &id) != 1 || id < 0 || id >= KL_EMU_BUFS) { fprintf(stderr, "bad buffer id\n"); exit(2); }
+    return id;
+}
 int main(int argc, char** argv) {
-    omp_set_dynamic(0);
     FILE* f = fopen(argv[1], "r");
     char cmd[32], name[128], path[4096];
     while (fscanf(f, "%31s", cmd) == 1) {
-        if (!strcmp(cmd, "buf")) {
-            int id; long long bytes;
-            fscanf(f, "%d %lld %4095s", &id, &bytes, path);
+        if (!strcmp(cmd, "run")) {  /* a new run: its label goes to stderr, the last run's buffers go */
+            if (fscanf(f, " %4095[^\n]", path) != 1) return 2;
+            fprintf(stderr, "run %s\n", path);
+            for (int k = 0; k < KL_EMU_BUFS; k++) { free(kl_bufs[k]); kl_bufs[k] = nullptr; }
+        } else if (!strcmp(cmd, "buf")) {
+            int id = kl_emu_id(f); long long bytes;
+            fscanf(f, "%lld %4095s", &bytes, path);
+            free(kl_bufs[id]);
             kl_bufs[id] = malloc(bytes > 0 ? bytes : 1);
             if (strcmp(path, "-")) { FILE* g = fopen(path, "rb"); fread(kl_bufs[id], 1, bytes, g); fclose(g); }
             else memset(kl_bufs[id], 0xFF, bytes > 0 ? bytes : 1);  /* garbage: every output must be written */
         } else if (!strcmp(cmd, "dump")) {
-            int id; long long bytes;
-            fscanf(f, "%d %lld %4095s", &id, &bytes, path);
+            int id = kl_emu_id(f); long long bytes;
+            fscanf(f, "%lld %4095s", &bytes, path);
             FILE* g = fopen(path, "wb"); fwrite(kl_bufs[id], 1, bytes, g); fclose(g);
         } else {
-            unsigned gx, gy, gz; long long s[4]; int nargs, ids[64];
+            unsigned gx, gy, gz; long long s[4]; int nargs;
             fscanf(f, "%127s %u %u %u %lld %lld %lld %lld %d", name, &gx, &gy, &gz, &s[0], &s[1], &s[2], &s[3], &nargs);
-            for (int k = 0; k < nargs; k++) fscanf(f, "%d", &ids[k]);
-            void* args[64];
-            for (int k = 0; k < nargs; k++) args[k] = kl_bufs[ids[k]];
+            void* args[KL_EMU_BUFS];
+            for (int k = 0; k < nargs && k < KL_EMU_BUFS; k++) args[k] = kl_bufs[kl_emu_id(f)];
             if (!emu_dispatch(name, gx, gy, gz, s, args)) { fprintf(stderr, "no kernel %s\n", name); return 2; }
         }
     }
@@ -190,19 +274,20 @@ CASES = _cases()
 
 @pytest.fixture(scope="module")
 def programs(tmp_path_factory):
-    """One emulator executable per dtype (compiled in parallel)."""
+    """One emulator executable per dtype, compiled in parallel, at -O0: unoptimised ASan code
+    checks every access, and compiles four times faster than -O1 for a small cost at run time."""
     if CXX is None:
         pytest.skip("g++ is not installed")
     root = tmp_path_factory.mktemp("cuda_emu")
     procs, plans = {}, {}
-    flags = ["-std=c++17", "-O1", "-fopenmp", "-fno-strict-aliasing", "-w"]
+    flags = ["-std=c++17", "-O0", "-fno-strict-aliasing", "-w"]
     probe = root / "probe.cpp"
-    probe.write_text("#include <omp.h>\nint main() { return omp_get_max_threads() > 0 ? 0 : 1; }\n")
+    probe.write_text("#include <ucontext.h>\nint main() { ucontext_t c; return getcontext(&c); }\n")
     asan = ["-fsanitize=address", "-fno-omit-frame-pointer"]
     if subprocess.run([CXX, *flags, *asan, str(probe), "-o", str(root / "probe")], capture_output=True).returncode == 0:
         flags += asan  # out-of-bounds reads and writes stop the run
     elif subprocess.run([CXX, *flags, str(probe), "-o", str(root / "probe")], capture_output=True).returncode != 0:
-        pytest.skip("g++ cannot build OpenMP programs here")
+        pytest.skip("g++ cannot build ucontext programs here")
     for dtype, cases in CASES.items():
         text, plans[dtype] = _program(cases, dtype)
         src = root / f"emu_{dtype}.cpp"
@@ -233,55 +318,85 @@ def _inputs(red: Reduction, nx: int, ny: int, dtype: str, rng, width: int = 0) -
     return [a.astype(dtype) for a in out]
 
 
+class Batch:
+    """Emulated launches collected, then run in one emulator process (one per dtype).
+
+    ``add`` writes a run's inputs and launch script and returns its index; ``run`` executes the
+    whole script and returns, per run, the output arrays. A failing run is named in the message
+    (the emulator prints each run's label before it starts).
+    """
+
+    def __init__(self, programs, dtype: str):
+        self.root, self.exes, self.plans = programs
+        self.dtype = dtype
+        self.dir = self.root / f"batch{next(_RUNS)}_{dtype}"
+        self.dir.mkdir()
+        self.scripts: list[str] = []  # one per run
+        self.outs: list[list[tuple[Path, int, int, str]]] = []
+
+    def add(self, label: str, arrays: list[np.ndarray], nx: int, ny: int, splits=None, resident: int = 8) -> int:
+        dtype = self.dtype
+        plan = self.plans[dtype][label]
+        width = int(arrays[plan.b_pos].shape[1]) if plan.product else 0
+        run = len(self.outs)
+        lines, ids = [f"run {run} {dtype} {label} N={nx} M={ny} splits={splits} width={width}"], {}
+        for pos in plan.positions:
+            path = self.dir / f"r{run}_a{pos}.bin"
+            np.ascontiguousarray(arrays[pos]).tofile(path)
+            ids[pos] = len(ids)
+            lines.append(f"buf {ids[pos]} {arrays[pos].nbytes} {path}")
+        dims = [(width, "float")] if plan.product else list(plan.outputs)
+        out_ids, out_bytes = [], []
+        for k, (w, kind) in enumerate(dims):
+            nbytes = nx * w * (np.dtype(dtype).itemsize if kind == "float" else 8)
+            out_ids.append(len(ids) + k)
+            out_bytes.append(nbytes)
+            lines.append(f"buf {out_ids[-1]} {nbytes} -")
+        next_id = len(ids) + len(dims)
+        launches = cs.launches(plan, nx, ny, width, lambda info: resident, splits)
+        for ln in launches:
+            sid = next_id
+            next_id += 1
+            lines.append(f"buf {sid} {max(1, ln.scratch_words) * 8} -")
+            args = [ids[p] for p in plan.positions] + out_ids + [sid]
+            lines.append(f"main {ln.kernel} {' '.join(map(str, ln.grid))} {nx} {ny} {ln.width} {ln.jper} "
+                         f"{len(args)} {' '.join(map(str, args))}")
+            if ln.scratch_words:
+                args = out_ids + [sid]
+                lines.append(f"merge {ln.merge} {' '.join(map(str, ln.merge_grid))} {nx} {ln.splits} {ln.width} 0 "
+                             f"{len(args)} {' '.join(map(str, args))}")
+        assert next_id <= 64, "the emulator holds 64 buffers a run"
+        outs = []
+        for k, (w, kind) in enumerate(dims):
+            path = self.dir / f"r{run}_out{k}.bin"
+            lines.append(f"dump {out_ids[k]} {out_bytes[k]} {path}")
+            outs.append((path, nx, w, kind))
+        self.scripts.append("\n".join(lines) + "\n")
+        self.outs.append(outs)
+        return run
+
+    def run(self) -> list[list[np.ndarray]]:
+        """Run every launch; the runs are dealt round-robin to one emulator process per CPU."""
+        env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0")
+        procs = []
+        for p in range(min(len(self.scripts), os.cpu_count() or 1)):
+            script = self.dir / f"script{p}.txt"
+            script.write_text("".join(self.scripts[p::os.cpu_count() or 1]))
+            procs.append(subprocess.Popen([str(self.exes[self.dtype]), str(script)], stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.PIPE, text=True, env=env))
+        for proc in procs:
+            _, log = proc.communicate(timeout=300)
+            assert proc.returncode == 0, f"emulator failed ({proc.returncode}):\n{log[-6000:]}"
+        return [[np.fromfile(path, dtype=self.dtype if kind == "float" else np.int64).reshape(nx, w)
+                 for path, nx, w, kind in outs] for outs in self.outs]
+
+
 def _emulate(programs, dtype: str, label: str, arrays: list[np.ndarray], nx: int, ny: int,
              splits=None, resident: int = 8) -> list[np.ndarray]:
-    root, exes, plans = programs
-    plan = plans[dtype][label]
-    prefix = plan.kernels[0].name.split("_")[0]
-    width = int(arrays[plan.b_pos].shape[1]) if plan.product else 0
-    run_dir = root / f"run{next(_RUNS)}_{dtype}_{label}_{nx}_{ny}_{splits}_{width}"
-    run_dir.mkdir()
-    lines, ids = [], {}
-    for pos in plan.positions:
-        path = run_dir / f"a{pos}.bin"
-        np.ascontiguousarray(arrays[pos]).tofile(path)
-        ids[pos] = len(ids)
-        lines.append(f"buf {ids[pos]} {arrays[pos].nbytes} {path}")
-    dims = [(width, "float")] if plan.product else list(plan.outputs)
-    out_ids, out_bytes = [], []
-    for k, (w, kind) in enumerate(dims):
-        nbytes = nx * w * (np.dtype(dtype).itemsize if kind == "float" else 8)
-        out_ids.append(len(ids) + k)
-        out_bytes.append(nbytes)
-        lines.append(f"buf {out_ids[-1]} {nbytes} -")
-    next_id = len(ids) + len(dims)
-    launches = cs.launches(plan, nx, ny, width, lambda info: resident, splits)
-    for ln in launches:
-        sid = next_id
-        next_id += 1
-        lines.append(f"buf {sid} {max(1, ln.scratch_words) * 8} -")
-        args = [ids[p] for p in plan.positions] + out_ids + [sid]
-        lines.append(f"main {ln.kernel} {' '.join(map(str, ln.grid))} {nx} {ny} {ln.width} {ln.jper} "
-                     f"{len(args)} {' '.join(map(str, args))}")
-        if ln.scratch_words:
-            args = out_ids + [sid]
-            lines.append(f"merge {ln.merge} {' '.join(map(str, ln.merge_grid))} {nx} {ln.splits} {ln.width} 0 "
-                         f"{len(args)} {' '.join(map(str, args))}")
-    outs = []
-    for k, (w, kind) in enumerate(dims):
-        path = run_dir / f"out{k}.bin"
-        lines.append(f"dump {out_ids[k]} {out_bytes[k]} {path}")
-        outs.append((path, w, kind))
-    script = run_dir / "script.txt"
-    script.write_text("\n".join(lines) + "\n")
-    env = dict(os.environ, OMP_WAIT_POLICY="passive", ASAN_OPTIONS="detect_leaks=0")
-    proc = subprocess.run([str(exes[dtype]), str(script)], capture_output=True, text=True, timeout=120, env=env)
-    assert proc.returncode == 0, f"{label}: emulator failed ({proc.returncode}):\n{proc.stderr[-6000:]}"
-    result = []
-    for path, w, kind in outs:
-        data = np.fromfile(path, dtype=dtype if kind == "float" else np.int64)
-        result.append(data.reshape(nx, w))
-    return result
+    """One emulated reduction (a batch of one run)."""
+    batch = Batch(programs, dtype)
+    batch.add(label, arrays, nx, ny, splits, resident)
+    return batch.run()[0]
 
 
 def _check(red, got, arrays, nx, ny, dtype, label):
@@ -305,6 +420,7 @@ SIZES = [(1, 1), (1, 700), (513, 1), (300, 257), (37, 1500), (600, 611)]
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
 def test_emulated_kernels_match_numpy(programs, dtype):
     rng = np.random.default_rng(7)
+    batch, checks = Batch(programs, dtype), []
     for label, red in CASES[dtype]:
         sizes = SIZES if label in ("gauss", "scalar_ArgKMin", "scalar_KMin_ArgKMin", "scalar_LogSumExp") else SIZES[3:5]
         for nx, ny in sizes:
@@ -312,24 +428,28 @@ def test_emulated_kernels_match_numpy(programs, dtype):
                 continue
             arrays = _inputs(red, nx, ny, dtype, rng)
             for splits in (None, 3):
-                got = _emulate(programs, dtype, label, arrays, nx, ny, splits=splits)
-                _check(red, got, arrays, nx, ny, dtype, f"{dtype} {label} N={nx} M={ny} splits={splits}")
+                run = batch.add(label, arrays, nx, ny, splits=splits)
+                checks.append((run, red, arrays, nx, ny, f"{dtype} {label} N={nx} M={ny} splits={splits}"))
+    results = batch.run()
+    for run, red, arrays, nx, ny, name in checks:
+        _check(red, results[run], arrays, nx, ny, dtype, name)
 
 
 @pytest.mark.skipif(CXX is None, reason="g++ is not installed")
 def test_emulated_kernel_product_any_width(programs):
     """Σ_j k_ij B_j with B of 1, 3, 8, 9 and 17 columns: one compiled plan, guards on the last chunk."""
     rng = np.random.default_rng(3)
-    _, _, plans = programs
     red = _red(*GAUSS, "Sum")
+    batch, checks = Batch(programs, "float32"), []
     for width in (1, 3, 8, 9, 17):
         for nx, ny, splits in ((300, 257, None), (37, 1500, 4), (1, 1, None)):
             arrays = _inputs(red, nx, ny, "float32", rng)
             arrays[2] = rng.normal(size=(ny, width)).astype(np.float32)
-            got = _emulate(programs, "float32", "gauss", arrays, nx, ny, splits=splits)
-            k = np.exp(-arrays[3][0] * ((arrays[0][:, None, :] - arrays[1][None, :, :]) ** 2).sum(-1))
-            np.testing.assert_allclose(got[0], k @ arrays[2], rtol=2e-4, atol=2e-4,
-                                       err_msg=f"width={width} N={nx} M={ny}")
+            checks.append((batch.add("gauss", arrays, nx, ny, splits=splits), arrays, f"width={width} N={nx} M={ny}"))
+    results = batch.run()
+    for run, arrays, name in checks:
+        k = np.exp(-arrays[3][0] * ((arrays[0][:, None, :] - arrays[1][None, :, :]) ** 2).sum(-1))
+        np.testing.assert_allclose(results[run][0], k @ arrays[2], rtol=2e-4, atol=2e-4, err_msg=name)
 
 
 @pytest.mark.skipif(CXX is None, reason="g++ is not installed")
