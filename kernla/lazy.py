@@ -114,21 +114,34 @@ class LazyTensor:
         return f"LazyTensor(shape={self.shape}, formula={self.formula})"
 
     # -- combination -------------------------------------------------------------------------
-    def _merge(self, other: "LazyTensor") -> tuple[Node, tuple]:
-        """Other's formula renumbered into self's variable list, and the merged list."""
-        variables = list(self.variables)
-        mapping = {}
-        for pos, (data, cat) in enumerate(other.variables):
+    def merge_into(self, variables: list) -> tuple[Node, list[int]]:
+        """This tensor's formula with its variables renumbered into the list ``variables``.
+
+        ``variables`` holds ``(data, category)`` pairs; one of this tensor's variables reuses an
+        entry with the same data object (``is``) and category, else it is appended in place.
+        Returns the renumbered formula and the positions, in ``self.variables``, of the
+        variables that were appended (in the order they were appended).
+        """
+        mapping, added = {}, []
+        used = set(self.formula.variables())
+        for pos, (data, cat) in enumerate(self.variables):
             for k, (d, c) in enumerate(variables):
                 if d is data and c == cat:
                     break
             else:
                 k = len(variables)
                 variables.append((data, cat))
+                added.append(pos)
             old = Var(pos, _dim(data), cat)
-            if old in set(other.formula.variables()):
+            if old in used:
                 mapping[old] = Var(k, _dim(data), cat)
-        return other.formula.replace(mapping), tuple(variables)
+        return self.formula.replace(mapping), added
+
+    def _merge(self, other: "LazyTensor") -> tuple[Node, tuple]:
+        """Other's formula renumbered into self's variable list, and the merged list."""
+        variables = list(self.variables)
+        formula, _ = other.merge_into(variables)
+        return formula, tuple(variables)
 
     def _op(self, name: str, *others: Operand, params: tuple = ()) -> "LazyTensor":
         formula, variables = self.formula, self.variables

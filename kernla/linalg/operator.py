@@ -76,21 +76,9 @@ def _finite_number(x: Any, what: str) -> float:
 # ---------------------------------------------------------------------------------------------
 def _merge_lazy(lazy: LazyTensor, variables: list, names: list, name: str) -> Node:
     """Append ``lazy``'s variables to ``variables`` (sharing identical data) and renumber its formula."""
-    mapping = {}
-    used = set(lazy.formula.variables())
-    for pos, (data, cat) in enumerate(lazy.variables):
-        dim = 1 if arr.kind_of(data) == "scalar" else int(data.shape[-1])
-        for k, (d, c) in enumerate(variables):
-            if d is data and c == cat:
-                break
-        else:
-            k = len(variables)
-            variables.append((data, cat))
-            names.append(name if len(lazy.variables) == 1 else f"{name}[{pos}]")
-        old = Var(pos, dim, cat)
-        if old in used:
-            mapping[old] = Var(k, dim, cat)
-    return lazy.formula.replace(mapping)
+    formula, added = lazy.merge_into(variables)
+    names += [name if len(lazy.variables) == 1 else f"{name}[{pos}]" for pos in added]
+    return formula
 
 
 def _from_string(text: str, bindings: dict) -> tuple[Node, list, list]:
