@@ -203,3 +203,212 @@ def test_knn_errors(knn_data):
         NearestNeighbors().fit(np.zeros((0, 4)))
     with pytest.raises(ShapeError, match="2-D"):
         NearestNeighbors().fit(np.zeros((2, 2, 2)))
+
+
+# ---------------------------------------------------------------------------------------------
+# kernel interpolation
+# ---------------------------------------------------------------------------------------------
+from kernla.models import GaussianProcessRegressor, KernelInterpolation  # noqa: E402
+
+
+def _smooth_data(n, seed=0, dim=2):
+    r = rng(seed)
+    x = r.uniform(size=(n, dim))
+    y = np.column_stack([np.sin(4 * x[:, 0]) * np.cos(3 * x[:, 1]), x[:, 0] * x[:, 1] + 0.05 * r.normal(size=n)])
+    return x, y, r.uniform(-0.1, 1.1, size=(80, dim))
+
+
+@pytest.mark.parametrize("n", [150, 400])  # Jacobi and Nyström preconditioning under precond="auto"
+@pytest.mark.parametrize("kernel, scipy_name, to_sigma", [
+    ("gaussian", "gaussian", lambda eps: 1 / (np.sqrt(2) * eps)),
+    ("inverse_multiquadric", "inverse_multiquadric", lambda eps: 1 / eps),
+    ("cauchy", "inverse_quadratic", lambda eps: 1 / eps),
+])
+def test_interpolation_matches_scipy_rbf(n, kernel, scipy_name, to_sigma):
+    from scipy.interpolate import RBFInterpolator
+
+    x, y, xn = _smooth_data(n)
+    eps, smoothing = 3.0, 1e-3
+    ref = RBFInterpolator(x, y, kernel=scipy_name, epsilon=eps, smoothing=smoothing, degree=-1)
+    model = KernelInterpolation(kernel=kernel, sigma=to_sigma(eps), alpha=smoothing).fit(x, y)
+    assert model.coef_.shape == (n, 2) and model.solve_info_.converged
+    assert len(model.solve_info_.residual_norms) == 2  # both columns in one block solve
+    np.testing.assert_allclose(model.predict(xn), ref(xn), rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(model(x[:5, :]), ref(x[:5]), rtol=1e-7, atol=1e-8)
+    one = KernelInterpolation(kernel=kernel, sigma=to_sigma(eps), alpha=smoothing).fit(x, y[:, 0])
+    assert one.predict(xn).shape == (80,)
+    np.testing.assert_allclose(one.predict(xn), ref(xn)[:, 0], rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.parametrize("kernel, nu", [("laplacian", None), ("matern", 0.5), ("matern", 1.5), ("matern", 2.5)])
+def test_interpolation_matern_vs_dense_solve(kernel, nu):
+    from sklearn.gaussian_process.kernels import Matern
+
+    x, y, xn = _smooth_data(200, seed=1)
+    sigma, alpha = 0.4, 1e-2
+    ref_k = Matern(length_scale=sigma, nu=0.5 if nu is None else nu)
+    coef = np.linalg.solve(ref_k(x) + alpha * np.eye(200), y)
+    expected = ref_k(xn, x) @ coef
+    model = KernelInterpolation(kernel=kernel, nu=1.5 if nu is None else nu, sigma=sigma, alpha=alpha,
+                                precond="nystrom").fit(x, y)
+    np.testing.assert_allclose(model.predict(xn), expected, rtol=1e-8, atol=1e-9)
+
+
+def test_interpolation_exact_custom_kernel_and_torch():
+    torch = pytest.importorskip("torch")
+    x = np.linspace(0, 1, 30)[:, None]
+    y = np.cos(5 * x[:, 0])
+    # alpha = 0: the interpolant goes through the data
+    model = KernelInterpolation(kernel="laplacian", sigma=0.3, alpha=0.0).fit(x, y)
+    np.testing.assert_allclose(model.predict(x), y, atol=1e-8)
+
+    def double_gaussian(a, b, sigma):
+        return 2.0 * kernla.kernels.gaussian(a, b, sigma=sigma)
+
+    custom = KernelInterpolation(kernel=double_gaussian, sigma=0.2, alpha=2e-2).fit(x, y)
+    plain = KernelInterpolation(kernel="gaussian", sigma=0.2, alpha=1e-2).fit(x, y)
+    xn = np.array([[0.33], [0.71]])
+    np.testing.assert_allclose(custom.predict(xn), plain.predict(xn), rtol=1e-9)
+    t = KernelInterpolation(sigma=0.2, alpha=1e-2).fit(torch.from_numpy(x), torch.from_numpy(y))
+    out = t.predict(torch.from_numpy(xn))
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float64
+    np.testing.assert_allclose(out.numpy(), plain.predict(xn), rtol=1e-9)
+
+
+def test_interpolation_errors():
+    x, y, xn = _smooth_data(50)
+    with pytest.raises(NotFittedError):
+        KernelInterpolation().predict(xn)
+    with pytest.raises(InputValueError, match="unknown kernel"):
+        KernelInterpolation(kernel="polyharmonic")
+    with pytest.raises(InputValueError, match="sigma"):
+        KernelInterpolation(sigma=-1.0)
+    with pytest.raises(InputValueError, match="alpha"):
+        KernelInterpolation(alpha=float("nan"))
+    with pytest.raises(ShapeError, match=r"\(50,\)"):
+        KernelInterpolation().fit(x, y[:-1])
+    model = KernelInterpolation(sigma=0.3, alpha=1e-2).fit(x, y)
+    with pytest.raises(ShapeError, match="dimension 3"):
+        model.predict(np.zeros((4, 3)))
+    with pytest.raises(InputValueError, match="NaN"):
+        KernelInterpolation().fit(x, np.full(50, np.nan))
+    with pytest.raises(InputValueError, match="KernelOperator"):
+        KernelInterpolation(kernel=lambda a, b, sigma: np.eye(3)).fit(x, y)
+
+
+# ---------------------------------------------------------------------------------------------
+# Gaussian-process regression
+# ---------------------------------------------------------------------------------------------
+sk_gp = pytest.importorskip("sklearn.gaussian_process")
+sk_kernels = pytest.importorskip("sklearn.gaussian_process.kernels")
+
+
+@pytest.fixture(scope="module")
+def gp_data():
+    r = rng(5)
+    X = r.uniform(size=(350, 2))
+    y = np.sin(5 * X[:, 0]) * np.cos(3 * X[:, 1]) + 0.1 * r.normal(size=350)
+    Xn = r.uniform(-0.3, 1.3, size=(60, 2))
+    return X, y, Xn
+
+
+def _sk_kernel(kernel, nu, amplitude, sigma, noise=None):
+    base = sk_kernels.RBF(sigma) if kernel == "gaussian" else sk_kernels.Matern(sigma, nu=nu)
+    k = sk_kernels.ConstantKernel(amplitude) * base
+    return k if noise is None else k + sk_kernels.WhiteKernel(noise)
+
+
+@pytest.mark.parametrize("kernel, nu, normalize_y", [("gaussian", None, False), ("gaussian", None, True),
+                                                     ("matern", 1.5, False), ("matern", 2.5, True)])
+def test_gp_matches_sklearn(gp_data, kernel, nu, normalize_y):
+    X, y, Xn = gp_data
+    amplitude, sigma, noise = 0.7, 0.3, 0.01
+    # the WhiteKernel's noise is in scikit-learn's predictive std: include_noise=True
+    ref = sk_gp.GaussianProcessRegressor(_sk_kernel(kernel, nu, amplitude, sigma, noise), optimizer=None,
+                                         alpha=1e-12, normalize_y=normalize_y).fit(X, y)
+    m_ref, s_ref = ref.predict(Xn, return_std=True)
+    gp = GaussianProcessRegressor(kernel=kernel, nu=nu or 1.5, sigma=sigma, amplitude=amplitude, noise=noise + 1e-12,
+                                  normalize_y=normalize_y).fit(X, y)
+    m, s = gp.predict(Xn, return_std=True, include_noise=True)
+    assert m.shape == s.shape == (60,)
+    np.testing.assert_allclose(m, m_ref, rtol=1e-6, atol=1e-9 * np.abs(m_ref).max())
+    np.testing.assert_allclose(s, s_ref, rtol=1e-6)
+    np.testing.assert_allclose(gp.predict(Xn), m)
+    assert gp.log_marginal_likelihood() == pytest.approx(ref.log_marginal_likelihood_value_, rel=1e-9)
+
+
+def test_gp_latent_std_and_batches(gp_data):
+    X, y, Xn = gp_data
+    amplitude, sigma, noise = 1.3, 0.25, 0.04
+    # noise as scikit-learn's alpha (not a kernel term): its std is the latent one
+    ref = sk_gp.GaussianProcessRegressor(_sk_kernel("gaussian", None, amplitude, sigma), optimizer=None,
+                                         alpha=noise).fit(X, y)
+    m_ref, s_ref = ref.predict(Xn, return_std=True)
+    gp = GaussianProcessRegressor(sigma=sigma, amplitude=amplitude, noise=noise, batch_size=7).fit(X, y)
+    m, s = gp.predict(Xn, return_std=True)
+    np.testing.assert_allclose(m, m_ref, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(s, s_ref, rtol=1e-6)
+    # far from the data the posterior is the prior: std = sqrt(amplitude)
+    _, far = gp.predict(np.array([[50.0, 50.0]]), return_std=True)
+    np.testing.assert_allclose(far, np.sqrt(amplitude), rtol=1e-12)
+
+
+def test_gp_multi_output(gp_data):
+    X, y, Xn = gp_data
+    Y = np.column_stack([y, 3 * y + 1])
+    ref = sk_gp.GaussianProcessRegressor(_sk_kernel("gaussian", None, 0.7, 0.3, 0.01), optimizer=None,
+                                         alpha=1e-12, normalize_y=True).fit(X, Y)
+    m_ref, s_ref = ref.predict(Xn, return_std=True)
+    gp = GaussianProcessRegressor(sigma=0.3, amplitude=0.7, noise=0.01 + 1e-12, normalize_y=True).fit(X, Y)
+    m, s = gp.predict(Xn, return_std=True, include_noise=True)
+    assert m.shape == s.shape == (60, 2)
+    np.testing.assert_allclose(m, m_ref, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(s, s_ref, rtol=1e-6)
+    assert gp.log_marginal_likelihood() == pytest.approx(ref.log_marginal_likelihood_value_, rel=1e-9)
+
+
+def test_gp_log_marginal_likelihood_slq(gp_data):
+    X, y, _ = gp_data
+    gp = GaussianProcessRegressor(kernel="matern", nu=1.5, sigma=0.3, amplitude=0.7, noise=0.01).fit(X, y)
+    exact = gp.log_marginal_likelihood()
+    est, err = gp.log_marginal_likelihood(method="slq", return_error=True, num_probes=24)
+    assert err > 0 and abs(est - exact) < 5 * err + 1e-8 * abs(exact)
+    assert abs(est - exact) < 0.02 * abs(exact)
+    assert gp.log_marginal_likelihood(method="slq", num_probes=24) == est  # seeded
+    with pytest.raises(InputValueError, match="max_exact_size"):
+        gp.log_marginal_likelihood(max_exact_size=100)
+    with pytest.raises(InputValueError, match="method"):
+        gp.log_marginal_likelihood(method="laplace")
+
+
+def test_gp_torch(gp_data):
+    torch = pytest.importorskip("torch")
+    X, y, Xn = gp_data
+    gp = GaussianProcessRegressor(sigma=0.3, amplitude=0.7, noise=0.01).fit(X, y)
+    m, s = gp.predict(Xn, return_std=True)
+    gt = GaussianProcessRegressor(sigma=0.3, amplitude=0.7, noise=0.01).fit(torch.from_numpy(X), torch.from_numpy(y))
+    mt, st = gt.predict(torch.from_numpy(Xn), return_std=True)
+    assert isinstance(mt, torch.Tensor) and isinstance(st, torch.Tensor)
+    np.testing.assert_allclose(mt.numpy(), m, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(st.numpy(), s, rtol=1e-9)
+
+
+def test_gp_errors(gp_data):
+    X, y, Xn = gp_data
+    with pytest.raises(NotFittedError):
+        GaussianProcessRegressor().predict(Xn)
+    with pytest.raises(NotFittedError):
+        GaussianProcessRegressor().log_marginal_likelihood()
+    with pytest.raises(InputValueError, match="noise"):
+        GaussianProcessRegressor(noise=-1.0)
+    with pytest.raises(InputValueError, match="amplitude"):
+        GaussianProcessRegressor(amplitude=0.0)
+    with pytest.raises(InputValueError, match="batch_size"):
+        GaussianProcessRegressor(batch_size=0)
+    with pytest.raises(InputValueError, match="nu"):
+        GaussianProcessRegressor(kernel="matern", nu=3.0).fit(X, y)
+    gp = GaussianProcessRegressor(sigma=0.3).fit(X[:50], y[:50])
+    with pytest.raises(ShapeError, match="dimension 1"):
+        gp.predict(Xn[:, :1])
+    with pytest.raises(ShapeError):
+        GaussianProcessRegressor().fit(X, y[:10])

@@ -19,6 +19,9 @@ array([0, 1])
 """
 
 from ._common import NotFittedError
+from .gp import GaussianProcessRegressor
+from .interpolation import KernelInterpolation
 from .knn import KNeighborsClassifier, KNeighborsRegressor, NearestNeighbors
 
-__all__ = ["NearestNeighbors", "KNeighborsClassifier", "KNeighborsRegressor", "NotFittedError"]
+__all__ = ["NearestNeighbors", "KNeighborsClassifier", "KNeighborsRegressor", "KernelInterpolation",
+           "GaussianProcessRegressor", "NotFittedError"]
