@@ -17,10 +17,13 @@ from .genred import Genred
 from .lazy import LazyTensor, Pm, Vi, Vj
 from .linalg import ConvergenceWarning, KernelOperator, KernelSolve
 from . import kernels
+from .models import GaussianProcessRegressor, KernelInterpolation, KNeighborsClassifier, KNeighborsRegressor, NearestNeighbors
 
 __all__ = [
     "__version__", "LazyTensor", "Vi", "Vj", "Pm", "Genred", "cuda_source",
     "KernelOperator", "KernelSolve", "ConvergenceWarning", "kernels",
     "KernlaError", "FormulaError", "FormulaSyntaxError", "ShapeError", "InputValueError",
     "DTypeError", "ArrayKindError", "BackendError",
+    "models", "NearestNeighbors", "KNeighborsClassifier", "KNeighborsRegressor", "KernelInterpolation",
+    "GaussianProcessRegressor",
 ]
