@@ -29,11 +29,11 @@ Conventions:
 
 from __future__ import annotations
 
-from typing import Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
 from ..errors import FormulaError
 from .ops import get_op
-from .tree import IntCst, Node, as_node, call
+from .tree import IntCst, Node, as_node, call, walk_many
 
 __all__ = ["grad", "vjp", "zeros", "depends_on"]
 
@@ -47,25 +47,6 @@ def zeros(dim: int) -> Node:
     if dim == 1:
         return IntCst(0)
     return call("ElemT", IntCst(0), params=(dim, 0))
-
-
-def _topological(roots: Iterable[Node]) -> list[Node]:
-    """Distinct nodes reachable from ``roots``, children before parents (deterministic order)."""
-    order: list[Node] = []
-    seen: set[int] = set()
-    for root in roots:
-        stack: list[tuple[Node, bool]] = [(root, False)]
-        while stack:
-            node, expanded = stack.pop()
-            if id(node) in seen:
-                continue
-            if expanded or not node.args:
-                seen.add(id(node))
-                order.append(node)
-            else:
-                stack.append((node, True))
-                stack.extend((a, False) for a in reversed(node.args) if id(a) not in seen)
-    return order
 
 
 def depends_on(f: Node, v: Node) -> bool:
@@ -158,7 +139,7 @@ def vjp(seeds: Sequence[tuple[Node, Node]], targets: Sequence[Node]) -> list[Opt
                                f"{f.dim}; they must be equal")
     for v in targets:
         _check_variable(v)
-    order = _topological(f for f, _ in seeds)
+    order = list(walk_many(f for f, _ in seeds))
     wanted = {id(v) for v in targets}
     live: dict[int, bool] = {}  # does the node depend on a target?
     for node in order:

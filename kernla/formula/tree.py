@@ -23,7 +23,7 @@ import math
 import sys
 import threading
 import weakref
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from ..errors import FormulaError
 
@@ -91,19 +91,8 @@ class Node:
         return self.op in ("IntCst", "RealCst")
 
     def walk(self) -> Iterator["Node"]:
-        """All distinct nodes of the tree, children before parents."""
-        seen: set[int] = set()
-        stack: list[tuple[Node, bool]] = [(self, False)]
-        while stack:
-            node, expanded = stack.pop()
-            if id(node) in seen:
-                continue
-            if expanded or not node.args:
-                seen.add(id(node))
-                yield node
-            else:
-                stack.append((node, True))
-                stack.extend((a, False) for a in reversed(node.args) if id(a) not in seen)
+        """All distinct nodes of the tree, children before parents (see :func:`walk_many`)."""
+        return walk_many((self,))
 
     def variables(self) -> list["Node"]:
         """The distinct ``Var`` leaves, sorted by position."""
@@ -146,6 +135,31 @@ class Node:
     def __rtruediv__(self, other): return call("Divide", as_node(other), self)
     def __neg__(self): return call("Minus", self)
     def __or__(self, other): return call("Scalprod", self, as_node(other))
+
+
+def walk_many(roots: Iterable[Node]) -> Iterator[Node]:
+    """The distinct nodes reachable from ``roots``, children before parents, each node once.
+
+    Depth-first, arguments left to right, roots in order: the order is deterministic, and a
+    node shared by several roots comes with the first root that reaches it.
+
+    >>> x, y = Vi(0, 1), Vj(1, 1)
+    >>> [str(n) for n in walk_many([x + y, y * x])]
+    ['Var(0,1,0)', 'Var(1,1,1)', '(Var(0,1,0) + Var(1,1,1))', '(Var(1,1,1) * Var(0,1,0))']
+    """
+    seen: set[int] = set()
+    for root in roots:
+        stack: list[tuple[Node, bool]] = [(root, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if id(node) in seen:
+                continue
+            if expanded or not node.args:
+                seen.add(id(node))
+                yield node
+            else:
+                stack.append((node, True))
+                stack.extend((a, False) for a in reversed(node.args) if id(a) not in seen)
 
 
 def Var(pos: int, dim: int, cat: int) -> Node:
