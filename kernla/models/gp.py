@@ -297,42 +297,48 @@ class GaussianProcessRegressor:
 
 
 def _lanczos_log_quadrature(apply, Z: np.ndarray, steps: int) -> np.ndarray:
-    """``z_lᵀ log(M) z_l`` for each column of Z by ``steps`` Lanczos steps (Gauss quadrature).
+    """``z_lᵀ log(M) z_l`` for each column of Z by at most ``steps`` Lanczos steps (Gauss quadrature).
 
-    All columns run together (one product with every column per step), each with its own
-    three-term recurrence; a column whose Krylov space is exhausted stops there (its quadrature
-    is then exact). No reorthogonalisation: memory O(n·probes).
+    The columns run together (one product with the running columns per step), each with its own
+    three-term recurrence. A column stops early when its Krylov space is exhausted (the
+    quadrature is then exact) or when two successive quadratures agree to 1e-9·(|value| + n)
+    (far below the Monte-Carlo error). No reorthogonalisation: memory O(n·probes).
     """
     n, p = Z.shape
-    norms = np.linalg.norm(Z, axis=0)
-    Q = Z / norms
+    norms2 = (Z * Z).sum(axis=0)
+    Q = Z / np.sqrt(norms2)
     Q_prev = np.zeros_like(Q)
     alphas = np.zeros((steps, p))
     betas = np.zeros((steps, p))
-    active = np.ones(p, dtype=bool)
-    length = np.full(p, steps)
-    beta = np.zeros(p)
+    length = np.zeros(p, dtype=int)
+    value = np.full(p, np.nan)
+    active = np.arange(p)
+
+    def quadrature(col: int, m: int) -> float:
+        theta, S = scipy.linalg.eigh_tridiagonal(alphas[:m, col], betas[:m - 1, col])
+        return norms2[col] * float((S[0] ** 2 * np.log(np.maximum(theta, 1e-300))).sum())
+
     for j in range(steps):
-        W = apply(Q)
-        a = (Q * W).sum(axis=0)
-        W -= a * Q + beta * Q_prev
-        alphas[j] = a
-        beta_new = np.linalg.norm(W, axis=0)
-        stop = active & (beta_new <= 1e-12 * np.abs(a).clip(min=1e-300))
-        length[stop] = j + 1
-        active &= ~stop
-        betas[j] = beta_new
-        if j + 1 == steps or not active.any():
+        Qa = Q[:, active]
+        W = apply(Qa)
+        a = (Qa * W).sum(axis=0)
+        W -= a * Qa + betas[j - 1, active] * Q_prev[:, active] if j else a * Qa
+        alphas[j, active] = a
+        b = np.linalg.norm(W, axis=0)
+        betas[j, active] = b
+        length[active] = j + 1
+        keep = np.ones(active.size, dtype=bool)
+        for pos, col in enumerate(active):
+            q = quadrature(col, j + 1)
+            if b[pos] <= 1e-12 * max(abs(a[pos]), 1e-300) or abs(q - value[col]) <= 1e-9 * (abs(q) + n):
+                keep[pos] = False
+            value[col] = q
+        Q_prev[:, active] = Qa
+        Q[:, active] = W / np.where(b > 0, b, 1.0)
+        active = active[keep]
+        if active.size == 0:
             break
-        Q_prev, Q = Q, np.where(active, W / np.where(beta_new > 0, beta_new, 1.0), 0.0)
-        beta = beta_new
-    out = np.empty(p)
-    for l in range(p):
-        m = int(length[l])
-        theta, S = scipy.linalg.eigh_tridiagonal(alphas[:m, l], betas[:m - 1, l])
-        theta = np.maximum(theta, 1e-300)
-        out[l] = norms[l] ** 2 * float((S[0] ** 2 * np.log(theta)).sum())
-    return out
+    return value
 
 
 __all__ = ["GaussianProcessRegressor", "MAX_EXACT_SIZE"]
