@@ -182,6 +182,35 @@ def test_hot_loop_is_vectorised(tmp_path):
     assert any(f"k.cpp:{loop}:" in ln or f"k.cpp:{loop - 1}:" in ln for ln in reported), proc.stderr[-2000:]
 
 
+@pytest.mark.parametrize("name", ["LogSumExp", "Min_ArgMin", "ArgKMin", "SumSoftMaxWeight", "product"])
+def test_tile_evaluation_loop_is_vectorised(tmp_path, name):
+    """The loop that evaluates the formula into the tile buffer (every reduction but Sum and the
+    one-column kernel product) is vectorised too, and so is LogSumExp's fold over the buffer."""
+    g = call("Exp", -Pm(3, 1) * call("SqDist", Vi(0, 3), Vj(1, 3)))
+    red = {"LogSumExp": Reduction("LogSumExp", -call("SqDist", Vi(0, 3), Vj(1, 3))),
+           "Min_ArgMin": Reduction("Min_ArgMin", call("SqDist", Vi(0, 3), Vj(1, 3))),
+           "ArgKMin": Reduction("ArgKMin", call("SqDist", Vi(0, 3), Vj(1, 3)), K=5),
+           "SumSoftMaxWeight": Reduction("SumSoftMaxWeight", -call("SqDist", Vi(0, 3), Vj(1, 3)), Vj(2, 2)),
+           "product": Reduction("Sum", g * Vj(2, 4))}[name]
+    src = tmp_path / "k.cpp"
+    src.write_text(source.kernel_source(red, "float64"))
+    lines = src.read_text().splitlines()
+    proc = subprocess.run([compiler.find_compiler(), *compiler.DEFAULT_FLAGS, "-shared", "-fPIC",
+                           "-fopt-info-vec-optimized", "-c", str(src), "-o", str(tmp_path / "k.o")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    reported = {int(ln.split(":")[1]) for ln in proc.stderr.splitlines()
+                if "k.cpp:" in ln and "loop vectorized" in ln}
+    marks = ["buf[0 * TJ + jj] = "] + (["s += (v[jj] == mt)"] if name == "LogSumExp" else [])
+    for mark in marks:
+        loop = next(n for n, text in enumerate(lines, 1) if mark in text)
+        while "for (int64_t jj" not in lines[loop - 1]:
+            loop -= 1
+        # gcc names the loop by its `#pragma omp simd` line, its own line or its first statement's
+        assert {loop - 1, loop, loop + 1} & reported, \
+            f"{mark!r} loop (line {loop}) not vectorised:\n{proc.stderr[-2000:]}"
+
+
 def test_missing_compiler_falls_back_to_numpy(monkeypatch):
     monkeypatch.setattr(engine, "_kernels", {})
     monkeypatch.setattr(engine, "_warned", False)

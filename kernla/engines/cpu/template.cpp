@@ -55,7 +55,7 @@ static void run_block(const void** args, int64_t ny, int64_t E, int64_t ibeg, in
 @PRELOAD@
 #if MODE_PRODUCT
             TACC* acc = slots + (i - ibeg) * E;
-            if (E == 1) {
+            if (E == 1) {  // one column: k_ij b_j folds inside the vector loop
                 T s0 = T(0);
 #pragma omp simd reduction(+ : s0)
                 for (int64_t jj = 0; jj < tj; jj++) {
@@ -64,22 +64,10 @@ static void run_block(const void** args, int64_t ny, int64_t E, int64_t ibeg, in
                     s0 += @STORE_K@ * bmat[j];
                 }
                 acc[0] += TACC(s0);
-            } else {
-#pragma omp simd
-                for (int64_t jj = 0; jj < tj; jj++) {
-                    const int64_t j = j0 + jj;
-@BODY@
-@STORE@
-                }
-                for (int64_t e = 0; e < E; e++) {
-                    const T* __restrict be = bmat + e * ny + j0;
-                    T s = T(0);
-#pragma omp simd reduction(+ : s)
-                    for (int64_t jj = 0; jj < tj; jj++) s += buf[jj] * be[jj];
-                    acc[e] += TACC(s);
-                }
+                continue;
             }
 #elif MODE_SUM
+            // sums fold inside the vector loop
             Acc& A = slots[i - ibeg];
             @SUM_INIT@
 #pragma omp simd reduction(+ : @SUM_VARS@)
@@ -89,14 +77,27 @@ static void run_block(const void** args, int64_t ny, int64_t E, int64_t ibeg, in
 @SUM_ADD@
             }
 @SUM_STORE@
-#elif MODE_LSE
+#else
             Acc& A = slots[i - ibeg];
+#endif
+#if !MODE_SUM
+            // every other case: the formula on this tile into buf (component c at buf + c * TJ),
+            // then the reduction folds buf
 #pragma omp simd
             for (int64_t jj = 0; jj < tj; jj++) {
                 const int64_t j = j0 + jj;
 @BODY@
 @STORE@
             }
+#if MODE_PRODUCT
+            for (int64_t e = 0; e < E; e++) {
+                const T* __restrict be = bmat + e * ny + j0;
+                T s = T(0);
+#pragma omp simd reduction(+ : s)
+                for (int64_t jj = 0; jj < tj; jj++) s += buf[jj] * be[jj];
+                acc[e] += TACC(s);
+            }
+#elif MODE_LSE
             Acc B;
             for (int c = 0; c < WIDTH; c++) {
                 const T* __restrict v = buf + c * TJ;
@@ -114,16 +115,10 @@ static void run_block(const void** args, int64_t ny, int64_t E, int64_t ibeg, in
             }
             acc_merge(A, B);
 #else
-            Acc& A = slots[i - ibeg];
-#pragma omp simd
-            for (int64_t jj = 0; jj < tj; jj++) {
-                const int64_t j = j0 + jj;
-@BODY@
-@STORE@
-            }
             for (int64_t jj = 0; jj < tj; jj++) {
 @FOLD@
             }
+#endif
 #endif
         }
     }
