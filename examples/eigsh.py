@@ -16,9 +16,7 @@ On the NumPy engine (no compiler) N = 10000 takes minutes: try ``--n 2000``.
 from __future__ import annotations
 
 import argparse
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse.linalg as sla
@@ -27,15 +25,9 @@ from kernla import kernels
 from kernla.engines import resolve_backend
 from kernla.linalg import eigsh as lanczos
 
+from _common import figure_path
+
 SIGMA = 0.5
-
-
-def figure_path(name: str, out: str | None) -> Path:
-    """Where to write a figure: ``out``, else ``$KERNLA_FIGURES/name``, else next to this script."""
-    if out:
-        return Path(out)
-    folder = os.environ.get("KERNLA_FIGURES")
-    return Path(folder) / name if folder else Path(__file__).resolve().parent / name
 
 
 class Counting(sla.LinearOperator):

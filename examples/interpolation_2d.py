@@ -14,26 +14,18 @@ residual; writes ``interpolation_2d.png`` next to this script (or into ``$KERNLA
 from __future__ import annotations
 
 import argparse
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 
 from kernla import Genred, KernelSolve
 from kernla.engines import resolve_backend
 
+from _common import figure_path
+
 SIGMA, ALPHA = 0.1, 10.0
 FORMULA = "Exp(-g * Norm2(x - y)) * b"
 ALIASES = ["x = Vi(2)", "y = Vj(2)", "b = Vj(1)", "g = Pm(1)"]
-
-
-def figure_path(name: str, out: str | None) -> Path:
-    """Where to write a figure: ``out``, else ``$KERNLA_FIGURES/name``, else next to this script."""
-    if out:
-        return Path(out)
-    folder = os.environ.get("KERNLA_FIGURES")
-    return Path(folder) / name if folder else Path(__file__).resolve().parent / name
 
 
 def target(x: np.ndarray) -> np.ndarray:
