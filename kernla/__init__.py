@@ -17,7 +17,8 @@ from .genred import Genred
 from .lazy import LazyTensor, Pm, Vi, Vj
 from .linalg import ConvergenceWarning, KernelOperator, KernelSolve
 from . import kernels
-from .models import GaussianProcessRegressor, KernelInterpolation, KNeighborsClassifier, KNeighborsRegressor, NearestNeighbors
+from .models import (GaussianProcessRegressor, KernelInterpolation, KNeighborsClassifier, KNeighborsRegressor,
+                     NearestNeighbors)
 
 __all__ = [
     "__version__", "LazyTensor", "Vi", "Vj", "Pm", "Genred", "cuda_source",

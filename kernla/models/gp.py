@@ -42,9 +42,9 @@ import numpy as np
 import scipy.linalg
 
 from .. import arrays as arr
-from ..errors import InputValueError, ShapeError
+from ..errors import InputValueError
 from ..linalg import KernelOperator
-from ..linalg.precond import make_preconditioner, pivoted_cholesky, default_rank
+from ..linalg.precond import default_rank, make_preconditioner, pivoted_cholesky
 from ._common import (KernelSpec, as_points, as_targets, check_fitted, check_kernel, host, kind, make_kernel,
                       positive, same_kind)
 
@@ -244,7 +244,8 @@ class GaussianProcessRegressor:
                 raise InputValueError("the training covariance a·K + noise·I is not positive definite to "
                                       "machine precision; increase noise") from None
             a = scipy.linalg.cho_solve((L, True), y)
-            value = -0.5 * float((y * a).sum()) - t * float(np.log(np.diag(L)).sum()) - 0.5 * t * n * math.log(2 * math.pi)
+            value = (-0.5 * float((y * a).sum()) - t * float(np.log(np.diag(L)).sum())
+                     - 0.5 * t * n * math.log(2 * math.pi))
             return (value, 0.0) if return_error else value
         if method != "slq":
             raise InputValueError(f"method must be 'exact' or 'slq', got {method!r}")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-import numpy as np
 
 from .. import arrays as arr
 from ._common import (KernelSpec, as_points, as_targets, check_fitted, check_kernel, make_kernel, positive,
