@@ -9,10 +9,10 @@ scikit-learn still runs the two must agree; beyond them only kernla runs, and th
 extrapolates scikit-learn's measured cost to say where it stops being practical. Timings are
 the best of two runs (the machine may be shared).
 
-Writes ``gp_regression.png`` (posterior at N = 10 000; timings against N) and prints the
-timings. scikit-learn runs only up to ``--sk-max`` points (default 4000; never beyond 5000).
+Writes ``gp_regression.png`` (posterior at N = 10 000; timings against N) next to this script
+(or into ``$KERNLA_FIGURES``, or ``--out``) and prints the timings. scikit-learn runs only up to ``--sk-max`` points (default 4000; never beyond 5000).
 
-    python examples/gp_regression.py [--n 10000] [--std-points 200] [--sk-max 4000] [--out gp_regression.png]
+    python examples/gp_regression.py [--n 10000] [--std-points 200] [--sk-max 4000] [--out FILE.png]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import os
 import time
 
 import numpy as np
+from _common import figure_path
 
 from kernla.models import GaussianProcessRegressor
 
@@ -84,7 +85,7 @@ def main() -> None:
     parser.add_argument("--grid", type=int, default=1000, help="points where the mean is predicted")
     parser.add_argument("--std-points", type=int, default=200, help="points where the std is predicted")
     parser.add_argument("--sk-max", type=int, default=4000, help="largest N for scikit-learn (at most 5000)")
-    parser.add_argument("--out", default="gp_regression.png")
+    parser.add_argument("--out", default=None, help="PNG file to write")
     args = parser.parse_args()
     sk_max = min(args.sk_max, 5000)
 
@@ -175,8 +176,9 @@ def main() -> None:
         ax.set_title("time, same model and outputs")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(args.out, dpi=120)
-    print(f"\nwrote {args.out}")
+    path = figure_path("gp_regression.png", args.out)
+    fig.savefig(path, dpi=120)
+    print(f"\nwrote {path}")
 
 
 if __name__ == "__main__":
