@@ -185,7 +185,8 @@ def test_hot_loop_is_vectorised(tmp_path):
 @pytest.mark.parametrize("name", ["LogSumExp", "Min_ArgMin", "ArgKMin", "SumSoftMaxWeight", "product"])
 def test_tile_evaluation_loop_is_vectorised(tmp_path, name):
     """The loop that evaluates the formula into the tile buffer (every reduction but Sum and the
-    one-column kernel product) is vectorised too, and so is LogSumExp's fold over the buffer."""
+    one-column kernel product) is vectorised too, and so are LogSumExp's fold over the buffer and
+    the many-column product's kernel sub-tile and dot products."""
     g = call("Exp", -Pm(3, 1) * call("SqDist", Vi(0, 3), Vj(1, 3)))
     red = {"LogSumExp": Reduction("LogSumExp", -call("SqDist", Vi(0, 3), Vj(1, 3))),
            "Min_ArgMin": Reduction("Min_ArgMin", call("SqDist", Vi(0, 3), Vj(1, 3))),
@@ -201,7 +202,8 @@ def test_tile_evaluation_loop_is_vectorised(tmp_path, name):
     assert proc.returncode == 0, proc.stderr
     reported = {int(ln.split(":")[1]) for ln in proc.stderr.splitlines()
                 if "k.cpp:" in ln and "loop vectorized" in ln}
-    marks = ["buf[0 * TJ + jj] = "] + (["s += (v[jj] == mt)"] if name == "LogSumExp" else [])
+    marks = {"LogSumExp": ["buf[0 * TJ + jj] = ", "s += (v[jj] == mt)"],
+             "product": ["kb[jj] = ", "s += kb[jj] * be[jj]"]}.get(name, ["buf[0 * TJ + jj] = "])
     for mark in marks:
         loop = next(n for n, text in enumerate(lines, 1) if mark in text)
         while "for (int64_t jj" not in lines[loop - 1]:

@@ -19,7 +19,10 @@ static const bool IS_PRODUCT = @IS_PRODUCT@;
 
 static const int64_t TJ = @TJ@;    // columns per tile
 static const int64_t IB = 16;      // rows per block
+static const int64_t SUB = 256;    // columns per sub-tile of a many-column kernel product
 static const int WIDTH = @WIDTH@;  // formula components per pair
+// scratch per thread: the formula on one tile, or k on one sub-tile for every row of a block
+static const int64_t BUF = std::max<int64_t>((WIDTH > 0 ? WIDTH : 1) * TJ, IS_PRODUCT ? IB * SUB : 0);
 
 struct Acc { @ACC_DECL@ };
 
@@ -51,6 +54,57 @@ static void run_block(const void** args, int64_t ny, int64_t E, int64_t ibeg, in
 #endif
     for (int64_t j0 = jbeg; j0 < jend; j0 += TJ) {
         const int64_t tj = std::min(TJ, jend - j0);
+#if MODE_PRODUCT
+        if (E > 1) {
+            // several columns: k for all rows of the block on a sub-tile (kept in L1), then
+            // each row of B's sub-tile is loaded once and used by every row of the block
+            for (int64_t sub0 = 0; sub0 < tj; sub0 += SUB) {
+                const int64_t ts = std::min(SUB, tj - sub0);
+                for (int64_t i = ibeg; i < iend; i++) {
+@PRELOAD@
+                    T* __restrict kb = buf + (i - ibeg) * SUB;
+#pragma omp simd
+                    for (int64_t jj = 0; jj < ts; jj++) {
+                        const int64_t j = j0 + sub0 + jj;
+@BODY@
+                        kb[jj] = @STORE_K@;
+                    }
+                }
+                for (int64_t e = 0; e < E; e++) {
+                    const T* __restrict be = bmat + e * ny + j0 + sub0;
+                    int64_t i = ibeg;
+                    for (; i + 4 <= iend; i += 4) {  // four rows share each load of B
+                        const T* __restrict k0 = buf + (i - ibeg) * SUB;
+                        const T* __restrict k1 = k0 + SUB;
+                        const T* __restrict k2 = k1 + SUB;
+                        const T* __restrict k3 = k2 + SUB;
+                        T s0 = T(0), s1 = T(0), s2 = T(0), s3 = T(0);
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+                        for (int64_t jj = 0; jj < ts; jj++) {
+                            const T b = be[jj];
+                            s0 += k0[jj] * b;
+                            s1 += k1[jj] * b;
+                            s2 += k2[jj] * b;
+                            s3 += k3[jj] * b;
+                        }
+                        TACC* acc = slots + (i - ibeg) * E + e;
+                        acc[0] += TACC(s0);
+                        acc[E] += TACC(s1);
+                        acc[2 * E] += TACC(s2);
+                        acc[3 * E] += TACC(s3);
+                    }
+                    for (; i < iend; i++) {
+                        const T* __restrict kb = buf + (i - ibeg) * SUB;
+                        T s = T(0);
+#pragma omp simd reduction(+ : s)
+                        for (int64_t jj = 0; jj < ts; jj++) s += kb[jj] * be[jj];
+                        slots[(i - ibeg) * E + e] += TACC(s);
+                    }
+                }
+            }
+            continue;
+        }
+#endif
         for (int64_t i = ibeg; i < iend; i++) {
 @PRELOAD@
 #if MODE_PRODUCT
@@ -80,7 +134,7 @@ static void run_block(const void** args, int64_t ny, int64_t E, int64_t ibeg, in
 #else
             Acc& A = slots[i - ibeg];
 #endif
-#if !MODE_SUM
+#if !MODE_SUM && !MODE_PRODUCT
             // every other case: the formula on this tile into buf (component c at buf + c * TJ),
             // then the reduction folds buf
 #pragma omp simd
@@ -89,15 +143,7 @@ static void run_block(const void** args, int64_t ny, int64_t E, int64_t ibeg, in
 @BODY@
 @STORE@
             }
-#if MODE_PRODUCT
-            for (int64_t e = 0; e < E; e++) {
-                const T* __restrict be = bmat + e * ny + j0;
-                T s = T(0);
-#pragma omp simd reduction(+ : s)
-                for (int64_t jj = 0; jj < tj; jj++) s += buf[jj] * be[jj];
-                acc[e] += TACC(s);
-            }
-#elif MODE_LSE
+#if MODE_LSE
             Acc B;
             for (int c = 0; c < WIDTH; c++) {
                 const T* __restrict v = buf + c * TJ;
@@ -151,7 +197,7 @@ extern "C" int kl_reduce(int64_t nx, int64_t ny, const void** args, T* out_f, in
     try {
         if (splits > 1) parts.resize((size_t)(splits * nx * slot_width));
         local.resize((size_t)(nthreads * IB * slot_width));
-        bufs.resize((size_t)(nthreads * std::max(WIDTH, 1) * TJ));
+        bufs.resize((size_t)(nthreads * BUF));
     } catch (const std::bad_alloc&) {
         return 1;
     }
@@ -164,7 +210,7 @@ extern "C" int kl_reduce(int64_t nx, int64_t ny, const void** args, T* out_f, in
         const int64_t jbeg = s * jchunk, jend = std::min(ny, jbeg + jchunk);
         Slot* slots = splits > 1 ? &parts[(size_t)((s * nx + ibeg) * slot_width)]
                                  : &local[(size_t)(t * IB * slot_width)];
-        run_block(args, ny, E, ibeg, iend, jbeg, jend, slots, &bufs[(size_t)(t * std::max(WIDTH, 1) * TJ)]);
+        run_block(args, ny, E, ibeg, iend, jbeg, jend, slots, &bufs[(size_t)(t * BUF)]);
         if (splits == 1)
             for (int64_t i = ibeg; i < iend; i++) finish_row(slots + (i - ibeg) * slot_width, E, i, out_f, out_i);
     }
