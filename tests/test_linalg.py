@@ -358,6 +358,44 @@ def test_eigsh_matches_dense_eigh(square):
         K.eigsh(k=2, which="BE")
 
 
+def test_eigsh_smallest_of_a_gaussian_matches_dense_or_warns():
+    # 150 of the 200 eigenvalues lie within 1e-4 of 0 (most under the rounding floor): a residual
+    # test against max|θ| alone used to return values 1e6 too large as converged, silently
+    x = rng(0).uniform(size=(200, 2))
+    K = kernels.gaussian(x, sigma=0.2)
+    ref = np.linalg.eigvalsh(K.to_dense())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        w, v = K.eigsh(k=50, which="SA")
+    warned = [c for c in caught if issubclass(c.category, ConvergenceWarning)]
+    if not warned:
+        np.testing.assert_allclose(w, ref[:50], rtol=0, atol=1e-8 * ref[-1])
+    else:
+        assert "below the attainable accuracy" in str(warned[0].message)
+        assert warned[0].filename == __file__  # the warning points at the caller
+    assert w.shape == (50,) and v.shape == (200, 50)
+
+
+def test_eigsh_per_pair_convergence_and_the_rounding_floor():
+    from kernla.linalg import eigsh
+
+    # well separated small eigenvalues: each pair converges to its own relative tolerance
+    d = np.concatenate([[1e-3, 2e-3, 3e-3], np.linspace(1.0, 100.0, 97)])
+    Q, _ = np.linalg.qr(rng(5).standard_normal((100, 100)))
+    A = (Q * d) @ Q.T
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        w = eigsh(lambda V: A @ V, 100, k=3, which="SA", return_eigenvectors=False)
+    np.testing.assert_allclose(w, d[:3], rtol=1e-7)
+    # eigenvalues far below the rounding floor (√n·eps·max|λ| ≈ 2e-13): to them a single-vector
+    # Krylov method sees one (numerically) triple eigenvalue 0, and it must say so
+    d[:3] = [1e-20, 2e-20, 3e-20]
+    A = (Q * d) @ Q.T
+    with pytest.warns(ConvergenceWarning, match="below the attainable accuracy"):
+        w = eigsh(lambda V: A @ V, 100, k=3, which="SA", return_eigenvectors=False)
+    assert np.abs(w[0]) < 1e-11
+
+
 def test_scipy_eigensolvers_on_the_operator(square):
     x, K, D = square
     ref = np.linalg.eigvalsh(D)

@@ -8,9 +8,17 @@ orthonormal basis ``V = [v_0 … v_m]`` and the projected matrix ``H = Vᵀ A V`
    eigenvalues, no loss of orthogonality);
 2. diagonalise the small projected matrix: Ritz values θ and vectors ``y = V s``; the residual of
    a Ritz pair is ``|β · s_last|`` (β = the norm of the next basis vector), known without a product;
-3. stop when the k wanted pairs have residual ``≤ tol · max|θ|``; otherwise keep the best
-   ``k + (ncv − k)/2`` Ritz vectors plus the last basis vector — the kept vectors diagonalise H
-   with an extra coupling row — and go to 1.
+3. stop when each of the k wanted pairs has converged on its own (as in ARPACK):
+   ``resid_i ≤ tol · max(|θ_i|, eps · max|θ|)``, or — for an eigenvalue so small that
+   ``tol · |θ_i|`` is below the rounding floor ``√n · eps · max|θ|`` of the products — once its
+   residual has reached that floor (a :class:`ConvergenceWarning` then says that those
+   eigenvalues are below the attainable accuracy); otherwise keep the best ``k + (ncv − k)/2``
+   Ritz vectors plus the last basis vector — the kept vectors diagonalise H with an extra
+   coupling row — and go to 1.
+
+A test against the largest |θ| alone would accept every tiny Ritz value at once: for
+``which="SA"`` on a kernel matrix (whose small eigenvalues cluster near 0) it returned values
+10⁶ times too large as "converged".
 
 Every product goes through ``apply`` (for a KernelOperator, one kernla reduction).
 
@@ -51,6 +59,23 @@ def _order(theta: np.ndarray, which: str) -> np.ndarray:
     return np.argsort(-np.abs(theta), kind="stable")
 
 
+#: the attainable residual of a Ritz pair is taken as FLOOR_FACTOR · √n · eps · max|θ|
+FLOOR_FACTOR = 1.0
+
+
+def _test(theta, resid, wanted, tol, eps, n):
+    """Per-pair convergence test (see :func:`eigsh`)."""
+    scale = max(float(np.abs(theta).max()) if theta.size else 0.0, np.finfo(float).tiny)
+    th = np.abs(theta[wanted])
+    r = resid[wanted]
+    converged = r <= tol * np.maximum(th, eps * scale)
+    floor = FLOOR_FACTOR * np.sqrt(n) * eps * scale
+    tiny = tol * th < floor
+    at_floor = ~converged & tiny & (r <= floor)
+    return dict(converged=converged, at_floor=at_floor, tiny=tiny, floor=floor, scale=scale,
+                done=bool((converged | at_floor).all()))
+
+
 def eigsh(apply: Callable[[np.ndarray], np.ndarray], n: int, k: int = 6, which: str = "LA",
           tol: Optional[float] = None, maxiter: Optional[int] = None, ncv: Optional[int] = None,
           v0: Optional[np.ndarray] = None, dtype: Any = np.float64, return_eigenvectors: bool = True,
@@ -58,10 +83,14 @@ def eigsh(apply: Callable[[np.ndarray], np.ndarray], n: int, k: int = 6, which: 
     """k eigenpairs of the symmetric n×n operator ``apply`` (an (n, 1) array in, (n, 1) out).
 
     ``which``: ``"LA"`` largest algebraic, ``"SA"`` smallest algebraic, ``"LM"`` largest magnitude.
-    ``tol``: residual ``‖A y − θ y‖ ≤ tol · max|θ|`` (default 1e-8 for float64 operators, 1e-4 for
-    float32); ``maxiter``: restarts (default 100); ``ncv``: basis size (default ``max(2k+1, 20)``,
-    at most n). Returns ``(w, v)`` with w ascending, like ``scipy.sparse.linalg.eigsh``; on
-    non-convergence, the current approximations with a :class:`ConvergenceWarning`.
+    ``tol``: per-pair residual ``‖A y − θ y‖ ≤ tol · max(|θ|, eps · max|θ|)`` (default 1e-8 for
+    float64 operators, 1e-4 for float32; eps is the operator dtype's machine epsilon);
+    ``maxiter``: restarts (default 100); ``ncv``: basis size (default ``max(2k+1, 20)``, at most
+    n). Returns ``(w, v)`` with w ascending, like ``scipy.sparse.linalg.eigsh``. On
+    non-convergence, the current approximations with a :class:`ConvergenceWarning`; the warning
+    also comes when a wanted eigenvalue is below the attainable accuracy (``tol · |θ|`` under the
+    rounding floor ``√n · eps · max|θ|``): such eigenvalues are known only to about ± that floor,
+    and with ``which="SA"`` eigenvalues that small may be missing or out of order.
     """
     if which not in ("LA", "SA", "LM"):
         raise InputValueError(f"which must be 'LA', 'SA' or 'LM', got {which!r}")
@@ -79,6 +108,7 @@ def eigsh(apply: Callable[[np.ndarray], np.ndarray], n: int, k: int = 6, which: 
     if not k < m <= n:
         raise InputValueError(f"ncv must satisfy k < ncv <= n ({k} < ncv <= {n}), got {ncv}")
     rng = np.random.default_rng(seed)
+    eps = float(np.finfo(np.float32 if np.dtype(dtype) == np.float32 else np.float64).eps)
 
     def product(v: np.ndarray) -> np.ndarray:
         return np.asarray(apply(v.reshape(n, 1)), dtype=np.float64).reshape(n)
@@ -125,9 +155,9 @@ def eigsh(apply: Callable[[np.ndarray], np.ndarray], n: int, k: int = 6, which: 
         resid = np.abs(coupling)
         order = _order(theta, which)
         wanted = order[:k]
-        scale = max(np.abs(theta).max(), np.finfo(float).tiny)
-        if size < m or (resid[wanted] <= tol * scale).all():
-            converged = size >= k and (resid[wanted] <= tol * scale).all()
+        state = _test(theta, resid, wanted, tol, eps, n)
+        if size < m or state["done"]:
+            converged = size >= k and state["done"]
             break
         # 3. thick restart: keep the best Ritz vectors and the last basis vector
         keep = order[:min(size - 1, k + (m - k) // 2)]
@@ -140,10 +170,21 @@ def eigsh(apply: Callable[[np.ndarray], np.ndarray], n: int, k: int = 6, which: 
         H[p, :p] = coupling[keep]
         V[:, p + 1:] = 0.0
     order = _order(theta, which)[:k]
+    problems = []
     if not converged:
-        warnings.warn(f"Lanczos did not converge to tol={tol:g} within maxiter={maxiter} restarts; "
-                      f"returning the current approximations (largest residual "
-                      f"{resid[order].max() / max(np.abs(theta).max(), 1e-300):.3g} relative)",
+        bad = ~(state["converged"] | state["at_floor"])
+        problems.append(f"{int(bad.sum())} of the {k} wanted eigenpairs did not converge to tol={tol:g} within "
+                        f"maxiter={maxiter} restarts (largest residual "
+                        f"{resid[order].max() / state['scale']:.3g}·max|λ|)")
+    if state["tiny"].any():
+        # |θ| below floor/tol: a residual of tol·|θ| is out of reach in this precision
+        limit = state["floor"] / tol
+        problems.append(f"{int(state['tiny'].sum())} of the {k} wanted eigenvalues are below the attainable "
+                        f"accuracy (|λ| < {limit:.2g}, i.e. tol·|λ| under the rounding floor ≈ √n·eps·max|λ| = "
+                        f"{state['floor']:.2g}): they are known only to about ±{state['floor']:.2g}"
+                        + (", and eigenvalues that small may be missing or out of order" if which == "SA" else ""))
+    if problems:
+        warnings.warn("Lanczos: " + "; ".join(problems) + "; returning the current approximations",
                       ConvergenceWarning, stacklevel=user_stacklevel())
     idx = order[np.argsort(theta[order], kind="stable")]
     w = theta[idx]
