@@ -150,11 +150,13 @@ def test_operator_solve_numpy_rhs_with_differentiable_data():
 
 def test_solve_backward_warns_when_the_adjoint_solve_does_not_converge():
     x, b = leaf(10, 2, seed=23), leaf(10, seed=24)
-    with pytest.warns(ConvergenceWarning):                       # the forward solve
+    with pytest.warns(ConvergenceWarning) as forward:            # the forward solve
         a = op(x, x, 1.0).solve(b, alpha=0.01, tol=TIGHT, maxiter=2)
-    with pytest.warns(ConvergenceWarning):                       # the adjoint solve of the backward
+    with pytest.warns(ConvergenceWarning) as backward:           # the adjoint solve of the backward
         a.sum().backward()
     assert x.grad is not None and b.grad is not None
+    # both warnings name this file, not kernla's or torch's autograd.Function.apply
+    assert {w.filename for w in [*forward, *backward] if w.category is ConvergenceWarning} == {__file__}
 
 
 # ---------------------------------------------------------------------------------------------

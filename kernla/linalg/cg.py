@@ -87,15 +87,24 @@ def _progress(verbose: bool, total: int):
 
 
 def user_stacklevel() -> int:
-    """The ``stacklevel`` that makes a warning point at the first caller outside kernla."""
+    """The ``stacklevel`` that makes a warning point at the first caller outside kernla and torch.
+
+    Frames of the torch package are skipped too: under autograd, a solve runs inside
+    ``torch.autograd.Function.apply`` (and its backward inside torch's engine), and a warning
+    pointing there would name torch's source instead of the user's line.
+    """
     import os
     import sys
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    roots = [os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep]
+    torch = sys.modules.get("torch")
+    if torch is not None and getattr(torch, "__file__", None):
+        roots.append(os.path.dirname(os.path.abspath(torch.__file__)) + os.sep)
+    roots_t = tuple(roots)
     frame, level = sys._getframe(1), 1
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(root + os.sep):
+    while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(roots_t):
         frame, level = frame.f_back, level + 1
-    return level
+    return level  # the outermost frame when the stack is all kernla/torch (a backward on torch's thread)
 
 
 def _host(a: Any) -> np.ndarray:
