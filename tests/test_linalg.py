@@ -211,6 +211,51 @@ def test_float32_default_tolerance():
     assert relres(A, a.astype(np.float64), b.astype(np.float64)) < 1e-5
 
 
+def test_float32_host_data_reach_the_default_tolerance_with_float64_products():
+    # σ=0.1, α=1e-2: cond ≈ 1e4, so float32 products leave a true-residual floor near 1e-6·…;
+    # the products of the solve run on float64 copies of the data instead
+    x = rng(40).uniform(size=(300, 2)).astype(np.float32)
+    b = rng(41).standard_normal((300, 2)).astype(np.float32)
+    x64 = x.astype(np.float64)
+    A = gauss_dense(x64, x64, 0.1) + 1e-2 * np.eye(300)
+    exact = np.linalg.solve(A, b.astype(np.float64))
+    K = kernels.gaussian(x, sigma=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        a, info = K.solve(b, alpha=1e-2, return_info=True)
+        a_lazy = (-(Vi(x).sqdist(Vj(x))) / np.float32(2 * 0.1 ** 2)).exp().solve(Vj(b), alpha=1e-2)
+    assert a.dtype == np.float32 and info.converged and info.residual_norms.max() <= 1e-6
+    assert np.linalg.norm(a - exact) < 1e-5 * np.linalg.norm(exact)
+    assert a_lazy.dtype == np.float32 and np.linalg.norm(a_lazy - exact) < 1e-5 * np.linalg.norm(exact)
+    assert K.dtype == np.float32 and K._data[0].dtype == np.float32  # the operator itself is unchanged
+
+
+def test_stalled_residual_stops_early_with_the_best_iterate():
+    # float32 products under float64 CG (what a GPU solve on float32 data does): the true residual
+    # stalls near eps32·cond ≈ 5e-5 while the recursive one keeps falling
+    x = rng(0).uniform(size=(300, 2))
+    A = gauss_dense(x, x, 0.2) + 1e-2 * np.eye(300)
+    A32 = A.astype(np.float32)
+    b = rng(42).standard_normal((300, 2))
+
+    def apply(V):
+        return (A32 @ V.astype(np.float32)).astype(np.float64)
+
+    with pytest.warns(ConvergenceWarning, match="stalled at .* rounding floor") as caught:
+        X, info = kernla.linalg.block_cg(apply, b, tol=1e-6)
+    assert caught[0].filename == __file__
+    assert not info.converged and info.column_stalled.all()
+    assert info.iterations < 400  # maxiter is 2000; the floor is reached after ~190 iterations
+    true = np.linalg.norm(b - apply(X), axis=0) / np.linalg.norm(b, axis=0)
+    np.testing.assert_allclose(info.residual_norms, true, rtol=1e-12)
+    assert true.max() < 2e-4 and (np.linalg.norm(b - A @ X, axis=0) / np.linalg.norm(b, axis=0)).max() < 1e-4
+    # float64 products on the same system: slow convergence is not a stall
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        X, info = kernla.linalg.block_cg(lambda V: A @ V, b, tol=1e-10)
+    assert info.converged and not info.column_stalled.any()
+
+
 def test_badly_scaled_columns_converge_each_on_its_own(square):
     x, K, D = square
     A = D + 0.05 * np.eye(300)

@@ -5,11 +5,23 @@
 columns still running, so a kernel operator pays one reduction per iteration whatever k is.
 Each column has its own step sizes (this is k independent CG recurrences sharing their
 products, not a block-Krylov method), stops as soon as ``‖b_j − A x_j‖ ≤ tol · ‖b_j‖`` and then
-stops moving. Without convergence the last iterate is returned: CG's error in the A-norm
+stops moving.
+
+Rounding. When the recursive residuals say "converged", the true residual is computed once (one
+more product) and columns that fall short restart from it, so float32 rounding cannot fake
+convergence. Products computed in a lower precision than the CG vectors (float32 kernel
+products on a GPU) leave a floor under the true residual, about ``eps · cond(A)``, that no
+number of iterations crosses while the recursive residual keeps falling. So every
+``check_every`` iterations the true residual of the current iterate is computed too — its
+product rides along with the iteration's own (two blocks of columns in one ``apply`` call, no
+extra kernel pass) — the iterate with the smallest true residual is kept, and a column stops
+as *stalled* when its true residual has not halved in ``stall_window`` iterations while the
+recursive one has fallen below half of it (the sign of a rounding floor, not of slow
+convergence, where both agree). A stalled column (or one whose restarts are used up) returns
+its iterate with the smallest true residual, with a :class:`ConvergenceWarning` that names the
+floor. A column stopped by ``maxiter`` returns its last iterate: CG's error in the A-norm
 decreases at every step, so it is the best iterate in that norm (the residual's 2-norm is not
-monotone and can be larger than at the start on ill-conditioned systems). When the recursive residuals say "converged", the true residual is computed once
-(one more product) and columns that fall short restart from it, so float32 rounding cannot fake
-convergence.
+monotone and can be larger than at the start on ill-conditioned systems).
 
 >>> import numpy as np
 >>> A = np.array([[4.0, 1.0], [1.0, 3.0]])
@@ -35,6 +47,13 @@ DEFAULT_MAXITER = 2000
 #: how many times a column whose true residual disagrees with its recursive one may restart
 _MAX_RESTARTS = 3
 
+#: true residuals are computed every CHECK_EVERY iterations (riding along with the iteration's product)
+CHECK_EVERY = 10
+
+#: a column stalls when its true residual has not halved in STALL_WINDOW iterations while its
+#: recursive residual is below half of it
+STALL_WINDOW = 20
+
 
 class ConvergenceWarning(UserWarning):
     """An iterative solver stopped (``maxiter`` reached, or the operator is not positive definite)
@@ -50,7 +69,8 @@ class SolveInfo:
     ``column_converged`` / ``column_iterations``: per column; ``kernel_products``: calls to the
     operator (each one reduction, whatever the number of columns); ``history``: the relative
     residuals after each iteration; ``time``: seconds in the solver; ``precond``: the
-    preconditioner's description and ``precond_time`` its set-up time.
+    preconditioner's description and ``precond_time`` its set-up time; ``column_stalled``: columns
+    stopped at a rounding floor of their true residual (see the module docstring).
     """
 
     iterations: int
@@ -64,6 +84,7 @@ class SolveInfo:
     time: float = 0.0
     precond: Optional[str] = None
     precond_time: float = 0.0
+    column_stalled: Optional[np.ndarray] = None
 
 
 def default_tol(dtype: Any) -> float:
@@ -114,15 +135,18 @@ def _host(a: Any) -> np.ndarray:
 def block_cg(apply: Callable[[Any], Any], B: Any, *, tol: float = 1e-10, maxiter: Optional[int] = None,
              x0: Any = None, precond: Optional[Callable[[Any], Any]] = None,
              callback: Optional[Callable[[int, np.ndarray], Any]] = None, verbose: bool = False,
-             xp: Any = np) -> tuple[Any, SolveInfo]:
+             xp: Any = np, check_every: int = CHECK_EVERY, stall_window: int = STALL_WINDOW) -> tuple[Any, SolveInfo]:
     """Solve ``A X = B`` column by column with shared products; returns ``(X, info)``.
 
     ``apply(X)`` returns ``A @ X`` for an (n, j) array of the same namespace ``xp`` (NumPy or
-    CuPy); ``precond(R)`` returns ``M⁻¹ R`` (M ≈ A, symmetric positive definite). ``tol`` is
-    relative to each column's norm; ``x0`` warm-starts; ``callback(iteration, residual_norms)``
-    receives the relative residuals of all columns after each iteration; ``verbose`` shows a tqdm
-    progress bar if tqdm is installed. Not converging within ``maxiter`` iterations returns the
-    best iterate in the A-norm (the last one) with its true residual and a :class:`ConvergenceWarning`.
+    CuPy), for any number of columns j; ``precond(R)`` returns ``M⁻¹ R`` (M ≈ A, symmetric
+    positive definite). ``tol`` is relative to each column's norm; ``x0`` warm-starts;
+    ``callback(iteration, residual_norms)`` receives the relative residuals of all columns after
+    each iteration; ``verbose`` shows a tqdm progress bar if tqdm is installed. ``check_every``
+    (0: never) and ``stall_window`` set the true-residual checks and the stall test (module
+    docstring). A column that does not converge comes back with a :class:`ConvergenceWarning`:
+    after ``maxiter`` iterations as its last iterate (the best in the A-norm), after a stall at a
+    rounding floor above ``tol`` as its iterate with the smallest true residual seen.
 
     >>> A = np.diag([1.0, 10.0, 100.0])
     >>> X, info = block_cg(lambda X: A @ X, np.eye(3), tol=1e-12)
@@ -141,6 +165,7 @@ def block_cg(apply: Callable[[Any], Any], B: Any, *, tol: float = 1e-10, maxiter
     if not isinstance(maxiter, (int, np.integer)) or isinstance(maxiter, bool) or maxiter < 0:
         raise InputValueError(f"maxiter must be a non-negative integer, got {maxiter!r}")
     maxiter = int(maxiter)
+    check_every, stall_window = int(check_every), int(stall_window)
 
     def norms(R):
         return _host(xp.sqrt((R * R).sum(axis=0)))
@@ -164,9 +189,25 @@ def block_cg(apply: Callable[[Any], Any], B: Any, *, tol: float = 1e-10, maxiter
     done = rnorm <= thresh           # frozen: converged (verified) or given up
     verified = done.copy()           # converged by a true residual
     failed = np.zeros(k, dtype=bool)  # gave up (not positive definite, or residual floor)
+    stalled = np.zeros(k, dtype=bool)  # gave up at a rounding floor of the true residual
     restarts = np.zeros(k, dtype=int)
     col_iters = np.zeros(k, dtype=int)
     not_pd = False
+    # the iterate with the smallest true residual so far, and the last time that residual halved
+    X_best = X.copy()
+    best_true = rnorm.copy()
+    ref_true = rnorm.copy()
+    ref_it = np.zeros(k, dtype=int)
+
+    def record_true(cols: np.ndarray, tn: np.ndarray, Xc: Any) -> None:
+        """Note the true residuals ``tn`` of the iterates ``Xc`` of columns ``cols``."""
+        better = tn < best_true[cols]
+        if better.any():
+            X_best[:, xp.asarray(cols[better])] = Xc[:, xp.asarray(np.flatnonzero(better))]
+            best_true[cols[better]] = tn[better]
+        halved = tn <= 0.5 * ref_true[cols]
+        ref_true[cols[halved]] = tn[halved]
+        ref_it[cols[halved]] = it
 
     P = xp.zeros_like(B)
     rz = np.zeros(k)
@@ -194,9 +235,11 @@ def block_cg(apply: Callable[[Any], Any], B: Any, *, tol: float = 1e-10, maxiter
                 if check.size == 0:
                     break
                 c = xp.asarray(check)
-                Rt = B[:, c] - apply(X[:, c])
+                Xc = X[:, c]
+                Rt = B[:, c] - apply(Xc)
                 products += 1
                 tn = norms(Rt)
+                record_true(check, tn, Xc)
                 R[:, c] = Rt
                 rnorm[check] = tn
                 good = tn <= thresh[check]
@@ -205,6 +248,7 @@ def block_cg(apply: Callable[[Any], Any], B: Any, *, tol: float = 1e-10, maxiter
                 restarts[bad] += 1
                 give_up = bad[restarts[bad] > _MAX_RESTARTS]
                 failed[give_up] = True
+                stalled[give_up] = True
                 again = bad[restarts[bad] <= _MAX_RESTARTS]
                 if again.size and it < maxiter:
                     done[again] = False
@@ -217,33 +261,55 @@ def block_cg(apply: Callable[[Any], Any], B: Any, *, tol: float = 1e-10, maxiter
             it += 1
             c = xp.asarray(active)
             Pa = P[:, c]
-            AP = apply(Pa)
+            if check_every > 0 and it % check_every == 0:
+                # the true residual of the current iterates, computed in the same product
+                Xa = X[:, c]
+                both = apply(xp.concatenate([Pa, Xa], axis=1))
+                AP, AX = both[:, :active.size], both[:, active.size:]
+                tn = norms(B[:, c] - AX)
+                record_true(active, tn, Xa)
+                rec = rnorm[active]
+                truly = tn <= thresh[active]
+                stuck = ~truly & (rec <= 0.5 * tn) & (it - ref_it[active] >= stall_window)
+                if truly.any() or stuck.any():
+                    verified[active[truly]] = True
+                    failed[active[stuck]] = True
+                    stalled[active[stuck]] = True
+                    done[active[truly | stuck]] = True
+                    rnorm[active[truly]] = tn[truly]
+                    keep = np.flatnonzero(~(truly | stuck))
+                    active = active[keep]
+                    c = xp.asarray(active)
+                    Pa, AP = Pa[:, xp.asarray(keep)], AP[:, xp.asarray(keep)]
+            else:
+                AP = apply(Pa)
             products += 1
-            pap = _host((Pa * AP).sum(axis=0))
-            ok = np.isfinite(pap) & (pap > 0)
-            if not ok.all():
-                # a direction of non-positive curvature: A is not positive definite on this column
-                not_pd = True
-                failed[active[~ok]] = True
-                done[active[~ok]] = True
-            step = np.where(ok, rz[active] / np.where(ok, pap, 1.0), 0.0)
-            s = xp.asarray(step.astype(B.dtype))
-            X[:, c] += s * Pa
-            R[:, c] -= s * AP
-            rn = norms(R[:, c])
-            rnorm[active] = rn
-            col_iters[active[ok]] += 1
-            conv = ok & (rn <= thresh[active])
-            done[active[conv]] = True
-            cont = active[ok & ~conv]
-            if cont.size:
-                cc = xp.asarray(cont)
-                Rc = R[:, cc]
-                Z = Rc if precond is None else precond(Rc)
-                rz_new = _host((Rc * Z).sum(axis=0))
-                beta = rz_new / np.where(rz[cont] != 0, rz[cont], 1.0)
-                P[:, cc] = Z + xp.asarray(beta.astype(B.dtype)) * P[:, cc]
-                rz[cont] = rz_new
+            if active.size:
+                pap = _host((Pa * AP).sum(axis=0))
+                ok = np.isfinite(pap) & (pap > 0)
+                if not ok.all():
+                    # a direction of non-positive curvature: A is not positive definite on this column
+                    not_pd = True
+                    failed[active[~ok]] = True
+                    done[active[~ok]] = True
+                step = np.where(ok, rz[active] / np.where(ok, pap, 1.0), 0.0)
+                s = xp.asarray(step.astype(B.dtype))
+                X[:, c] += s * Pa
+                R[:, c] -= s * AP
+                rn = norms(R[:, c])
+                rnorm[active] = rn
+                col_iters[active[ok]] += 1
+                conv = ok & (rn <= thresh[active])
+                done[active[conv]] = True
+                cont = active[ok & ~conv]
+                if cont.size:
+                    cc = xp.asarray(cont)
+                    Rc = R[:, cc]
+                    Z = Rc if precond is None else precond(Rc)
+                    rz_new = _host((Rc * Z).sum(axis=0))
+                    beta = rz_new / np.where(rz[cont] != 0, rz[cont], 1.0)
+                    P[:, cc] = Z + xp.asarray(beta.astype(B.dtype)) * P[:, cc]
+                    rz[cont] = rz_new
             rel = rnorm / safe_bnorm
             history.append(rel.copy())
             if bar is not None:
@@ -258,22 +324,39 @@ def block_cg(apply: Callable[[Any], Any], B: Any, *, tol: float = 1e-10, maxiter
 
     converged_cols = verified & ~failed
     if not converged_cols.all():
-        # report the true residual of each unfinished column
+        # the true residual of each unfinished column. A column stopped by maxiter keeps its last
+        # iterate (CG's error in the A-norm decreases at every step, while the residual's 2-norm
+        # need not: after a few steps on an ill-conditioned system it can exceed ‖b‖); a column
+        # stopped at a rounding floor, where that monotonicity is lost, takes the iterate with the
+        # smallest true residual seen
         todo = np.flatnonzero(~converged_cols)
         c = xp.asarray(todo)
-        Rt = B[:, c] - apply(X[:, c])
+        Xc = X[:, c]
+        tn = norms(B[:, c] - apply(Xc))
         products += 1
-        rnorm[todo] = norms(Rt)
+        record_true(todo, tn, Xc)
+        rnorm[todo] = tn
+        use = todo[stalled[todo] & (best_true[todo] < tn)]
+        if use.size:
+            X[:, xp.asarray(use)] = X_best[:, xp.asarray(use)]
+            rnorm[use] = best_true[use]
         converged_cols[todo] = rnorm[todo] <= thresh[todo]
     rel = rnorm / safe_bnorm
     info = SolveInfo(iterations=it, residual_norms=rel, converged=bool(converged_cols.all()),
                      column_converged=converged_cols, column_iterations=col_iters, kernel_products=products,
-                     tol=tol, history=history, time=time.perf_counter() - start)
+                     tol=tol, history=history, time=time.perf_counter() - start,
+                     column_stalled=stalled & ~converged_cols)
     if not info.converged:
         bad = np.flatnonzero(~converged_cols)
-        reason = ("the operator is not positive definite (a non-positive curvature p·Ap ≤ 0 appeared)"
-                  if not_pd else f"maxiter={maxiter} reached" if it >= maxiter
-                  else "the residual stalled above tol (rounding floor; try a looser tol or float64 data)")
+        floor = stalled[bad]
+        if not_pd:
+            reason = "the operator is not positive definite (a non-positive curvature p·Ap ≤ 0 appeared)"
+        elif floor.any():
+            reason = (f"the true residual stalled at {rel[bad[floor]].min():.3g} (relative), the rounding floor of "
+                      "the products (about their precision times the condition number of the system; float32 "
+                      "products stop near 1e-7·cond); ask for a tol above it, or solve with float64 data")
+        else:
+            reason = f"maxiter={maxiter} reached"
         warnings.warn(f"conjugate gradients did not converge for {bad.size} of {k} column(s): {reason}; "
                       f"returning the best iterate, relative residual {rel[bad].max():.3g} > tol={tol:g}",
                       ConvergenceWarning, stacklevel=user_stacklevel())

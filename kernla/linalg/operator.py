@@ -714,6 +714,15 @@ class KernelOperator(LinearOperator):
         iterations the best iterate is returned with a :class:`~kernla.linalg.ConvergenceWarning`.
         ``return_info=True`` returns ``(a, info)`` (see :class:`~kernla.linalg.cg.SolveInfo`).
 
+        float32 data: block CG always runs in float64, but float32 products would leave a floor
+        of about ``1e-7 · cond(A)`` under the true residual, often above the default tol of
+        1e-6. On the host, the solve's products therefore run on float64 copies of the data
+        (O(N·D) memory, cast once per solve; the operator itself is unchanged) and the solution
+        is returned in the caller's dtype (``info.residual_norms`` are those of the float64
+        solution, before that rounding). On a GPU the products stay in float32; when the true
+        residual stalls at its floor above ``tol``, the solve stops there and returns its best
+        iterate with a ConvergenceWarning naming the floor, instead of running to ``maxiter``.
+
         Differentiable with torch: when ``b``, ``alpha`` (a 0-d tensor) or the operator's torch
         data require grad, ``a`` carries a ``grad_fn`` whose backward is one more solve (the
         implicit function theorem: ``b̄ = (A + αI)⁻ᵀ ā``, ``θ̄ = −∂_θ⟨b̄, K(θ) a⟩`` by one
@@ -738,19 +747,39 @@ class KernelOperator(LinearOperator):
         grad = self._records_graph(b, alpha)
         if grad:  # check b before a preconditioner is built
             self._compute_input(b.detach() if _is_torch(b) else b, self.shape[0], "the right-hand side b")
-        M = make_preconditioner(precond, self, alpha_value, rank=rank)
+        work = self._solver_operator()
+        M = make_preconditioner(precond, work, alpha_value, rank=rank)
         options = dict(tol=tol, maxiter=maxiter, precond=M)
         if not grad:
             return self._solve_plain(b, alpha_value, x0=x0, callback=callback, return_info=return_info,
-                                     verbose=verbose, **options)
+                                     verbose=verbose, work=work, **options)
         return self._solve_graph(b, alpha, alpha_value, x0=x0, callback=callback, return_info=return_info,
-                                 verbose=verbose, **options)
+                                 verbose=verbose, work=work, **options)
+
+    def _solver_operator(self) -> "KernelOperator":
+        """The operator whose products a solve uses: float64 copies of float32 host data, else ``self``.
+
+        Block CG runs in float64; with float32 products its true residual cannot go below about
+        ``1e-7 · cond(A)``, often above the default tol of 1e-6. On the host the copies cost
+        O(N·D) memory, made once per solve, and a float64 product about twice a float32 one.
+        On a GPU the products stay in float32 (block CG stops at the floor instead).
+        """
+        if self._on_gpu or self.dtype != np.float32:
+            return self
+        variables = [(d if arr.kind_of(d) == "scalar" else np.asarray(d, dtype=np.float64), c)
+                     for d, c in zip(self._data, self._cats)]
+        return KernelOperator._from_parts(self._formula, variables, self._names, self._backend,
+                                          self._scale, self._shift)
 
     def _solve_plain(self, b: Any, alpha: float, tol: Optional[float], maxiter: Optional[int], precond: Any,
-                     x0: Any, callback: Optional[Callable], return_info: bool, verbose: bool):
-        """Block CG on ``(self + alpha·I) a = b`` (``precond``: the callable built by make_preconditioner)."""
+                     x0: Any, callback: Optional[Callable], return_info: bool, verbose: bool,
+                     work: Optional["KernelOperator"] = None):
+        """Block CG on ``(self + alpha·I) a = b`` (``precond``: the callable built by make_preconditioner;
+        ``work``: :meth:`_solver_operator`, made here when not given)."""
         from .cg import block_cg, default_tol
 
+        if work is None:
+            work = self._solver_operator()
         n = self.shape[0]
         kind = cp.kind_of_array(b, "the right-hand side b")
         B, vector = self._compute_input(b, n, "the right-hand side b")
@@ -764,10 +793,10 @@ class KernelOperator(LinearOperator):
                 raise ShapeError(f"x0 must have the shape of b, {tuple(b.shape)}; got {tuple(x0.shape)}")
             X0 = X0.astype(cg_dtype)
             cp.check_finite(X0, self._ns, "x0")
-        op_dtype = self.dtype
+        op_dtype = work.dtype
 
         def apply(X):
-            out = self._product(X.astype(op_dtype, copy=False)).astype(cg_dtype)
+            out = work._product(X.astype(op_dtype, copy=False)).astype(cg_dtype, copy=False)
             if alpha != 0.0:
                 out += alpha * X
             return out
@@ -780,7 +809,8 @@ class KernelOperator(LinearOperator):
         return (out, info) if return_info else out
 
     def _solve_graph(self, b: Any, alpha: Any, alpha_value: float, tol: Optional[float], maxiter: Optional[int],
-                     precond: Any, x0: Any, callback: Optional[Callable], return_info: bool, verbose: bool):
+                     precond: Any, x0: Any, callback: Optional[Callable], return_info: bool, verbose: bool,
+                     work: Optional["KernelOperator"] = None):
         """:meth:`solve` recorded for torch.autograd by :func:`kernla.autograd.implicit_solve`.
 
         The forward is the plain block CG (with ``x0``, ``callback``, ``verbose``); the backward
@@ -798,10 +828,12 @@ class KernelOperator(LinearOperator):
 
         def run(rhs: Any, transpose: bool) -> Any:
             if transpose:  # the adjoint system (the same one for a symmetric operator)
-                if "T" not in found:
-                    found["T"] = self.T
-                return found["T"]._solve_plain(rhs, alpha_value, tol, maxiter, precond, None, None, False, False)
-            a, found["info"] = self._solve_plain(rhs, alpha_value, tol, maxiter, precond, x0, callback, True, verbose)
+                if "T" not in found:  # (the transpose, and that of the float64 copy the forward used)
+                    found["T"] = (self.T, None if work is None or work is self else work.T)
+                T, work_T = found["T"]
+                return T._solve_plain(rhs, alpha_value, tol, maxiter, precond, None, None, False, False, work_T)
+            a, found["info"] = self._solve_plain(rhs, alpha_value, tol, maxiter, precond, x0, callback, True, verbose,
+                                                 work)
             return a
 
         def matvec(v: Any, *params: Any) -> Any:

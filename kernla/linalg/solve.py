@@ -193,7 +193,9 @@ class KernelSolve:
         kind = arr.common_kind(named)
         dtype = arr.common_dtype(named)
         xp, on_gpu = cp.namespace(kind.on_gpu)
-        data = [a if arr.kind_of(a) == "scalar" else cp.to_compute(a, on_gpu, dtype, s.name)
+        # float32 data on the host: the products run on float64 copies (see KernelOperator.solve)
+        work = dtype if on_gpu else np.dtype(np.float64)
+        data = [a if arr.kind_of(a) == "scalar" else cp.to_compute(a, on_gpu, work, s.name)
                 for s, a in zip(self.slots, args)]
         shape = tuple(b.shape)
         n = shape[0]
@@ -201,12 +203,14 @@ class KernelSolve:
         red = Reduction("Sum", self.formula)
         alpha = float(alpha)
 
-        def apply(X):
-            V = X.reshape(n, d).astype(dtype)
+        def product(x):
             call_args = list(data)
-            call_args[self.varinv_pos] = V
+            call_args[self.varinv_pos] = x.reshape(n, d).astype(work)
             out = reduce(red, self.slots, call_args, self.axis, backend)[0]
-            return (out.astype(np.float64) + alpha * X.reshape(n, d)).reshape(n * d, 1)
+            return out.astype(np.float64).reshape(n * d) + alpha * x
+
+        def apply(X):  # (n·d, w): one reduction per column (the formula is linear in B, not a kernel product)
+            return xp.stack([product(X[:, j]) for j in range(X.shape[1])], axis=1)
 
         B = data[self.varinv_pos].astype(np.float64).reshape(n * d, 1)
         cp.check_finite(B, xp, repr(self.varinvalias))
