@@ -357,6 +357,62 @@ def test_preconditioners_reduce_iterations():
     assert jac.converged and 3 * jac.iterations < plain.iterations
 
 
+def _greedy_cholesky_reference(A, rank, rtol=1e-12):
+    """Pivoted partial Cholesky one column at a time, on a dense matrix."""
+    d = np.diag(A).copy()
+    top, Lt, piv = d.max(), np.zeros((rank, len(d))), []
+    for k in range(rank):
+        p = int(np.argmax(d))
+        if d[p] <= rtol * top:
+            break
+        col = (A[:, p] - Lt[:k, p] @ Lt[:k]) / np.sqrt(d[p])
+        Lt[k], d = col, np.maximum(d - col * col, 0.0)
+        d[p] = 0.0
+        piv.append(p)
+    return Lt[:len(piv)].T, np.array(piv)
+
+
+def test_pivoted_cholesky_picks_the_greedy_pivots():
+    from kernla.linalg import pivoted_cholesky
+
+    x = rng(50).uniform(size=(400, 2))
+    w = 1.0 + rng(51).uniform(size=(400, 1))
+    weighted = KernelOperator("Exp(-SqDist(X, Y) * G) * A * B", X=Vi(x), Y=Vj(x), A=Vi(w), B=Vj(w), G=20.0)
+    for K in (weighted, kernels.gaussian(x, sigma=0.1)):  # without and with ties on the diagonal
+        D = K.to_dense()
+        L0, p0 = _greedy_cholesky_reference(D, 80)
+        L, p = pivoted_cholesky(K, 80)
+        np.testing.assert_array_equal(p, p0)
+        np.testing.assert_allclose(L, L0, atol=1e-10)
+    # an exhausted matrix stops early
+    xs = np.repeat(rng(52).uniform(size=(5, 2)), 8, axis=0)
+    Ks = kernels.gaussian(xs, sigma=0.3)
+    L, p = pivoted_cholesky(Ks, 30)
+    assert len(p) == 5 and np.abs(L @ L.T - Ks.to_dense()).max() < 1e-9
+    # the columns come from the engine, chunk by chunk
+    cols = np.array([5, 0, 399, 7, 7])
+    np.testing.assert_allclose(weighted._columns(cols, chunk=2), weighted.to_dense()[:, cols], rtol=1e-13,
+                               atol=1e-15)
+
+
+def test_solvers_run_host_blas_on_one_thread_next_to_the_compiled_engine():
+    # OpenBLAS threads spinning after a NumPy call take cores from the engine's OpenMP threads
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from kernla.engines import resolve_backend
+    from kernla.linalg import _compute
+
+    def blas_threads():
+        return {m["num_threads"] for m in threadpoolctl.threadpool_info() if m["user_api"] == "blas"}
+
+    with _compute.blas_single_thread("numpy", False):
+        outside = blas_threads()
+    with _compute.blas_single_thread(None, False):
+        inside = blas_threads()
+    if resolve_backend(None, False) == "cpu":
+        assert inside == {1}
+    assert blas_threads() == outside  # restored
+
+
 def test_user_preconditioners(square):
     x, K, D = square
     A = D + 0.1 * np.eye(300)

@@ -39,6 +39,9 @@ DENSE_LIMIT = 2 ** 26
 #: largest intermediate (in scalars) when evaluating blocks of the matrix with NumPy
 _BLOCK_ELEMENTS = 1 << 21
 
+#: columns per engine call in KernelOperator._columns (each call costs N·chunk² adds besides the kernel)
+COLUMN_CHUNK = 16
+
 _SWAP = {CAT_I: CAT_J, CAT_J: CAT_I, CAT_PARAM: CAT_PARAM}
 
 
@@ -627,6 +630,40 @@ class KernelOperator(LinearOperator):
             out *= self._scale
         return out
 
+    def _columns(self, cols: Sequence[int], chunk: int = COLUMN_CHUNK) -> np.ndarray:
+        """The columns ``c · K[:, cols]`` (no shift) as a host float64 (n, len(cols)) array, computed
+        by the operator's engine (the compiled one when available), not by NumPy.
+
+        ``chunk`` columns per call: the j-variables restricted to those points and the right-hand
+        side an indicator (identity) block, ``Σ_j F(x_i, y_j) e_j`` — one kernel product with
+        ``chunk`` rows on the j side, costing N·chunk kernel evaluations (and N·chunk² adds).
+
+        >>> import numpy as np
+        >>> from kernla import kernels
+        >>> K = kernels.gaussian(np.linspace(0, 1, 7)[:, None], sigma=0.3)
+        >>> bool(np.allclose(K._columns([5, 0]), K.to_dense()[:, [5, 0]]))
+        True
+        """
+        cols = np.asarray(cols, dtype=np.int64).reshape(-1)
+        n, m = self.shape
+        if cols.size and (cols.min() < 0 or cols.max() >= m):
+            raise InputValueError(f"column indices must lie in [0, {m}), got {cols.min()}..{cols.max()}")
+        out = np.empty((n, cols.size))
+        xp = self._ns
+        for c0 in range(0, cols.size, chunk):
+            sel = cols[c0:c0 + chunk]
+            w = int(sel.size)
+            where = xp.asarray(sel)
+            data = [d[where] if c == CAT_J and arr.kind_of(d) != "scalar" else d
+                    for d, c in zip(self._data, self._cats)]
+            red = Reduction("Sum", call("Mult", self._formula, Var(len(data), w, CAT_J)))
+            slots = self._slots + [Slot("column indicator", CAT_J, w)]
+            block = reduce(red, slots, data + [xp.eye(w, dtype=self.dtype)], 1, self._backend)[0]
+            out[:, c0:c0 + w] = self._to_numpy_result(block)
+        if self._scale != 1.0:
+            out *= self._scale
+        return out
+
     def _diag_host(self) -> np.ndarray:
         if self.shape[0] != self.shape[1]:
             raise ShapeError(f"the diagonal is defined for square operators; this one is {self.shape}")
@@ -801,8 +838,9 @@ class KernelOperator(LinearOperator):
                 out += alpha * X
             return out
 
-        X, info = block_cg(apply, B, tol=default_tol(self.dtype) if tol is None else tol,
-                           maxiter=maxiter, x0=X0, precond=precond, callback=callback, verbose=verbose, xp=self._ns)
+        with cp.blas_single_thread(self._backend, self._on_gpu):
+            X, info = block_cg(apply, B, tol=default_tol(self.dtype) if tol is None else tol, maxiter=maxiter,
+                               x0=X0, precond=precond, callback=callback, verbose=verbose, xp=self._ns)
         if vector:
             X = X.reshape(-1)
         out = cp.from_compute(X, kind, cp.output_dtype(b, self.dtype))
@@ -878,18 +916,20 @@ class KernelOperator(LinearOperator):
 
             if which not in ("LA", "SA", "LM"):
                 raise InputValueError(f"which must be 'LA', 'SA' or 'LM', got {which!r}")
-            out = arpack(self, k=k, which=which, tol=0 if tol is None else tol, maxiter=maxiter, ncv=ncv,
-                         v0=None if v0 is None else arr.to_numpy(v0, self.dtype),
-                         return_eigenvectors=return_eigenvectors)
+            with cp.blas_single_thread(self._backend, self._on_gpu):
+                out = arpack(self, k=k, which=which, tol=0 if tol is None else tol, maxiter=maxiter, ncv=ncv,
+                             v0=None if v0 is None else arr.to_numpy(v0, self.dtype),
+                             return_eigenvectors=return_eigenvectors)
         elif method == "lanczos":
             from .lanczos import eigsh as lanczos
 
             def apply(V):
                 return self._to_numpy_result(self._product(cp.to_compute(V, self._on_gpu, self.dtype)))
 
-            out = lanczos(apply, self.shape[0], k=k, which=which, tol=tol, maxiter=maxiter, ncv=ncv,
-                          v0=None if v0 is None else arr.to_numpy(v0, np.dtype(np.float64)).reshape(-1),
-                          dtype=self.dtype, return_eigenvectors=return_eigenvectors)
+            with cp.blas_single_thread(self._backend, self._on_gpu):
+                out = lanczos(apply, self.shape[0], k=k, which=which, tol=tol, maxiter=maxiter, ncv=ncv,
+                              v0=None if v0 is None else arr.to_numpy(v0, np.dtype(np.float64)).reshape(-1),
+                              dtype=self.dtype, return_eigenvectors=return_eigenvectors)
         else:
             raise InputValueError(f"method must be 'lanczos' or 'arpack', got {method!r}")
         if return_eigenvectors:

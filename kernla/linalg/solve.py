@@ -215,8 +215,9 @@ class KernelSolve:
         B = data[self.varinv_pos].astype(np.float64).reshape(n * d, 1)
         cp.check_finite(B, xp, repr(self.varinvalias))
         X0 = None if x0 is None else cp.to_compute(x0, on_gpu, np.dtype(np.float64), "x0").reshape(n * d, 1)
-        X, info = block_cg(apply, B, tol=default_tol(dtype) if tol is None else tol, maxiter=maxiter, x0=X0,
-                           callback=callback, verbose=verbose, xp=xp)
+        with cp.blas_single_thread(backend, on_gpu):
+            X, info = block_cg(apply, B, tol=default_tol(dtype) if tol is None else tol, maxiter=maxiter, x0=X0,
+                               callback=callback, verbose=verbose, xp=xp)
         out = cp.from_compute(X.reshape(shape), kind, dtype)
         return (out, info) if return_info else out
 
