@@ -10,7 +10,12 @@ clouds (and p) with torch.autograd:
 kernla and pykeops run the same LazyTensor expression; dense torch builds the N×N matrices and
 is skipped where its peak memory (about 14 N×N arrays for the forward and backward) would pass
 the budget, with the memory it would need printed instead. Times are medians of several runs
-after a warm-up call (which compiles kernels); ``bwd/fwd`` is (forward+backward − forward) / forward.
+after a warm-up call (which compiles kernels). Forward and forward+backward runs are
+*interleaved* (f, f+b, f+b, f, f, f+b, …) so that both see the same machine load, and
+``bwd/fwd`` is the median over the pairs of (forward+backward − forward), divided by the median
+forward; where that difference is not larger than the timing spread (the larger interquartile
+range of the two series), it says ``< noise`` instead of a ratio — timed separately, a backward
+cheaper than the forward's jitter used to come out as a negative ratio.
 ``--clock cpu`` reports process CPU seconds (all threads) instead of wall-clock time: steadier when
 other programs share the machine.
 
@@ -20,7 +25,9 @@ other programs share the machine.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -102,6 +109,36 @@ def _time(fn: Callable, repeat: int, budget: float) -> Optional[float]:
     return t.wall if CLOCK == "wall" else t.cpu
 
 
+def _spread(values: list) -> float:
+    """Interquartile range (0 for fewer than 2 values)."""
+    if len(values) < 2:
+        return 0.0
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[2] - q[0]
+
+
+def _paired(forward: Callable, both: Callable, repeat: int, budget: float) -> tuple[float, float, object]:
+    """(median forward, median forward+backward, bwd/fwd ratio or "< noise"), runs interleaved."""
+    clock = time.perf_counter if CLOCK == "wall" else time.process_time
+    forward()
+    both()  # warm-up: compiles
+    tf, tb = [], []
+    start = time.perf_counter()
+    for k in range(max(repeat, 3)):
+        order = ((forward, tf), (both, tb)) if k % 2 == 0 else ((both, tb), (forward, tf))  # no drift bias
+        for fn, times in order:
+            t0 = clock()
+            fn()
+            times.append(clock() - t0)
+        if k >= 2 and time.perf_counter() - start > budget:
+            break
+    f, b = statistics.median(tf), statistics.median(tb)
+    extra = statistics.median([y - x for x, y in zip(tf, tb)])
+    noise = max(_spread(tf), _spread(tb))
+    ratio: object = extra / f if extra > noise and f > 0 else "< noise"
+    return f, b, ratio
+
+
 def bench(sizes, budget_gb: float, use_pykeops: bool, repeat: int, seconds: float):
     pk = optional("pykeops.torch") if use_pykeops else None
     rows = []
@@ -109,23 +146,21 @@ def bench(sizes, budget_gb: float, use_pykeops: bool, repeat: int, seconds: floa
         for n in sizes:
             row = [name, n]
             fwd, both = _runner(lambda *a: sym(kernla.LazyTensor, *a), n, wrt)
-            tf, tb = _time(fwd, repeat, seconds), _time(both, repeat, seconds)
-            row += [tf, tb, (tb - tf) / tf]
+            row += list(_paired(fwd, both, repeat, seconds))
             need = DENSE_NN_ARRAYS * n * n * 4
             if need <= budget_gb * 2**30:
                 fwd, both = _runner(dense, n, wrt)
-                row += [_time(fwd, repeat, seconds), _time(both, repeat, seconds)]
+                row += list(_paired(fwd, both, repeat, seconds)[:2])
             else:
                 row += [f"needs {need / 2**30:.3g} GB", "-"]
             if pk is None:
                 row += ["not installed", "-"]
             else:
                 fwd, both = _runner(lambda *a: sym(pk.LazyTensor, *a), n, wrt)
-                tf = _time(fwd, repeat, seconds)
                 try:
-                    row += [tf, _time(both, repeat, seconds)]
+                    row += list(_paired(fwd, both, repeat, seconds)[:2])
                 except Exception as err:  # pykeops refuses some gradients (Min)
-                    row += [tf, f"refused ({type(err).__name__})"]
+                    row += [_time(fwd, repeat, seconds), f"refused ({type(err).__name__})"]
             rows.append(row)
             print(f"  done: {name}, N = {n}", file=sys.stderr)
     return rows
