@@ -13,7 +13,11 @@ an N×N matrix. The loss is the kernel (MMD) distance between the shot curve and
 by gradient descent (with a backtracking step). The figure shows the curves, the point
 trajectories and the deformed grid (grid points follow the velocity field v(x) = Σ_j K(x, q_j) p_j).
 
-    python examples/lddmm_shooting.py [--n 100] [--steps 8] [--iters 60] [--out examples/lddmm_shooting.png]
+The figure goes to ``lddmm_shooting.png`` next to this script (or into ``$KERNLA_FIGURES``, or
+``--out``). The log's "iteration k" line gives the loss and gradient norm at the momentum reached
+after k steps (iteration 0: the starting loss, before any step).
+
+    python examples/lddmm_shooting.py [--n 100] [--steps 8] [--iters 60] [--out FILE.png]
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import numpy as np
 import torch
 
 from kernla import LazyTensor
+
+from _common import figure_path
 
 
 def gauss(x: torch.Tensor, y: torch.Tensor, sigma: float) -> LazyTensor:
@@ -85,6 +91,8 @@ def register(q0, target, sigma, sigma_data, steps, iters, gamma=1e-3, log=print)
     for it in range(iters):
         (g,) = torch.autograd.grad(loss, p0)
         history.append(loss.item())
+        if it % 10 == 0:  # the loss at this iterate, before its step (iteration 0: the start)
+            log(f"  iteration {it:3d}: loss {loss.item():.4e}, |grad| {g.norm().item():.2e}")
         while True:
             trial = (p0 - step * g).detach().requires_grad_()
             new = loss_of(trial, q0, target, sigma, sigma_data, steps, gamma)
@@ -92,9 +100,8 @@ def register(q0, target, sigma, sigma_data, steps, iters, gamma=1e-3, log=print)
                 break
             step *= 0.5
         p0, loss, step = trial, new, step * 2.0
-        if it % 10 == 0 or it == iters - 1:
-            log(f"  iteration {it:3d}: loss {loss.item():.4e}, |grad| {g.norm().item():.2e}")
     history.append(loss.item())
+    log(f"  after {iters} iterations: loss {loss.item():.4e}")
     return p0.detach(), history
 
 
@@ -148,7 +155,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=60, help="gradient-descent iterations")
     parser.add_argument("--sigma", type=float, default=0.35, help="deformation kernel scale")
     parser.add_argument("--sigma-data", type=float, default=0.3, help="scale of the MMD data term's kernel")
-    parser.add_argument("--out", default="examples/lddmm_shooting.png")
+    parser.add_argument("--out", default=None, help="PNG file to write")
     args = parser.parse_args()
     torch.set_default_dtype(torch.float64)
     source, target = curves(args.n)
@@ -164,8 +171,9 @@ def main() -> None:
     u = torch.linspace(-1.1, 1.1, shape[0])
     grid = torch.stack(torch.meshgrid(u, u, indexing="ij"), -1).reshape(-1, 2)
     grid_paths = flow_points(grid, states, args.sigma)
-    figure(args.out, source, target, states, grid_paths, history, shape)
-    print(f"wrote {args.out}")
+    path = figure_path("lddmm_shooting.png", args.out)
+    figure(path, source, target, states, grid_paths, history, shape)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
