@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
+import numpy as np
+
 
 @dataclass
 class Timing:
@@ -45,6 +47,15 @@ def optional(module: str):
         return importlib.import_module(module)
     except Exception:  # peers are optional; any import failure means "not available"
         return None
+
+
+def host(a):
+    """A NumPy copy of a NumPy, torch (any device) or CuPy array, in its own dtype (for checks)."""
+    if hasattr(a, "detach"):
+        return a.detach().cpu().numpy()
+    if hasattr(a, "get"):
+        return a.get()
+    return np.asarray(a)
 
 
 def machine() -> str:

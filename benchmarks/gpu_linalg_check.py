@@ -13,8 +13,13 @@ import argparse
 import time
 import traceback
 import warnings
+import sys
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import host  # noqa: E402
 
 import kernla
 from kernla import KernelSolve, kernels
@@ -35,14 +40,6 @@ def sync():
             torch.cuda.synchronize()
     except Exception:
         pass
-
-
-def host(a):
-    if hasattr(a, "detach"):
-        return a.detach().cpu().numpy()
-    if hasattr(a, "get"):
-        return a.get()
-    return np.asarray(a)
 
 
 def makers():

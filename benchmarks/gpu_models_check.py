@@ -13,20 +13,17 @@ from __future__ import annotations
 import argparse
 import time
 import traceback
+import sys
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import host  # noqa: E402
 
 from kernla.models import GaussianProcessRegressor, KernelInterpolation, KNeighborsClassifier, NearestNeighbors
 
 FAILED = []
-
-
-def host(a):
-    if hasattr(a, "detach"):
-        return a.detach().cpu().numpy()
-    if hasattr(a, "get"):
-        return a.get()
-    return np.asarray(a)
 
 
 def sync():
