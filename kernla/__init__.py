@@ -12,8 +12,7 @@ __version__ = "0.1.0"
 
 from .errors import (ArrayKindError, BackendError, DTypeError, FormulaError, FormulaSyntaxError,
                      InputValueError, KernlaError, ShapeError)
-from .engines.cuda.source import cuda_source
-from .genred import Genred
+from .genred import Genred, cuda_source
 from .lazy import LazyTensor, Pm, Vi, Vj
 from .linalg import ConvergenceWarning, KernelOperator, KernelSolve
 from . import kernels

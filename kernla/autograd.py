@@ -51,17 +51,14 @@ from . import arrays as arr
 from .errors import ShapeError
 from .formula.diff import vjp
 from .formula.tree import CAT_I, CAT_J, CAT_PARAM, Node, Var, call
-from .genred import Slot, _as_rows, reduce
-from .reductions import Reduction
+from .core import Slot, as_rows
+from .core import reduce as reduce_nograd
+from .reductions import KINDS, Reduction
 
 __all__ = ["DIFFERENTIABLE", "needs_grad", "reduce_with_grad", "implicit_solve", "solve_with_grad"]
 
 #: reductions with a float output that gradients flow through
-DIFFERENTIABLE = frozenset({"Sum", "Min", "Max", "KMin", "Min_ArgMin", "Max_ArgMax", "KMin_ArgKMin",
-                            "LogSumExp", "LogSumExpWeight", "SumSoftMaxWeight"})
-#: selection reductions: the forward runs the variant that also returns the indices
-_WITH_INDICES = {"Min": "Min_ArgMin", "Max": "Max_ArgMax", "KMin": "KMin_ArgKMin",
-                 "Min_ArgMin": "Min_ArgMin", "Max_ArgMax": "Max_ArgMax", "KMin_ArgKMin": "KMin_ArgKMin"}
+DIFFERENTIABLE = frozenset(name for name, kind in KINDS.items() if kind.gradient is not None)
 
 
 def needs_grad(args: Sequence[Any]) -> bool:
@@ -102,16 +99,16 @@ def reduce_with_grad(red: Reduction, slots: Sequence[Slot], args: Sequence[Any],
         raise ShapeError(f"axis must be 0 (reduce over i) or 1 (reduce over j), got {axis!r}")
     if len(args) != len(slots):
         raise ShapeError(f"expected {len(slots)} arrays ({', '.join(s.name for s in slots)}), got {len(args)}")
-    if red.name not in DIFFERENTIABLE:
+    if red.kind.gradient is None:
         with torch.no_grad():  # index outputs: nothing to differentiate
-            return reduce(red, slots, args, axis, backend)
+            return reduce_nograd(red, slots, args, axis, backend)
     named = {s.name: a for s, a in zip(slots, args)}
     kind = arr.common_kind(named)
     dtype = arr.common_dtype(named)
     tdtype = getattr(torch, dtype.name)
     rows = []
     for s, a in zip(slots, args):
-        a = _as_rows(a, s)  # checks the shape; numbers become 1-element NumPy arrays
+        a = as_rows(a, s)  # checks the shape; numbers become 1-element NumPy arrays
         if isinstance(a, np.ndarray):
             a = torch.as_tensor(a, dtype=tdtype, device=kind.device)
         rows.append(a)
@@ -128,15 +125,15 @@ class _KernlaReduction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, spec: _Spec, *rows):
         red = spec.red
-        name = _WITH_INDICES.get(red.name, red.name)
-        run = red if name == red.name else Reduction(name, red.formula, red.weight, red.K)
-        outs = reduce(run, spec.slots, rows, 1, spec.backend)  # grad mode is off here: no recursion
+        selection = red.kind.gradient == "selection"
+        run = red.with_indices() if selection else red  # a selection's backward needs the indices
+        outs = reduce_nograd(run, spec.slots, rows, 1, spec.backend)
         ctx.spec = spec
         ctx.n_in = len(rows)
-        if name in ("Min_ArgMin", "Max_ArgMax", "KMin_ArgKMin"):
+        if selection:
             values, idx = outs
             ctx.save_for_backward(*rows, values, idx)
-            if red.name == name:
+            if run == red:  # the caller asked for the indices too
                 ctx.mark_non_differentiable(idx)
                 return values, idx
             return (values,)
@@ -151,7 +148,7 @@ class _KernlaReduction(torch.autograd.Function):
         g = grad_outs[0]
         if g is None or not targets:
             return (None,) * (ctx.n_in + 1)
-        if ctx.spec.red.name in _WITH_INDICES:
+        if ctx.spec.red.kind.gradient == "selection":
             grads = _selection_backward(ctx.spec, rows, outs[1], g, targets)
         else:
             grads = _pairwise_backward(ctx.spec, rows, outs[0], g, targets)
@@ -161,6 +158,13 @@ class _KernlaReduction(torch.autograd.Function):
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
+def _reduce(red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int, backend: Optional[str]) -> list:
+    """A backward reduction: recorded for torch.autograd when its inputs require grad (double backward)."""
+    if needs_grad(args):
+        return reduce_with_grad(red, slots, args, axis, backend)
+    return reduce_nograd(red, slots, args, axis, backend)
+
+
 def _sum_to(t: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     """Sum the broadcast dimensions of ``t`` away so that it has ``shape``."""
     shape = tuple(shape)
@@ -210,23 +214,9 @@ def _pairwise_backward(spec: _Spec, rows, out: torch.Tensor, g: torch.Tensor, ta
         extra.append(t)
         return Var(len(slots) + len(extra) - 1, int(t.shape[-1]), CAT_I)
 
-    F, W = red.formula, red.weight
     G = new_ivar(g)
-    if red.name == "Sum":
-        seeds = [(F, G)]
-    elif red.name == "LogSumExp":
-        P = call("Exp", F - new_ivar(out))
-        seeds = [(F, G * P)]
-    elif red.name == "LogSumExpWeight":
-        P = call("Exp", F - new_ivar(out))  # exp(F - L_c), one per weight component
-        seeds = [(F, call("Sum", G * P * W)), (W, G * P)]
-    elif red.name == "SumSoftMaxWeight":
-        (lse,) = reduce(Reduction("LogSumExp", F), slots, rows, 1, backend)
-        P = call("Exp", F - new_ivar(lse))
-        O = new_ivar(out)
-        seeds = [(W, G * P), (F, P * call("Scalprod", G, W - O))]
-    else:  # pragma: no cover - DIFFERENTIABLE and the dispatch agree
-        raise AssertionError(red.name)
+    seeds = red.kind.grad_seeds(red, G, lambda: new_ivar(out),
+                                lambda other: new_ivar(_reduce(other, slots, rows, 1, backend)[0]))
 
     all_slots = slots + [Slot(f"backward input {n}", CAT_I, int(t.shape[-1])) for n, t in enumerate(extra)]
     all_args = list(rows) + extra
@@ -240,7 +230,7 @@ def _pairwise_backward(spec: _Spec, rows, out: torch.Tensor, g: torch.Tensor, ta
         parts = [(k, f) for k, f in zip(group, formulas) if f is not None]
         if not parts:
             continue
-        (res,) = reduce(Reduction("Sum", _concat([f for _, f in parts])), all_slots, all_args, axis, backend)
+        (res,) = _reduce(Reduction("Sum", _concat([f for _, f in parts])), all_slots, all_args, axis, backend)
         grads.update(_grads_from(res, parts, slots, rows,
                                  lambda k, t: t.sum(-2) if slots[k].cat == CAT_PARAM else t))
     return [grads.get(k, torch.zeros_like(rows[k]) if k in targets else None) for k in range(len(rows))]
@@ -289,7 +279,7 @@ def _selection_backward(spec: _Spec, rows, idx: torch.Tensor, g: torch.Tensor, t
     parts = [(k, f) for k, f in zip(targets, formulas) if f is not None]
     grads: dict[int, torch.Tensor] = {}
     if parts:
-        (res,) = reduce(Reduction("Sum", _concat([f for _, f in parts])), pair_slots, pair_args, 1, backend)
+        (res,) = _reduce(Reduction("Sum", _concat([f for _, f in parts])), pair_slots, pair_args, 1, backend)
         res = torch.where(flat_valid, res, torch.zeros((), dtype=res.dtype, device=res.device))
 
         def finish(k, t):

@@ -1,5 +1,6 @@
-"""``Genred``: generic reductions from formula strings, and the checked call path they share
-with ``LazyTensor``.
+"""``Genred``: generic reductions from formula strings; ``reduce``, the call path ``Genred``,
+``LazyTensor`` and the linear algebra share (with torch.autograd when a tensor requires grad);
+``cuda_source``, the CUDA text of a reduction.
 
 >>> import numpy as np
 >>> from kernla import Genred
@@ -11,54 +12,22 @@ array([1, 0])
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-import numpy as np
-
 from . import arrays as arr
-from .engines import get_engine, resolve_backend
-from .errors import FormulaError, InputValueError, ShapeError
-from .formula import CAT_I, CAT_J, CAT_PARAM, parse, parse_aliases
+from . import core
+from .core import Slot, slots_of
+from .engines.cuda.source import build_plan, dtype_name
+from .errors import FormulaError, ShapeError
+from .formula import parse, parse_aliases
 from .formula.tree import CATEGORY_NAMES, Node
 from .reductions import Reduction
+
+__all__ = ["Genred", "Slot", "cuda_source", "reduce", "slots_of"]
 
 #: pykeops keyword arguments accepted for compatibility and ignored
 _PYKEOPS_IGNORED = {"dtype", "dtype_acc", "use_double_acc", "sum_scheme", "enable_chunks",
                     "rec_multVar_highdim", "cuda_type", "device_id", "use_fast_math"}
-
-
-@dataclass(frozen=True)
-class Slot:
-    """One argument of a reduction: its name (for messages), category and vector dimension."""
-
-    name: str
-    cat: int
-    dim: int
-
-    def describe(self) -> str:
-        return f"{self.name!r} ({CATEGORY_NAMES[self.cat]}, dimension {self.dim})"
-
-
-def _as_rows(a: Any, slot: Slot) -> Any:
-    """Check an argument's shape against its slot; rows variables become (..., n, D), parameters (..., D)."""
-    if arr.kind_of(a) == "scalar":
-        if slot.cat != CAT_PARAM or slot.dim != 1:
-            raise ShapeError(f"{slot.describe()} needs an array, got the number {a!r}")
-        return np.array([a], dtype=np.float64)
-    shape = tuple(a.shape)
-    if slot.cat == CAT_PARAM:
-        if len(shape) == 0 and slot.dim == 1:
-            return a.reshape(1)
-        if len(shape) == 0 or shape[-1] != slot.dim:
-            raise ShapeError(f"{slot.describe()} expects an array of shape (..., {slot.dim}), got shape {shape}")
-        return a
-    if len(shape) == 1 and slot.dim == 1:
-        return a.reshape(shape[0], 1)
-    if len(shape) < 2 or shape[-1] != slot.dim:
-        raise ShapeError(f"{slot.describe()} expects an array of shape (..., n, {slot.dim}), got shape {shape}")
-    return a
 
 
 def reduce(red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int = 1,
@@ -66,139 +35,26 @@ def reduce(red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int
     """Check ``args`` against ``slots``, run ``red`` over ``axis`` and return outputs in the caller's kind.
 
     ``red`` is written for a reduction over j (axis=1); axis=0 exchanges the roles of i and j.
-    Outputs have shape (*batch, n_rows, width).
+    Outputs have shape (*batch, n_rows, width). With torch tensors, grad mode on and one of them
+    requiring grad, the outputs carry a torch.autograd graph (:mod:`kernla.autograd`).
     """
-    if axis not in (0, 1):
-        raise ShapeError(f"axis must be 0 (reduce over i) or 1 (reduce over j), got {axis!r}")
-    if len(args) != len(slots):
-        raise ShapeError(f"expected {len(slots)} arrays ({', '.join(s.name for s in slots)}), got {len(args)}")
-    named = {s.name: a for s, a in zip(slots, args)}
-    kind = arr.common_kind(named)
-    if kind.kind == "torch":  # torch.autograd: the backward is more kernla reductions
-        from .autograd import needs_grad, reduce_with_grad
+    if arr.common_kind({s.name: a for s, a in zip(slots, args)}).kind == "torch":
+        from .autograd import needs_grad, reduce_with_grad  # optional dependency: torch
 
         if needs_grad(args):
             return reduce_with_grad(red, slots, args, axis, backend)
-    dtype = arr.common_dtype(named)
-    compute = np.dtype(np.float32) if dtype == np.float16 else dtype
-    if axis == 0:
-        red = red.swap_ij()
-        slots = [Slot(s.name, {CAT_I: CAT_J, CAT_J: CAT_I}.get(s.cat, s.cat), s.dim) for s in slots]
-
-    shaped = [_as_rows(a, s) for s, a in zip(slots, args)]
-    sizes = {CAT_I: {}, CAT_J: {}}
-    batch_shapes = []
-    for s, a in zip(slots, shaped):
-        shape = tuple(a.shape)
-        if s.cat == CAT_PARAM:
-            batch_shapes.append(shape[:-1])
-            continue
-        sizes[s.cat][s.name] = shape[-2]
-        batch_shapes.append(shape[:-2])
-    for cat, label in ((CAT_I, "i"), (CAT_J, "j")):
-        if len(set(sizes[cat].values())) > 1:
-            detail = ", ".join(f"{n!r} has {v}" for n, v in sizes[cat].items())
-            raise ShapeError(f"{label}-variables must have the same number of points: {detail}")
-    # an index that no variable carries has size 1 (the formula is constant along it)
-    nx = next(iter(sizes[CAT_I].values()), 1)
-    ny = next(iter(sizes[CAT_J].values()), 1)
-    for cat, n in ((CAT_I, nx), (CAT_J, ny)):
-        if n == 0:
-            name = next(iter(sizes[cat]))
-            raise ShapeError(f"{name!r} is empty (0 points); kernla needs at least one point per index")
-    if red.K is not None and red.K > ny:
-        raise ShapeError(f"{red.name} with K={red.K} needs at least K candidates, got {ny}")
-    try:
-        batch = np.broadcast_shapes(*batch_shapes) if any(batch_shapes) else ()
-    except ValueError:
-        detail = ", ".join(f"{s.name!r} has {b}" for s, b in zip(slots, batch_shapes))
-        raise ShapeError(f"batch dimensions do not broadcast: {detail}") from None
-    if 0 in batch:
-        name = next(s.name for s, b in zip(slots, batch_shapes) if 0 in b)
-        raise ShapeError(f"{name!r} has an empty batch dimension (batch shape {batch}); "
-                         "kernla needs at least one problem per batch")
-
-    engine_name = resolve_backend(backend, kind.on_gpu)
-    engine = get_engine(engine_name)
-    if engine_name == "cuda":
-        # the CUDA kernels read and write float16 themselves (float arithmetic inside)
-        with _cuda_context(kind):
-            outputs = _run_batches(engine, red, slots, shaped, dtype, batch, nx, ny, arr.to_cupy)
-    else:
-        outputs = _run_batches(engine, red, slots, shaped, compute, batch, nx, ny, arr.to_numpy)
-    return [arr.wrap(o, kind, dtype) for o in outputs]
+    return core.reduce(red, slots, args, axis, backend)
 
 
-def _run_batches(engine, red: Reduction, slots: Sequence[Slot], shaped: list, dtype: np.dtype,
-                 batch: tuple, nx: int, ny: int, convert) -> list:
-    """Convert, check for NaN (one host sync), run every batch entry, stack the outputs."""
-    with np.errstate(over="ignore"):  # a number too large for the dtype becomes inf, refused below
-        data = [convert(a, dtype) for a in shaped]
-    xp = np if isinstance(data[0], np.ndarray) else __import__("cupy")
-    _refuse_nan(slots, data, dtype, xp)
-    if not batch:
-        return list(engine.run(red, [xp.ascontiguousarray(a) for a in data], nx, ny))
-    outputs = []
-    for index in np.ndindex(*batch):
-        views = []
-        for s, a in zip(slots, data):
-            lead = a.ndim - (1 if s.cat == CAT_PARAM else 2)
-            sub = index[len(index) - lead:] if lead else ()
-            sub = tuple(0 if a.shape[k] == 1 else i for k, i in enumerate(sub))
-            views.append(xp.ascontiguousarray(a[sub]))
-        outputs.append(engine.run(red, views, nx, ny))
-    return [xp.stack([o[k] for o in outputs]).reshape(batch + outputs[0][k].shape)
-            for k in range(len(outputs[0]))]
-
-
-def _refuse_nan(slots: Sequence[Slot], data: list, dtype: np.dtype, xp) -> None:
-    """InputValueError for NaN in data or a non-finite parameter (one host sync on the GPU)."""
-    # fast path: a finite sum proves there is no NaN (and no infinity); else look closer
-    if xp is np and all(np.isfinite(np.add.reduce(a, axis=None)) for a in data):
-        return
-    flags = [(~xp.isfinite(a) if s.cat == CAT_PARAM else xp.isnan(a)).any() for s, a in zip(slots, data)]
-    if bool(xp.stack(flags).any()):
-        for s, flag in zip(slots, flags):
-            if bool(flag):
-                what = f"non-finite values in {dtype}" if s.cat == CAT_PARAM else "NaN values"
-                raise InputValueError(f"{s.describe()} contains {what}")
-
-
-@contextmanager
-def _cuda_context(kind: arr.Kind):
-    """CuPy work on the caller's device, and on torch's current stream for torch tensors."""
-    import cupy
-
-    if kind.kind == "cupy":
-        with kind.device:
-            yield
-        return
-    if kind.kind != "torch" or kind.device.type != "cuda":
-        yield
-        return
-    import torch
-
-    index = kind.device.index if kind.device.index is not None else torch.cuda.current_device()
-    with cupy.cuda.Device(index):
-        with cupy.cuda.ExternalStream(torch.cuda.current_stream(index).cuda_stream):
-            yield
-
-
-def slots_of(aliases: dict[str, Node], formulas: Sequence[Node]) -> list[Slot]:
-    """Argument slots, by position, from aliases and inline variables; gaps are errors."""
-    by_pos: dict[int, Slot] = {}
-    names = {v: n for n, v in aliases.items()}
-    for var in list(aliases.values()) + [v for f in formulas for v in f.variables()]:
-        pos, dim, cat = var.params
-        slot = Slot(names.get(var, f"argument {pos}"), cat, dim)
-        if pos in by_pos and (by_pos[pos].cat, by_pos[pos].dim) != (cat, dim):
-            raise FormulaError(f"position {pos} is used with two meanings: {by_pos[pos].describe()} and "
-                               f"{CATEGORY_NAMES[cat]}({pos}, {dim})")
-        by_pos.setdefault(pos, slot)
-    missing = [p for p in range(max(by_pos, default=-1) + 1) if p not in by_pos]
-    if missing:
-        raise FormulaError(f"no variable is declared at position(s) {missing}")
-    return [by_pos[p] for p in range(len(by_pos))]
+def _reduction(formula: str, aliases: Sequence[str], reduction_op: str, axis: int, opt_arg: Optional[int],
+               formula2: Optional[str]) -> tuple[dict[str, Node], Reduction]:
+    """The parsed aliases and the reduction a formula string describes (pykeops' arguments)."""
+    if axis not in (0, 1):
+        raise ShapeError(f"axis must be 0 (reduce over i) or 1 (reduce over j), got {axis!r}")
+    al = parse_aliases(aliases)
+    f = parse(formula, al)
+    f2 = parse(formula2, al) if formula2 is not None else None
+    return al, Reduction(reduction_op, f, f2, opt_arg)
 
 
 class Genred:
@@ -215,12 +71,8 @@ class Genred:
                  dtype: Any = None, opt_arg: Optional[int] = None, formula2: Optional[str] = None,
                  **compat: Any):
         _check_compat(compat)
-        if axis not in (0, 1):
-            raise ShapeError(f"axis must be 0 (reduce over i) or 1 (reduce over j), got {axis!r}")
-        self.aliases = parse_aliases(aliases)
-        self.formula = parse(formula, self.aliases)
-        self.formula2 = parse(formula2, self.aliases) if formula2 is not None else None
-        self.reduction = Reduction(reduction_op, self.formula, self.formula2, opt_arg)
+        self.aliases, self.reduction = _reduction(formula, aliases, reduction_op, axis, opt_arg, formula2)
+        self.formula, self.formula2 = self.reduction.formula, self.reduction.weight
         self.axis = axis
         self.slots = slots_of(self.aliases, self.reduction.formulas)
 
@@ -240,3 +92,23 @@ def _check_compat(kwargs: dict) -> None:
     unknown = set(kwargs) - _PYKEOPS_IGNORED - {"ranges"}
     if unknown:
         raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+
+
+def cuda_source(formula: str, aliases: Sequence[str], reduction_op: str = "Sum", axis: int = 1,
+                dtype: str = "float32", opt_arg: Optional[int] = None,
+                formula2: Optional[str] = None) -> str:
+    """The complete, self-contained CUDA source of a reduction, as the cuda engine compiles it.
+
+    Arguments as for :class:`Genred` (``axis=1`` reduces over j, ``axis=0`` over i); ``dtype`` is
+    the data type ('float16', 'float32' or 'float64'). The source includes no file, so it compiles
+    anywhere (``nvcc -cubin -arch=sm_90 file.cu`` or NVRTC); its kernels are ``extern "C"``. No
+    GPU or CuPy is needed.
+
+    >>> src = cuda_source("Exp(-G * SqDist(X, Y)) * B", ["X = Vi(3)", "Y = Vj(3)", "B = Vj(1)", "G = Pm(1)"])
+    >>> 'extern "C" __global__' in src and "kl_reduce_w1" in src
+    True
+    """
+    _, red = _reduction(formula, aliases, reduction_op, axis, opt_arg, formula2)
+    if axis == 0:
+        red = red.swap_ij()
+    return build_plan(red, dtype_name(dtype)).source

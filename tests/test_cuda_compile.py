@@ -197,8 +197,8 @@ def test_accumulator_state_layout_round_trips():
     """Split-j partial states: every reduction's declaration is laid out, saved and loaded word by word."""
     for label, red, _ in CASES:
         acc = red.c_accumulator("acc")
-        save, words = cs._save_state(acc.decl)
-        load = cs._load_state(red.c_accumulator("kl_q").decl)
+        save, words = cs._save_state(acc)
+        load = cs._load_state(red.c_accumulator("kl_q"))
         assert words >= 1 and save.count("kl_st") >= 1 and load.count("kl_st") >= 1, label
 
 

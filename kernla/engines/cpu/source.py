@@ -86,14 +86,9 @@ def kernel_source(red: Reduction, dtype: str) -> str:
         decl = red.c_accumulator("acc").decl
         init, merge = acc.init, acc.merge("B.acc")
         final = acc.finalize("of", "oi")
-        if red.name == "Sum":
-            mode = "SUM"
-            fold = ""
-        elif red.name == "LogSumExp":
-            mode = "LSE"
-            fold = ""
-        else:
-            mode = "GENERIC"
+        mode = {"sum": "SUM", "logsumexp": "LSE"}.get(red.kind.vector_fold or "", "GENERIC")
+        fold = ""
+        if mode == "GENERIC":
             vals = [f"buf[{c} * TJ + jj]" for c in range(red.formula.dim)]
             wts = [f"buf[{red.formula.dim + c} * TJ + jj]" for c in range(red.weight.dim)] if red.weight else None
             fold = acc.update(vals, wts, "(j0 + jj)")

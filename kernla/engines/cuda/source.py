@@ -28,6 +28,8 @@ True
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -37,10 +39,10 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from ...errors import DTypeError, FormulaError
+from ...errors import DTypeError
 from ...formula.codegen import CEmitter
 from ...formula.tree import CAT_I, CAT_J, CAT_PARAM, Node, Vj, call
-from ...reductions import Reduction
+from ...reductions import CAccumulator, Reduction
 
 #: threads per block of the reduction kernels, and of the merge kernels
 BLOCK = 256
@@ -60,8 +62,6 @@ TILE_BYTES_MAX = 48 * 1024
 _LOG2E = math.log2(math.e)
 _TEMPLATE_DIR = Path(__file__).resolve().parents[3] / "cuda_templates"
 _DTYPES = {"float16": "F16", "float32": "F32", "float64": "F64"}
-_TWO_LEVEL = ("Sum", "LogSumExp", "LogSumExpWeight", "SumSoftMaxWeight")
-_DECL = re.compile(r"(TACC|T|int64_t)\s+([A-Za-z_][A-Za-z_0-9]*)\s*(?:\[(\d+)\])?\s*;")
 
 
 @lru_cache(maxsize=None)
@@ -183,21 +183,12 @@ def emit_formulas(formulas: Sequence[Node], load: Callable[[Node, int], str],
 # ---------------------------------------------------------------------------------------------
 # pieces of one kernel
 # ---------------------------------------------------------------------------------------------
-def _state_words(decl: str) -> list[tuple[str, str, Optional[int]]]:
-    """(type, name, count or None for a scalar) of each variable an accumulator declares."""
-    found = _DECL.findall(decl)
-    rest = _DECL.sub("", decl).strip()
-    if rest or not found:
-        raise FormulaError(f"cuda engine: cannot lay out the accumulator declaration {decl!r}")
-    return [(t, n, int(c) if c else None) for t, n, c in found]
-
-
-def _save_state(decl: str) -> tuple[str, int]:
+def _save_state(acc: CAccumulator) -> tuple[str, int]:
     """Code writing the accumulator's variables to ``kl_st`` (one 8-byte word each), and the word count."""
     lines, off = [], 0
-    for typ, name, count in _state_words(decl):
-        n = count or 1
-        ref = (lambda w: f"{name}[{w}]") if count else (lambda w: name)
+    for field in acc.fields:
+        typ, n = field.ctype, field.words
+        ref = functools.partial(field.ref, acc.prefix)
         if n > 8:
             lhs = (f"((kl_i64*)kl_st)[({off} + kl_w) * kl_stride + kl_slot]" if typ == "int64_t"
                    else f"kl_st[({off} + kl_w) * kl_stride + kl_slot]")
@@ -213,12 +204,12 @@ def _save_state(decl: str) -> tuple[str, int]:
     return "\n".join(lines), off
 
 
-def _load_state(decl: str) -> str:
+def _load_state(acc: CAccumulator) -> str:
     """Code reading an accumulator's variables back from ``kl_st`` (inverse of :func:`_save_state`)."""
     lines, off = [], 0
-    for typ, name, count in _state_words(decl):
-        n = count or 1
-        ref = (lambda w: f"{name}[{w}]") if count else (lambda w: name)
+    for field in acc.fields:
+        typ, n = field.ctype, field.words
+        ref = functools.partial(field.ref, acc.prefix)
         if typ == "int64_t":
             src = lambda w: f"((const kl_i64*)kl_st)[({off} + {w}) * kl_stride + kl_slot]"
         else:
@@ -394,9 +385,9 @@ def _prune(lines: list[str], used: str) -> list[str]:
 def _rows_for(red: Reduction, layout: _Layout, formulas: Sequence[Node], nvalues: int,
               body_size: int, single: bool) -> int:
     """Rows per thread: 2 for light formulas (a j record read from shared memory serves two rows)."""
-    if single or red.name in ("KMin", "ArgKMin", "KMin_ArgKMin") or not layout.shared:
+    if single or red.kind.k_selection or not layout.shared:
         return 1
-    regs = _dims(formulas, CAT_I) + nvalues * _state_cost(red, single)
+    regs = _dims(formulas, CAT_I) + nvalues * red.kind.registers(red, single)
     return 2 if body_size <= 40 and regs <= 16 else 1
 
 
@@ -421,7 +412,7 @@ def _kernel(red: Reduction, dtype: str, name: str, merge_name: str, arg_decl: st
         return lines, outs[0], (outs[1] if len(outs) > 1 else None)
 
     rows = _rows_for(red, L, formulas, nvalues, len(row_code(0, 1, {})[0]), single)
-    two_level = red.name in _TWO_LEVEL and not single
+    two_level = red.kind.two_level and not single
     pre: dict[str, str] = {}
     body, update, decl, init, tile_begin, tile_end, final, save, row_defs = ([] for _ in range(9))
     words = 0
@@ -443,7 +434,7 @@ def _kernel(red: Reduction, dtype: str, name: str, merge_name: str, arg_decl: st
         else:
             row_defs.append(f"const kl_i64 kl_i{r} = kl_i0 + {r} * KL_BLOCK;")
             row_defs.append(f"const kl_i64 kl_ii{r} = kl_i{r} < nx ? kl_i{r} : kl_ii0;")
-        st, words = _save_state(acc.decl)
+        st, words = _save_state(acc)
         final.append(f"{{\n    const kl_i64 i = kl_i{r};\n    if (i < nx) "
                      + _final_code(acc, out).replace("\n", "\n    ") + "\n}")
         save.append(f"{{\n    const kl_i64 i = kl_i{r};\n    if (i < nx) {{\n"
@@ -456,7 +447,7 @@ def _kernel(red: Reduction, dtype: str, name: str, merge_name: str, arg_decl: st
         tile_end = ["{", "    typedef double TACC;"] + [_indent(t, 4) for t in tile_end] + ["}"]
     body_size = len(body) // rows
     unroll = 8 if body_size <= 16 else 4 if body_size <= 40 else 2 if body_size <= 160 else 1
-    if red.name in ("KMin", "ArgKMin", "KMin_ArgKMin"):
+    if red.kind.k_selection:
         unroll = min(unroll, 2)
     preload = row_defs + [pre[k] for k in sorted(pre)]
     slots = {
@@ -487,36 +478,26 @@ def _kernel(red: Reduction, dtype: str, name: str, merge_name: str, arg_decl: st
         "NAME": merge_name, "MAIN": name, "ARGS": _out_args([(0, k) for _, k in out.args])[1],
         "CW": str(product[2] if product else 0), "WORDS": str(words),
         "DECL": _indent(acc.decl, 4), "INIT": _indent(acc.init, 4),
-        "QDECL": _indent(q.decl, 8), "QLOAD": _indent(_load_state(q.decl), 8),
+        "QDECL": _indent(q.decl, 8), "QLOAD": _indent(_load_state(q), 8),
         "MERGE": _indent(acc.merge("kl_q"), 8), "FINAL": _indent(_final_code(acc, out), 4),
     })
     info = KernelInfo(name, merge_name, words, L.tj if L.shared else 0, product[2] if product else 0, rows)
     return main + "\n" + merge, info
 
 
-def _state_cost(red: Reduction, single: bool) -> int:
-    """32-bit registers one output component's accumulator takes."""
-    two = 0 if single else 1  # the float inner copy of two-level sums
-    if red.name == "Sum" or red.weight is not None:
-        return 2 + two
-    if red.name == "LogSumExp":
-        return 2 * (2 + two)
-    return (2 if single else 1) + 2  # value + int64 index (K-min state lives in local memory)
-
-
 def _chunks(red: Reduction, single: bool) -> list[tuple[Reduction, int, int]]:
     """(sub-reduction, first component, number of components) covering the output in chunks."""
     full = red.weight.dim if red.weight is not None else red.formula.dim
-    size = max(1, STATE_REGISTERS // _state_cost(red, single))
+    size = max(1, STATE_REGISTERS // red.kind.registers(red, single))
     if full <= size:
         return [(red, 0, full)]
     out = []
     for s in range(0, full, size):
         n = min(size, full - s)
         if red.weight is not None:
-            sub = Reduction(red.name, red.formula, call("Extract", red.weight, params=(s, n)), red.K)
+            sub = dataclasses.replace(red, weight=call("Extract", red.weight, params=(s, n)))
         else:
-            sub = Reduction(red.name, call("Extract", red.formula, params=(s, n)), None, red.K)
+            sub = dataclasses.replace(red, formula=call("Extract", red.formula, params=(s, n)))
         out.append((sub, s, n))
     return out
 
@@ -653,7 +634,7 @@ def kernels_source(red: Reduction, dtype: str, prefix: str = "kl") -> tuple[str,
         args, out_decl = _out_args(outputs)
         chunks = _chunks(red, single)
         full = red.weight.dim if red.weight is not None else red.formula.dim
-        kmin = red.name in ("KMin", "ArgKMin", "KMin_ArgKMin")
+        kmin = red.kind.k_selection
         row = str(outputs[0][0])
         for z, (sub, s, n) in enumerate(chunks):
             suffix = f"_z{z}" if len(chunks) > 1 else ""
@@ -679,33 +660,3 @@ def build_plan(red: Reduction, dtype: str) -> Plan:
     body, plan = kernels_source(red, dtype)
     src = prelude(dtype) + "\n" + body
     return Plan(plan.dtype, src, plan.kernels, plan.positions, plan.outputs, plan.product, plan.b_pos)
-
-
-def cuda_source(formula: str, aliases: Sequence[str], reduction_op: str = "Sum", axis: int = 1,
-                dtype: str = "float32", opt_arg: Optional[int] = None,
-                formula2: Optional[str] = None) -> str:
-    """The complete, self-contained CUDA source of a reduction, as the cuda engine compiles it.
-
-    Arguments as for :class:`kernla.Genred` (``axis=1`` reduces over j, ``axis=0`` over i);
-    ``dtype`` is the data type ('float16', 'float32' or 'float64'). The source includes no file,
-    so it compiles anywhere (``nvcc -cubin -arch=sm_90 file.cu`` or NVRTC); its kernels are
-    ``extern "C"``.
-
-    >>> import kernla
-    >>> src = kernla.cuda_source("Exp(-G * SqDist(X, Y)) * B",
-    ...                          ["X = Vi(3)", "Y = Vj(3)", "B = Vj(1)", "G = Pm(1)"])
-    >>> 'extern "C" __global__' in src and "kl_reduce_w1" in src
-    True
-    """
-    from ...errors import ShapeError
-    from ...formula import parse, parse_aliases
-
-    if axis not in (0, 1):
-        raise ShapeError(f"axis must be 0 (reduce over i) or 1 (reduce over j), got {axis!r}")
-    al = parse_aliases(aliases)
-    f = parse(formula, al)
-    f2 = parse(formula2, al) if formula2 is not None else None
-    red = Reduction(reduction_op, f, f2, opt_arg)
-    if axis == 0:
-        red = red.swap_ij()
-    return build_plan(red, dtype_name(dtype)).source
