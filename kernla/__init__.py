@@ -8,8 +8,7 @@
 True
 """
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .errors import (ArrayKindError, BackendError, DTypeError, FormulaError, FormulaSyntaxError,
                      InputValueError, KernlaError, ShapeError)
 from .genred import Genred, cuda_source

@@ -134,7 +134,7 @@ def to_numpy(a: Any, dtype: np.dtype) -> np.ndarray:
 
 def to_cupy(a: Any, dtype: np.dtype):
     """A CuPy array of ``dtype`` (zero-copy from torch CUDA tensors through DLPack)."""
-    import cupy
+    import cupy  # optional dependency: only reached for GPU data
 
     k = kind_of(a)
     if k == "torch":
@@ -149,7 +149,7 @@ def wrap(result: Any, kind: Kind, dtype: np.dtype | None = None) -> Any:
     if kind.kind == "numpy":
         return result if isinstance(result, np.ndarray) else result.get()
     if kind.kind == "cupy":
-        import cupy
+        import cupy  # optional dependency: the caller passed CuPy arrays
 
         return cupy.asarray(result)
     torch = _torch()

@@ -26,18 +26,18 @@ _PYKEOPS_BACKENDS = {"CPU": "cpu", "GPU": "cuda", "GPU_1D": "cuda", "GPU_2D": "c
 def get_engine(name: str) -> ModuleType:
     """The engine module called ``name`` ('numpy', 'cpu' or 'cuda'); BackendError if unavailable."""
     if name == "numpy":
-        from . import numpy_engine
+        from . import numpy_engine  # deferred: an engine is loaded when first used
 
         return numpy_engine
     if name == "cpu":
         try:
-            from .cpu import engine as cpu_engine
+            from .cpu import engine as cpu_engine  # deferred: needs a C++ compiler at first use
         except ImportError as err:  # the compiled engine is optional
             raise BackendError(f"the cpu engine is unavailable: {err}") from None
         return cpu_engine
     if name == "cuda":
         try:
-            from .cuda import engine as cuda_engine
+            from .cuda import engine as cuda_engine  # optional dependency: CuPy and a GPU
         except ImportError as err:
             raise BackendError(f"the cuda engine is unavailable: {err}") from None
         return cuda_engine

@@ -94,7 +94,7 @@ def all_finite(a: Any) -> bool:
     if k == "torch":
         return bool(_torch().isfinite(a).all())
     if k == "cupy":
-        import cupy
+        import cupy  # optional dependency: the array is a CuPy array
 
         return bool(cupy.isfinite(a).all())
     return bool(np.isfinite(a).all())

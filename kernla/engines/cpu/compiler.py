@@ -40,6 +40,8 @@ import threading
 import time
 from pathlib import Path
 
+from ..._version import __version__
+
 try:  # the rest of kernla's errors, when available; this module must not depend on them
     from kernla.errors import BackendError as _UnavailableBase
     from kernla.errors import KernlaError as _KernlaError
@@ -251,14 +253,6 @@ def _cpu_id() -> str:
     return _cpu_features
 
 
-def _kernla_version() -> str:
-    try:
-        from kernla import __version__  # lazy: kernla/__init__.py imports the engines
-    except Exception:
-        return "0"
-    return str(__version__)
-
-
 def _optimisation_flags(flags: tuple[str, ...] | None) -> tuple[str, ...]:
     if flags is not None:
         return tuple(flags)
@@ -270,7 +264,7 @@ def _optimisation_flags(flags: tuple[str, ...] | None) -> tuple[str, ...]:
 
 def _cache_key(source: str, compiler: str, version: str, cmd_flags: tuple[str, ...]) -> str:
     h = hashlib.sha256()
-    for part in (source, compiler, version, "\0".join(cmd_flags), _cpu_id(), _kernla_version()):
+    for part in (source, compiler, version, "\0".join(cmd_flags), _cpu_id(), __version__):
         data = part.encode("utf-8", "surrogatepass")
         h.update(len(data).to_bytes(8, "little"))
         h.update(data)
@@ -311,7 +305,7 @@ class _FileLock:
 
     def __enter__(self):
         try:
-            import fcntl
+            import fcntl  # POSIX only: the lock degrades to none elsewhere
 
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
             fcntl.flock(self.fd, fcntl.LOCK_EX)

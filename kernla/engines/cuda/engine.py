@@ -43,7 +43,7 @@ name = "cuda"
 def _probe() -> tuple[Any, Optional[str]]:
     """(cupy, None) when CuPy and a GPU are usable, else (None, the reason)."""
     try:
-        import cupy as cp
+        import cupy as cp  # optional dependency, probed here
     except ImportError as err:
         return None, f"backend='cuda' needs CuPy (pip install cupy-cuda12x or cupy-cuda13x): {err}"
     try:
