@@ -3,8 +3,10 @@
 Every engine module exposes ``name`` and ``run(reduction, arrays, nx, ny, out=None) -> outputs``,
 where ``arrays[pos]`` is the C-contiguous float32/float64 array of the variable at position
 ``pos`` ((nx, D) for i-variables, (ny, D) for j-variables, (D,) for parameters) and the reduction
-is over j. ``backend="auto"`` picks ``cuda`` for device arrays, else the compiled ``cpu`` engine
-when a compiler works, else ``numpy``; ``KERNLA_BACKEND`` sets the default.
+is over j; ``outputs`` is one (nx, width) array per entry of ``reduction.output_dims()``.
+``backend="auto"`` picks ``cuda`` for device arrays, else the compiled ``cpu`` engine when a
+compiler works, else ``numpy``; ``KERNLA_BACKEND`` sets the default. :func:`register_engine` adds
+an engine under a new name (``docs/architecture.md`` has a worked example).
 
 >>> get_engine("numpy").name
 'numpy'
@@ -12,36 +14,57 @@ when a compiler works, else ``numpy``; ``KERNLA_BACKEND`` sets the default.
 
 from __future__ import annotations
 
+import importlib
 import os
 from types import ModuleType
+from typing import Callable
 
 from ..errors import BackendError
 
-BACKENDS = ("auto", "numpy", "cpu", "cuda")
+
+def _builtin(module: str, why: str) -> Callable[[], ModuleType]:
+    def load() -> ModuleType:
+        try:
+            return importlib.import_module(module, __name__)
+        except ImportError as err:  # the compiled engines are optional
+            raise BackendError(f"the {why}: {err}") from None
+    return load
+
+
+#: engine name -> a function that imports it (BackendError when it cannot be used here)
+_LOADERS: dict[str, Callable[[], ModuleType]] = {
+    "numpy": _builtin(".numpy_engine", "numpy engine is broken"),
+    "cpu": _builtin(".cpu.engine", "cpu engine is unavailable"),
+    "cuda": _builtin(".cuda.engine", "cuda engine is unavailable"),
+}
+#: the backend names kernla ships ("auto" chooses among them)
+BACKENDS = ("auto", *_LOADERS)
 #: pykeops' backend names (any case)
 _PYKEOPS_BACKENDS = {"CPU": "cpu", "GPU": "cuda", "GPU_1D": "cuda", "GPU_2D": "cuda", "AUTO": "auto",
                      "NUMPY": "numpy", "CUDA": "cuda"}
 
 
 def get_engine(name: str) -> ModuleType:
-    """The engine module called ``name`` ('numpy', 'cpu' or 'cuda'); BackendError if unavailable."""
-    if name == "numpy":
-        from . import numpy_engine  # deferred: an engine is loaded when first used
+    """The engine module called ``name`` ('numpy', 'cpu', 'cuda' or a registered one); BackendError if unavailable."""
+    load = _LOADERS.get(name)
+    if load is None:
+        raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(_names())}")
+    return load()
 
-        return numpy_engine
-    if name == "cpu":
-        try:
-            from .cpu import engine as cpu_engine  # deferred: needs a C++ compiler at first use
-        except ImportError as err:  # the compiled engine is optional
-            raise BackendError(f"the cpu engine is unavailable: {err}") from None
-        return cpu_engine
-    if name == "cuda":
-        try:
-            from .cuda import engine as cuda_engine  # optional dependency: CuPy and a GPU
-        except ImportError as err:
-            raise BackendError(f"the cuda engine is unavailable: {err}") from None
-        return cuda_engine
-    raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+
+def register_engine(name: str, load: Callable[[], ModuleType]) -> None:
+    """Make ``backend=name`` run the engine that ``load()`` returns (a module or object with ``name`` and ``run``).
+
+    ``load`` is called at each use (cache inside it if importing is costly) and raises
+    :class:`kernla.BackendError` when the engine cannot run here.
+    """
+    if not isinstance(name, str) or not name.isidentifier() or name.lower() == "auto" or name in _LOADERS:
+        raise BackendError(f"cannot register an engine named {name!r}: names are new identifiers other than 'auto'")
+    _LOADERS[name] = load
+
+
+def _names() -> list[str]:
+    return ["auto", *_LOADERS]
 
 
 def resolve_backend(backend: str | None, on_device: bool) -> str:
@@ -49,8 +72,8 @@ def resolve_backend(backend: str | None, on_device: bool) -> str:
     if backend is None or backend == "auto":
         backend = os.environ.get("KERNLA_BACKEND", "auto") or "auto"
     backend = _PYKEOPS_BACKENDS.get(backend.upper(), backend) if isinstance(backend, str) else backend
-    if backend not in BACKENDS:
-        raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend != "auto" and backend not in _LOADERS:
+        raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(_names())}")
     if backend != "auto":
         return backend
     if on_device:
