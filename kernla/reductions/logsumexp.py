@@ -90,35 +90,27 @@ class _LogSumExpFamily(ReductionKind):
         def comps(k: int) -> range:
             return range(e) if weighted else range(k, k + 1)
 
+        def step(k: int, x: str, otherwise: str, term: Callable[[int], str], den: str) -> str:
+            """Fold ``x`` (its sums' terms ``term(c)``, its softmax denominator ``den``) into component k."""
+            m = f"{p}_m[{k}]"
+            grow = " ".join(f"{p}_s[{c}] = {p}_s[{c}] * kl_sc + {term(c)};" for c in comps(k))
+            add = " ".join(f"{p}_s[{c}] += {term(c)} * kl_ex;" for c in comps(k))
+            if soft:
+                grow += f" {p}_d = {p}_d * kl_sc + {den};"
+                add += f" {p}_d += {den} * kl_ex;"
+            return (f"if ({x} > {m}) {{ TACC kl_sc = kl_exp({m} - {x}); {grow} {m} = {x}; }} "
+                    f"else if ({otherwise}) {{ TACC kl_ex = {x} == {m} ? TACC(1) : kl_exp({x} - {m}); {add} }}")
+
         def update(v, w, j):
-            out = []
-            for k in range(mdim):
-                m = f"{p}_m[{k}]"
-                wt = (lambda c: f"TACC({w[c]})") if weighted else (lambda c: "TACC(1)")
-                grow = " ".join(f"{p}_s[{c}] = {p}_s[{c}] * kl_sc + {wt(c)};" for c in comps(k))
-                add = " ".join(f"{p}_s[{c}] += kl_ex * {wt(c)};" for c in comps(k))
-                if soft:
-                    grow += f" {p}_d = {p}_d * kl_sc + TACC(1);"
-                    add += f" {p}_d += kl_ex;"
-                out.append(f"if (TACC({v[k]}) > {m}) {{ TACC kl_sc = kl_exp({m} - TACC({v[k]})); {grow} "
-                           f"{m} = TACC({v[k]}); }} "
-                           f"else if ({m} != TACC(-KL_INF) || {v[k]} != {v[k]}) {{ "
-                           f"TACC kl_ex = TACC({v[k]}) == {m} ? TACC(1) : kl_exp(TACC({v[k]}) - {m}); {add} }}")
-            return lines(*out)
+            def weight(c: int) -> str:
+                return f"TACC({w[c]})" if weighted else "TACC(1)"
+            # a NaN value is no maximum but must reach the sums (it makes the row NaN)
+            return lines(*(step(k, f"TACC({v[k]})", f"{p}_m[{k}] != TACC(-KL_INF) || {v[k]} != {v[k]}", weight,
+                                "TACC(1)") for k in range(mdim)))
 
         def merge(q):
-            out = []
-            for k in range(mdim):
-                m, qm = f"{p}_m[{k}]", f"{q}_m[{k}]"
-                grow = " ".join(f"{p}_s[{c}] = {p}_s[{c}] * kl_sc + {q}_s[{c}];" for c in comps(k))
-                add = " ".join(f"{p}_s[{c}] += {q}_s[{c}] * kl_ex;" for c in comps(k))
-                if soft:
-                    grow += f" {p}_d = {p}_d * kl_sc + {q}_d;"
-                    add += f" {p}_d += {q}_d * kl_ex;"
-                out.append(f"if ({qm} > {m}) {{ TACC kl_sc = kl_exp({m} - {qm}); {grow} {m} = {qm}; }} "
-                           f"else if ({qm} != TACC(-KL_INF)) {{ TACC kl_ex = {qm} == {m} ? TACC(1) : "
-                           f"kl_exp({qm} - {m}); {add} }}")
-            return lines(*out)
+            return lines(*(step(k, f"{q}_m[{k}]", f"{q}_m[{k}] != TACC(-KL_INF)", lambda c: f"{q}_s[{c}]", f"{q}_d")
+                           for k in range(mdim)))
 
         def finalize(of, oi):
             if soft:
