@@ -12,7 +12,8 @@ Importing it also gives :class:`~kernla.LazyTensor` its ``solve`` method (:func:
 
 Modules: ``operator`` (the LinearOperator), ``kernel`` (formula, data, products and entries of
 K), ``affine`` (``scale · K + shift · I``), ``bindings`` (formula strings and their bindings),
-``identity``, ``torch_graph`` (products recorded for torch.autograd), ``operator_solve`` and
+``identity``, ``array_kinds`` (scipy's wrappers, keeping torch and CuPy arrays), ``torch_graph``
+(products recorded for torch.autograd), ``operator_solve`` and
 ``cg`` (block conjugate gradients), ``lanczos`` (eigsh), ``precond``, ``slq``, ``solve``
 (KernelSolve).
 
