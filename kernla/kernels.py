@@ -35,7 +35,7 @@ from typing import Any, Optional
 
 from .errors import InputValueError
 from .lazy import Vi, Vj
-from .linalg.operator import KernelOperator
+from .linalg import KernelOperator
 
 
 def _sigma(sigma: Any, x: Any = None) -> Any:

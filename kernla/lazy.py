@@ -369,25 +369,6 @@ class LazyTensor:
         out = (self * vj).sum(dim=self.ndim - 2)
         return out.reshape(out.shape[:-1]) if len(flat) == 1 else out
 
-    def solve(self, other: Any, alpha: float = 1e-10, **kwargs: Any):
-        """Solve ``(alpha·Id + K) a = b`` for this scalar symbolic K by conjugate gradients.
-
-        ``other`` is ``b``: an array (N,) or (N, D), or ``Vi(b)`` as in pykeops (sum over j).
-        Keyword options are those of :meth:`kernla.KernelOperator.solve` (``tol``, ``precond``, …).
-        With torch tensors that require grad (K's data, b, a tensor ``alpha``) the solution is
-        differentiable (implicit function theorem: the backward is one more solve).
-
-        >>> import numpy as np
-        >>> x = np.linspace(0, 1, 10)[:, None]
-        >>> K = (-LazyTensor(x[:, None, :]).sqdist(LazyTensor(x[None, :, :]))).exp()
-        >>> a = K.solve(np.ones(10), alpha=1.0)
-        >>> bool(np.allclose(np.exp(-(x - x.T) ** 2) @ a + a, 1.0))
-        True
-        """
-        from .linalg.solve import lazy_solve  # linalg sits below lazy in the layers: import on use
-
-        return lazy_solve(self, other, alpha=alpha, **kwargs)
-
 
 def _reduction_dim(dim: Optional[int], compat: dict, default: int) -> int:
     """The reduction axis: pykeops spells it ``dim=`` or ``axis=``; its other options are ignored."""

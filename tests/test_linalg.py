@@ -16,7 +16,7 @@ import kernla
 from kernla import KernelOperator, KernelSolve, LazyTensor, Vi, Vj, kernels
 from kernla.errors import FormulaError, InputValueError, ShapeError
 from kernla.linalg import ConvergenceWarning, Jacobi, Nystrom, eye
-from kernla.linalg import operator as op_module
+from kernla.linalg import kernel as op_module
 
 
 def rng(seed=0):
@@ -227,7 +227,7 @@ def test_float32_host_data_reach_the_default_tolerance_with_float64_products():
     assert a.dtype == np.float32 and info.converged and info.residual_norms.max() <= 1e-6
     assert np.linalg.norm(a - exact) < 1e-5 * np.linalg.norm(exact)
     assert a_lazy.dtype == np.float32 and np.linalg.norm(a_lazy - exact) < 1e-5 * np.linalg.norm(exact)
-    assert K.dtype == np.float32 and K._data[0].dtype == np.float32  # the operator itself is unchanged
+    assert K.dtype == np.float32 and K.kernel.data[0].dtype == np.float32  # the operator itself is unchanged
 
 
 def test_stalled_residual_stops_early_with_the_best_iterate():
@@ -391,7 +391,7 @@ def test_pivoted_cholesky_picks_the_greedy_pivots():
     assert len(p) == 5 and np.abs(L @ L.T - Ks.to_dense()).max() < 1e-9
     # the columns come from the engine, chunk by chunk
     cols = np.array([5, 0, 399, 7, 7])
-    np.testing.assert_allclose(weighted._columns(cols, chunk=2), weighted.to_dense()[:, cols], rtol=1e-13,
+    np.testing.assert_allclose(weighted.columns(cols, chunk=2), weighted.to_dense()[:, cols], rtol=1e-13,
                                atol=1e-15)
 
 

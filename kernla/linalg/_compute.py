@@ -13,21 +13,59 @@ torch tensors come back as torch tensors on their device, CuPy as CuPy, NumPy as
 from __future__ import annotations
 
 import contextlib
+import math
+import sys
 from typing import Any, Optional
 
 import numpy as np
 
 from .. import arrays as arr
+from ..engines import resolve_backend
 from ..errors import DTypeError, InputValueError, ShapeError
 
 
 def namespace(on_gpu: bool):
     """(array module, on_gpu): CuPy for GPU data, else NumPy."""
     if on_gpu:
-        import cupy
+        import cupy  # optional dependency: only for data on a GPU
 
         return cupy, True
     return np, False
+
+
+def is_number(x: Any) -> bool:
+    """True for real numbers (Python or NumPy scalars, 0-d numeric arrays), False for bools.
+
+    >>> is_number(2.5), is_number(np.float32(1)), is_number(True), is_number(np.ones(2))
+    (True, True, False, False)
+    """
+    return (isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)) or (
+        isinstance(x, np.ndarray) and x.ndim == 0 and x.dtype.kind in "fiu")
+
+
+def finite_number(x: Any, what: str) -> float:
+    """``x`` as a finite float; InputValueError naming ``what`` otherwise."""
+    try:
+        value = float(x)
+    except (TypeError, ValueError):
+        raise InputValueError(f"{what} must be a real number, got {x!r}") from None
+    if not math.isfinite(value):
+        raise InputValueError(f"{what} must be finite, got {value}")
+    return value
+
+
+def is_torch(x: Any) -> bool:
+    """True for torch tensors, without importing torch (NumPy-only programs never load it)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def is_foreign(x: Any) -> bool:
+    """True for torch tensors and CuPy arrays (they bypass scipy's ``np.asarray`` wrappers)."""
+    try:
+        return arr.kind_of(x) in ("torch", "cupy")
+    except arr.ArrayKindError:
+        return False
 
 
 def kind_of_array(a: Any, what: str) -> arr.Kind:
@@ -51,6 +89,25 @@ def to_compute(a: Any, on_gpu: bool, dtype: np.dtype, what: str = "array") -> An
     if on_gpu:
         return arr.to_cupy(a, dtype)
     return arr.to_numpy(a, dtype)
+
+
+def as_columns(x: Any, rows: int, on_gpu: bool, dtype: np.dtype, what: str, shape: tuple[int, int]) -> tuple[Any, bool]:
+    """(compute array of shape (rows, w), was_vector) for an (rows,) or (rows, w) array ``x``.
+
+    ``shape`` is the operator's, for the error message.
+    """
+    dims = tuple(x.shape)
+    if len(dims) == 1 and dims[0] == rows:
+        return to_compute(x, on_gpu, dtype, what).reshape(rows, 1), True
+    if len(dims) == 2 and dims[0] == rows:
+        return to_compute(x, on_gpu, dtype, what), False
+    raise ShapeError(f"{what} must have shape ({rows},) or ({rows}, k) for a {shape[0]}x{shape[1]} "
+                     f"operator, got {dims}")
+
+
+def to_host(a: Any) -> np.ndarray:
+    """A compute array as a host NumPy array (CuPy arrays are copied off the GPU)."""
+    return a if isinstance(a, np.ndarray) else a.get()
 
 
 def from_compute(a: Any, kind: arr.Kind, dtype: np.dtype | None = None) -> Any:
@@ -88,8 +145,6 @@ def blas_single_thread(backend: Optional[str], on_gpu: bool):
     global _controller
     if on_gpu:
         return contextlib.nullcontext()
-    from ..engines import resolve_backend
-
     try:
         if resolve_backend(backend, False) != "cpu":
             return contextlib.nullcontext()
@@ -97,7 +152,7 @@ def blas_single_thread(backend: Optional[str], on_gpu: bool):
         return contextlib.nullcontext()
     if _controller is None:
         try:
-            import threadpoolctl
+            import threadpoolctl  # optional dependency (installed with scikit-learn)
         except ImportError:
             _controller = False
         else:

@@ -32,6 +32,8 @@ monotone and can be larger than at the start on ill-conditioned systems).
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -40,6 +42,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from ..errors import InputValueError
+from ._compute import to_host
 
 #: default maximum number of iterations: min(10 n, DEFAULT_MAXITER)
 DEFAULT_MAXITER = 2000
@@ -101,7 +104,7 @@ def _progress(verbose: bool, total: int):
     if not verbose:
         return None
     try:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # optional dependency: the progress bar of verbose solves
     except ImportError:
         return None
     return tqdm(total=total, desc="kernla CG", unit="it", leave=False)
@@ -114,9 +117,6 @@ def user_stacklevel() -> int:
     ``torch.autograd.Function.apply`` (and its backward inside torch's engine), and a warning
     pointing there would name torch's source instead of the user's line.
     """
-    import os
-    import sys
-
     roots = [os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep]
     torch = sys.modules.get("torch")
     if torch is not None and getattr(torch, "__file__", None):
@@ -126,10 +126,6 @@ def user_stacklevel() -> int:
     while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(roots_t):
         frame, level = frame.f_back, level + 1
     return level  # the outermost frame when the stack is all kernla/torch (a backward on torch's thread)
-
-
-def _host(a: Any) -> np.ndarray:
-    return a if isinstance(a, np.ndarray) else a.get()
 
 
 def block_cg(apply: Callable[[Any], Any], B: Any, *, tol: float = 1e-10, maxiter: Optional[int] = None,
@@ -168,7 +164,7 @@ def block_cg(apply: Callable[[Any], Any], B: Any, *, tol: float = 1e-10, maxiter
     check_every, stall_window = int(check_every), int(stall_window)
 
     def norms(R):
-        return _host(xp.sqrt((R * R).sum(axis=0)))
+        return to_host(xp.sqrt((R * R).sum(axis=0)))
 
     bnorm = norms(B)
     safe_bnorm = np.where(bnorm > 0, bnorm, 1.0)
@@ -220,7 +216,7 @@ def block_cg(apply: Callable[[Any], Any], B: Any, *, tol: float = 1e-10, maxiter
         Rc = R[:, c]
         Z = Rc if precond is None else precond(Rc)
         P[:, c] = Z
-        rz[cols] = _host((Rc * Z).sum(axis=0))
+        rz[cols] = to_host((Rc * Z).sum(axis=0))
 
     start_columns(np.flatnonzero(~done))
     history = []
@@ -285,7 +281,7 @@ def block_cg(apply: Callable[[Any], Any], B: Any, *, tol: float = 1e-10, maxiter
                 AP = apply(Pa)
             products += 1
             if active.size:
-                pap = _host((Pa * AP).sum(axis=0))
+                pap = to_host((Pa * AP).sum(axis=0))
                 ok = np.isfinite(pap) & (pap > 0)
                 if not ok.all():
                     # a direction of non-positive curvature: A is not positive definite on this column
@@ -306,7 +302,7 @@ def block_cg(apply: Callable[[Any], Any], B: Any, *, tol: float = 1e-10, maxiter
                     cc = xp.asarray(cont)
                     Rc = R[:, cc]
                     Z = Rc if precond is None else precond(Rc)
-                    rz_new = _host((Rc * Z).sum(axis=0))
+                    rz_new = to_host((Rc * Z).sum(axis=0))
                     beta = rz_new / np.where(rz[cont] != 0, rz[cont], 1.0)
                     P[:, cc] = Z + xp.asarray(beta.astype(B.dtype)) * P[:, cc]
                     rz[cont] = rz_new

@@ -20,7 +20,8 @@ A test against the largest |θ| alone would accept every tiny Ritz value at once
 ``which="SA"`` on a kernel matrix (whose small eigenvalues cluster near 0) it returned values
 10⁶ times too large as "converged".
 
-Every product goes through ``apply`` (for a KernelOperator, one kernla reduction).
+Every product goes through ``apply`` (for a KernelOperator, one kernla reduction);
+:func:`operator_eigsh` is ``KernelOperator.eigsh``, with ARPACK as the other method.
 
 >>> import numpy as np
 >>> A = np.diag(np.arange(1.0, 101.0))
@@ -36,8 +37,11 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import scipy.linalg
+from scipy.sparse.linalg import eigsh as arpack_eigsh
 
-from ..errors import InputValueError
+from .. import arrays as arr
+from ..errors import InputValueError, ShapeError
+from . import _compute as compute
 from .cg import ConvergenceWarning, user_stacklevel
 
 
@@ -192,3 +196,49 @@ def eigsh(apply: Callable[[np.ndarray], np.ndarray], n: int, k: int = 6, which: 
         return w
     vecs = V[:, :size] @ S[:, idx]
     return w, vecs
+
+
+def operator_eigsh(op: Any, k: int = 6, which: str = "LA", tol: Optional[float] = None, maxiter: Optional[int] = None,
+                   ncv: Optional[int] = None, v0: Any = None, return_eigenvectors: bool = True,
+                   method: str = "lanczos"):
+    """k eigenvalues (ascending) and eigenvectors of this symmetric operator.
+
+    ``which``: ``"LA"`` (largest), ``"SA"`` (smallest) or ``"LM"`` (largest magnitude).
+    ``method="lanczos"`` (default) is kernla's thick-restart Lanczos with full
+    reorthogonalisation (:func:`kernla.linalg.lanczos.eigsh`); ``method="arpack"`` calls
+    ``scipy.sparse.linalg.eigsh`` (ARPACK's implicitly restarted Lanczos) on this operator.
+    Returns ``(w, v)`` like scipy (or ``w`` with ``return_eigenvectors=False``), as arrays of the
+    data's kind.
+
+    >>> import numpy as np
+    >>> from kernla import kernels
+    >>> x = np.linspace(0, 1, 40)[:, None]
+    >>> K = kernels.gaussian(x, sigma=0.3)
+    >>> w = K.eigsh(k=2, return_eigenvectors=False)
+    >>> bool(np.allclose(w, np.linalg.eigvalsh(K.to_dense())[-2:]))
+    True
+    """
+    if op.shape[0] != op.shape[1]:
+        raise ShapeError(f"eigsh needs a square symmetric operator; this one is {op.shape}")
+    if method == "arpack":
+        if which not in ("LA", "SA", "LM"):
+            raise InputValueError(f"which must be 'LA', 'SA' or 'LM', got {which!r}")
+        with compute.blas_single_thread(op.backend, op.on_gpu):
+            out = arpack_eigsh(op, k=k, which=which, tol=0 if tol is None else tol, maxiter=maxiter, ncv=ncv,
+                               v0=None if v0 is None else arr.to_numpy(v0, op.dtype),
+                               return_eigenvectors=return_eigenvectors)
+    elif method == "lanczos":
+        def apply(V):
+            return compute.to_host(op.product(compute.to_compute(V, op.on_gpu, op.dtype)))
+
+        with compute.blas_single_thread(op.backend, op.on_gpu):
+            out = eigsh(apply, op.shape[0], k=k, which=which, tol=tol, maxiter=maxiter, ncv=ncv,
+                        v0=None if v0 is None else arr.to_numpy(v0, np.dtype(np.float64)).reshape(-1),
+                        dtype=op.dtype, return_eigenvectors=return_eigenvectors)
+    else:
+        raise InputValueError(f"method must be 'lanczos' or 'arpack', got {method!r}")
+    if return_eigenvectors:
+        w, v = out
+        return (compute.from_compute(np.asarray(w, dtype=op.dtype), op.kind),
+                compute.from_compute(np.asarray(v, dtype=op.dtype), op.kind))
+    return compute.from_compute(np.asarray(out, dtype=op.dtype), op.kind)

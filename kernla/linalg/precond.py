@@ -14,6 +14,12 @@ With ``ν = μ`` this is ``(L Lᵀ + μ I)⁻¹`` written by Woodbury; when μ =
 ``ν = λ_r`` (the smallest kept eigenvalue) keeps P invertible and of the right scale.
 Landmark columns are small dense N×m blocks evaluated from the formula (never the N×N matrix).
 
+A built preconditioner is a :class:`PreconditionerOperator`: a ``scipy.sparse.linalg.LinearOperator``
+applying ``M⁻¹`` (so ``scipy.sparse.linalg.cg(K + alpha * eye(n), b, M=P)`` works), and a
+callable on (n, k) arrays of the operator's namespace (NumPy or CuPy), which is what kernla's
+block CG calls. Preconditioners see the operator only through its public surface:
+``host_diagonal()``, ``columns(idx)``, ``xp``, ``on_gpu``, ``backend``, ``scale``, ``shift``.
+
 >>> import numpy as np
 >>> from kernla import kernels
 >>> x = np.random.default_rng(0).uniform(size=(300, 2))
@@ -30,24 +36,29 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import scipy.linalg
+from scipy.sparse.linalg import LinearOperator
 
 from ..errors import InputValueError
+from ._compute import blas_single_thread, to_host
 
 
-class Preconditioner:
-    """Base class: ``build(op, alpha)`` returns a callable ``R -> M⁻¹ R`` on (n, k) compute arrays."""
+class PreconditionerOperator(LinearOperator):
+    """A built preconditioner: the symmetric n×n LinearOperator ``M⁻¹`` (float64).
 
-    name = "preconditioner"
+    ``P(R)`` applies ``fn`` to an (n, k) array of the namespace ``xp`` (kernla's block CG);
+    ``P @ x``, ``P.matvec``, ``P.matmat`` take host NumPy arrays (scipy's solvers), moved to
+    ``xp`` and back. ``name``, ``setup_time`` (seconds) and ``rank`` (Nyström) describe it.
 
-    def build(self, op: Any, alpha: float) -> "Callable[[Any], Any]":  # pragma: no cover - interface
-        raise NotImplementedError
+    >>> import numpy as np
+    >>> P = PreconditionerOperator(lambda R: R / 2, 3, np, "halve")
+    >>> P @ np.ones(3), P(np.ones((3, 1))).ravel()
+    (array([0.5, 0.5, 0.5]), array([0.5, 0.5, 0.5]))
+    """
 
-
-class _Applied:
-    """A built preconditioner: callable, with a description and set-up time."""
-
-    def __init__(self, fn: Callable[[Any], Any], name: str, setup_time: float, rank: int = 0):
+    def __init__(self, fn: Callable[[Any], Any], n: int, xp: Any, name: str, setup_time: float = 0.0, rank: int = 0):
+        super().__init__(np.dtype(np.float64), (int(n), int(n)))
         self._fn = fn
+        self._namespace = xp
         self.name = name
         self.setup_time = setup_time
         self.rank = rank
@@ -55,8 +66,26 @@ class _Applied:
     def __call__(self, R: Any) -> Any:
         return self._fn(R)
 
+    def _matmat(self, X: np.ndarray) -> np.ndarray:
+        return to_host(self._fn(self._namespace.asarray(X, dtype=np.float64)))
+
+    def _matvec(self, x: np.ndarray) -> np.ndarray:
+        return self._matmat(x.reshape(-1, 1)).reshape(-1)
+
+    def _adjoint(self) -> "PreconditionerOperator":
+        return self
+
     def __repr__(self) -> str:
         return f"<preconditioner {self.name}, set up in {self.setup_time:.3g} s>"
+
+
+class Preconditioner:
+    """Base class: ``build(op, alpha)`` returns the :class:`PreconditionerOperator` ``M⁻¹ ≈ (op + alpha·I)⁻¹``."""
+
+    name = "preconditioner"
+
+    def build(self, op: Any, alpha: float) -> PreconditionerOperator:  # pragma: no cover - interface
+        raise NotImplementedError
 
 
 class Jacobi(Preconditioner):
@@ -71,14 +100,14 @@ class Jacobi(Preconditioner):
 
     name = "jacobi"
 
-    def build(self, op: Any, alpha: float) -> _Applied:
+    def build(self, op: Any, alpha: float) -> PreconditionerOperator:
         t0 = time.perf_counter()
-        d = op._diag_host().astype(np.float64) + alpha
+        d = op.host_diagonal().astype(np.float64) + alpha
         if not (np.isfinite(d).all() and (d > 0).all()):
             raise InputValueError("the Jacobi preconditioner needs a positive diagonal (c·K_ii + alpha > 0); "
                                   "is the operator positive definite?")
-        inv = op._ns.asarray((1.0 / d)[:, None])
-        return _Applied(lambda R: R * inv, "jacobi", time.perf_counter() - t0)
+        inv = op.xp.asarray((1.0 / d)[:, None])
+        return PreconditionerOperator(lambda R: R * inv, op.shape[0], op.xp, "jacobi", time.perf_counter() - t0)
 
 
 def default_rank(n: int) -> int:
@@ -90,7 +119,7 @@ def pivoted_cholesky(op: Any, rank: int, rtol: float = 1e-12) -> tuple[np.ndarra
     """Greedy pivoted partial Cholesky of a symmetric PSD operator: ``(L, pivots)`` with ``K ≈ L Lᵀ``.
 
     Each step takes the largest remaining diagonal entry as pivot, computes that column of the
-    operator through its engine (:meth:`KernelOperator._columns`: a kernel product over the one
+    operator through its engine (:meth:`KernelOperator.columns`: a kernel product over the one
     pivot point) and removes its projection. Stops after ``rank`` columns or when the remaining
     diagonal falls below ``rtol`` times the initial largest one. ``L Lᵀ`` is the Nyström
     approximation on the chosen pivots. Cost: N·rank² flops + rank columns.
@@ -110,7 +139,7 @@ def pivoted_cholesky(op: Any, rank: int, rtol: float = 1e-12) -> tuple[np.ndarra
     """
     n = op.shape[0]
     rank = int(min(rank, n))
-    d = op._diag_host().astype(np.float64) - op.shift
+    d = op.host_diagonal().astype(np.float64) - op.shift
     top = float(d.max()) if n else 0.0
     Lt = np.zeros((rank, n))  # Lᵀ: each new column is a contiguous row
     pivots = []
@@ -120,7 +149,7 @@ def pivoted_cholesky(op: Any, rank: int, rtol: float = 1e-12) -> tuple[np.ndarra
         p = int(np.argmax(d))
         if d[p] <= rtol * top:
             break
-        col = op._columns([p])[:, 0]
+        col = op.columns([p])[:, 0]
         col -= Lt[:k, p] @ Lt[:k]
         col /= np.sqrt(d[p])
         Lt[k] = col
@@ -141,7 +170,7 @@ def random_landmarks(op: Any, rank: int, seed: Optional[int] = None) -> tuple[np
     rank = int(min(rank, n))
     rng = np.random.default_rng(seed)
     S = np.sort(rng.choice(n, size=rank, replace=False))
-    C = op._columns(S)
+    C = op.columns(S)
     W = C[S]
     theta, Q = scipy.linalg.eigh((W + W.T) / 2)
     keep = theta > 1e-12 * max(theta.max(initial=0.0), 0.0)
@@ -170,37 +199,27 @@ class Nystrom(Preconditioner):
         self.landmarks = landmarks
         self.seed = seed
 
-    def build(self, op: Any, alpha: float) -> _Applied:
-        from ._compute import blas_single_thread
-
-        with blas_single_thread(op.backend, op._on_gpu):
+    def build(self, op: Any, alpha: float) -> PreconditionerOperator:
+        with blas_single_thread(op.backend, op.on_gpu):
             return self._build(op, alpha)
 
-    def _build(self, op: Any, alpha: float) -> _Applied:
+    def _build(self, op: Any, alpha: float) -> PreconditionerOperator:
         t0 = time.perf_counter()
         n = op.shape[0]
         mu = float(op.shift + alpha)
-        rank = default_rank(n) if self.rank is None else int(self.rank)
         if op.scale < 0:
             raise InputValueError("the Nyström preconditioner needs a positive semi-definite operator "
                                   f"(its scale is {op.scale:g} < 0)")
-        if self.landmarks == "pivoted":
-            L, _ = pivoted_cholesky(op, rank)
-        else:
-            L, _ = random_landmarks(op, rank, self.seed)
-        G = L.T @ L
-        lam, V = scipy.linalg.eigh((G + G.T) / 2)
-        keep = lam > 1e-12 * max(lam.max(initial=0.0), 0.0)
-        lam, V = lam[keep], V[:, keep]
+        U, lam = nystrom_basis(op, default_rank(n) if self.rank is None else int(self.rank), self.landmarks, self.seed)
         r = int(lam.size)
         if r == 0:
             if mu <= 0:
                 raise InputValueError("the Nyström approximation is empty and alpha = 0: nothing to precondition with")
-            return _Applied(lambda R: R / mu, f"nystrom(rank 0, {self.landmarks})", time.perf_counter() - t0, 0)
-        U = L @ (V / np.sqrt(lam))           # n×r, orthonormal columns
+            return PreconditionerOperator(lambda R: R / mu, n, op.xp, f"nystrom(rank 0, {self.landmarks})",
+                                          time.perf_counter() - t0, 0)
         nu = mu if mu > 1e-14 * lam.max() else float(lam.min()) + max(mu, 0.0)
         coef = 1.0 / (lam + mu) - 1.0 / nu   # P⁻¹ = U diag(coef) Uᵀ + I/ν
-        xp = op._ns
+        xp = op.xp
         Ux = xp.asarray(U)
         cx = xp.asarray(coef[:, None])
         inv_nu = 1.0 / nu
@@ -208,13 +227,39 @@ class Nystrom(Preconditioner):
         def apply(R):
             return R * inv_nu + Ux @ (cx * (Ux.T @ R))
 
-        return _Applied(apply, f"nystrom(rank {r}, {self.landmarks})", time.perf_counter() - t0, r)
+        return PreconditionerOperator(apply, n, xp, f"nystrom(rank {r}, {self.landmarks})", time.perf_counter() - t0, r)
+
+
+def nystrom_basis(op: Any, rank: int, landmarks: str = "pivoted", seed: Optional[int] = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """``(U, λ)`` with ``L Lᵀ = U diag(λ) Uᵀ`` for a Nyström factor L of the operator's kernel part.
+
+    ``L`` comes from ``rank`` landmarks (:func:`pivoted_cholesky` or :func:`random_landmarks`);
+    U (n×r) has orthonormal columns and λ > 1e-12·max λ (r = 0 when the factor is empty).
+
+    >>> import numpy as np
+    >>> from kernla import kernels
+    >>> U, lam = nystrom_basis(kernels.gaussian(np.linspace(0, 1, 20)[:, None], sigma=0.5), 5)
+    >>> U.shape, bool(np.allclose(U.T @ U, np.eye(lam.size)))
+    ((20, 5), True)
+    """
+    if landmarks == "pivoted":
+        L, _ = pivoted_cholesky(op, rank)
+    else:
+        L, _ = random_landmarks(op, rank, seed)
+    G = L.T @ L
+    lam, V = scipy.linalg.eigh((G + G.T) / 2)
+    keep = lam > 1e-12 * max(lam.max(initial=0.0), 0.0)
+    lam, V = lam[keep], V[:, keep]
+    U = L @ (V / np.sqrt(lam)) if lam.size else np.zeros((op.shape[0], 0))
+    return U, lam
 
 
 def make_preconditioner(precond: Any, op: Any, alpha: float, rank: Optional[int] = None):
-    """Turn ``precond`` (None, "none", "jacobi", "nystrom", "auto", a :class:`Preconditioner`, a
-    callable ``R -> M⁻¹R`` or a scipy LinearOperator M⁻¹) into a callable for
-    :func:`~kernla.linalg.cg.block_cg`, built for ``op + alpha·I``; ``rank`` sets Nyström's rank."""
+    """Turn ``precond`` (None, "none", "jacobi", "nystrom", "auto", a :class:`Preconditioner`, a built
+    :class:`PreconditionerOperator`, a callable ``R -> M⁻¹R`` or a scipy LinearOperator M⁻¹) into the
+    :class:`PreconditionerOperator` (or None) that :func:`~kernla.linalg.cg.block_cg` calls, built for
+    ``op + alpha·I``; ``rank`` sets Nyström's rank."""
     if precond is None or (isinstance(precond, str) and precond == "none"):
         if rank is not None:
             raise InputValueError("rank is the Nyström preconditioner's rank: pass precond='nystrom' with it")
@@ -232,21 +277,14 @@ def make_preconditioner(precond: Any, op: Any, alpha: float, rank: Optional[int]
                                   "a kernla.linalg.precond.Preconditioner or a callable")
     if isinstance(precond, Preconditioner):
         return precond.build(op, alpha)
-    from scipy.sparse.linalg import LinearOperator
-
     if isinstance(precond, LinearOperator):
         if precond.shape != op.shape:
             raise InputValueError(f"the preconditioner's shape {precond.shape} differs from the operator's {op.shape}")
-        M = precond
-        return _Applied(lambda R: _as_namespace(M.matmat(_host(R)), op._ns), "user LinearOperator", 0.0)
+        if isinstance(precond, PreconditionerOperator):  # already built: block CG calls it in its namespace
+            return precond
+        M, xp = precond, op.xp
+        return PreconditionerOperator(lambda R: xp.asarray(M.matmat(to_host(R))), op.shape[0], xp,
+                                      "user LinearOperator")
     if callable(precond):
-        return _Applied(precond, getattr(precond, "__name__", "user callable"), 0.0)
+        return PreconditionerOperator(precond, op.shape[0], op.xp, getattr(precond, "__name__", "user callable"))
     raise InputValueError(f"precond must be None, a name, a Preconditioner or a callable; got {type(precond).__name__}")
-
-
-def _host(a: Any) -> np.ndarray:
-    return a if isinstance(a, np.ndarray) else a.get()
-
-
-def _as_namespace(a: Any, xp: Any) -> Any:
-    return a if xp is np else xp.asarray(a)

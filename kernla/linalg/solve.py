@@ -28,13 +28,16 @@ import numpy as np
 
 from .. import arrays as arr
 from ..errors import FormulaError, InputValueError, ShapeError
-from ..formula import CAT_I, CAT_J, CAT_PARAM, Var, parse, parse_aliases
+from ..formula import CAT_I, CAT_J, CAT_PARAM, parse, parse_aliases
 from ..formula.tree import Node
 from ..genred import _check_compat, reduce, slots_of
+from ..lazy import LazyTensor
 from ..reductions import Reduction
-from . import _compute as cp
+from . import _compute as compute
+from ._compute import is_torch
 from .cg import block_cg, default_tol
-from .operator import KernelOperator, _is_torch
+from .kernel import Kernel
+from .operator import KernelOperator
 
 
 def _split_scalar_kernel(formula: Node, var: Node) -> Optional[Node]:
@@ -125,8 +128,8 @@ class KernelSolve:
         if precond is not None or rank is not None:
             raise InputValueError("preconditioners need a formula of the form k(x, y) * B with a scalar kernel k; "
                                   f"{self.formula} is not")
-        if any(_is_torch(a) for a in (*args, alpha)):
-            from ..autograd import needs_grad
+        if any(is_torch(a) for a in (*args, alpha)):
+            from ..autograd import needs_grad  # imports torch: only once torch data is seen
 
             if needs_grad([*args, alpha]):
                 return self._generic_graph(args, backend, **options)
@@ -139,11 +142,11 @@ class KernelSolve:
         The backward is one more CG solve with the same options (the operator is symmetric) and
         one differentiable ``Sum`` reduction of the formula for the points and parameters.
         """
-        import torch
+        import torch  # optional dependency: this path only runs with torch tensors that require grad
 
-        from ..autograd import solve_with_grad
+        from ..autograd import solve_with_grad  # imports torch (as above)
 
-        if _is_torch(alpha):
+        if is_torch(alpha):
             if alpha.numel() != 1:
                 raise InputValueError(f"alpha must be a number or a one-element tensor, got shape {tuple(alpha.shape)}")
             alpha_value, alpha = float(alpha.detach()), alpha.reshape(())
@@ -151,10 +154,10 @@ class KernelSolve:
             alpha_value = alpha = float(alpha)
         args = list(args)
         b = args[self.varinv_pos]
-        if not _is_torch(b):  # the solution must be a tensor to carry the gradients of the others
-            ref = next(a for a in (*args, alpha) if _is_torch(a))
-            args[self.varinv_pos] = torch.as_tensor(cp.to_compute(b, False, arr.dtype_of(ref) or np.dtype(np.float64)),
-                                                    device=ref.device)
+        if not is_torch(b):  # the solution must be a tensor to carry the gradients of the others
+            ref = next(a for a in (*args, alpha) if is_torch(a))
+            dtype = arr.dtype_of(ref) or np.dtype(np.float64)
+            args[self.varinv_pos] = torch.as_tensor(compute.to_compute(b, False, dtype), device=ref.device)
         found: dict[str, Any] = {}
         red = Reduction("Sum", self.formula)
 
@@ -183,7 +186,7 @@ class KernelSolve:
                 raise ShapeError(f"{slot.describe()} got an array of shape {tuple(a.shape)}")
             variables.append((data, slot.cat))
             names.append(slot.name)
-        op = KernelOperator._from_parts(self.kernel, variables, names, backend)
+        op = KernelOperator.from_kernel(Kernel.build(self.kernel, variables, names, backend))
         return op.T if self.axis == 0 else op
 
     def _generic(self, args: Sequence[Any], backend: str, *, alpha, tol, maxiter, x0, callback, return_info,
@@ -192,10 +195,10 @@ class KernelSolve:
         named = {s.name: a for s, a in zip(self.slots, args)}
         kind = arr.common_kind(named)
         dtype = arr.common_dtype(named)
-        xp, on_gpu = cp.namespace(kind.on_gpu)
+        xp, on_gpu = compute.namespace(kind.on_gpu)
         # float32 data on the host: the products run on float64 copies (see KernelOperator.solve)
         work = dtype if on_gpu else np.dtype(np.float64)
-        data = [a if arr.kind_of(a) == "scalar" else cp.to_compute(a, on_gpu, work, s.name)
+        data = [a if arr.kind_of(a) == "scalar" else compute.to_compute(a, on_gpu, work, s.name)
                 for s, a in zip(self.slots, args)]
         shape = tuple(b.shape)
         n = shape[0]
@@ -213,28 +216,33 @@ class KernelSolve:
             return xp.stack([product(X[:, j]) for j in range(X.shape[1])], axis=1)
 
         B = data[self.varinv_pos].astype(np.float64).reshape(n * d, 1)
-        cp.check_finite(B, xp, repr(self.varinvalias))
-        X0 = None if x0 is None else cp.to_compute(x0, on_gpu, np.dtype(np.float64), "x0").reshape(n * d, 1)
-        with cp.blas_single_thread(backend, on_gpu):
+        compute.check_finite(B, xp, repr(self.varinvalias))
+        X0 = None if x0 is None else compute.to_compute(x0, on_gpu, np.dtype(np.float64), "x0").reshape(n * d, 1)
+        with compute.blas_single_thread(backend, on_gpu):
             X, info = block_cg(apply, B, tol=default_tol(dtype) if tol is None else tol, maxiter=maxiter, x0=X0,
                                callback=callback, verbose=verbose, xp=xp)
-        out = cp.from_compute(X.reshape(shape), kind, dtype)
+        out = compute.from_compute(X.reshape(shape), kind, dtype)
         return (out, info) if return_info else out
 
 
 def lazy_solve(K: Any, b: Any, alpha: float = 1e-10, **options: Any):
-    """``LazyTensor.solve``: solve ``(alpha·Id + K) a = b`` for a scalar symbolic K.
+    """``K.solve(b, alpha)`` of a LazyTensor K: solve ``(alpha·Id + K) a = b`` for a scalar symbolic K.
 
     ``b`` is an array (N,) or (N, D) — the unknown follows K's j index and the sum runs over j —
     or a LazyTensor holding one variable: an i-variable (``Vi(b)``, pykeops style: sum over j) or a
-    j-variable (sum over i). Options are those of :meth:`KernelOperator.solve`; with torch
-    tensors that require grad (K's data, b, a tensor ``alpha``) the solution is differentiable.
+    j-variable (sum over i). Options are those of :meth:`KernelOperator.solve` (``tol``,
+    ``precond``, …) by conjugate gradients; with torch tensors that require grad (K's data, b, a
+    tensor ``alpha``) the solution is differentiable (implicit function theorem: the backward is
+    one more solve).
 
     >>> import numpy as np
     >>> from kernla import Vi, Vj
     >>> x = np.linspace(0, 1, 5)[:, None]
     >>> a = lazy_solve((-Vi(x).sqdist(Vj(x))).exp(), np.ones(5), alpha=1.0)
     >>> bool(np.allclose(np.exp(-(x - x.T) ** 2) @ a + a, 1.0))
+    True
+    >>> K = (-LazyTensor(x[:, None, :]).sqdist(LazyTensor(x[None, :, :]))).exp()
+    >>> bool(np.allclose(K.solve(np.ones(5), alpha=1.0), a))
     True
     """
     op = KernelOperator(K)
@@ -249,3 +257,8 @@ def lazy_solve(K: Any, b: Any, alpha: float = 1e-10, **options: Any):
             op = op.T
         b = data
     return op.solve(b, alpha=alpha, **options)
+
+
+
+# linalg sits above the user API (kernla.lazy) in the layers: it adds the method, lazy.py never imports linalg
+LazyTensor.solve = lazy_solve

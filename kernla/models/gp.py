@@ -44,7 +44,8 @@ import scipy.linalg
 from .. import arrays as arr
 from ..errors import InputValueError
 from ..linalg import KernelOperator
-from ..linalg.precond import default_rank, make_preconditioner, pivoted_cholesky
+from ..linalg.precond import make_preconditioner
+from ..linalg.slq import slq_logdet
 from ._common import (KernelSpec, as_points, as_targets, check_fitted, check_kernel, host, kind, make_kernel,
                       positive, same_kind)
 
@@ -212,7 +213,8 @@ class GaussianProcessRegressor:
           memory and O(N³) time, refused above ``max_exact_size`` points.
         - ``method="slq"``: an **estimate**. ``log det A`` by stochastic Lanczos quadrature on
           the Nyström-preconditioned matrix (``num_probes`` Rademacher probes, ``lanczos_steps``
-          steps, reproducible with ``seed``; log det of the preconditioner exact); the data term
+          steps, reproducible with ``seed``; log det of the preconditioner exact; see
+          :mod:`kernla.linalg.slq`); the data term
           ``yᵀ A⁻¹ y`` from the CG solution of ``fit`` (iterative, to ``tol``). Memory O(N·probes).
 
         ``return_error=True`` returns ``(value, standard_error)``: the estimate's Monte-Carlo
@@ -249,97 +251,10 @@ class GaussianProcessRegressor:
             return (value, 0.0) if return_error else value
         if method != "slq":
             raise InputValueError(f"method must be 'exact' or 'slq', got {method!r}")
-        logdet, err = self._slq_logdet(num_probes, lanczos_steps, seed)
+        logdet, err = slq_logdet(self.K_, self.noise, self.rank, num_probes, lanczos_steps, seed)
         fit = float((y * host(self.alpha_, np.float64).reshape(n, -1)).sum())
         value = -0.5 * fit - 0.5 * t * logdet - 0.5 * t * n * math.log(2 * math.pi)
         return (value, 0.5 * t * err) if return_error else value
-
-    def _slq_logdet(self, num_probes: int, steps: int, seed: Optional[int]) -> tuple[float, float]:
-        """Estimate of log det A and its standard error (see :meth:`log_marginal_likelihood`).
-
-        With a Nyström factor ``K ≈ L Lᵀ = U Λ Uᵀ`` and ``P = U (Λ + μ) Uᵀ + μ (I − UUᵀ)``
-        (μ = noise, or the smallest kept eigenvalue when noise = 0), ``log det A = log det P +
-        tr log(P^{-1/2} A P^{-1/2})``: the first term is exact, the second a Hutchinson estimate
-        whose quadratic forms ``zᵀ log(M) z`` are Gauss quadratures from ``steps`` Lanczos steps.
-        """
-        if isinstance(num_probes, bool) or not isinstance(num_probes, (int, np.integer)) or num_probes < 2:
-            raise InputValueError(f"num_probes must be an integer >= 2, got {num_probes!r}")
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-            raise InputValueError(f"lanczos_steps must be a positive integer, got {steps!r}")
-        n = self.K_.shape[0]
-        steps = int(min(steps, n))
-        rank = default_rank(n) if self.rank is None else int(self.rank)
-        L, _ = pivoted_cholesky(self.K_, rank)
-        G = L.T @ L
-        lam, V = scipy.linalg.eigh((G + G.T) / 2)
-        keep = lam > 1e-12 * max(lam.max(initial=0.0), 0.0)
-        lam, V = lam[keep], V[:, keep]
-        mu = self.noise if self.noise > 1e-14 * max(lam.max(initial=0.0), 1.0) else (
-            float(lam.min()) if lam.size else 1.0)
-        U = L @ (V / np.sqrt(lam)) if lam.size else np.zeros((n, 0))
-        coef = (lam + mu) ** -0.5 - mu ** -0.5                      # P^{-1/2} = U diag(coef) Uᵀ + μ^{-1/2} I
-        logdet_P = float(np.log(lam + mu).sum()) + (n - lam.size) * math.log(mu)
-
-        def p_isqrt(R: np.ndarray) -> np.ndarray:
-            return R * mu ** -0.5 + U @ (coef[:, None] * (U.T @ R))
-
-        kind_ = self._kind
-
-        def apply(R: np.ndarray) -> np.ndarray:   # M R = P^{-1/2} A P^{-1/2} R
-            S = p_isqrt(R)
-            AS = host(self.K_ @ arr.wrap(np.ascontiguousarray(S), kind_, self.K_.dtype), np.float64) + self.noise * S
-            return p_isqrt(AS)
-
-        rng = np.random.default_rng(seed)
-        Z = rng.choice([-1.0, 1.0], size=(n, int(num_probes)))
-        quad = _lanczos_log_quadrature(apply, Z, steps)          # zᵀ log(M) z per probe
-        est = logdet_P + quad
-        return float(est.mean()), float(est.std(ddof=1) / math.sqrt(len(est)))
-
-
-def _lanczos_log_quadrature(apply, Z: np.ndarray, steps: int) -> np.ndarray:
-    """``z_lᵀ log(M) z_l`` for each column of Z by at most ``steps`` Lanczos steps (Gauss quadrature).
-
-    The columns run together (one product with the running columns per step), each with its own
-    three-term recurrence. A column stops early when its Krylov space is exhausted (the
-    quadrature is then exact) or when two successive quadratures agree to 1e-9·(|value| + n)
-    (far below the Monte-Carlo error). No reorthogonalisation: memory O(n·probes).
-    """
-    n, p = Z.shape
-    norms2 = (Z * Z).sum(axis=0)
-    Q = Z / np.sqrt(norms2)
-    Q_prev = np.zeros_like(Q)
-    alphas = np.zeros((steps, p))
-    betas = np.zeros((steps, p))
-    length = np.zeros(p, dtype=int)
-    value = np.full(p, np.nan)
-    active = np.arange(p)
-
-    def quadrature(col: int, m: int) -> float:
-        theta, S = scipy.linalg.eigh_tridiagonal(alphas[:m, col], betas[:m - 1, col])
-        return norms2[col] * float((S[0] ** 2 * np.log(np.maximum(theta, 1e-300))).sum())
-
-    for j in range(steps):
-        Qa = Q[:, active]
-        W = apply(Qa)
-        a = (Qa * W).sum(axis=0)
-        W -= a * Qa + betas[j - 1, active] * Q_prev[:, active] if j else a * Qa
-        alphas[j, active] = a
-        b = np.linalg.norm(W, axis=0)
-        betas[j, active] = b
-        length[active] = j + 1
-        keep = np.ones(active.size, dtype=bool)
-        for pos, col in enumerate(active):
-            q = quadrature(col, j + 1)
-            if b[pos] <= 1e-12 * max(abs(a[pos]), 1e-300) or abs(q - value[col]) <= 1e-9 * (abs(q) + n):
-                keep[pos] = False
-            value[col] = q
-        Q_prev[:, active] = Qa
-        Q[:, active] = W / np.where(b > 0, b, 1.0)
-        active = active[keep]
-        if active.size == 0:
-            break
-    return value
 
 
 __all__ = ["GaussianProcessRegressor", "MAX_EXACT_SIZE"]
