@@ -272,6 +272,7 @@ def _check(red, got, arrays, nx, ny, dtype, label):
 SIZES = [(1, 1), (1, 700), (513, 1), (300, 257), (37, 1500), (600, 611)]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CXX is None, reason="g++ is not installed")
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
 def test_emulated_kernels_match_numpy(programs, dtype):
