@@ -125,6 +125,7 @@ def test_float32_sum_accuracy_large_m():
     np.testing.assert_allclose(got, ref, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_every_operation_compiles_and_matches_numpy():
     """One formula per registered operation, through the compiled engine (float64)."""
     rng = np.random.default_rng(3)

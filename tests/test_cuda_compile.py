@@ -118,6 +118,7 @@ def _compile_all(jobs: list[tuple[str, Path, str, list[str]]]) -> dict[str, tupl
         return dict(pool.map(one, jobs))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
 def test_every_case_compiles_with_nvcc(tmp_path):
     """All cases, one unit per arch and dtype, compiled without NVVM optimisation (-Xcicc -O0: the

@@ -17,7 +17,12 @@ from kernla import LazyTensor
 from kernla.errors import ArrayKindError, InputValueError, ShapeError
 from kernla.models import (KNeighborsClassifier, KNeighborsRegressor, NearestNeighbors, NotFittedError)
 
-sk_neighbors = pytest.importorskip("sklearn.neighbors")
+try:
+    from sklearn import gaussian_process as sk_gp
+    from sklearn import neighbors as sk_neighbors
+    from sklearn.gaussian_process import kernels as sk_kernels
+except ImportError:  # optional: the tests that use it are marked requires("sklearn")
+    sk_gp = sk_kernels = sk_neighbors = None
 
 
 def rng(seed=0):
@@ -40,6 +45,7 @@ def knn_data():
 SK_METRICS = ["euclidean", "sqeuclidean", "manhattan", "chebyshev", "cosine"]
 
 
+@pytest.mark.requires("sklearn")
 @pytest.mark.parametrize("metric", SK_METRICS)
 def test_kneighbors_matches_sklearn(knn_data, metric):
     X, Q, _, _ = knn_data
@@ -57,6 +63,7 @@ def test_kneighbors_matches_sklearn(knn_data, metric):
     np.testing.assert_allclose(d, d_ref, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.requires("sklearn")
 @pytest.mark.parametrize("weights", ["uniform", "distance"])
 @pytest.mark.parametrize("metric", ["euclidean", "manhattan", "cosine"])
 def test_classifier_and_regressor_match_sklearn(knn_data, metric, weights):
@@ -129,6 +136,7 @@ def test_hyperbolic_and_poincare_vs_dense_numpy():
         NearestNeighbors(metric="poincare").fit(B * 3)
 
 
+@pytest.mark.requires("sklearn")
 def test_custom_metric_callable(knn_data):
     X, Q, labels, _ = knn_data
     w = np.array([1.0, 4.0, 0.5, 2.0])
@@ -240,13 +248,12 @@ def test_interpolation_matches_scipy_rbf(n, kernel, scipy_name, to_sigma):
     np.testing.assert_allclose(one.predict(xn), ref(xn)[:, 0], rtol=1e-7, atol=1e-8)
 
 
+@pytest.mark.requires("sklearn")
 @pytest.mark.parametrize("kernel, nu", [("laplacian", None), ("matern", 0.5), ("matern", 1.5), ("matern", 2.5)])
 def test_interpolation_matern_vs_dense_solve(kernel, nu):
-    from sklearn.gaussian_process.kernels import Matern
-
     x, y, xn = _smooth_data(200, seed=1)
     sigma, alpha = 0.4, 1e-2
-    ref_k = Matern(length_scale=sigma, nu=0.5 if nu is None else nu)
+    ref_k = sk_kernels.Matern(length_scale=sigma, nu=0.5 if nu is None else nu)
     coef = np.linalg.solve(ref_k(x) + alpha * np.eye(200), y)
     expected = ref_k(xn, x) @ coef
     model = KernelInterpolation(kernel=kernel, nu=1.5 if nu is None else nu, sigma=sigma, alpha=alpha,
@@ -299,10 +306,6 @@ def test_interpolation_errors():
 # ---------------------------------------------------------------------------------------------
 # Gaussian-process regression
 # ---------------------------------------------------------------------------------------------
-sk_gp = pytest.importorskip("sklearn.gaussian_process")
-sk_kernels = pytest.importorskip("sklearn.gaussian_process.kernels")
-
-
 @pytest.fixture(scope="module")
 def gp_data():
     r = rng(5)
@@ -318,6 +321,7 @@ def _sk_kernel(kernel, nu, amplitude, sigma, noise=None):
     return k if noise is None else k + sk_kernels.WhiteKernel(noise)
 
 
+@pytest.mark.requires("sklearn")
 @pytest.mark.parametrize("kernel, nu, normalize_y", [("gaussian", None, False), ("gaussian", None, True),
                                                      ("matern", 1.5, False), ("matern", 2.5, True)])
 def test_gp_matches_sklearn(gp_data, kernel, nu, normalize_y):
@@ -337,6 +341,7 @@ def test_gp_matches_sklearn(gp_data, kernel, nu, normalize_y):
     assert gp.log_marginal_likelihood() == pytest.approx(ref.log_marginal_likelihood_value_, rel=1e-9)
 
 
+@pytest.mark.requires("sklearn")
 def test_gp_latent_std_and_batches(gp_data):
     X, y, Xn = gp_data
     amplitude, sigma, noise = 1.3, 0.25, 0.04
@@ -353,6 +358,7 @@ def test_gp_latent_std_and_batches(gp_data):
     np.testing.assert_allclose(far, np.sqrt(amplitude), rtol=1e-12)
 
 
+@pytest.mark.requires("sklearn")
 def test_gp_multi_output(gp_data):
     X, y, Xn = gp_data
     Y = np.column_stack([y, 3 * y + 1])
