@@ -21,6 +21,7 @@ from pathlib import Path
 from ...formula.codegen import emit_bodies
 from ...formula.tree import CAT_I, CAT_J, Node
 from ...reductions import Reduction
+from .._template import fill as _fill, indent as _indent
 
 _HERE = Path(__file__).resolve().parent
 MATH_HEADER = (_HERE / "kl_math.h").read_text()
@@ -47,11 +48,6 @@ def _preloads(ctx: dict) -> str:
         src = f"a{pos}[i * {dim} + {k}]" if cat == CAT_I else f"a{pos}[{k}]"
         lines.append(f"const T {name} = {src};")
     return "\n".join(lines)
-
-
-def _indent(text: str, n: int) -> str:
-    pad = " " * n
-    return "\n".join(pad + line if line else line for line in text.splitlines())
 
 
 def _tile_size(formulas: tuple) -> int:
@@ -117,7 +113,4 @@ def kernel_source(red: Reduction, dtype: str) -> str:
         "IS_PRODUCT": "true" if product else "false",
         "OUT_WF": str(out_wf), "OUT_WI": str(out_wi),
     }
-    text = TEMPLATE
-    for key, value in slots.items():
-        text = text.replace("@" + key + "@", value)
-    return text
+    return _fill(TEMPLATE, slots)

@@ -24,6 +24,12 @@ Kernels in a plan (all ``extern "C"``):
 (['kl_reduce_w1', 'kl_reduce_w8'], True)
 >>> "kl_exp2f" in plan.source and "#include" not in plan.source
 True
+
+For float data the Gaussian's exp is one ``kl_exp2f`` of the distance times -G·log2(e), computed once
+(the ``fast`` option of the one generator, :mod:`kernla.formula.codegen`):
+
+>>> [line.strip() for line in plan.source.splitlines() if line.strip().startswith(("T t0 =", "T t1 ", "T t6"))][:3]
+['T t0 = (-kl_p2_0);', 'T t1 = (t0 * T(1.4426950408889634));', 'T t6 = kl_exp2f(t1 * t5);']
 """
 
 from __future__ import annotations
@@ -38,9 +44,10 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from ...errors import DTypeError, FormulaError
-from ...formula.codegen import CEmitter
+from ...formula.codegen import drop_unused as _prune, emit_bodies
 from ...formula.tree import CAT_I, CAT_J, CAT_PARAM, Node, Vj, call
 from ...reductions import Reduction
+from .._template import fill as _fill, indent as _indent
 
 #: threads per block of the reduction kernels, and of the merge kernels
 BLOCK = 256
@@ -57,7 +64,6 @@ STATE_REGISTERS = 48
 TILE_BYTES = 16 * 1024
 TILE_BYTES_MAX = 48 * 1024
 
-_LOG2E = math.log2(math.e)
 _TEMPLATE_DIR = Path(__file__).resolve().parents[3] / "cuda_templates"
 _DTYPES = {"float16": "F16", "float32": "F32", "float64": "F64"}
 _TWO_LEVEL = ("Sum", "LogSumExp", "LogSumExpWeight", "SumSoftMaxWeight")
@@ -127,60 +133,6 @@ class Plan:
 
 
 # ---------------------------------------------------------------------------------------------
-# formula body
-# ---------------------------------------------------------------------------------------------
-def _uniform(node: Node) -> bool:
-    """True when ``node`` depends on parameters and constants only (the compiler hoists it)."""
-    return all(v.params[2] == CAT_PARAM for v in node.variables())
-
-
-def _emit_exp(e: CEmitter, node: Node, load, memo: dict) -> list[str]:
-    """exp(a) as 2^(a log2 e), the log2(e) factor folded into a uniform factor of ``a`` when there is one."""
-    a = node.args[0]
-    c = f"T({_LOG2E!r})"
-    if a.op == "Mult" and a.dim == node.dim:
-        for s, r in (a.args, a.args[::-1]):
-            if s.dim == 1 and _uniform(s) and r.dim == node.dim:
-                scale = e.tmp(f"({e.emit(s, load, memo)[0]} * {c})")
-                return [e.tmp(f"kl_exp2f({scale} * {x})") for x in e.emit(r, load, memo)]
-    if a.op == "Minus":
-        return [e.tmp(f"kl_exp2f({x} * T({-_LOG2E!r}))") for x in e.emit(a.args[0], load, memo)]
-    if a.op == "Divide" and a.args[1].dim == 1 and _uniform(a.args[1]) and a.args[0].dim == node.dim:
-        scale = e.tmp(f"({c} / {e.emit(a.args[1], load, memo)[0]})")
-        return [e.tmp(f"kl_exp2f({x} * {scale})") for x in e.emit(a.args[0], load, memo)]
-    return [e.tmp(f"kl_exp2f({x} * {c})") for x in e.emit(a, load, memo)]
-
-
-def emit_formulas(formulas: Sequence[Node], load: Callable[[Node, int], str],
-                  fast_exp: bool, prefix: str = "t") -> tuple[list[str], list[list[str]]]:
-    """Statements and per-formula output expressions, as :func:`kernla.formula.codegen.emit_bodies`.
-
-    With ``fast_exp`` (float evaluation), every ``Exp`` node becomes ``kl_exp2f`` of a
-    pre-scaled argument: a uniform factor (``-G * d``, ``d / s``, ``-d``) absorbs log2(e), so the
-    Gaussian kernel costs one multiplication and one MUFU.EX2 per pair.
-
-    >>> from kernla.formula import Vi, Vj, Pm, call
-    >>> f = call("Exp", -Pm(2, 1) * call("SqDist", Vi(0, 1), Vj(1, 1)))
-    >>> lines, outs = emit_formulas([f], lambda v, k: f"v{v.params[0]}[{k}]", True)
-    >>> print("\\n".join(lines))
-    T t0 = (-v2[0]);
-    T t1 = (t0 * T(1.4426950408889634));
-    T t2 = v0[0] - v1[0];
-    T t3 = (t2 * t2);
-    T t4 = kl_exp2f(t1 * t3);
-    """
-    e = CEmitter(prefix)
-    memo: dict = {}
-    if fast_exp:
-        for f in formulas:
-            for node in f.walk():
-                if node.op == "Exp" and id(node) not in memo:
-                    memo[id(node)] = _emit_exp(e, node, load, memo)
-    outs = [e.emit(f, load, memo) for f in formulas]
-    return _prune(e.lines, " ".join(x for o in outs for x in o)), outs
-
-
-# ---------------------------------------------------------------------------------------------
 # pieces of one kernel
 # ---------------------------------------------------------------------------------------------
 def _state_words(decl: str) -> list[tuple[str, str, Optional[int]]]:
@@ -229,20 +181,6 @@ def _load_state(decl: str) -> str:
             lines.extend(f"{ref(w)} = {src(w)};" for w in range(n))
         off += n
     return "\n".join(lines)
-
-
-def _indent(text: str, n: int) -> str:
-    pad = " " * n
-    return "\n".join(pad + line if line.strip() else "" for line in text.splitlines())
-
-
-def _fill(text: str, slots: dict[str, str]) -> str:
-    for key, value in slots.items():
-        text = text.replace(f"@{key}@", value)
-    left = re.findall(r"@[A-Z_]+@", text)
-    if left:
-        raise AssertionError(f"unfilled template slots {left}")
-    return text
 
 
 @dataclass
@@ -375,22 +313,6 @@ def _layout(formulas: Sequence[Node], size: int, product: Optional[tuple[int, in
                    product)
 
 
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
-_STMT = re.compile(r"^(?:T )?([A-Za-z_][A-Za-z_0-9]*) = (.*);$")
-
-
-def _prune(lines: list[str], used: str) -> list[str]:
-    """Drop statements whose temporaries nothing uses (``used``: the code that reads the body)."""
-    live = set(_IDENT.findall(used))
-    keep = []
-    for line in reversed(lines):
-        m = _STMT.match(line)
-        if m is None or m.group(1) in live:
-            keep.append(line)
-            live.update(_IDENT.findall(line))
-    return keep[::-1]
-
-
 def _rows_for(red: Reduction, layout: _Layout, formulas: Sequence[Node], nvalues: int,
               body_size: int, single: bool) -> int:
     """Rows per thread: 2 for light formulas (a j record read from shared memory serves two rows)."""
@@ -414,7 +336,7 @@ def _kernel(red: Reduction, dtype: str, name: str, merge_name: str, arg_decl: st
 
     def row_code(r: int, rows: int, pre: dict) -> tuple[list[str], list[str], Optional[list[str]]]:
         load = _Loader(L, r, pre)
-        lines, outs = emit_formulas(formulas, load, not single, "tuvw"[r] if rows > 1 else "t")
+        lines, outs = emit_bodies(formulas, load, "tuvw"[r] if rows > 1 else "t", fast=not single, prune=True)
         if product:
             kx = outs[0][0]
             return lines, [f"({kx} * {L.j(product[1], product[2], c)})" for c in range(product[2])], None
