@@ -149,22 +149,18 @@ __device__ __forceinline__ double kl_powi(double x, int n) {
     }
     return n < 0 ? 1.0 / r : r;
 }
-// round half away from zero at d decimals: sign(y) * floor(|y| + 1/2) with y = x * 10^d, then / 10^d
-__device__ __forceinline__ double kl_pow10_(int d) {
-    double s = 1.0;
-    for (int k = 0; k < (d < 0 ? -d : d); k++) s *= 10.0;
-    return d < 0 ? 1.0 / s : s;
-}
+// round half away from zero at d decimals: sign(y) * floor(|y| + 1/2) with y = x * 10^d, then / 10^d;
+// 10^d is kl_powi in double (exact for |d| <= 22, so correctly rounded in T), as in the CPU kl_math.h
 // an overflowing 10^d or x 10^d leaves x (already round); an underflowing 10^d gives 0,
 // as kernla's Round in NumPy and on the CPU
 __device__ __forceinline__ float kl_round(float x, int d) {
-    const float s = (float)kl_pow10_(d);
+    const float s = (float)kl_powi(10.0, d);
     const float y = x * s;
     const float r = kl_sign(y) * floorf(fabsf(y) + 0.5f) / s;
     return (s == 0.0f) ? x * 0.0f : (isfinite(y) && isfinite(s)) ? r : x;
 }
 __device__ __forceinline__ double kl_round(double x, int d) {
-    const double s = kl_pow10_(d);
+    const double s = kl_powi(10.0, d);
     const double y = x * s;
     const double r = kl_sign(y) * floor(fabs(y) + 0.5) / s;
     return (s == 0.0) ? x * 0.0 : (isfinite(y) && isfinite(s)) ? r : x;

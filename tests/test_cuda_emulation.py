@@ -95,6 +95,10 @@ OPS_ALL = ("Sin(X) * Cos(Y) + Atan2(X, Y) + Powf(Abs(X) + 1.5, Y) + Pow(X, 3) + 
            " + Mod(X, Y + 3, 0.5) + ClampInt(X, -1, 1) + IfElse(X - Y, Asin(Clamp(X, -1, 1)), Acos(Clamp(Y, -1, 1)))"
            " + Max(Concat(X, Y)) + ArgMin(Concat(X, Y)) + WeightedSqDist(W, Concat(X, X), Concat(Y, Y))")
 
+#: kl_powi (negative exponents, 0 and a large one through pow) and kl_round, against NumPy's Pow and Round
+POWERS = ("Pow(Abs(X) + 0.5, -3) + Pow(X - Y, 5) + Pow(Y, 0) + Pow(Abs(Y) + 0.9, 70) * 1e-5"
+          " + Round(X * Y, 3) + Round(X, -1)", ["X = Vi(2)", "Y = Vj(2)"])
+
 
 def _cases():
     scalar_ops = ["Sum", "Min", "Max", "ArgMin", "ArgMax", "Min_ArgMin", "Max_ArgMax",
@@ -116,10 +120,12 @@ def _cases():
         ("params80", _red("Scalprod(P, X) * Scalprod(P, Y)", ["X = Vi(80)", "Y = Vj(80)", "P = Pm(80)"], "Max_ArgMax")),
         ("ops", _red(OPS_ALL, ["X = Vi(1)", "Y = Vj(1)", "W = Pm(4)"], "Sum")),
         ("gauss_axis0", _red(*GAUSS, "Sum").swap_ij()),
+        ("powers", _red(*POWERS, "Sum")),
     ]
     f64 = [("gauss", _red(*GAUSS, "Sum")), ("scalar_LogSumExp", _red(*SCALAR, "LogSumExp")),
            ("scalar_SumSoftMaxWeight", _red(*SCALAR, "SumSoftMaxWeight", None, "B")),
-           ("scalar_Min_ArgMin", _red(*SCALAR, "Min_ArgMin")), ("vector_Sum", _red(*VECTOR, "Sum"))]
+           ("scalar_Min_ArgMin", _red(*SCALAR, "Min_ArgMin")), ("vector_Sum", _red(*VECTOR, "Sum")),
+           ("powers", _red(*POWERS, "Sum"))]
     f16 = [("gauss", _red(*GAUSS, "Sum")), ("scalar_ArgKMin", _red(*SCALAR, "ArgKMin", 4)),
            ("scalar_LogSumExp", _red(*SCALAR, "LogSumExp")), ("vector_Sum", _red(*VECTOR, "Sum"))]
     return {"float32": f32, "float64": f64, "float16": f16}

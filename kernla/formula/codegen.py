@@ -1,18 +1,24 @@
-"""The one C code generator: a formula body as straight-line scalar C.
+"""The one C code generator: formula bodies as straight-line scalar C, for every compiling engine.
 
-Every engine that compiles code (the CPU template, the CUDA templates) calls :func:`emit_body`:
-it gets back declarations of temporaries and one C expression per output component, in terms of
-a scalar type ``T`` and the ``kl_*`` maths functions that each engine's prelude defines. Vector
-dimensions are unrolled at generation time; shared sub-formulas are computed once.
+The CPU template and the CUDA templates both call :func:`emit_bodies`: it returns declarations of
+temporaries and, per formula, one C expression per output component, in terms of a scalar type
+``T`` and the ``kl_*`` maths functions each engine's maths prelude defines. Vector dimensions are
+unrolled at generation time; sub-formulas shared by the formulas are computed once. What an
+operation becomes in C is its registry entry's business (``OpSpec.c``, and ``OpSpec.c_fast``
+under the ``fast`` option); engine options:
+
+- ``fast``: use the operations' fast float emitters where they have one (the CUDA engine for
+  float data: ``Exp`` becomes ``kl_exp2f`` of a pre-scaled argument);
+- ``prune``: drop statements whose results no output uses (what a fast emitter leaves unused);
+  :func:`drop_unused` does the same against any code that reads the body.
 
 >>> from kernla.formula.tree import Vi, Vj, call
->>> lines, out = emit_body(call("SqDist", Vi(0, 2), Vj(1, 2)),
-...                        lambda v, k: f"v{v.params[0]}[{k}]")
->>> print("\\n".join(lines)); out
+>>> lines, outs = emit_bodies([call("SqDist", Vi(0, 2), Vj(1, 2))], lambda v, k: f"v{v.params[0]}[{k}]")
+>>> print("\\n".join(lines)); outs
 T t0 = v0[0] - v1[0];
 T t1 = v0[1] - v1[1];
 T t2 = (t0 * t0 + t1 * t1);
-['t2']
+[['t2']]
 """
 
 from __future__ import annotations
@@ -25,15 +31,18 @@ from .tree import Node
 
 Loader = Callable[[Node, int], str]
 _SIMPLE = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*(\[[^\[\]]*\])?$|^T\([-+0-9.e]+\)$")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
+_STMT = re.compile(r"^(?:T )?([A-Za-z_][A-Za-z_0-9]*) = (.*);$")
 
 
 class CEmitter:
     """Collects C statements; ops call :meth:`tmp`, :meth:`declare` and :meth:`assign`."""
 
-    def __init__(self, prefix: str = "t"):
+    def __init__(self, prefix: str = "t", fast: bool = False):
         self.lines: list[str] = []
         self._n = 0
         self._prefix = prefix
+        self._fast = fast
 
     def _name(self) -> str:
         name = f"{self._prefix}{self._n}"
@@ -66,21 +75,56 @@ class CEmitter:
             elif node.is_const:
                 memo[id(node)] = [f"T({float(node.params[0])!r})"]
             else:
-                exprs = get_op(node.op).c(self, [memo[id(a)] for a in node.args], node.params, node.dim)
-                memo[id(node)] = [self.tmp(x) for x in exprs]
+                self.apply(node, load, memo)
         return memo[id(formula)]
 
+    def apply(self, node: Node, load: Loader, memo: dict) -> None:
+        """Emit the operation of ``node`` (its fast emitter under the ``fast`` option) into ``memo``.
 
-def emit_body(formula: Node, load: Loader, prefix: str = "t") -> tuple[list[str], list[str]]:
-    """(statements, output expressions) computing ``formula`` for one (i, j) pair."""
-    e = CEmitter(prefix)
-    out = e.emit(formula, load)
-    return e.lines, out
+        A fast emitter reads sub-formulas through ``exprs``, which emits them on demand.
+        """
+        spec = get_op(node.op)
+        if self._fast and spec.c_fast is not None:
+            exprs = spec.c_fast(self, node, lambda n: self.emit(n, load, memo))
+        else:
+            exprs = spec.c(self, [self.emit(a, load, memo) for a in node.args], node.params, node.dim)
+        memo[id(node)] = [self.tmp(x) for x in exprs]
 
 
-def emit_bodies(formulas: Sequence[Node], load: Loader, prefix: str = "t") -> tuple[list[str], list[list[str]]]:
-    """Like :func:`emit_body` for several formulas sharing their common sub-formulas."""
-    e = CEmitter(prefix)
+def emit_bodies(formulas: Sequence[Node], load: Loader, prefix: str = "t", *, fast: bool = False,
+                prune: bool = False) -> tuple[list[str], list[list[str]]]:
+    """(statements, per-formula output expressions) computing ``formulas`` for one (i, j) pair.
+
+    ``prefix`` names the temporaries; ``fast`` and ``prune`` are the engine options of the module
+    docstring. Under ``fast``, the operations with a fast emitter are emitted first, each pulling
+    in only the sub-formulas it reads (the argument it rewrites, ``-G * d`` for ``Exp``, is not
+    computed unless something else uses it).
+    """
+    e = CEmitter(prefix, fast)
     memo: dict = {}
+    if fast:
+        for f in formulas:
+            for node in f.walk():
+                if id(node) not in memo and node.args and get_op(node.op).c_fast is not None:
+                    e.apply(node, load, memo)
     outs = [e.emit(f, load, memo) for f in formulas]
-    return e.lines, outs
+    lines = e.lines
+    if prune:
+        lines = drop_unused(lines, " ".join(x for o in outs for x in o))
+    return lines, outs
+
+
+def drop_unused(lines: list[str], used: str) -> list[str]:
+    """Drop the statements whose temporaries nothing uses (``used``: the code that reads the body).
+
+    >>> drop_unused(["T t0 = a * b;", "T t1 = t0 + c;", "T t2 = a - b;"], "out = t1;")
+    ['T t0 = a * b;', 'T t1 = t0 + c;']
+    """
+    live = set(_IDENT.findall(used))
+    keep = []
+    for line in reversed(lines):
+        m = _STMT.match(line)
+        if m is None or m.group(1) in live:
+            keep.append(line)
+            live.update(_IDENT.findall(line))
+    return keep[::-1]

@@ -65,15 +65,6 @@ def _check_variable(v: Node) -> None:
                            f"got {v if isinstance(v, Node) else repr(v)}")
 
 
-#: element-wise operations whose derivative rule is also right for a scalar cotangent that stands
-#: for the same value in every component, when none of their arguments is itself broadcast
-_ELEMENTWISE = frozenset({
-    "Add", "Subtract", "Mult", "Divide", "Minus", "Inv", "Square", "Sqrt", "Rsqrt", "Exp", "Log", "XLogX",
-    "Sin", "Cos", "Asin", "Acos", "Atan", "SinXDivX", "Abs", "ReLU", "Pow", "Powf", "Atan2", "Mod",
-    "Clamp", "ClampInt", "IfElse", "Sign", "Step", "Floor", "Round",
-})
-
-
 def _full(g: Node, dim: int) -> Node:
     """A broadcast scalar cotangent made a vector of dimension ``dim``."""
     return g if g.dim == dim else g + zeros(dim)
@@ -153,10 +144,10 @@ def vjp(seeds: Sequence[tuple[Node, Node]], targets: Sequence[Node]) -> list[Opt
         if not node.args or id(node) not in cot:
             continue
         g = cot.pop(id(node))
-        broadcast = g.dim != node.dim  # a scalar standing for a vector: see _lean
-        if broadcast and (node.op not in _ELEMENTWISE or any(a.dim != node.dim for a in node.args)):
-            g, broadcast = _full(g, node.dim), False
         spec = get_op(node.op)
+        broadcast = g.dim != node.dim  # a scalar standing for a vector: see _lean
+        if broadcast and (not spec.elementwise or any(a.dim != node.dim for a in node.args)):
+            g, broadcast = _full(g, node.dim), False
         if spec.grad is None:
             raise FormulaError(f"the operation {node.op} has no derivative")
         parts = spec.grad(node, g)

@@ -25,6 +25,7 @@ import re
 from typing import Iterable, Mapping
 
 from ..errors import FormulaError, FormulaSyntaxError
+from .diff import grad
 from .ops import OPS, get_op
 from .tree import CAT_I, CAT_J, CAT_PARAM, IntCst, Node, RealCst, Var, call
 
@@ -33,6 +34,13 @@ _TOKEN = re.compile(
     r"|(?P<int>\d+)|(?P<name>[A-Za-z_][A-Za-z_0-9]*)|(?P<punct>[-+*/|(),=]))"
 )
 _VAR_MAKERS = {"Vi": CAT_I, "Vj": CAT_J, "Pm": CAT_PARAM}
+#: names the language reserves besides the operations: variable makers, ``IntCst`` and ``Grad``
+_KEYWORDS = frozenset({"Var", "IntCst", "Grad", *_VAR_MAKERS})
+#: operator symbols (``OpSpec.symbol``) -> operations; the grammar fixes their precedence, loosest first
+_INFIX = {spec.symbol: name for name, spec in OPS.items() if spec.symbol is not None and spec.arity == 2}
+_PREFIX = {spec.symbol: name for name, spec in OPS.items() if spec.symbol is not None and spec.arity == 1}
+_LEVELS = (("|",), ("+", "-"), ("*", "/"))
+assert sorted(_INFIX) == sorted(s for level in _LEVELS for s in level), "an operator symbol without a precedence"
 
 
 class _Tokens:
@@ -83,31 +91,23 @@ class _Parser:
         return node
 
     def formula(self) -> Node:
-        node = self.additive()
-        while self.t.peek()[1] == "|":
-            pos = self.t.next()[2]
-            node = self._apply("Scalprod", (node, self.additive()), (), pos)
-        return node
+        return self.binary(0)
 
-    def additive(self) -> Node:
-        node = self.term()
-        while self.t.peek()[1] in ("+", "-"):
-            _, op, pos = self.t.next()
-            node = self._apply("Add" if op == "+" else "Subtract", (node, self.term()), (), pos)
-        return node
-
-    def term(self) -> Node:
-        node = self.unary()
-        while self.t.peek()[1] in ("*", "/"):
-            _, op, pos = self.t.next()
-            node = self._apply("Mult" if op == "*" else "Divide", (node, self.unary()), (), pos)
+    def binary(self, level: int) -> Node:
+        """Operands of precedence ``level`` (``_LEVELS``, loosest first) joined by its operators."""
+        if level == len(_LEVELS):
+            return self.unary()
+        node = self.binary(level + 1)
+        while self.t.peek()[1] in _LEVELS[level]:
+            _, symbol, pos = self.t.next()
+            node = self._apply(_INFIX[symbol], (node, self.binary(level + 1)), (), pos)
         return node
 
     def unary(self) -> Node:
         kind, text, pos = self.t.peek()
-        if text == "-":
+        if text in _PREFIX:
             self.t.next()
-            return self._apply("Minus", (self.unary(),), (), pos)
+            return self._apply(_PREFIX[text], (self.unary(),), (), pos)
         if text == "+":
             self.t.next()
             return self.unary()
@@ -188,8 +188,6 @@ class _Parser:
             args = self._arguments()
             if len(args) != 3:
                 raise self.t.error(f"Grad takes 3 arguments (formula, variable, cotangent), got {len(args)}", pos)
-            from .diff import grad
-
             (f, _), (v, vpos), (e, _) = args
             try:
                 return grad(f, v, e)
@@ -260,7 +258,7 @@ def parse_aliases(aliases: Iterable[str]) -> dict[str, Node]:
             raise FormulaError(f"alias {text!r}: arguments must be integers") from None
         if name in table:
             raise FormulaError(f"alias {name!r} is declared twice")
-        if name in OPS or name in _VAR_MAKERS or name in ("Var", "IntCst", "Grad"):
+        if name in OPS or name in _KEYWORDS:
             raise FormulaError(f"alias {name!r} shadows an operation name")
         var = _make_var(maker, ints, default_pos=rank)
         pos = var.params[0]

@@ -1,6 +1,7 @@
 """Formula trees to formula strings (the inverse of :mod:`kernla.formula.parser`).
 
-Binary arithmetic is printed fully parenthesised, variables as ``Var(pos,dim,cat)``, so that
+Operations with a symbol (``OpSpec.symbol``: ``+ - * / |`` and the prefix ``-``) are printed fully
+parenthesised, variables as ``Var(pos,dim,cat)``, so that
 ``parse(to_string(f)) is f`` for every formula ``f``.
 
 >>> from kernla.formula.tree import Vi, Vj, call
@@ -10,9 +11,8 @@ Binary arithmetic is printed fully parenthesised, variables as ``Var(pos,dim,cat
 
 from __future__ import annotations
 
+from .ops import get_op
 from .tree import Node
-
-_INFIX = {"Add": "+", "Subtract": "-", "Mult": "*", "Divide": "/", "Scalprod": "|"}
 
 
 def _number(value: float | int) -> str:
@@ -31,11 +31,9 @@ def to_string(formula: Node) -> str:
             text = f"Var({pos},{dim},{cat})"
         elif node.is_const:
             text = _number(node.params[0])
-        elif node.op in _INFIX:
-            a, b = (memo[id(x)] for x in node.args)
-            text = f"({a} {_INFIX[node.op]} {b})"
-        elif node.op == "Minus":
-            text = f"(-{memo[id(node.args[0])]})"
+        elif (symbol := get_op(node.op).symbol) is not None:
+            args = [memo[id(x)] for x in node.args]
+            text = f"({args[0]} {symbol} {args[1]})" if len(args) == 2 else f"({symbol}{args[0]})"
         else:
             parts = [memo[id(a)] for a in node.args] + [str(p) for p in node.params]
             text = f"{node.op}({', '.join(parts)})"

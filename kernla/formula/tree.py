@@ -60,7 +60,7 @@ class Node:
         if node is not None:
             return node
         if dim is None:
-            from .ops import get_op  # the registry imports this module
+            from .ops import get_op  # cycle inside kernla/formula: the registry imports this module
 
             dim = get_op(op).output_dim(tuple(a.dim for a in args), params)
         with _intern_lock:  # two threads building the same formula must get one node
@@ -117,7 +117,7 @@ class Node:
 
     # -- printing --------------------------------------------------------------------------
     def __str__(self) -> str:
-        from .printer import to_string
+        from .printer import to_string  # cycle inside kernla/formula: printer -> ops -> this module
 
         return to_string(self)
 
@@ -227,7 +227,7 @@ def call(op: str, *args: Node | int | float, params: tuple = ()) -> Node:
     Integer compile-time parameters (``Pow``'s exponent, ``Elem``'s index, …) go in ``params``;
     the operation's simplification rules run first (``x * 1`` is ``x``, constants fold, …).
     """
-    from .ops import get_op
+    from .ops import get_op  # cycle inside kernla/formula: the registry imports this module
 
     spec = get_op(op)
     nodes = tuple(as_node(a) for a in args)

@@ -223,8 +223,10 @@ static inline double kl_powi(double x, int n) {
 }
 
 // round(x, d): x rounded to d decimals, halves away from zero (as kernla's Round operation).
+// 10^d is taken in double (exact for |d| <= 22, so correctly rounded in T), as in the CUDA prelude;
+// d is a literal in generated code, so it folds to a constant.
 static inline float kl_round(float x, int d) {
-    const float scale = kl_powi(10.0f, d), y = x * scale;
+    const float scale = (float)kl_powi(10.0, d), y = x * scale;
     const float r = (y < 0.0f ? -std::floor(-y + 0.5f) : std::floor(y + 0.5f)) / scale;
     // an overflowing 10^d or x 10^d leaves x (already round); an underflowing 10^d gives 0
     return (scale == 0.0f) ? x * 0.0f : (std::fabs(y) < HUGE_VALF && scale < HUGE_VALF) ? r : x;

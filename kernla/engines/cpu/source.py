@@ -21,6 +21,7 @@ from pathlib import Path
 from ...formula.codegen import emit_bodies
 from ...formula.tree import CAT_I, CAT_J, Node
 from ...reductions import Reduction
+from .._template import fill, indent
 
 _HERE = Path(__file__).resolve().parent
 MATH_HEADER = (_HERE / "kl_math.h").read_text()
@@ -47,11 +48,6 @@ def _preloads(ctx: dict) -> str:
         src = f"a{pos}[i * {dim} + {k}]" if cat == CAT_I else f"a{pos}[{k}]"
         lines.append(f"const T {name} = {src};")
     return "\n".join(lines)
-
-
-def _indent(text: str, n: int) -> str:
-    pad = " " * n
-    return "\n".join(pad + line if line else line for line in text.splitlines())
 
 
 def _tile_size(formulas: tuple) -> int:
@@ -104,15 +100,12 @@ def kernel_source(red: Reduction, dtype: str) -> str:
     slots = {
         "T": T, "TACC": TACC, "MODE": mode, "WIDTH": str(width),
         "TJ": str(_tile_size(formulas)), "MATH": MATH_HEADER, "ACC_DECL": decl,
-        "ACC_INIT": _indent(init, 4), "ACC_MERGE": _indent(merge, 4), "ACC_FINAL": _indent(final, 4),
-        "UNPACK": _indent(unpack, 4), "PRELOAD": _indent(_preloads(ctx), 8),
-        "BODY": _indent("\n".join(body), 12), "STORE": _indent(store, 12), "FOLD": _indent(fold, 12),
-        "SUM_VARS": sum_vars, "SUM_INIT": sum_init, "SUM_ADD": _indent(sum_add, 12),
-        "SUM_STORE": _indent(sum_store, 12), "B_PTR": b_ptr, "STORE_K": flat[0],
+        "ACC_INIT": indent(init, 4), "ACC_MERGE": indent(merge, 4), "ACC_FINAL": indent(final, 4),
+        "UNPACK": indent(unpack, 4), "PRELOAD": indent(_preloads(ctx), 8),
+        "BODY": indent("\n".join(body), 12), "STORE": indent(store, 12), "FOLD": indent(fold, 12),
+        "SUM_VARS": sum_vars, "SUM_INIT": sum_init, "SUM_ADD": indent(sum_add, 12),
+        "SUM_STORE": indent(sum_store, 12), "B_PTR": b_ptr, "STORE_K": flat[0],
         "IS_PRODUCT": "true" if product else "false",
         "OUT_WF": str(out_wf), "OUT_WI": str(out_wi),
     }
-    text = TEMPLATE
-    for key, value in slots.items():
-        text = text.replace("@" + key + "@", value)
-    return text
+    return fill(TEMPLATE, slots)

@@ -1,5 +1,5 @@
 // kernla CPU reduction kernel, generated from kernla/engines/cpu/template.cpp.
-// Slots (@NAME@) are filled by kernla/engines/cpu/source.py: the formula body comes from the
+// Slots (a NAME between two @) are filled by kernla/engines/cpu/source.py: the formula body comes from the
 // shared C generator (kernla/formula/codegen.py), the accumulator from kernla/reductions.py.
 #include <algorithm>
 #include <cmath>

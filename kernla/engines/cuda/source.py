@@ -24,6 +24,12 @@ Kernels in a plan (all ``extern "C"``):
 (['kl_reduce_w1', 'kl_reduce_w8'], True)
 >>> "kl_exp2f" in plan.source and "#include" not in plan.source
 True
+
+For float data the Gaussian's exp is one ``kl_exp2f`` of the distance times -G·log2(e), computed once
+(the ``fast`` option of the one generator, :mod:`kernla.formula.codegen`):
+
+>>> [line.strip() for line in plan.source.splitlines() if line.strip().startswith(("T t0 =", "T t1 ", "T t6"))][:3]
+['T t0 = (-kl_p2_0);', 'T t1 = (t0 * T(1.4426950408889634));', 'T t6 = kl_exp2f(t1 * t5);']
 """
 
 from __future__ import annotations
@@ -31,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -40,9 +45,10 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from ...errors import DTypeError
-from ...formula.codegen import CEmitter
+from ...formula.codegen import drop_unused, emit_bodies
 from ...formula.tree import CAT_I, CAT_J, CAT_PARAM, Node, Vj, call
 from ...reductions import CAccumulator, Reduction
+from .._template import fill, indent
 
 #: threads per block of the reduction kernels, and of the merge kernels
 BLOCK = 256
@@ -59,7 +65,6 @@ STATE_REGISTERS = 48
 TILE_BYTES = 16 * 1024
 TILE_BYTES_MAX = 48 * 1024
 
-_LOG2E = math.log2(math.e)
 _TEMPLATE_DIR = Path(__file__).resolve().parents[3] / "cuda_templates"
 _DTYPES = {"float16": "F16", "float32": "F32", "float64": "F64"}
 
@@ -127,60 +132,6 @@ class Plan:
 
 
 # ---------------------------------------------------------------------------------------------
-# formula body
-# ---------------------------------------------------------------------------------------------
-def _uniform(node: Node) -> bool:
-    """True when ``node`` depends on parameters and constants only (the compiler hoists it)."""
-    return all(v.params[2] == CAT_PARAM for v in node.variables())
-
-
-def _emit_exp(e: CEmitter, node: Node, load, memo: dict) -> list[str]:
-    """exp(a) as 2^(a log2 e), the log2(e) factor folded into a uniform factor of ``a`` when there is one."""
-    a = node.args[0]
-    c = f"T({_LOG2E!r})"
-    if a.op == "Mult" and a.dim == node.dim:
-        for s, r in (a.args, a.args[::-1]):
-            if s.dim == 1 and _uniform(s) and r.dim == node.dim:
-                scale = e.tmp(f"({e.emit(s, load, memo)[0]} * {c})")
-                return [e.tmp(f"kl_exp2f({scale} * {x})") for x in e.emit(r, load, memo)]
-    if a.op == "Minus":
-        return [e.tmp(f"kl_exp2f({x} * T({-_LOG2E!r}))") for x in e.emit(a.args[0], load, memo)]
-    if a.op == "Divide" and a.args[1].dim == 1 and _uniform(a.args[1]) and a.args[0].dim == node.dim:
-        scale = e.tmp(f"({c} / {e.emit(a.args[1], load, memo)[0]})")
-        return [e.tmp(f"kl_exp2f({x} * {scale})") for x in e.emit(a.args[0], load, memo)]
-    return [e.tmp(f"kl_exp2f({x} * {c})") for x in e.emit(a, load, memo)]
-
-
-def emit_formulas(formulas: Sequence[Node], load: Callable[[Node, int], str],
-                  fast_exp: bool, prefix: str = "t") -> tuple[list[str], list[list[str]]]:
-    """Statements and per-formula output expressions, as :func:`kernla.formula.codegen.emit_bodies`.
-
-    With ``fast_exp`` (float evaluation), every ``Exp`` node becomes ``kl_exp2f`` of a
-    pre-scaled argument: a uniform factor (``-G * d``, ``d / s``, ``-d``) absorbs log2(e), so the
-    Gaussian kernel costs one multiplication and one MUFU.EX2 per pair.
-
-    >>> from kernla.formula import Vi, Vj, Pm, call
-    >>> f = call("Exp", -Pm(2, 1) * call("SqDist", Vi(0, 1), Vj(1, 1)))
-    >>> lines, outs = emit_formulas([f], lambda v, k: f"v{v.params[0]}[{k}]", True)
-    >>> print("\\n".join(lines))
-    T t0 = (-v2[0]);
-    T t1 = (t0 * T(1.4426950408889634));
-    T t2 = v0[0] - v1[0];
-    T t3 = (t2 * t2);
-    T t4 = kl_exp2f(t1 * t3);
-    """
-    e = CEmitter(prefix)
-    memo: dict = {}
-    if fast_exp:
-        for f in formulas:
-            for node in f.walk():
-                if node.op == "Exp" and id(node) not in memo:
-                    memo[id(node)] = _emit_exp(e, node, load, memo)
-    outs = [e.emit(f, load, memo) for f in formulas]
-    return _prune(e.lines, " ".join(x for o in outs for x in o)), outs
-
-
-# ---------------------------------------------------------------------------------------------
 # pieces of one kernel
 # ---------------------------------------------------------------------------------------------
 def _save_state(acc: CAccumulator) -> tuple[str, int]:
@@ -222,20 +173,6 @@ def _load_state(acc: CAccumulator) -> str:
     return "\n".join(lines)
 
 
-def _indent(text: str, n: int) -> str:
-    pad = " " * n
-    return "\n".join(pad + line if line.strip() else "" for line in text.splitlines())
-
-
-def _fill(text: str, slots: dict[str, str]) -> str:
-    for key, value in slots.items():
-        text = text.replace(f"@{key}@", value)
-    left = re.findall(r"@[A-Z_]+@", text)
-    if left:
-        raise AssertionError(f"unfilled template slots {left}")
-    return text
-
-
 @dataclass
 class _Out:
     """How one kernel stores its outputs: names/kinds of the output arguments and the column map."""
@@ -260,7 +197,7 @@ def _final_code(acc, out: _Out) -> str:
             if out.guard is not None:
                 store = f"if ({out.guard(c)}) {store}"
             lines.append(store)
-    return "{\n" + _indent("\n".join(lines), 4) + "\n}"
+    return "{\n" + indent("\n".join(lines), 4) + "\n}"
 
 
 def _out_args(outputs: Sequence[tuple[int, str]]) -> tuple[list[tuple[str, str]], str]:
@@ -366,22 +303,6 @@ def _layout(formulas: Sequence[Node], size: int, product: Optional[tuple[int, in
                    product)
 
 
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
-_STMT = re.compile(r"^(?:T )?([A-Za-z_][A-Za-z_0-9]*) = (.*);$")
-
-
-def _prune(lines: list[str], used: str) -> list[str]:
-    """Drop statements whose temporaries nothing uses (``used``: the code that reads the body)."""
-    live = set(_IDENT.findall(used))
-    keep = []
-    for line in reversed(lines):
-        m = _STMT.match(line)
-        if m is None or m.group(1) in live:
-            keep.append(line)
-            live.update(_IDENT.findall(line))
-    return keep[::-1]
-
-
 def _rows_for(red: Reduction, layout: _Layout, formulas: Sequence[Node], nvalues: int,
               body_size: int, single: bool) -> int:
     """Rows per thread: 2 for light formulas (a j record read from shared memory serves two rows)."""
@@ -405,7 +326,7 @@ def _kernel(red: Reduction, dtype: str, name: str, merge_name: str, arg_decl: st
 
     def row_code(r: int, rows: int, pre: dict) -> tuple[list[str], list[str], Optional[list[str]]]:
         load = _Loader(L, r, pre)
-        lines, outs = emit_formulas(formulas, load, not single, "tuvw"[r] if rows > 1 else "t")
+        lines, outs = emit_bodies(formulas, load, "tuvw"[r] if rows > 1 else "t", fast=not single, prune=True)
         if product:
             kx = outs[0][0]
             return lines, [f"({kx} * {L.j(product[1], product[2], c)})" for c in range(product[2])], None
@@ -439,12 +360,12 @@ def _kernel(red: Reduction, dtype: str, name: str, merge_name: str, arg_decl: st
                      + _final_code(acc, out).replace("\n", "\n    ") + "\n}")
         save.append(f"{{\n    const kl_i64 i = kl_i{r};\n    if (i < nx) {{\n"
                     f"        const kl_i64 kl_slot = (kl_i64)blockIdx.y * nx + i;\n"
-                    + _indent(st, 8) + "\n    }\n}")
+                    + indent(st, 8) + "\n    }\n}")
     update_text = "\n".join(update)
-    body = _prune(body, update_text)
+    body = drop_unused(body, update_text)
     if two_level:
         tile_begin.insert(0, "typedef KL_TACC_IN TACC;")
-        tile_end = ["{", "    typedef double TACC;"] + [_indent(t, 4) for t in tile_end] + ["}"]
+        tile_end = ["{", "    typedef double TACC;"] + [indent(t, 4) for t in tile_end] + ["}"]
     body_size = len(body) // rows
     unroll = 8 if body_size <= 16 else 4 if body_size <= 40 else 2 if body_size <= 160 else 1
     if red.kind.k_selection:
@@ -456,30 +377,30 @@ def _kernel(red: Reduction, dtype: str, name: str, merge_name: str, arg_decl: st
         "ROWS": str(rows),
         "SHARED": f"    __shared__ __align__(16) T kl_sh[{L.tj * L.rec}];" if L.shared else "",
         "CW": str(product[2] if product else 0),
-        "PRELOAD": _indent("\n".join(preload), 4),
-        "DECL": _indent("\n".join(decl), 4),
-        "INIT": _indent("\n".join(init), 4),
+        "PRELOAD": indent("\n".join(preload), 4),
+        "DECL": indent("\n".join(decl), 4),
+        "INIT": indent("\n".join(init), 4),
         "TJ": str(L.tj),
-        "TILE": _indent(L.tile_code(), 8) if L.shared else "",
-        "TILE_BEGIN": _indent("\n".join(tile_begin), 12),
+        "TILE": indent(L.tile_code(), 8) if L.shared else "",
+        "TILE_BEGIN": indent("\n".join(tile_begin), 12),
         "UNROLL": str(unroll),
         "ROW": f"                const T* kl_y = kl_sh + kl_jj * {L.rec};" if L.shared else "",
-        "BODY": _indent("\n".join(body), 16),
-        "UPDATE": _indent(update_text, 16),
-        "TILE_END": _indent("\n".join(tile_end), 12),
-        "FINAL": _indent("\n".join(final), 8),
+        "BODY": indent("\n".join(body), 16),
+        "UPDATE": indent(update_text, 16),
+        "TILE_END": indent("\n".join(tile_end), 12),
+        "FINAL": indent("\n".join(final), 8),
         "WORDS": str(words),
-        "SAVE": _indent("\n".join(save), 8),
+        "SAVE": indent("\n".join(save), 8),
     }
-    main = _fill(template("reduce.cu"), slots)
+    main = fill(template("reduce.cu"), slots)
     acc = red.c_accumulator("acc")
     q = red.c_accumulator("kl_q")
-    merge = _fill(template("merge.cu"), {
+    merge = fill(template("merge.cu"), {
         "NAME": merge_name, "MAIN": name, "ARGS": _out_args([(0, k) for _, k in out.args])[1],
         "CW": str(product[2] if product else 0), "WORDS": str(words),
-        "DECL": _indent(acc.decl, 4), "INIT": _indent(acc.init, 4),
-        "QDECL": _indent(q.decl, 8), "QLOAD": _indent(_load_state(q), 8),
-        "MERGE": _indent(acc.merge("kl_q"), 8), "FINAL": _indent(_final_code(acc, out), 4),
+        "DECL": indent(acc.decl, 4), "INIT": indent(acc.init, 4),
+        "QDECL": indent(q.decl, 8), "QLOAD": indent(_load_state(q), 8),
+        "MERGE": indent(acc.merge("kl_q"), 8), "FINAL": indent(_final_code(acc, out), 4),
     })
     info = KernelInfo(name, merge_name, words, L.tj if L.shared else 0, product[2] if product else 0, rows)
     return main + "\n" + merge, info
