@@ -14,6 +14,6 @@ concatenation) and :mod:`.matrix` (small matrix products). Adding an operation i
 """
 
 from . import arithmetic, components, elementwise, matrix, piecewise, vector  # noqa: F401  (they register)
-from .registry import OPS, CExprs, OpSpec, get_op, operation_names
+from .registry import OPS, CExprs, OpSpec, get_op, operation_names, register
 
-__all__ = ["OPS", "CExprs", "OpSpec", "get_op", "operation_names"]
+__all__ = ["OPS", "CExprs", "OpSpec", "get_op", "operation_names", "register"]

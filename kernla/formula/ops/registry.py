@@ -85,7 +85,8 @@ def operation_names() -> Sequence[str]:
 
 def register(spec: OpSpec) -> None:
     """Add ``spec`` to the registry (constant folding appended to its simplification rules)."""
-    assert spec.name not in OPS, spec.name
+    if spec.name in OPS:
+        raise FormulaError(f"operation {spec.name!r} is already registered")
     if spec.fold:
         spec = replace(spec, simplify=_with_folding(spec))
     OPS[spec.name] = spec
