@@ -21,7 +21,7 @@ import numpy as np
 @dataclass
 class Timing:
     wall: float  # median wall-clock seconds
-    cpu: float   # median process CPU seconds
+    cpu: float  # median process CPU seconds
     runs: int
 
 

@@ -79,8 +79,8 @@ def nearest_dense(x, p, y):
 
 
 LOSSES = {
-    "gaussian H": (gaussian_h, gaussian_h_dense, (0, 1)),   # grads w.r.t. q and p
-    "softmin": (softmin, softmin_dense, (0, 2)),             # w.r.t. x and y
+    "gaussian H": (gaussian_h, gaussian_h_dense, (0, 1)),  # grads w.r.t. q and p
+    "softmin": (softmin, softmin_dense, (0, 2)),  # w.r.t. x and y
     "nearest": (nearest, nearest_dense, (0, 2)),
 }
 
@@ -173,17 +173,38 @@ def main() -> None:
     parser.add_argument("--no-pykeops", action="store_true")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=20.0, help="time budget per measurement")
-    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
-                        help="wall-clock or process CPU seconds (steadier on a busy machine)")
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="wall-clock or process CPU seconds (steadier on a busy machine)",
+    )
     args = parser.parse_args()
     global CLOCK
     CLOCK = args.clock
     torch.set_num_threads(torch.get_num_threads())
     rows = bench(args.sizes, args.budget_gb, not args.no_pykeops, args.repeat, args.seconds)
-    title = (f"autodiff, float32, D = 3, N = M; median {CLOCK} seconds; kernla engine "
-             f"{resolve_backend(None, False)}; {machine()}; torch {torch.__version__}")
-    print(table(["loss", "N", "kernla fwd", "kernla fwd+bwd", "kernla bwd/fwd", "dense fwd", "dense fwd+bwd",
-                 "pykeops fwd", "pykeops fwd+bwd"], rows, title=title))
+    title = (
+        f"autodiff, float32, D = 3, N = M; median {CLOCK} seconds; kernla engine "
+        f"{resolve_backend(None, False)}; {machine()}; torch {torch.__version__}"
+    )
+    print(
+        table(
+            [
+                "loss",
+                "N",
+                "kernla fwd",
+                "kernla fwd+bwd",
+                "kernla bwd/fwd",
+                "dense fwd",
+                "dense fwd+bwd",
+                "pykeops fwd",
+                "pykeops fwd+bwd",
+            ],
+            rows,
+            title=title,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def gaussian_cases(n: int, rng):
             out = torch.empty(n, 1)
             step = max(1, int(2e8) // (4 * n))  # chunks of rows so memory stays ~200 MB
             for i in range(0, n, step):
-                out[i:i + step] = torch.exp(-g * torch.cdist(tx[i:i + step], tx) ** 2) @ tb
+                out[i : i + step] = torch.exp(-g * torch.cdist(tx[i : i + step], tx) ** 2) @ tb
             return out
 
         cases["dense torch"] = dense if n <= 20_000 else None
@@ -62,8 +62,10 @@ def knn_cases(n: int, d: int, rng):
     q = rng.random((max(n // 10, 1), d), dtype=np.float32)
     x_i, x_j = LazyTensor(q[:, None, :]), LazyTensor(x[None, :, :])
     D = ((x_i - x_j) ** 2).sum(-1)
-    cases = {"kernla cpu": lambda: D.argKmin(10, dim=1, backend="cpu"),
-             "kernla numpy": (lambda: D.argKmin(10, dim=1, backend="numpy")) if n * d <= 2e6 else None}
+    cases = {
+        "kernla cpu": lambda: D.argKmin(10, dim=1, backend="cpu"),
+        "kernla numpy": (lambda: D.argKmin(10, dim=1, backend="numpy")) if n * d <= 2e6 else None,
+    }
     if torch is not None:
         tq, tx = torch.from_numpy(q), torch.from_numpy(x)
         cases["torch cdist+topk"] = lambda: torch.cdist(tq, tx).topk(10, largest=False).indices
@@ -78,8 +80,10 @@ def lse_cases(n: int, rng):
     x = rng.random((n, 3), dtype=np.float32)
     x_i, x_j = LazyTensor(x[:, None, :]), LazyTensor(x[None, :, :])
     S = -((x_i - x_j) ** 2).sum(-1) * 10.0
-    cases = {"kernla cpu": lambda: S.logsumexp(dim=1, backend="cpu"),
-             "kernla numpy": (lambda: S.logsumexp(dim=1, backend="numpy")) if n <= 20_000 else None}
+    cases = {
+        "kernla cpu": lambda: S.logsumexp(dim=1, backend="cpu"),
+        "kernla numpy": (lambda: S.logsumexp(dim=1, backend="numpy")) if n <= 20_000 else None,
+    }
     if torch is not None:
         tx = torch.from_numpy(x)
         cases["dense torch"] = (lambda: torch.logsumexp(-10.0 * torch.cdist(tx, tx) ** 2, 1)) if n <= 20_000 else None
@@ -114,10 +118,12 @@ def rows_for(label: str, cases: dict, pairs: float, repeat: int) -> list:
 def compile_costs() -> list:
     """First call of a new formula (compile included) and a cached kernel in a new process."""
     fresh = f"Exp(-G * SqDist(X, Y)) * B + {time.time_ns() % 100000}.5 * B"  # a never-seen formula
-    code = ("import time, numpy as np; t0 = time.perf_counter(); from kernla import Genred;"
-            f"g = Genred({fresh!r}, ['X = Vi(3)', 'Y = Vj(3)', 'B = Vj(1)', 'G = Pm(1)'], axis=1);"
-            "x = np.ones((100, 3), np.float32); t = time.perf_counter();"
-            "g(x, x, x[:, :1], np.float32(1.0), backend='cpu'); print(time.perf_counter() - t)")
+    code = (
+        "import time, numpy as np; t0 = time.perf_counter(); from kernla import Genred;"
+        f"g = Genred({fresh!r}, ['X = Vi(3)', 'Y = Vj(3)', 'B = Vj(1)', 'G = Pm(1)'], axis=1);"
+        "x = np.ones((100, 3), np.float32); t = time.perf_counter();"
+        "g(x, x, x[:, :1], np.float32(1.0), backend='cpu'); print(time.perf_counter() - t)"
+    )
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, KERNLA_CACHE_DIR=cache)
         first = float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout)
@@ -125,9 +131,11 @@ def compile_costs() -> list:
     x = np.ones((500, 3), np.float32)
     kern = Genred("Exp(-G * SqDist(X, Y)) * B", ["X = Vi(3)", "Y = Vj(3)", "B = Vj(1)", "G = Pm(1)"], axis=1)
     warm = measure(lambda: kern(x, x, x[:, :1], np.float32(1.0), backend="cpu"), repeat=200, budget=5)
-    return [["first call of a new formula (compile included)", first, "< 1.5 s"],
-            ["cached kernel, first call in a new process", again, "< 50 ms"],
-            ["warm call, N = M = 500", warm.wall, "< 100 µs"]]
+    return [
+        ["first call of a new formula (compile included)", first, "< 1.5 s"],
+        ["cached kernel, first call in a new process", again, "< 50 ms"],
+        ["warm call, N = M = 500", warm.wall, "< 100 µs"],
+    ]
 
 
 def main() -> None:
@@ -145,9 +153,14 @@ def main() -> None:
         rows += rows_for(f"argKmin K=10 D={d} {n // 10:.0e}x{n:.0e}", cases, pairs, repeat)
     n = 20_000 if args.quick else 50_000
     rows += rows_for(f"LogSumExp D=3 N=M={n:.0e}", lse_cases(n, rng), n * n, repeat)
-    print(table(["case", "implementation", "wall (s)", "CPU (s)", "billion pairs/s", "vs pykeops"], rows,
-                title=f"CPU reductions, float32, median of {repeat} — {machine()}"
-                      f"{'' if pykeops_torch else ' (pykeops not installed)'}"))
+    print(
+        table(
+            ["case", "implementation", "wall (s)", "CPU (s)", "billion pairs/s", "vs pykeops"],
+            rows,
+            title=f"CPU reductions, float32, median of {repeat} — {machine()}"
+            f"{'' if pykeops_torch else ' (pykeops not installed)'}",
+        )
+    )
     print(table(["what", "seconds", "target"], compile_costs(), title="Compile and call overheads"))
 
 

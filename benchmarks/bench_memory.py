@@ -42,8 +42,9 @@ def run(n: int, backend: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="50000:numpy,1000000:cpu",
-                        help="comma-separated N:backend pairs (default %(default)s)")
+    parser.add_argument(
+        "--sizes", default="50000:numpy,1000000:cpu", help="comma-separated N:backend pairs (default %(default)s)"
+    )
     args = parser.parse_args()
     rows = []
     for item in args.sizes.split(","):
@@ -53,11 +54,24 @@ def main() -> None:
         if "error" in r:
             rows.append([f"{int(float(n)):.0e}", backend, "-", "-", "-", f"{dense_gb:.3g}", r["error"]])
         else:
-            rows.append([f"{int(float(n)):.0e}", backend, r["peak_mb"], r["extra_mb"], r["seconds"],
-                         f"{dense_gb:.3g}", "ok"])
-    print(table(["N = M", "backend", "peak RSS (MB)", "extra over imports (MB)", "time (s)",
-                 "dense float64 would need (GB)", "status"], rows,
-                title=f"Gaussian Sum reduction, D=3, float32 — {machine()}"))
+            rows.append(
+                [f"{int(float(n)):.0e}", backend, r["peak_mb"], r["extra_mb"], r["seconds"], f"{dense_gb:.3g}", "ok"]
+            )
+    print(
+        table(
+            [
+                "N = M",
+                "backend",
+                "peak RSS (MB)",
+                "extra over imports (MB)",
+                "time (s)",
+                "dense float64 would need (GB)",
+                "status",
+            ],
+            rows,
+            title=f"Gaussian Sum reduction, D=3, float32 — {machine()}",
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ def residual(K, a, b) -> float:
 
 def run_cg(K, b, precond, tol, maxiter, repeat_below):
     """(a, info, total seconds, runs): one solve, repeated for a median when it is quick."""
+
     def once():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -87,7 +88,7 @@ def dense_rate() -> float:
     A = np.random.default_rng(1).standard_normal((m, m))
     A = A @ A.T + m * np.eye(m)
     t = measure(lambda: scipy.linalg.solve(A, np.ones(m), assume_a="pos"), repeat=3, budget=5)
-    return (m ** 3 / 3) / t.wall
+    return (m**3 / 3) / t.wall
 
 
 def bench(n: int, args) -> tuple[list, dict]:
@@ -98,23 +99,55 @@ def bench(n: int, args) -> tuple[list, dict]:
     fits = max(1, int(args.budget / max(t_prod, 1e-9)))
     rows, figures = [], {"product_s": t_prod}
 
-    def row(method, its="-", products="-", per_product="-", setup="-", solve="-", total="-", runs="-",
-            resid="-", converged="-", note=""):
+    def row(
+        method,
+        its="-",
+        products="-",
+        per_product="-",
+        setup="-",
+        solve="-",
+        total="-",
+        runs="-",
+        resid="-",
+        converged="-",
+        note="",
+    ):
         rows.append([n, method, its, products, per_product, setup, solve, total, runs, resid, converged, note])
 
     # kernla, plain CG
     maxiter = min(fits, 10 * n)
     a, info, total, runs, cg = run_cg(K, b, None, args.tol, maxiter, args.repeat_below)
     note = "" if info.converged else f"stopped: {maxiter} its fit the {args.budget:g} s budget"
-    row("kernla CG", info.iterations, info.kernel_products, t_prod, 0.0, cg, total, runs, residual(K, a, b),
-        info.converged, note)
+    row(
+        "kernla CG",
+        info.iterations,
+        info.kernel_products,
+        t_prod,
+        0.0,
+        cg,
+        total,
+        runs,
+        residual(K, a, b),
+        info.converged,
+        note,
+    )
     figures["plain"] = info
 
     # kernla, Nyström-preconditioned CG
     pc = Nystrom(rank=args.rank, landmarks=args.landmarks, seed=0)
     a, info, total, runs, cg = run_cg(K, b, pc, args.tol, min(fits, 10 * n), args.repeat_below)
-    row(f"kernla Nyström-PCG (rank {args.rank}, {args.landmarks})", info.iterations, info.kernel_products, t_prod,
-        total - cg, cg, total, runs, residual(K, a, b), info.converged)
+    row(
+        f"kernla Nyström-PCG (rank {args.rank}, {args.landmarks})",
+        info.iterations,
+        info.kernel_products,
+        t_prod,
+        total - cg,
+        cg,
+        total,
+        runs,
+        residual(K, a, b),
+        info.converged,
+    )
     figures["nystrom"] = info
 
     # pykeops
@@ -122,7 +155,7 @@ def bench(n: int, args) -> tuple[list, dict]:
     if pk is None:
         row("pykeops KernelSolve", note="not installed")
     else:
-        g = np.array([1 / (2 * SIGMA ** 2)])
+        g = np.array([1 / (2 * SIGMA**2)])
         formula, aliases = "Exp(-G * SqDist(X, Y)) * B", ["X = Vi(2)", "Y = Vj(2)", "B = Vj(1)", "G = Pm(1)"]
         Kinv = pk.KernelSolve(formula, aliases, "B", axis=1)
         Kinv(x[:50], x[:50], b[:50, None], g, alpha=ALPHA, eps=args.tol)  # compiles (or loads) its kernel
@@ -132,18 +165,29 @@ def bench(n: int, args) -> tuple[list, dict]:
         # pykeops' CG has no iteration limit: estimate it from plain CG's product count
         estimate = t_pk * figures["plain"].kernel_products
         if not figures["plain"].converged or estimate > args.budget:
-            row("pykeops KernelSolve", per_product=t_pk,
-                note=f"skipped: ~{estimate:.0f}+ s ({figures['plain'].kernel_products}+ products) > budget")
+            row(
+                "pykeops KernelSolve",
+                per_product=t_pk,
+                note=f"skipped: ~{estimate:.0f}+ s ({figures['plain'].kernel_products}+ products) > budget",
+            )
         else:
             t0 = time.perf_counter()
             a = Kinv(x, x, b[:, None], g, alpha=ALPHA, eps=args.tol)[:, 0]
             total = time.perf_counter() - t0
-            row("pykeops KernelSolve", per_product=t_pk, setup=0.0, solve=total, total=total, runs=1,
-                resid=residual(K, a, b), note="no iteration count exposed")
+            row(
+                "pykeops KernelSolve",
+                per_product=t_pk,
+                setup=0.0,
+                solve=total,
+                total=total,
+                runs=1,
+                resid=residual(K, a, b),
+                note="no iteration count exposed",
+            )
 
     # scipy dense Cholesky solve
     need = 2 * n * n * 8
-    estimate = (n ** 3 / 3) / args.dense_rate + n * n * 2e-8
+    estimate = (n**3 / 3) / args.dense_rate + n * n * 2e-8
     if need > total_memory() // 2:
         row("scipy dense solve (Cholesky)", note=f"N×N matrix needs {need / 2**30:.0f} GiB")
     elif estimate > args.budget:
@@ -165,8 +209,15 @@ def bench(n: int, args) -> tuple[list, dict]:
         if time.perf_counter() - t0 < args.repeat_below:
             measure(dense, repeat=4, warmup=0, budget=4 * args.repeat_below)
         setup, solve = float(np.median(parts["setup"])), float(np.median(parts["solve"]))
-        row("scipy dense solve (Cholesky)", setup=setup, solve=solve, total=setup + solve,
-            runs=len(parts["solve"]), resid=residual(K, parts["a"], b), converged=True)
+        row(
+            "scipy dense solve (Cholesky)",
+            setup=setup,
+            solve=solve,
+            total=setup + solve,
+            runs=len(parts["solve"]),
+            resid=residual(K, parts["a"], b),
+            converged=True,
+        )
     return rows, figures
 
 
@@ -176,10 +227,13 @@ def main() -> None:
     p.add_argument("--tol", type=float, default=1e-6, help="relative residual per column (default 1e-6)")
     p.add_argument("--rank", type=int, default=250, help="Nyström rank (default 250)")
     p.add_argument("--landmarks", choices=["pivoted", "random"], default="pivoted")
-    p.add_argument("--budget", type=float, default=200.0,
-                   help="seconds allowed per method and size (default 200)")
-    p.add_argument("--repeat-below", type=float, default=5.0,
-                   help="repeat a method for a median when one run takes less than this (seconds, default 5)")
+    p.add_argument("--budget", type=float, default=200.0, help="seconds allowed per method and size (default 200)")
+    p.add_argument(
+        "--repeat-below",
+        type=float,
+        default=5.0,
+        help="repeat a method for a median when one run takes less than this (seconds, default 5)",
+    )
     p.add_argument("--backend", default=None, help="kernla engine (default: automatic)")
     args = p.parse_args()
     start = time.perf_counter()
@@ -191,17 +245,35 @@ def main() -> None:
         plain, nys = fig["plain"], fig["nystrom"]
         ratio = plain.kernel_products / max(nys.kernel_products, 1)
         if plain.converged and nys.converged:
-            verdicts.append(f"N = {n}: Nyström target (>= 10x fewer kernel products than plain CG) "
-                            f"{'met' if ratio >= 10 else 'NOT met'} — {plain.kernel_products} vs "
-                            f"{nys.kernel_products} products ({ratio:.0f}x)")
+            verdicts.append(
+                f"N = {n}: Nyström target (>= 10x fewer kernel products than plain CG) "
+                f"{'met' if ratio >= 10 else 'NOT met'} — {plain.kernel_products} vs "
+                f"{nys.kernel_products} products ({ratio:.0f}x)"
+            )
         else:
-            verdicts.append(f"N = {n}: {plain.kernel_products} vs {nys.kernel_products} products (plain CG "
-                            f"{'converged' if plain.converged else 'stopped by the time budget'}, Nyström "
-                            f"{'converged' if nys.converged else 'did not converge'})")
-    headers = ["N", "method", "iterations", "kernel products", "s per product", "setup s", "solve s", "total s",
-               "runs", "rel. residual", "converged", "note"]
-    title = (f"bench_solve — {machine()}; 2-D, Gaussian σ = {SIGMA}, alpha = {ALPHA}, tol = {args.tol:g}, "
-             f"float64, engine {resolve_backend(args.backend, False)}; times: medians over 'runs'")
+            verdicts.append(
+                f"N = {n}: {plain.kernel_products} vs {nys.kernel_products} products (plain CG "
+                f"{'converged' if plain.converged else 'stopped by the time budget'}, Nyström "
+                f"{'converged' if nys.converged else 'did not converge'})"
+            )
+    headers = [
+        "N",
+        "method",
+        "iterations",
+        "kernel products",
+        "s per product",
+        "setup s",
+        "solve s",
+        "total s",
+        "runs",
+        "rel. residual",
+        "converged",
+        "note",
+    ]
+    title = (
+        f"bench_solve — {machine()}; 2-D, Gaussian σ = {SIGMA}, alpha = {ALPHA}, tol = {args.tol:g}, "
+        f"float64, engine {resolve_backend(args.backend, False)}; times: medians over 'runs'"
+    )
     print(table(headers, rows, title))
     print()
     for v in verdicts:

@@ -57,12 +57,12 @@ def reset_peak():
 
 
 def ham(q, p, sigma=0.5):
-    k = (-((LazyTensor(q[:, None, :]) - LazyTensor(q[None, :, :])) ** 2).sum(-1) / sigma ** 2).exp()
+    k = (-((LazyTensor(q[:, None, :]) - LazyTensor(q[None, :, :])) ** 2).sum(-1) / sigma**2).exp()
     return 0.5 * (p * (k * LazyTensor(p[None, :, :])).sum(dim=1)).sum()
 
 
 def ham_dense(q, p, sigma=0.5):
-    k = torch.exp(-((q[:, None, :] - q[None, :, :]) ** 2).sum(-1) / sigma ** 2)
+    k = torch.exp(-((q[:, None, :] - q[None, :, :]) ** 2).sum(-1) / sigma**2)
     return 0.5 * (p * (k @ p)).sum()
 
 
@@ -77,8 +77,10 @@ def correctness(dev: str) -> None:
     p = torch.randn(2000, 3, generator=g, dtype=torch.float64).to(dev).requires_grad_()
     h, hd = ham(q, p), ham_dense(q, p)
     gk, gd = torch.autograd.grad(h, (q, p)), torch.autograd.grad(hd, (q, p))
-    print(f"H float64 N=2000: rel. diff H {abs(h.item() - hd.item()) / abs(hd.item()):.1e}, "
-          f"dH/dq {rel(gk[0], gd[0]):.1e}, dH/dp {rel(gk[1], gd[1]):.1e}, grad device {gk[0].device}")
+    print(
+        f"H float64 N=2000: rel. diff H {abs(h.item() - hd.item()) / abs(hd.item()):.1e}, "
+        f"dH/dq {rel(gk[0], gd[0]):.1e}, dH/dp {rel(gk[1], gd[1]):.1e}, grad device {gk[0].device}"
+    )
     q2, p2 = q[:500].detach().requires_grad_(), p[:500].detach().requires_grad_()
     v = torch.randn(500, 3, **f64)
     res = []
@@ -96,8 +98,10 @@ def correctness(dev: str) -> None:
         "Min over j": (lambda: d().min(dim=1), lambda: dd().min(1, keepdim=True)[0]),
         "KMin(4) over i": (lambda: d().Kmin(4, dim=0), lambda: dd().topk(4, 0, largest=False)[0].T),
         "LogSumExp over j": (lambda: (-d()).logsumexp(dim=1), lambda: torch.logsumexp(-dd(), 1, keepdim=True)),
-        "SumSoftMaxWeight over j": (lambda: (-d()).sumsoftmaxweight(LazyTensor(w[None, :, :]), dim=1),
-                                    lambda: torch.softmax(-dd(), 1) @ w),
+        "SumSoftMaxWeight over j": (
+            lambda: (-d()).sumsoftmaxweight(LazyTensor(w[None, :, :]), dim=1),
+            lambda: torch.softmax(-dd(), 1) @ w,
+        ),
     }
     for name, (ours, ref) in cases.items():
         out = ours()
@@ -109,11 +113,16 @@ def correctness(dev: str) -> None:
 
     red = Genred("Exp(-G * SqDist(X, Y)) * B", ["X = Vi(2)", "Y = Vj(2)", "B = Vj(2)", "G = Pm(1)"], "Sum", axis=1)
     mn = Genred("SqDist(X, Y) * G", ["X = Vi(2)", "Y = Vj(2)", "G = Pm(1)"], "Min", axis=0)
-    args = [torch.randn(6, 2, **f64), torch.randn(7, 2, **f64), torch.randn(7, 2, **f64), torch.rand(1, **f64) + .5]
+    args = [torch.randn(6, 2, **f64), torch.randn(7, 2, **f64), torch.randn(7, 2, **f64), torch.rand(1, **f64) + 0.5]
     args = [a.requires_grad_() for a in args]
-    print("gradcheck Sum on cuda:", torch.autograd.gradcheck(red, args),
-          "| gradgradcheck:", torch.autograd.gradgradcheck(red, args),
-          "| gradcheck Min over i:", torch.autograd.gradcheck(mn, [args[0], args[1], args[3]]))
+    print(
+        "gradcheck Sum on cuda:",
+        torch.autograd.gradcheck(red, args),
+        "| gradgradcheck:",
+        torch.autograd.gradgradcheck(red, args),
+        "| gradcheck Min over i:",
+        torch.autograd.gradcheck(mn, [args[0], args[1], args[3]]),
+    )
 
 
 def timings(dev: str, sizes) -> None:
@@ -137,8 +146,12 @@ def timings(dev: str, sizes) -> None:
         reset_peak()
         tf, tb = [], []
         for _ in range(3):
-            t0 = time.perf_counter(); fwd(); tf.append(time.perf_counter() - t0)  # noqa: E702
-            t0 = time.perf_counter(); both(); tb.append(time.perf_counter() - t0)  # noqa: E702
+            t0 = time.perf_counter()
+            fwd()
+            tf.append(time.perf_counter() - t0)  # noqa: E702
+            t0 = time.perf_counter()
+            both()
+            tb.append(time.perf_counter() - t0)  # noqa: E702
         tf, tb = sorted(tf)[1], sorted(tb)[1]
         mem = peak_mb()
         need = 14 * n * n * 4

@@ -83,11 +83,15 @@ def setup():
     dev = cupy.cuda.Device()
     props = cupy.cuda.runtime.getDeviceProperties(dev.id)
     name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-    print(f"GPU: {name} (compute capability {dev.compute_capability}, "
-          f"{dev.attributes['MultiProcessorCount']} SMs, {props['totalGlobalMem'] / 2**30:.0f} GiB)")
-    print(f"CuPy {cupy.__version__}, CUDA runtime {cupy.cuda.runtime.runtimeGetVersion()}, "
-          f"driver {cupy.cuda.runtime.driverGetVersion()}, torch {getattr(torch, '__version__', '-')}, "
-          f"NumPy {np.__version__}, kernla {kernla.__version__}")
+    print(
+        f"GPU: {name} (compute capability {dev.compute_capability}, "
+        f"{dev.attributes['MultiProcessorCount']} SMs, {props['totalGlobalMem'] / 2**30:.0f} GiB)"
+    )
+    print(
+        f"CuPy {cupy.__version__}, CUDA runtime {cupy.cuda.runtime.runtimeGetVersion()}, "
+        f"driver {cupy.cuda.runtime.driverGetVersion()}, torch {getattr(torch, '__version__', '-')}, "
+        f"NumPy {np.__version__}, kernla {kernla.__version__}"
+    )
     return cupy, torch, kernla, engine, name
 
 
@@ -104,8 +108,21 @@ SCALAR = ("Exp(-G * SqDist(X, Y))", ["X = Vi(3)", "Y = Vj(3)", "G = Pm(1)", "B =
 VECTOR = ("(X - Y) * Exp(-SqDist(X, Y) / S)", ["X = Vi(3)", "Y = Vj(3)", "S = Pm(1)"])
 GAUSS = ("Exp(-G * SqDist(X, Y)) * B", ["X = Vi(3)", "Y = Vj(3)", "B = Vj(1)", "G = Pm(1)"])
 KNN = ("SqDist(X, Y)", ["X = Vi(50)", "Y = Vj(50)"])
-OPS = ["Sum", "Min", "Max", "ArgMin", "ArgMax", "Min_ArgMin", "Max_ArgMax", "KMin", "ArgKMin",
-       "KMin_ArgKMin", "LogSumExp", "LogSumExpWeight", "SumSoftMaxWeight"]
+OPS = [
+    "Sum",
+    "Min",
+    "Max",
+    "ArgMin",
+    "ArgMax",
+    "Min_ArgMin",
+    "Max_ArgMax",
+    "KMin",
+    "ArgKMin",
+    "KMin_ArgKMin",
+    "LogSumExp",
+    "LogSumExpWeight",
+    "SumSoftMaxWeight",
+]
 #: the reductions that also give the values at the indices (for checking indices)
 WITH_VALUES = {"ArgMin": "Min_ArgMin", "ArgMax": "Max_ArgMax", "ArgKMin": "KMin_ArgKMin"}
 DTYPES = ["float16", "float32", "float64"]
@@ -189,8 +206,10 @@ def compare(red, got, ref_red, ref, arrays, dtype, ny):
             at = values_at(red.formula, arrays, g, K, D)
             err = np.abs(at - best) / (1 + np.abs(best))
             bad = ~(err <= ITOL[dtype])
-            assert not bad.any(), (f"{bad.sum()} of {bad.size} indices are not optimal: value at index "
-                                   f"{at[bad][:3]} vs optimum {best[bad][:3]}")
+            assert not bad.any(), (
+                f"{bad.sum()} of {bad.size} indices are not optimal: value at index "
+                f"{at[bad][:3]} vs optimum {best[bad][:3]}"
+            )
             msgs.append("indices optimal")
         else:
             r = ref_by_kind["float"]
@@ -203,8 +222,10 @@ def compare(red, got, ref_red, ref, arrays, dtype, ny):
                 atol = rtol * max(1.0, float(np.nanmax(np.abs(np.where(np.isfinite(r), r, 0)), initial=0)))
             diff = np.abs(g - r)
             bad = ~((diff <= atol + rtol * np.abs(r)) | (np.isnan(g) & np.isnan(r)) | (g == r))
-            assert not bad.any(), (f"{bad.sum()} of {bad.size} values differ; worst |diff| "
-                                   f"{np.nanmax(np.where(bad, diff, 0)):.3g}: got {g[bad][:3]} want {r[bad][:3]}")
+            assert not bad.any(), (
+                f"{bad.sum()} of {bad.size} values differ; worst |diff| "
+                f"{np.nanmax(np.where(bad, diff, 0)):.3g}: got {g[bad][:3]} want {r[bad][:3]}"
+            )
             finite = np.isfinite(diff)
             used = float(np.max(diff[finite] / (atol + rtol * np.abs(r))[finite], initial=0))
             msgs.append(f"max |err| {float(np.max(diff[finite], initial=0)):.1e} = {used:.0%} of tolerance")
@@ -240,20 +261,28 @@ def correctness(cupy, torch, kernla, engine, quick: bool):
         opt = 5 if "K" in op and "Max" not in op else None
         f2 = "B" if op.endswith("Weight") else None
         plans.append((op, reduction(*SCALAR, op, opt, f2)))
-    vec = [(op, reduction(*VECTOR, op, 2 if "K" in op else None))
-           for op in ("Sum", "ArgMin", "KMin_ArgKMin", "LogSumExp", "Max_ArgMax")]
+    vec = [
+        (op, reduction(*VECTOR, op, 2 if "K" in op else None))
+        for op in ("Sum", "ArgMin", "KMin_ArgKMin", "LogSumExp", "Max_ArgMax")
+    ]
     gauss = reduction(*GAUSS, "Sum")
     knn = reduction(*KNN, "ArgKMin", 10)
 
     def compile_all():  # in parallel threads: NVRTC runs outside the GIL
-        todo = [(r, dt) for _, r in plans + vec for dt in DTYPES] + [(gauss, dt) for dt in DTYPES] + \
-               [(knn, dt) for dt in DTYPES]
+        todo = (
+            [(r, dt) for _, r in plans + vec for dt in DTYPES]
+            + [(gauss, dt) for dt in DTYPES]
+            + [(knn, dt) for dt in DTYPES]
+        )
         t0 = time.perf_counter()
         with cf.ThreadPoolExecutor(8) as pool:
             futures = {pool.submit(engine.prepare, r, dt): (r.name, dt) for r, dt in todo}
             errors = [f"{futures[f]}: {f.exception()}" for f in cf.as_completed(futures) if f.exception()]
-        report(f"compile {len(todo)} modules with NVRTC", not errors,
-               f"{time.perf_counter() - t0:.1f} s" + (f"; {errors[:3]}" if errors else ""))
+        report(
+            f"compile {len(todo)} modules with NVRTC",
+            not errors,
+            f"{time.perf_counter() - t0:.1f} s" + (f"; {errors[:3]}" if errors else ""),
+        )
 
     def scalar():
         for op, red in plans:
@@ -268,9 +297,12 @@ def correctness(cupy, torch, kernla, engine, quick: bool):
                     report(f"reference {op} N={nx} M={ny}", False, repr(err))
                     continue
                 for dt in DTYPES:
-                    check(f"{op:<17} {dt:<7} N={nx:<5} M={ny}",
-                          lambda: compare(red, gpu_run(cupy, engine, red, arrays, nx, ny, dt), ref_red, ref,
-                                          arrays, dt, ny))
+                    check(
+                        f"{op:<17} {dt:<7} N={nx:<5} M={ny}",
+                        lambda: compare(
+                            red, gpu_run(cupy, engine, red, arrays, nx, ny, dt), ref_red, ref, arrays, dt, ny
+                        ),
+                    )
 
     def vector():
         for op, red in vec:
@@ -281,9 +313,12 @@ def correctness(cupy, torch, kernla, engine, quick: bool):
                 arrays = inputs(red, nx, ny, rng)
                 ref = numpy_engine.run(ref_red, arrays, nx, ny)
                 for dt in DTYPES:
-                    check(f"vector {op:<13} {dt:<7} N={nx:<5} M={ny}",
-                          lambda: compare(red, gpu_run(cupy, engine, red, arrays, nx, ny, dt), ref_red, ref,
-                                          arrays, dt, ny))
+                    check(
+                        f"vector {op:<13} {dt:<7} N={nx:<5} M={ny}",
+                        lambda: compare(
+                            red, gpu_run(cupy, engine, red, arrays, nx, ny, dt), ref_red, ref, arrays, dt, ny
+                        ),
+                    )
 
     def product():
         for width in (1, 3, 9):
@@ -294,12 +329,14 @@ def correctness(cupy, torch, kernla, engine, quick: bool):
                 k = np.exp(-arrays[3][0] * ((arrays[0][:, None, :] - arrays[1][None, :, :]) ** 2).sum(-1))
                 want, scale = k @ arrays[2], np.abs(k) @ np.abs(arrays[2])
                 for dt in DTYPES:
+
                     def run_product(arrays=arrays, want=want, scale=scale, dt=dt, nx=nx, ny=ny, prod=prod):
                         got = gpu_run(cupy, engine, prod, arrays, nx, ny, dt)[0].astype(np.float64)
                         assert got.shape == want.shape, got.shape
                         err = np.abs(got - want) / (scale + 1e-30)
                         assert err.max() <= RTOL[dt] * 5, f"max error {err.max():.2e} (relative to sum |k b|)"
                         return f"max err {err.max():.1e} of sum |k b|"
+
                     check(f"product width={width} {dt:<7} N={nx:<4} M={ny}", run_product)
 
     def knn_check():
@@ -310,9 +347,10 @@ def correctness(cupy, torch, kernla, engine, quick: bool):
             arrays = inputs(knn, nx, ny, rng)
             ref = numpy_engine.run(ref_red, arrays, nx, ny)
             for dt in DTYPES:
-                check(f"knn D=50 K=10 {dt:<7} N={nx:<4} M={ny}",
-                      lambda: compare(knn, gpu_run(cupy, engine, knn, arrays, nx, ny, dt), ref_red, ref,
-                                      arrays, dt, ny))
+                check(
+                    f"knn D=50 K=10 {dt:<7} N={nx:<4} M={ny}",
+                    lambda: compare(knn, gpu_run(cupy, engine, knn, arrays, nx, ny, dt), ref_red, ref, arrays, dt, ny),
+                )
 
     section("compile", compile_all)
     section("every reduction, scalar formula exp(-g|x-y|^2), all dtypes and sizes", scalar)
@@ -329,8 +367,7 @@ def api_checks(cupy, torch, kernla, rng):
     y = rng.normal(size=(2345, 3)).astype(np.float32)
     b = rng.normal(size=(2345, 4)).astype(np.float32)
     g = np.array([0.7], np.float32)
-    f = kernla.Genred(*GAUSS[:1], ["X = Vi(3)", "Y = Vj(3)", "B = Vj(4)", "G = Pm(1)"],
-                      reduction_op="Sum", axis=1)
+    f = kernla.Genred(*GAUSS[:1], ["X = Vi(3)", "Y = Vj(3)", "B = Vj(4)", "G = Pm(1)"], reduction_op="Sum", axis=1)
     want = np.exp(-0.7 * ((x[:, None, :].astype(np.float64) - y[None]) ** 2).sum(-1)) @ b
 
     def close(got, tol=1e-4):
@@ -373,8 +410,12 @@ def api_checks(cupy, torch, kernla, rng):
     def with_torch_half():
         out = f(*(torch.from_numpy(a).to(dev).half() for a in (x, y, b, g)))
         assert out.dtype == torch.float16, out.dtype
-        ref16 = np.exp(-np.float64(np.float16(0.7)) * ((x.astype(np.float16).astype(np.float64)[:, None]
-                       - y.astype(np.float16).astype(np.float64)[None]) ** 2).sum(-1)) @ b.astype(np.float16)
+        ref16 = np.exp(
+            -np.float64(np.float16(0.7))
+            * (
+                (x.astype(np.float16).astype(np.float64)[:, None] - y.astype(np.float16).astype(np.float64)[None]) ** 2
+            ).sum(-1)
+        ) @ b.astype(np.float16)
         err = np.abs(out.float().cpu().numpy() - ref16).max() / np.abs(ref16).max()
         assert err < 3e-3, f"max error {err:.2e}"
         return f"max err {err:.1e}"
@@ -497,20 +538,31 @@ def timings(cupy, torch, kernla, engine, quick):
             b = rng.standard_normal((n, 1), dtype=cupy.float32).astype(dt)
             g = cupy.asarray([0.5], dt)
             repeat = 5 if n <= GAUSS_TIMING_N[0] else (3 if dt != "float64" else 2)
-            timed(f"gauss D=3 N=M={n:.0e} {dt} kernla", n * n,
-                  lambda: engine.run(gauss, [x, y, b, g], n, n), lambda: sync(cupy), repeat)
+            timed(
+                f"gauss D=3 N=M={n:.0e} {dt} kernla",
+                n * n,
+                lambda: engine.run(gauss, [x, y, b, g], n, n),
+                lambda: sync(cupy),
+                repeat,
+            )
             if dt == "float32":
                 f = kernla.Genred(*GAUSS, reduction_op="Sum", axis=1)
                 if have_torch:
                     xt, yt, bt, gt = (torch.from_dlpack(a) for a in (x, y, b, g))
-                    timed(f"  same, Genred on torch", n * n, lambda: f(xt, yt, bt, gt), lambda: sync(cupy, torch),
-                          repeat)
+                    timed(
+                        f"  same, Genred on torch", n * n, lambda: f(xt, yt, bt, gt), lambda: sync(cupy, torch), repeat
+                    )
             if not have_torch:
                 continue
             if n <= GAUSS_TIMING_N[0]:
                 xt, yt, bt, gt = (torch.from_dlpack(a) for a in (x, y, b, g))
-                t = timed(f"  dense chunked torch {dt}", n * n,
-                          lambda: dense_torch(torch, xt, yt, bt, gt), lambda: sync(cupy, torch), 3)
+                t = timed(
+                    f"  dense chunked torch {dt}",
+                    n * n,
+                    lambda: dense_torch(torch, xt, yt, bt, gt),
+                    lambda: sync(cupy, torch),
+                    3,
+                )
                 if t:
                     dense_rate[dt] = n * n / t
             else:
@@ -526,9 +578,9 @@ def dense_torch(torch, x, y, b, g):
     y2 = (y * y).sum(1)
     out = torch.empty((n, b.shape[1]), dtype=x.dtype, device=x.device)
     for i0 in range(0, n, rows):
-        xc = x[i0:i0 + rows]
+        xc = x[i0 : i0 + rows]
         d2 = (xc * xc).sum(1)[:, None] + y2[None, :] - 2 * xc @ y.T
-        out[i0:i0 + rows] = torch.exp(-g * d2) @ b
+        out[i0 : i0 + rows] = torch.exp(-g * d2) @ b
     return out
 
 
@@ -554,8 +606,8 @@ def knn_timings(cupy, torch, engine, quick, have_torch):
         rows = max(1, (1 << 31) // p)  # 8 GiB of distances per block
         out = torch.empty((q, 10), dtype=torch.int64, device=qt.device)
         for i0 in range(0, q, rows):
-            d = torch.cdist(qt[i0:i0 + rows], pt)
-            out[i0:i0 + rows] = d.topk(10, dim=1, largest=False).indices
+            d = torch.cdist(qt[i0 : i0 + rows], pt)
+            out[i0 : i0 + rows] = d.topk(10, dim=1, largest=False).indices
         res["torch"] = out
         return out
 

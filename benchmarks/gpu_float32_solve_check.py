@@ -48,16 +48,17 @@ def main() -> None:
             t0 = time.perf_counter()
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                a, info = K.solve(bt, alpha=1e-2, precond=precond, rank=250 if precond else None,
-                                  return_info=True)
+                a, info = K.solve(bt, alpha=1e-2, precond=precond, rank=250 if precond else None, return_info=True)
             torch.cuda.synchronize()
             el = time.perf_counter() - t0
             true = ((K64 @ a.double() + 1e-2 * a.double() - b64).norm() / b64.norm()).item()
-            print(f"{str(dtype):14s} {str(precond):8s} iterations {info.iterations:5d} products "
-                  f"{info.kernel_products:5d} time {el:7.3f} s converged {info.converged} "
-                  f"info residual {info.residual_norms.max():.3g} float64 residual {true:.3g} "
-                  f"stalled {bool(info.column_stalled is not None and info.column_stalled.any())} "
-                  f"out {a.dtype} {a.device}")
+            print(
+                f"{str(dtype):14s} {str(precond):8s} iterations {info.iterations:5d} products "
+                f"{info.kernel_products:5d} time {el:7.3f} s converged {info.converged} "
+                f"info residual {info.residual_norms.max():.3g} float64 residual {true:.3g} "
+                f"stalled {bool(info.column_stalled is not None and info.column_stalled.any())} "
+                f"out {a.dtype} {a.device}"
+            )
             for w in caught:
                 if issubclass(w.category, ConvergenceWarning):
                     here = w.filename == __file__

@@ -113,19 +113,24 @@ def timings(name, to_dev, n, dtype):
         K @ bd
     sync()
     t_prod = (time.perf_counter() - t0) / 5
-    print(f"  {name} {np.dtype(dtype).name} N={n}: one product {t_prod * 1e3:.2f} ms "
-          f"({n * n / t_prod / 1e9:.0f} G pairs/s)")
+    print(
+        f"  {name} {np.dtype(dtype).name} N={n}: one product {t_prod * 1e3:.2f} ms "
+        f"({n * n / t_prod / 1e9:.0f} G pairs/s)"
+    )
     for pc, maxiter in (("nystrom", 200), (None, 3000)):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             sync()
             t0 = time.perf_counter()
-            a, info = K.solve(bd, alpha=1e-2, tol=1e-6, precond=pc, rank=250 if pc else None, maxiter=maxiter,
-                              return_info=True)
+            a, info = K.solve(
+                bd, alpha=1e-2, tol=1e-6, precond=pc, rank=250 if pc else None, maxiter=maxiter, return_info=True
+            )
             sync()
             total = time.perf_counter() - t0
-        print(f"    precond={str(pc):<8} {info.iterations:>5} its {info.kernel_products:>5} products "
-              f"{total:8.2f} s  residual {info.residual_norms.max():.1e}  converged={info.converged}")
+        print(
+            f"    precond={str(pc):<8} {info.iterations:>5} its {info.kernel_products:>5} products "
+            f"{total:8.2f} s  residual {info.residual_norms.max():.1e}  converged={info.converged}"
+        )
 
 
 def main():

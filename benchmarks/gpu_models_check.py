@@ -48,8 +48,11 @@ def correctness(to_dev, label, n=3000):
     for metric in ("euclidean", "manhattan", "cosine"):
         d0, i0 = NearestNeighbors(k=8, metric=metric).fit(X).kneighbors(Q)
         d1, i1 = NearestNeighbors(k=8, metric=metric).fit(to_dev(X)).kneighbors(to_dev(Q))
-        check(f"{label} kNN {metric}", (host(i1) == i0).all() and np.allclose(host(d1), d0, rtol=1e-10),
-              f"(type {type(i1).__module__})")
+        check(
+            f"{label} kNN {metric}",
+            (host(i1) == i0).all() and np.allclose(host(d1), d0, rtol=1e-10),
+            f"(type {type(i1).__module__})",
+        )
     p0 = KNeighborsClassifier(k=8, weights="distance").fit(X, labels).predict_proba(Q)
     p1 = KNeighborsClassifier(k=8, weights="distance").fit(to_dev(X), to_dev(labels)).predict_proba(to_dev(Q))
     check(f"{label} kNN classifier proba", np.allclose(host(p1), p0, rtol=1e-12))
@@ -106,9 +109,11 @@ def timings(torch, device, small):
     lml, err = gp.log_marginal_likelihood(method="slq", return_error=True, num_probes=16)
     t_lml = time.perf_counter() - t
     info = gp.solve_info_
-    print(f"GP N={n} 2-D float64: fit {t_fit:.2f} s ({info.iterations} CG iterations, {gp._precond.name}), "
-          f"mean at 1e4 points {t_mean:.3f} s, std at 64 points {t_std:.2f} s, "
-          f"SLQ log-likelihood {lml:.1f} ± {err:.2g} in {t_lml:.2f} s")
+    print(
+        f"GP N={n} 2-D float64: fit {t_fit:.2f} s ({info.iterations} CG iterations, {gp._precond.name}), "
+        f"mean at 1e4 points {t_mean:.3f} s, std at 64 points {t_std:.2f} s, "
+        f"SLQ log-likelihood {lml:.1f} ± {err:.2g} in {t_lml:.2f} s"
+    )
 
 
 def main():

@@ -37,7 +37,7 @@ def hamiltonian(q: torch.Tensor, p: torch.Tensor, sigma: float, backend: str | N
     6.0
     """
     q_i, q_j, p_j = LazyTensor(q[:, None, :]), LazyTensor(q[None, :, :]), LazyTensor(p[None, :, :])
-    k_ij = (-((q_i - q_j) ** 2).sum(-1) / sigma ** 2).exp()
+    k_ij = (-((q_i - q_j) ** 2).sum(-1) / sigma**2).exp()
     return 0.5 * (p * (k_ij * p_j).sum(dim=1, backend=backend)).sum()
 
 
@@ -48,7 +48,7 @@ def hamiltonian_dense(q: torch.Tensor, p: torch.Tensor, sigma: float) -> torch.T
     >>> float(hamiltonian_dense(q, p, 1.0))
     6.0
     """
-    k = torch.exp(-((q[:, None, :] - q[None, :, :]) ** 2).sum(-1) / sigma ** 2)
+    k = torch.exp(-((q[:, None, :] - q[None, :, :]) ** 2).sum(-1) / sigma**2)
     return 0.5 * (p * (k @ p)).sum()
 
 
@@ -76,8 +76,15 @@ def run(n: int, dtype: torch.dtype, sigma: float, backend: str | None, budget_gb
     t1 = time.perf_counter()
     gq, gp = torch.autograd.grad(h, (q, p))
     t2 = time.perf_counter()
-    row = {"N": n, "H": h.item(), "|dH/dq|": gq.norm().item(), "|dH/dp|": gp.norm().item(),
-           "forward s": t1 - t0, "fwd+bwd s": t2 - t0, "peak RSS MB": peak_rss_mb()}
+    row = {
+        "N": n,
+        "H": h.item(),
+        "|dH/dq|": gq.norm().item(),
+        "|dH/dp|": gp.norm().item(),
+        "forward s": t1 - t0,
+        "fwd+bwd s": t2 - t0,
+        "peak RSS MB": peak_rss_mb(),
+    }
     need = dense_bytes(n, dtype)
     row["dense memory"] = f"{need / 2**30:.3g} GB"
     if need <= budget_gb * 2**30:
@@ -85,8 +92,11 @@ def run(n: int, dtype: torch.dtype, sigma: float, backend: str | None, budget_gb
         hd = hamiltonian_dense(q, p, sigma)
         gqd, gpd = torch.autograd.grad(hd, (q, p))
         row["dense fwd+bwd s"] = time.perf_counter() - t0
-        err = max(abs(h.item() - hd.item()) / abs(hd.item()),
-                  ((gq - gqd).norm() / gqd.norm()).item(), ((gp - gpd).norm() / gpd.norm()).item())
+        err = max(
+            abs(h.item() - hd.item()) / abs(hd.item()),
+            ((gq - gqd).norm() / gqd.norm()).item(),
+            ((gp - gpd).norm() / gpd.norm()).item(),
+        )
         row["dense rel. diff"] = f"{err:.1e}"
     else:
         row["dense fwd+bwd s"] = f"out of memory (> {budget_gb:g} GB)"
@@ -96,13 +106,19 @@ def run(n: int, dtype: torch.dtype, sigma: float, backend: str | None, budget_gb
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=None,
-                        help="values of N (default: 1000 10000, and 100000 when a compiled engine runs)")
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=None,
+        help="values of N (default: 1000 10000, and 100000 when a compiled engine runs)",
+    )
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--sigma", type=float, default=0.25)
     parser.add_argument("--backend", default="auto")
-    parser.add_argument("--dense-budget-gb", type=float, default=4.0,
-                        help="largest memory dense torch may use (default %(default)s GB)")
+    parser.add_argument(
+        "--dense-budget-gb", type=float, default=4.0, help="largest memory dense torch may use (default %(default)s GB)"
+    )
     args = parser.parse_args()
     engine = resolve_backend(args.backend, False)
     sizes = args.sizes or ([1000, 10000] + ([] if engine == "numpy" else [100000]))

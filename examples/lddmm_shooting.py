@@ -36,7 +36,7 @@ from _common import figure_path
 
 def gauss(x: torch.Tensor, y: torch.Tensor, sigma: float) -> LazyTensor:
     """The symbolic Gaussian kernel matrix exp(-|x_i - y_j|²/σ²)."""
-    return (-((LazyTensor(x[:, None, :]) - LazyTensor(y[None, :, :])) ** 2).sum(-1) / sigma ** 2).exp()
+    return (-((LazyTensor(x[:, None, :]) - LazyTensor(y[None, :, :])) ** 2).sum(-1) / sigma**2).exp()
 
 
 def hamiltonian(q: torch.Tensor, p: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -64,8 +64,10 @@ def shoot(q0: torch.Tensor, p0: torch.Tensor, sigma: float, steps: int, create_g
 
 def mmd(x: torch.Tensor, y: torch.Tensor, sigma: float) -> torch.Tensor:
     """Squared kernel (MMD) distance between two point sets with uniform weights."""
+
     def s(a, b):
         return gauss(a, b, sigma).sum(dim=1).sum() / (a.shape[0] * b.shape[0])
+
     return s(x, x) - 2 * s(x, y) + s(y, y)
 
 
@@ -135,8 +137,9 @@ def figure(path, source, target, states, grid_paths, history, shape):
     ax.plot(*close(target.numpy()).T, color="tab:red", lw=2, label="target")
     ax.plot(*close(traj[-1]).T, "--", color="k", lw=1.5, label="shot source")
     q0, p0 = states[0][0].detach().numpy(), states[0][1].detach().numpy()
-    ax.quiver(q0[::3, 0], q0[::3, 1], p0[::3, 0], p0[::3, 1], color="tab:purple", width=0.003,
-              label="initial momentum p0")
+    ax.quiver(
+        q0[::3, 0], q0[::3, 1], p0[::3, 0], p0[::3, 1], color="tab:purple", width=0.003, label="initial momentum p0"
+    )
     ax.set_aspect("equal")
     ax.legend(loc="upper left", fontsize=8)
     ax.set_title("geodesic shooting: curves, trajectories, deformed grid")

@@ -9,20 +9,52 @@ True
 """
 
 from ._version import __version__
-from .errors import (ArrayKindError, BackendError, DTypeError, FormulaError, FormulaSyntaxError,
-                     InputValueError, KernlaError, ShapeError)
+from .errors import (
+    ArrayKindError,
+    BackendError,
+    DTypeError,
+    FormulaError,
+    FormulaSyntaxError,
+    InputValueError,
+    KernlaError,
+    ShapeError,
+)
 from .genred import Genred, cuda_source
 from .lazy import LazyTensor, Pm, Vi, Vj
 from .linalg import ConvergenceWarning, KernelOperator, KernelSolve
 from . import kernels
-from .models import (GaussianProcessRegressor, KernelInterpolation, KNeighborsClassifier, KNeighborsRegressor,
-                     NearestNeighbors)
+from .models import (
+    GaussianProcessRegressor,
+    KernelInterpolation,
+    KNeighborsClassifier,
+    KNeighborsRegressor,
+    NearestNeighbors,
+)
 
 __all__ = [
-    "__version__", "LazyTensor", "Vi", "Vj", "Pm", "Genred", "cuda_source",
-    "KernelOperator", "KernelSolve", "ConvergenceWarning", "kernels",
-    "KernlaError", "FormulaError", "FormulaSyntaxError", "ShapeError", "InputValueError",
-    "DTypeError", "ArrayKindError", "BackendError",
-    "models", "NearestNeighbors", "KNeighborsClassifier", "KNeighborsRegressor", "KernelInterpolation",
+    "__version__",
+    "LazyTensor",
+    "Vi",
+    "Vj",
+    "Pm",
+    "Genred",
+    "cuda_source",
+    "KernelOperator",
+    "KernelSolve",
+    "ConvergenceWarning",
+    "kernels",
+    "KernlaError",
+    "FormulaError",
+    "FormulaSyntaxError",
+    "ShapeError",
+    "InputValueError",
+    "DTypeError",
+    "ArrayKindError",
+    "BackendError",
+    "models",
+    "NearestNeighbors",
+    "KNeighborsClassifier",
+    "KNeighborsRegressor",
+    "KernelInterpolation",
     "GaussianProcessRegressor",
 ]

@@ -77,7 +77,8 @@ def common_kind(arrays: dict[str, Any]) -> Kind:
             raise ArrayKindError(
                 f"cannot mix array kinds or devices: {n1!r} is {k1}"
                 f"{'' if d1 == 'None' else ' on ' + d1} but {name!r} is {k}"
-                f"{'' if device is None else ' on ' + str(device)}")
+                f"{'' if device is None else ' on ' + str(device)}"
+            )
     if not found:
         return Kind("numpy")
     (k, _), name = next(iter(found.items()))
@@ -95,8 +96,9 @@ def dtype_of(a: Any) -> np.dtype | None:
         try:
             return np.dtype(name)
         except TypeError:  # bfloat16, float8 types, …: no NumPy equivalent
-            raise DTypeError(f"torch dtype {name} is not supported; kernla works on float16, float32 "
-                             "and float64 arrays") from None
+            raise DTypeError(
+                f"torch dtype {name} is not supported; kernla works on float16, float32 and float64 arrays"
+            ) from None
     dt = np.dtype(a.dtype)
     return dt if dt.isnative else dt.newbyteorder("=")  # big-endian data is converted on the way in
 

@@ -73,13 +73,14 @@ def needs_grad(args: Sequence[Any]) -> bool:
 
 @dataclass(frozen=True)
 class _Spec:
-    red: Reduction          # written for a reduction over j (the caller's axis already applied)
-    slots: tuple            # Slot per argument, categories matching ``red``
+    red: Reduction  # written for a reduction over j (the caller's axis already applied)
+    slots: tuple  # Slot per argument, categories matching ``red``
     backend: Optional[str]
 
 
-def reduce_with_grad(red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int = 1,
-                     backend: Optional[str] = None) -> list:
+def reduce_with_grad(
+    red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int = 1, backend: Optional[str] = None
+) -> list:
     """:func:`kernla.genred.reduce` for torch tensors, recording the graph for torch.autograd.
 
     Same arguments and outputs as ``reduce``; float outputs carry a ``grad_fn`` whose backward
@@ -143,7 +144,7 @@ class _KernlaReduction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grad_outs):
         saved = ctx.saved_tensors
-        rows, outs = saved[:ctx.n_in], saved[ctx.n_in:]
+        rows, outs = saved[: ctx.n_in], saved[ctx.n_in :]
         targets = [k for k in range(ctx.n_in) if ctx.needs_input_grad[k + 1]]
         g = grad_outs[0]
         if g is None or not targets:
@@ -197,7 +198,7 @@ def _grads_from(out: torch.Tensor, parts: Sequence[tuple[int, Node]], slots: Seq
     """Split the columns of one backward reduction's output into per-argument gradients."""
     grads, col = {}, 0
     for k, f in parts:
-        piece = out[..., col:col + f.dim]
+        piece = out[..., col : col + f.dim]
         col += f.dim
         grads[k] = _sum_to(finish(k, piece), rows[k].shape)
     return grads
@@ -215,8 +216,9 @@ def _pairwise_backward(spec: _Spec, rows, out: torch.Tensor, g: torch.Tensor, ta
         return Var(len(slots) + len(extra) - 1, int(t.shape[-1]), CAT_I)
 
     G = new_ivar(g)
-    seeds = red.kind.grad_seeds(red, G, lambda: new_ivar(out),
-                                lambda other: new_ivar(_reduce(other, slots, rows, 1, backend)[0]))
+    seeds = red.kind.grad_seeds(
+        red, G, lambda: new_ivar(out), lambda other: new_ivar(_reduce(other, slots, rows, 1, backend)[0])
+    )
 
     all_slots = slots + [Slot(f"backward input {n}", CAT_I, int(t.shape[-1])) for n, t in enumerate(extra)]
     all_args = list(rows) + extra
@@ -231,8 +233,7 @@ def _pairwise_backward(spec: _Spec, rows, out: torch.Tensor, g: torch.Tensor, ta
         if not parts:
             continue
         (res,) = _reduce(Reduction("Sum", _concat([f for _, f in parts])), all_slots, all_args, axis, backend)
-        grads.update(_grads_from(res, parts, slots, rows,
-                                 lambda k, t: t.sum(-2) if slots[k].cat == CAT_PARAM else t))
+        grads.update(_grads_from(res, parts, slots, rows, lambda k, t: t.sum(-2) if slots[k].cat == CAT_PARAM else t))
     return [grads.get(k, torch.zeros_like(rows[k]) if k in targets else None) for k in range(len(rows))]
 
 
@@ -242,9 +243,9 @@ def _pairwise_backward(spec: _Spec, rows, out: torch.Tensor, g: torch.Tensor, ta
 def _selection_backward(spec: _Spec, rows, idx: torch.Tensor, g: torch.Tensor, targets: list[int]) -> list:
     red, slots, backend = spec.red, list(spec.slots), spec.backend
     d = red.formula.dim
-    R = (red.K or 1) * d                      # selected pairs per row; output column r = k·d + c
+    R = (red.K or 1) * d  # selected pairs per row; output column r = k·d + c
     batch, N = tuple(g.shape[:-2]), int(g.shape[-2])
-    valid = idx >= 0                          # -1: no finite candidate, nothing to differentiate
+    valid = idx >= 0  # -1: no finite candidate, nothing to differentiate
     # stack the R selections along the row axis: row r·N + i
     flat_idx = idx.clamp_min(0).transpose(-1, -2).reshape(batch + (R * N,))
     flat_valid = valid.transpose(-1, -2).reshape(batch + (R * N, 1))
@@ -252,7 +253,7 @@ def _selection_backward(spec: _Spec, rows, idx: torch.Tensor, g: torch.Tensor, t
     gsel = gsel.transpose(-1, -2).reshape(batch + (R * N, 1))
     comp = torch.arange(R, device=g.device) % d
     onehot = torch.eye(d, dtype=g.dtype, device=g.device)[comp].repeat_interleave(N, dim=0)  # (R·N, d)
-    E = gsel * onehot                         # cotangent of F at each selected pair
+    E = gsel * onehot  # cotangent of F at each selected pair
 
     pair_args, pair_slots, mapping = [], [], {}
     for k, (s, a) in enumerate(zip(slots, rows)):
@@ -302,8 +303,13 @@ def _selection_backward(spec: _Spec, rows, idx: torch.Tensor, g: torch.Tensor, t
 Solver = Callable[[torch.Tensor, bool], torch.Tensor]
 
 
-def implicit_solve(solve: Solver, matvec: Callable[..., torch.Tensor], b: torch.Tensor,
-                   params: Sequence[torch.Tensor] = (), alpha: Union[float, torch.Tensor] = 0.0) -> torch.Tensor:
+def implicit_solve(
+    solve: Solver,
+    matvec: Callable[..., torch.Tensor],
+    b: torch.Tensor,
+    params: Sequence[torch.Tensor] = (),
+    alpha: Union[float, torch.Tensor] = 0.0,
+) -> torch.Tensor:
     """Differentiable solution ``a`` of ``(α I + K(θ)) a = b`` (for ``KernelSolve``).
 
     - ``solve(rhs, transpose)`` returns the solution of ``(α I + K(θ)) z = rhs`` (of ``(α I +
@@ -335,8 +341,13 @@ def implicit_solve(solve: Solver, matvec: Callable[..., torch.Tensor], b: torch.
     return _ImplicitSolve.apply(solve, matvec, b, alpha_t, *params)
 
 
-def solve_with_grad(solve: Callable[[list], torch.Tensor], apply: Callable[[list], torch.Tensor],
-                    args: Sequence[Any], var_pos: int, alpha: Union[float, torch.Tensor] = 0.0) -> torch.Tensor:
+def solve_with_grad(
+    solve: Callable[[list], torch.Tensor],
+    apply: Callable[[list], torch.Tensor],
+    args: Sequence[Any],
+    var_pos: int,
+    alpha: Union[float, torch.Tensor] = 0.0,
+) -> torch.Tensor:
     """A differentiable ``KernelSolve`` call: ``a`` with ``(α I + K(args)) a = args[var_pos]``.
 
     This is the hook for :mod:`kernla.linalg`: when a solve gets torch tensors of which one
@@ -371,8 +382,7 @@ def solve_with_grad(solve: Callable[[list], torch.Tensor], apply: Callable[[list
     (True, torch.Size([5, 1]))
     """
     detached = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
-    params_idx = [k for k, a in enumerate(args)
-                  if k != var_pos and isinstance(a, torch.Tensor) and a.requires_grad]
+    params_idx = [k for k, a in enumerate(args) if k != var_pos and isinstance(a, torch.Tensor) and a.requires_grad]
 
     def run_solve(rhs: torch.Tensor, transpose: bool) -> torch.Tensor:
         call_args = list(detached)

@@ -61,8 +61,9 @@ def as_rows(a: Any, slot: Slot) -> Any:
     return a
 
 
-def reduce(red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int = 1,
-           backend: Optional[str] = None) -> list:
+def reduce(
+    red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int = 1, backend: Optional[str] = None
+) -> list:
     """Check ``args`` against ``slots``, run ``red`` over ``axis`` and return outputs in the caller's kind.
 
     ``red`` is written for a reduction over j (axis=1); axis=0 exchanges the roles of i and j.
@@ -110,8 +111,9 @@ def reduce(red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int
         raise ShapeError(f"batch dimensions do not broadcast: {detail}") from None
     if 0 in batch:
         name = next(s.name for s, b in zip(slots, batch_shapes) if 0 in b)
-        raise ShapeError(f"{name!r} has an empty batch dimension (batch shape {batch}); "
-                         "kernla needs at least one problem per batch")
+        raise ShapeError(
+            f"{name!r} has an empty batch dimension (batch shape {batch}); kernla needs at least one problem per batch"
+        )
 
     engine_name = resolve_backend(backend, kind.on_gpu)
     engine = get_engine(engine_name)
@@ -124,8 +126,17 @@ def reduce(red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int
     return [arr.wrap(o, kind, dtype) for o in outputs]
 
 
-def _run_batches(engine, red: Reduction, slots: Sequence[Slot], shaped: list, dtype: np.dtype,
-                 batch: tuple, nx: int, ny: int, convert) -> list:
+def _run_batches(
+    engine,
+    red: Reduction,
+    slots: Sequence[Slot],
+    shaped: list,
+    dtype: np.dtype,
+    batch: tuple,
+    nx: int,
+    ny: int,
+    convert,
+) -> list:
     """Convert, check for NaN (one host sync), run every batch entry, stack the outputs."""
     with np.errstate(over="ignore"):  # a number too large for the dtype becomes inf, refused below
         data = [convert(a, dtype) for a in shaped]
@@ -142,12 +153,11 @@ def _run_batches(engine, red: Reduction, slots: Sequence[Slot], shaped: list, dt
         views = []
         for s, a in zip(slots, data):
             lead = a.ndim - (1 if s.cat == CAT_PARAM else 2)
-            sub = index[len(index) - lead:] if lead else ()
+            sub = index[len(index) - lead :] if lead else ()
             sub = tuple(0 if a.shape[k] == 1 else i for k, i in enumerate(sub))
             views.append(xp.ascontiguousarray(a[sub]))
         outputs.append(engine.run(red, views, nx, ny))
-    return [xp.stack([o[k] for o in outputs]).reshape(batch + outputs[0][k].shape)
-            for k in range(len(outputs[0]))]
+    return [xp.stack([o[k] for o in outputs]).reshape(batch + outputs[0][k].shape) for k in range(len(outputs[0]))]
 
 
 def _refuse_nan(slots: Sequence[Slot], data: list, dtype: np.dtype, xp) -> None:
@@ -191,8 +201,10 @@ def slots_of(aliases: dict[str, Node], formulas: Sequence[Node]) -> list[Slot]:
         pos, dim, cat = var.params
         slot = Slot(names.get(var, f"argument {pos}"), cat, dim)
         if pos in by_pos and (by_pos[pos].cat, by_pos[pos].dim) != (cat, dim):
-            raise FormulaError(f"position {pos} is used with two meanings: {by_pos[pos].describe()} and "
-                               f"{CATEGORY_NAMES[cat]}({pos}, {dim})")
+            raise FormulaError(
+                f"position {pos} is used with two meanings: {by_pos[pos].describe()} and "
+                f"{CATEGORY_NAMES[cat]}({pos}, {dim})"
+            )
         by_pos.setdefault(pos, slot)
     missing = [p for p in range(max(by_pos, default=-1) + 1) if p not in by_pos]
     if missing:

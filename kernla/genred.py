@@ -26,12 +26,22 @@ from .reductions import Reduction
 __all__ = ["Genred", "Slot", "cuda_source", "reduce", "slots_of"]
 
 #: pykeops keyword arguments accepted for compatibility and ignored
-_PYKEOPS_IGNORED = {"dtype", "dtype_acc", "use_double_acc", "sum_scheme", "enable_chunks",
-                    "rec_multVar_highdim", "cuda_type", "device_id", "use_fast_math"}
+_PYKEOPS_IGNORED = {
+    "dtype",
+    "dtype_acc",
+    "use_double_acc",
+    "sum_scheme",
+    "enable_chunks",
+    "rec_multVar_highdim",
+    "cuda_type",
+    "device_id",
+    "use_fast_math",
+}
 
 
-def reduce(red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int = 1,
-           backend: Optional[str] = None) -> list:
+def reduce(
+    red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int = 1, backend: Optional[str] = None
+) -> list:
     """Check ``args`` against ``slots``, run ``red`` over ``axis`` and return outputs in the caller's kind.
 
     ``red`` is written for a reduction over j (axis=1); axis=0 exchanges the roles of i and j.
@@ -46,8 +56,9 @@ def reduce(red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int
     return core.reduce(red, slots, args, axis, backend)
 
 
-def _reduction(formula: str, aliases: Sequence[str], reduction_op: str, axis: int, opt_arg: Optional[int],
-               formula2: Optional[str]) -> tuple[dict[str, Node], Reduction]:
+def _reduction(
+    formula: str, aliases: Sequence[str], reduction_op: str, axis: int, opt_arg: Optional[int], formula2: Optional[str]
+) -> tuple[dict[str, Node], Reduction]:
     """The parsed aliases and the reduction a formula string describes (pykeops' arguments)."""
     if axis not in (0, 1):
         raise ShapeError(f"axis must be 0 (reduce over i) or 1 (reduce over j), got {axis!r}")
@@ -67,9 +78,17 @@ class Genred:
     ``Min_ArgMin``-style reductions a (values, indices) tuple.
     """
 
-    def __init__(self, formula: str, aliases: Sequence[str], reduction_op: str = "Sum", axis: int = 0,
-                 dtype: Any = None, opt_arg: Optional[int] = None, formula2: Optional[str] = None,
-                 **compat: Any):
+    def __init__(
+        self,
+        formula: str,
+        aliases: Sequence[str],
+        reduction_op: str = "Sum",
+        axis: int = 0,
+        dtype: Any = None,
+        opt_arg: Optional[int] = None,
+        formula2: Optional[str] = None,
+        **compat: Any,
+    ):
         _check_compat(compat)
         self.aliases, self.reduction = _reduction(formula, aliases, reduction_op, axis, opt_arg, formula2)
         self.formula, self.formula2 = self.reduction.formula, self.reduction.weight
@@ -82,8 +101,11 @@ class Genred:
         return out[0] if len(out) == 1 else tuple(out)
 
     def __repr__(self) -> str:
-        return (f"Genred({self.reduction.name} over {'ij'[self.axis]} of {self.formula}"
-                + (f", weight {self.formula2}" if self.formula2 is not None else "") + ")")
+        return (
+            f"Genred({self.reduction.name} over {'ij'[self.axis]} of {self.formula}"
+            + (f", weight {self.formula2}" if self.formula2 is not None else "")
+            + ")"
+        )
 
 
 def _check_compat(kwargs: dict) -> None:
@@ -94,9 +116,15 @@ def _check_compat(kwargs: dict) -> None:
         raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
 
 
-def cuda_source(formula: str, aliases: Sequence[str], reduction_op: str = "Sum", axis: int = 1,
-                dtype: str = "float32", opt_arg: Optional[int] = None,
-                formula2: Optional[str] = None) -> str:
+def cuda_source(
+    formula: str,
+    aliases: Sequence[str],
+    reduction_op: str = "Sum",
+    axis: int = 1,
+    dtype: str = "float32",
+    opt_arg: Optional[int] = None,
+    formula2: Optional[str] = None,
+) -> str:
     """The complete, self-contained CUDA source of a reduction, as the cuda engine compiles it.
 
     Arguments as for :class:`Genred` (``axis=1`` reduces over j, ``axis=0`` over i); ``dtype`` is

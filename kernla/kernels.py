@@ -84,8 +84,9 @@ def laplacian(x: Any, y: Optional[Any] = None, sigma: float = 1.0, backend: Opti
     return KernelOperator("Exp(-G * Norm2(X - Y))", X=X, Y=Y, G=1.0 / _sigma(sigma, x), backend=backend)
 
 
-def matern(x: Any, y: Optional[Any] = None, sigma: float = 1.0, nu: float = 1.5,
-           backend: Optional[str] = None) -> KernelOperator:
+def matern(
+    x: Any, y: Optional[Any] = None, sigma: float = 1.0, nu: float = 1.5, backend: Optional[str] = None
+) -> KernelOperator:
     """Matérn kernel for ``nu`` in {0.5, 1.5, 2.5}, as scikit-learn's ``Matern(length_scale=sigma, nu=nu)``.
 
     >>> import numpy as np
@@ -99,11 +100,18 @@ def matern(x: Any, y: Optional[Any] = None, sigma: float = 1.0, nu: float = 1.5,
     if nu == 0.5:
         return KernelOperator("Exp(-G * Norm2(X - Y))", X=X, Y=Y, G=1.0 / s, backend=backend)
     if nu == 1.5:
-        return KernelOperator("(1 + G * Norm2(X - Y)) * Exp(-G * Norm2(X - Y))", X=X, Y=Y,
-                              G=math.sqrt(3.0) / s, backend=backend)
+        return KernelOperator(
+            "(1 + G * Norm2(X - Y)) * Exp(-G * Norm2(X - Y))", X=X, Y=Y, G=math.sqrt(3.0) / s, backend=backend
+        )
     if nu == 2.5:
-        return KernelOperator("(1 + G * Norm2(X - Y) + H * SqDist(X, Y)) * Exp(-G * Norm2(X - Y))", X=X, Y=Y,
-                              G=math.sqrt(5.0) / s, H=5.0 / (3.0 * s * s), backend=backend)
+        return KernelOperator(
+            "(1 + G * Norm2(X - Y) + H * SqDist(X, Y)) * Exp(-G * Norm2(X - Y))",
+            X=X,
+            Y=Y,
+            G=math.sqrt(5.0) / s,
+            H=5.0 / (3.0 * s * s),
+            backend=backend,
+        )
     raise InputValueError(f"matern supports nu = 0.5, 1.5 or 2.5 (closed forms), got nu={nu!r}")
 
 
@@ -118,8 +126,9 @@ def cauchy(x: Any, y: Optional[Any] = None, sigma: float = 1.0, backend: Optiona
     return KernelOperator("Inv(1 + G * SqDist(X, Y))", X=X, Y=Y, G=1.0 / _sigma(sigma, x) ** 2, backend=backend)
 
 
-def inverse_multiquadric(x: Any, y: Optional[Any] = None, sigma: float = 1.0,
-                         backend: Optional[str] = None) -> KernelOperator:
+def inverse_multiquadric(
+    x: Any, y: Optional[Any] = None, sigma: float = 1.0, backend: Optional[str] = None
+) -> KernelOperator:
     """Inverse multiquadric kernel ``1 / √(1 + |x − y|²/σ²)``.
 
     >>> import numpy as np

@@ -71,7 +71,8 @@ class LazyTensor:
         else:
             raise ShapeError(
                 f"cannot tell the role of an array of shape {shape}: use (N, 1, D) for an i-variable, "
-                "(1, M, D) for a j-variable, (D,) for a parameter, or pass axis=")
+                "(1, M, D) for a j-variable, (D,) for a parameter, or pass axis="
+            )
         self.formula = Var(0, int(data.shape[-1]), cat)
         self.variables = ((data, cat),)
 
@@ -163,18 +164,41 @@ class LazyTensor:
         return LazyTensor(other)._op(name, self)
 
     # arithmetic
-    def __add__(self, o): return self._op("Add", o)
-    def __radd__(self, o): return self._rop("Add", o)
-    def __sub__(self, o): return self._op("Subtract", o)
-    def __rsub__(self, o): return self._rop("Subtract", o)
-    def __mul__(self, o): return self._op("Mult", o)
-    def __rmul__(self, o): return self._rop("Mult", o)
-    def __truediv__(self, o): return self._op("Divide", o)
-    def __rtruediv__(self, o): return self._rop("Divide", o)
-    def __neg__(self): return self._op("Minus")
-    def __abs__(self): return self._op("Abs")
-    def __or__(self, o): return self._op("Scalprod", o)
-    def __ror__(self, o): return self._rop("Scalprod", o)
+    def __add__(self, o):
+        return self._op("Add", o)
+
+    def __radd__(self, o):
+        return self._rop("Add", o)
+
+    def __sub__(self, o):
+        return self._op("Subtract", o)
+
+    def __rsub__(self, o):
+        return self._rop("Subtract", o)
+
+    def __mul__(self, o):
+        return self._op("Mult", o)
+
+    def __rmul__(self, o):
+        return self._rop("Mult", o)
+
+    def __truediv__(self, o):
+        return self._op("Divide", o)
+
+    def __rtruediv__(self, o):
+        return self._rop("Divide", o)
+
+    def __neg__(self):
+        return self._op("Minus")
+
+    def __abs__(self):
+        return self._op("Abs")
+
+    def __or__(self, o):
+        return self._op("Scalprod", o)
+
+    def __ror__(self, o):
+        return self._rop("Scalprod", o)
 
     def __pow__(self, p):
         if isinstance(p, int) and not isinstance(p, bool):
@@ -208,52 +232,135 @@ class LazyTensor:
         raise ShapeError(f"cannot index a LazyTensor with {k!r}")
 
     # maths (element-wise unless stated)
-    def exp(self): return self._op("Exp")
-    def log(self): return self._op("Log")
-    def xlogx(self): return self._op("XLogX")
-    def inv(self): return self._op("Inv")
-    def sqrt(self): return self._op("Sqrt")
-    def rsqrt(self): return self._op("Rsqrt")
-    def square(self): return self._op("Square")
-    def abs(self): return self._op("Abs")
-    def sign(self): return self._op("Sign")
-    def step(self): return self._op("Step")
-    def relu(self): return self._op("ReLU")
-    def floor(self): return self._op("Floor")
-    def sin(self): return self._op("Sin")
-    def cos(self): return self._op("Cos")
-    def asin(self): return self._op("Asin")
-    def acos(self): return self._op("Acos")
-    def atan(self): return self._op("Atan")
-    def atan2(self, other): return self._op("Atan2", other)
-    def sinxdivx(self): return self._op("SinXDivX")
-    def power(self, other): return self._op("Powf", other)
-    def round(self, d: int = 0): return self._op("Round", params=(d,))
-    def clamp(self, lo, hi): return self._op("Clamp", lo, hi)
-    def clampint(self, lo: int, hi: int): return self._op("ClampInt", params=(lo, hi))
-    def ifelse(self, a, b): return self._op("IfElse", a, b)
-    def mod(self, modulus, offset=0): return self._op("Mod", modulus, offset)
-    def sqnorm2(self): return self._op("SqNorm2")
-    def norm2(self): return self._op("Norm2")
+    def exp(self):
+        return self._op("Exp")
+
+    def log(self):
+        return self._op("Log")
+
+    def xlogx(self):
+        return self._op("XLogX")
+
+    def inv(self):
+        return self._op("Inv")
+
+    def sqrt(self):
+        return self._op("Sqrt")
+
+    def rsqrt(self):
+        return self._op("Rsqrt")
+
+    def square(self):
+        return self._op("Square")
+
+    def abs(self):
+        return self._op("Abs")
+
+    def sign(self):
+        return self._op("Sign")
+
+    def step(self):
+        return self._op("Step")
+
+    def relu(self):
+        return self._op("ReLU")
+
+    def floor(self):
+        return self._op("Floor")
+
+    def sin(self):
+        return self._op("Sin")
+
+    def cos(self):
+        return self._op("Cos")
+
+    def asin(self):
+        return self._op("Asin")
+
+    def acos(self):
+        return self._op("Acos")
+
+    def atan(self):
+        return self._op("Atan")
+
+    def atan2(self, other):
+        return self._op("Atan2", other)
+
+    def sinxdivx(self):
+        return self._op("SinXDivX")
+
+    def power(self, other):
+        return self._op("Powf", other)
+
+    def round(self, d: int = 0):
+        return self._op("Round", params=(d,))
+
+    def clamp(self, lo, hi):
+        return self._op("Clamp", lo, hi)
+
+    def clampint(self, lo: int, hi: int):
+        return self._op("ClampInt", params=(lo, hi))
+
+    def ifelse(self, a, b):
+        return self._op("IfElse", a, b)
+
+    def mod(self, modulus, offset=0):
+        return self._op("Mod", modulus, offset)
+
+    def sqnorm2(self):
+        return self._op("SqNorm2")
+
+    def norm2(self):
+        return self._op("Norm2")
+
     def norm(self, dim=-1):
         self._vector_dim(dim)
         return self._op("Norm2")
 
-    def normalize(self): return self._op("Normalize")
-    def sqdist(self, other): return self._op("SqDist", other)
-    def weightedsqnorm(self, w): return _lazy(w)._op("WeightedSqNorm", self)
-    def weightedsqdist(self, other, w): return _lazy(w)._op("WeightedSqDist", self, other)
-    def elem(self, k: int): return self._op("Elem", params=(k,))
-    def extract(self, start: int, d: int): return self._op("Extract", params=(start, d))
-    def concat(self, other): return self._op("Concat", other)
-    def one_hot(self, d: int): return self._op("OneHot", params=(d,))
-    def matvecmult(self, other): return self._op("MatVecMult", other)
-    def vecmatmult(self, other): return self._op("VecMatMult", other)
-    def tensorprod(self, other): return self._op("TensorProd", other)
-    def equal(self, other): return self._op("Equal", other)
-    def notequal(self, other): return self._op("NotEqual", other)
-    def lessthan(self, other): return self._op("LessThan", other)
-    def lessorequal(self, other): return self._op("LessOrEqual", other)
+    def normalize(self):
+        return self._op("Normalize")
+
+    def sqdist(self, other):
+        return self._op("SqDist", other)
+
+    def weightedsqnorm(self, w):
+        return _lazy(w)._op("WeightedSqNorm", self)
+
+    def weightedsqdist(self, other, w):
+        return _lazy(w)._op("WeightedSqDist", self, other)
+
+    def elem(self, k: int):
+        return self._op("Elem", params=(k,))
+
+    def extract(self, start: int, d: int):
+        return self._op("Extract", params=(start, d))
+
+    def concat(self, other):
+        return self._op("Concat", other)
+
+    def one_hot(self, d: int):
+        return self._op("OneHot", params=(d,))
+
+    def matvecmult(self, other):
+        return self._op("MatVecMult", other)
+
+    def vecmatmult(self, other):
+        return self._op("VecMatMult", other)
+
+    def tensorprod(self, other):
+        return self._op("TensorProd", other)
+
+    def equal(self, other):
+        return self._op("Equal", other)
+
+    def notequal(self, other):
+        return self._op("NotEqual", other)
+
+    def lessthan(self, other):
+        return self._op("LessThan", other)
+
+    def lessorequal(self, other):
+        return self._op("LessOrEqual", other)
 
     def _vector_dim(self, dim) -> None:
         if dim not in (-1, self.ndim - 1):
@@ -282,8 +389,14 @@ class LazyTensor:
             return 1
         raise ShapeError(f"dim must be {nb} or -3 (over i), {nb + 1} or -2 (over j), or -1 (vector axis); got {dim}")
 
-    def _reduce(self, name: str, axis: int, K: Optional[int] = None, weight: Optional[Operand] = None,
-                backend: Optional[str] = None) -> list:
+    def _reduce(
+        self,
+        name: str,
+        axis: int,
+        K: Optional[int] = None,
+        weight: Optional[Operand] = None,
+        backend: Optional[str] = None,
+    ) -> list:
         formula, variables = self.formula, self.variables
         weight_formula = None
         if weight is not None:
@@ -293,8 +406,9 @@ class LazyTensor:
         slots = [Slot(f"variable {k} ({'ijp'[cat]})", cat, _dim(data)) for k, (data, cat) in enumerate(variables)]
         return reduce(red, slots, [data for data, _ in variables], axis, backend)
 
-    def _simple(self, name: str, vector_op: Optional[str], dim: Optional[int], backend, compat: dict,
-                default: int, **kw):
+    def _simple(
+        self, name: str, vector_op: Optional[str], dim: Optional[int], backend, compat: dict, default: int, **kw
+    ):
         axis = self._axis(_reduction_dim(dim, compat, default))
         if axis is None:
             if vector_op is None:
@@ -346,15 +460,15 @@ class LazyTensor:
         vals, idx = self._simple("KMin_ArgKMin", None, dim, backend, compat, 1, K=K)
         return self._kshape(vals), self._kshape(idx)
 
-    def logsumexp(self, dim: Optional[int] = None, weight: Optional[Operand] = None, backend: Optional[str] = None,
-                  **compat):
+    def logsumexp(
+        self, dim: Optional[int] = None, weight: Optional[Operand] = None, backend: Optional[str] = None, **compat
+    ):
         """log Σ exp(F) over i or j (stable); with ``weight`` G: log Σ exp(F)·G."""
         if weight is None:
             return self._simple("LogSumExp", None, dim, backend, compat, 1)
         return self._simple("LogSumExpWeight", None, dim, backend, compat, 1, weight=weight)
 
-    def sumsoftmaxweight(self, weight: Operand, dim: Optional[int] = None, backend: Optional[str] = None,
-                         **compat):
+    def sumsoftmaxweight(self, weight: Operand, dim: Optional[int] = None, backend: Optional[str] = None, **compat):
         """Σ exp(F)·G / Σ exp(F) over i or j."""
         return self._simple("SumSoftMaxWeight", None, dim, backend, compat, 1, weight=weight)
 

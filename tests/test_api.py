@@ -10,8 +10,17 @@ import numpy as np
 import pytest
 
 import kernla
-from kernla import (ArrayKindError, DTypeError, FormulaError, FormulaSyntaxError, Genred, InputValueError,
-                    KernlaError, LazyTensor, ShapeError)
+from kernla import (
+    ArrayKindError,
+    DTypeError,
+    FormulaError,
+    FormulaSyntaxError,
+    Genred,
+    InputValueError,
+    KernlaError,
+    LazyTensor,
+    ShapeError,
+)
 
 try:
     import torch
@@ -24,13 +33,17 @@ ALIASES = ["X = Vi(3)", "Y = Vj(3)", "C = Vj(1)", "G = Pm(1)"]
 
 def data(n=6, m=9, dtype=np.float64, seed=0):
     rng = np.random.default_rng(seed)
-    return (rng.normal(size=(n, 3)).astype(dtype), rng.normal(size=(m, 3)).astype(dtype),
-            rng.normal(size=(m, 1)).astype(dtype), np.array([0.5], dtype=dtype))
+    return (
+        rng.normal(size=(n, 3)).astype(dtype),
+        rng.normal(size=(m, 3)).astype(dtype),
+        rng.normal(size=(m, 1)).astype(dtype),
+        np.array([0.5], dtype=dtype),
+    )
 
 
 def reference(x, y, c, g):
     x, y, c, g = (np.asarray(a, dtype=np.float64) for a in (x, y, c, g))
-    return (np.exp(-g[0] * ((x[:, None] - y[None]) ** 2).sum(-1)) @ c)
+    return np.exp(-g[0] * ((x[:, None] - y[None]) ** 2).sum(-1)) @ c
 
 
 def refused(exc_type, fn, *names):
@@ -53,8 +66,11 @@ def test_unknown_operation_or_alias():
     refused(FormulaSyntaxError, lambda: Genred("SqDist(X, Z)", ["X = Vi(3)", "Y = Vj(3)"]), "'Z'", "position 10")
     refused(FormulaError, lambda: Genred("SqDist(X, Y)", ["X = Vi(3)", "Y = Vj(3)"], reduction_op="Summ"), "'Summ'")
     refused(FormulaError, lambda: Genred("SqDist(X, Y)", ["X = Vi(3)", "Y = Vj(3)"], reduction_op="KMin"), "K")
-    refused(FormulaError, lambda: Genred("SqDist(X, Y)", ["X = Vi(3)", "Y = Vj(3)"],
-                                         reduction_op="SumSoftMaxWeight"), "formula2")
+    refused(
+        FormulaError,
+        lambda: Genred("SqDist(X, Y)", ["X = Vi(3)", "Y = Vj(3)"], reduction_op="SumSoftMaxWeight"),
+        "formula2",
+    )
 
 
 def test_dimension_mismatch_between_formula_and_arrays():
@@ -63,8 +79,8 @@ def test_dimension_mismatch_between_formula_and_arrays():
     refused(ShapeError, lambda: k(x[:, :2], y, c, g), "'X'", "3", "(6, 2)")
     refused(ShapeError, lambda: k(x, y, np.ones((9, 2)), g), "'C'")
     refused(ShapeError, lambda: k(x, y, c, np.ones(2)), "'G'")
-    refused(ShapeError, lambda: k(x, y[:5], c, g), "'Y'", "'C'")          # different numbers of j points
-    refused(ShapeError, lambda: k(x[0], y, c, g), "'X'")                   # a 1-D array of dimension 3
+    refused(ShapeError, lambda: k(x, y[:5], c, g), "'Y'", "'C'")  # different numbers of j points
+    refused(ShapeError, lambda: k(x[0], y, c, g), "'X'")  # a 1-D array of dimension 3
     # LazyTensor: a formula of mismatched dimensions is refused when built
     x_i, y_j = LazyTensor(x[:, None, :]), LazyTensor(y[None, :, :2])
     refused(FormulaError, lambda: x_i - y_j, "3", "2")
@@ -93,8 +109,11 @@ def test_mixed_dtypes():
     x, y, c, g = data()
     k = Genred(FORMULA, ALIASES, axis=1)
     refused(DTypeError, lambda: k(x, y.astype(np.float32), c, g), "'X'", "'Y'", "float64", "float32")
-    refused(DTypeError, lambda: k(*(torch.from_numpy(a) for a in (x, y, c)), torch.tensor([0.5], dtype=torch.float32)),
-            "'G'")
+    refused(
+        DTypeError,
+        lambda: k(*(torch.from_numpy(a) for a in (x, y, c)), torch.tensor([0.5], dtype=torch.float32)),
+        "'G'",
+    )
     # Python numbers go with any dtype
     x32, y32, c32, _ = data(dtype=np.float32)
     assert k(x32, y32, c32, 0.5, backend="numpy").dtype == np.float32
@@ -106,8 +125,15 @@ def test_integer_arrays():
     k = Genred(FORMULA, ALIASES, axis=1)
     refused(DTypeError, lambda: k(x.astype(np.int64), y, c, g), "'X'", "int64")
     refused(DTypeError, lambda: k(x, y, c.astype(np.int32), g), "'C'")
-    refused(DTypeError, lambda: k(*(torch.from_numpy(a) for a in (x, y)), torch.ones(9, 1, dtype=torch.int64),
-                                  torch.tensor([0.5], dtype=torch.float64)), "'C'")
+    refused(
+        DTypeError,
+        lambda: k(
+            *(torch.from_numpy(a) for a in (x, y)),
+            torch.ones(9, 1, dtype=torch.int64),
+            torch.tensor([0.5], dtype=torch.float64),
+        ),
+        "'C'",
+    )
     refused(DTypeError, lambda: k(x, y, c.astype(bool), g), "'C'")
     refused(DTypeError, lambda: k(x, y, c.astype(np.complex128), g), "'C'")
 
@@ -198,8 +224,12 @@ def test_things_that_are_not_arrays_are_named():
 
 def test_kmin_needs_k_candidates():
     x, y, _, _ = data(m=3)
-    refused(ShapeError, lambda: Genred("SqDist(X, Y)", ["X = Vi(3)", "Y = Vj(3)"], "ArgKMin", axis=1,
-                                       opt_arg=4)(x, y), "K=4", "3")
+    refused(
+        ShapeError,
+        lambda: Genred("SqDist(X, Y)", ["X = Vi(3)", "Y = Vj(3)"], "ArgKMin", axis=1, opt_arg=4)(x, y),
+        "K=4",
+        "3",
+    )
 
 
 def test_errors_happen_before_any_work_and_are_not_crashes():
@@ -221,12 +251,12 @@ def test_non_contiguous_arrays_simply_work():
     want = reference(x[::2], y[1::3], c[1::3], g)
     big_x = np.zeros((40, 7))
     big_x[::2, 1:7:2] = x
-    xs = big_x[::4, 1:7:2]                           # steps on both axes
-    yt = np.ascontiguousarray(y.T).T                 # a transposed (Fortran-ordered) view
+    xs = big_x[::4, 1:7:2]  # steps on both axes
+    yt = np.ascontiguousarray(y.T).T  # a transposed (Fortran-ordered) view
     ct = np.ascontiguousarray(c.T).T
     assert not xs.flags.c_contiguous and not yt.flags.c_contiguous
     np.testing.assert_allclose(k(xs, yt[1::3], ct[1::3], g, backend="numpy"), want, rtol=1e-12)
-    neg = y[::-1][::-1]                              # negative strides
+    neg = y[::-1][::-1]  # negative strides
     np.testing.assert_allclose(k(x[::2], neg[1::3], c[::-1][::-1][1::3], g, backend="numpy"), want, rtol=1e-12)
     # torch: transposed and sliced tensors
     tx = torch.from_numpy(big_x)[::4, 1:7:2]
@@ -236,8 +266,9 @@ def test_non_contiguous_arrays_simply_work():
     # LazyTensor
     x_i, y_j = LazyTensor(xs[:, None, :]), LazyTensor(yt[None, 1::3, :])
     D = x_i.sqdist(y_j)
-    np.testing.assert_array_equal(D.argmin(dim=1, backend="numpy").ravel(),
-                                  ((x[::2, None] - y[None, 1::3]) ** 2).sum(-1).argmin(1))
+    np.testing.assert_array_equal(
+        D.argmin(dim=1, backend="numpy").ravel(), ((x[::2, None] - y[None, 1::3]) ** 2).sum(-1).argmin(1)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,8 +284,9 @@ def test_torch_in_torch_out(dtype):
     assert isinstance(out, torch.Tensor) and out.dtype == dtype and out.shape == (6, 1)
     assert out.device.type == "cpu"
     tol = {torch.float16: 2e-2, torch.float32: 1e-5, torch.float64: 1e-12}[dtype]
-    np.testing.assert_allclose(out.double().numpy(), reference(tx.double(), ty.double(), tc.double(), tg.double()),
-                               rtol=tol, atol=tol)
+    np.testing.assert_allclose(
+        out.double().numpy(), reference(tx.double(), ty.double(), tc.double(), tg.double()), rtol=tol, atol=tol
+    )
     kmin = Genred("SqDist(X, Y)", ["X = Vi(3)", "Y = Vj(3)"], "KMin_ArgKMin", axis=1, opt_arg=2)
     vals, idx = kmin(tx, ty, backend="numpy")
     assert vals.dtype == dtype and idx.dtype == torch.int64 and idx.shape == (6, 2)
@@ -302,9 +334,9 @@ def test_pykeops_style_lazytensor():
 
     diff = x_i - y_j
     assert diff.shape == (N, M, D)
-    D_ij = (diff ** 2).sum(dim=2)                   # the vector axis: still symbolic
+    D_ij = (diff**2).sum(dim=2)  # the vector axis: still symbolic
     assert isinstance(D_ij, LazyTensor) and D_ij.shape == (N, M, 1)
-    assert (diff ** 2).sum(-1).formula is D_ij.formula
+    assert (diff**2).sum(-1).formula is D_ij.formula
     idx = D_ij.argmin(dim=1, backend="numpy")
     assert idx.shape == (N, 1) and idx.dtype == np.int64
     np.testing.assert_array_equal(idx[:, 0], dense.argmin(1))
@@ -326,10 +358,12 @@ def test_pykeops_style_lazytensor():
     assert K.T.shape == (M, N, 1)
 
     # x[..., k]
-    np.testing.assert_allclose((x_i[..., 1] * y_j[..., 2]).sum(dim=1, backend="numpy")[:, 0],
-                               x[:, 1] * y[:, 2].sum(), rtol=1e-12)
-    np.testing.assert_allclose((x_i[:, :, 0:2] * y_j[..., -1]).sum(dim=1, backend="numpy"),
-                               x[:, 0:2] * y[:, -1].sum(), rtol=1e-12)
+    np.testing.assert_allclose(
+        (x_i[..., 1] * y_j[..., 2]).sum(dim=1, backend="numpy")[:, 0], x[:, 1] * y[:, 2].sum(), rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        (x_i[:, :, 0:2] * y_j[..., -1]).sum(dim=1, backend="numpy"), x[:, 0:2] * y[:, -1].sum(), rtol=1e-12
+    )
     # an index that no variable carries has size 1 (pykeops: a (N, 1, D) tensor summed over j)
     np.testing.assert_allclose(x_i.sum(dim=1, backend="numpy"), x, rtol=1e-12)
     np.testing.assert_allclose(x_i.sum(axis=0, backend="numpy"), x.sum(0, keepdims=True), rtol=1e-12)
@@ -348,12 +382,11 @@ def test_pykeops_style_lazytensor():
     np.testing.assert_allclose(D_ij.min(dim=0, backend="numpy")[:, 0], dense.min(0), rtol=1e-12)
     np.testing.assert_allclose(D_ij.max(dim=1, backend="numpy")[:, 0], dense.max(1), rtol=1e-12)
     from scipy.special import logsumexp
-    np.testing.assert_allclose((-D_ij).logsumexp(dim=1, backend="numpy")[:, 0], logsumexp(-dense, axis=1),
-                               rtol=1e-12)
+
+    np.testing.assert_allclose((-D_ij).logsumexp(dim=1, backend="numpy")[:, 0], logsumexp(-dense, axis=1), rtol=1e-12)
     # numbers and 1-D arrays are parameters
     p = LazyTensor(np.array([2.0]))
-    np.testing.assert_allclose((D_ij * p + 1.5).sum(dim=1, backend="numpy")[:, 0], (2 * dense + 1.5).sum(1),
-                               rtol=1e-12)
+    np.testing.assert_allclose((D_ij * p + 1.5).sum(dim=1, backend="numpy")[:, 0], (2 * dense + 1.5).sum(1), rtol=1e-12)
     np.testing.assert_allclose((2.5 * D_ij).sum(dim=1, backend="numpy")[:, 0], 2.5 * dense.sum(1), rtol=1e-12)
 
 
@@ -364,10 +397,14 @@ def test_vi_vj_pm_helpers_and_genred_example_from_the_architecture():
     X, Y, C, G = kernla.Vi(x), kernla.Vj(y), kernla.Vj(c), kernla.Pm(g)
     expr = (-G * X.sqdist(Y)).exp() * C
     np.testing.assert_allclose(expr.sum(dim=1, backend="numpy"), reference(x, y, c, g), rtol=1e-12)
-    np.testing.assert_allclose((kernla.Vi(x[:, 0]) * kernla.Vj(y[:, 0])).sum(dim=1, backend="numpy")[:, 0],
-                               x[:, 0] * y[:, 0].sum(), rtol=1e-12)
-    np.testing.assert_allclose((kernla.Pm(0.5) * X.sqdist(Y)).sum(dim=1, backend="numpy")[:, 0],
-                               0.5 * ((x[:, None] - y[None]) ** 2).sum(-1).sum(1), rtol=1e-12)
+    np.testing.assert_allclose(
+        (kernla.Vi(x[:, 0]) * kernla.Vj(y[:, 0])).sum(dim=1, backend="numpy")[:, 0], x[:, 0] * y[:, 0].sum(), rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        (kernla.Pm(0.5) * X.sqdist(Y)).sum(dim=1, backend="numpy")[:, 0],
+        0.5 * ((x[:, None] - y[None]) ** 2).sum(-1).sum(1),
+        rtol=1e-12,
+    )
 
 
 def test_axis_0_is_the_transpose_of_axis_1():
@@ -392,6 +429,7 @@ def test_pykeops_axis_keyword_is_the_reduction_axis():
     np.testing.assert_array_equal(D.argmin(axis=0, backend="numpy")[:, 0], dense.argmin(0))
     np.testing.assert_array_equal(D.argKmin(2, axis=0, backend="numpy"), np.argsort(dense, 0, kind="stable")[:2].T)
     from scipy.special import logsumexp
+
     np.testing.assert_allclose(D.logsumexp(axis=0, backend="numpy")[:, 0], logsumexp(dense, axis=0), rtol=1e-12)
     x_i = LazyTensor(x[:, None, :])
     assert isinstance(x_i.sum(axis=-1), LazyTensor) and x_i.sum(axis=2).shape == (5, 1, 1)

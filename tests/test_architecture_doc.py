@@ -38,12 +38,14 @@ def test_examples_run(namespace):
     # the example operation: compiled, and its derivative (through Grad) is the sigmoid
     xs, ys, e = (np.random.default_rng(k).normal(size=(n, 2)) for k, n in ((5, 11), (6, 17), (7, 11)))
     diff = xs[:, None] - ys[None]
-    np.testing.assert_allclose(namespace["soft"](xs, ys, backend="cpu"),
-                               np.logaddexp(0, diff).sum((1, 2))[:, None], rtol=1e-12)
+    np.testing.assert_allclose(
+        namespace["soft"](xs, ys, backend="cpu"), np.logaddexp(0, diff).sum((1, 2))[:, None], rtol=1e-12
+    )
     grad = Genred("Grad(Softplus(X - Y), X, E)", ["X = Vi(2)", "Y = Vj(2)", "E = Vi(2)"], axis=1)
     for backend in ("numpy", "cpu"):
-        np.testing.assert_allclose(grad(xs, ys, e, backend=backend), (e[:, None] / (1 + np.exp(-diff))).sum(1),
-                                   rtol=1e-12)
+        np.testing.assert_allclose(
+            grad(xs, ys, e, backend=backend), (e[:, None] / (1 + np.exp(-diff))).sum(1), rtol=1e-12
+        )
     # the example reduction also runs on the compiled CPU engine, against a dense float64 reference
     x, y = np.random.default_rng(3).random((37, 3)), np.random.default_rng(4).random((101, 3))
     expected = ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1).mean(1, keepdims=True)

@@ -49,34 +49,80 @@ def OFF(lo, hi, scale=1.0):
 
 R, POS = U(-1.5, 1.5), U(0.3, 2.0)
 OP_CASES = [  # (op, [(dim, domain) per argument], integer params)
-    ("Add", [(3, R), (3, R)], ()), ("Add", [(1, R), (3, R)], ()), ("Subtract", [(3, R), (1, R)], ()),
-    ("Mult", [(3, R), (3, R)], ()), ("Mult", [(1, R), (3, R)], ()), ("Divide", [(3, R), (3, AZ(.5, 2))], ()),
-    ("Divide", [(3, R), (1, AZ(.5, 2))], ()), ("Divide", [(1, R), (3, AZ(.5, 2))], ()), ("Minus", [(3, R)], ()),
-    ("Inv", [(2, AZ(.5, 2))], ()), ("Square", [(2, R)], ()), ("Sqrt", [(2, POS)], ()), ("Rsqrt", [(2, POS)], ()),
-    ("Exp", [(2, R)], ()), ("Log", [(2, POS)], ()), ("XLogX", [(2, POS)], ()), ("Sin", [(2, R)], ()),
-    ("Cos", [(2, R)], ()), ("Asin", [(2, U(-.8, .8))], ()), ("Acos", [(2, U(-.8, .8))], ()), ("Atan", [(2, R)], ()),
-    ("SinXDivX", [(2, AZ(.2, 3))], ()), ("Abs", [(2, AZ(.2, 2))], ()), ("Sign", [(2, AZ(.2, 2))], ()),
-    ("Step", [(2, AZ(.2, 2))], ()), ("ReLU", [(2, AZ(.2, 2))], ()), ("Floor", [(2, OFF(-2, 2))], ()),
-    ("Pow", [(2, AZ(.5, 1.5))], (3,)), ("Pow", [(2, AZ(.5, 1.5))], (-2,)), ("Pow", [(2, AZ(.5, 1.5))], (0,)),
-    ("Powf", [(2, POS), (2, R)], ()), ("Powf", [(2, POS), (1, R)], ()), ("Powf", [(1, POS), (2, R)], ()),
-    ("Atan2", [(2, R), (2, R)], ()), ("Atan2", [(1, R), (2, R)], ()), ("Round", [(2, OFF(-2, 2))], (0,)),
+    ("Add", [(3, R), (3, R)], ()),
+    ("Add", [(1, R), (3, R)], ()),
+    ("Subtract", [(3, R), (1, R)], ()),
+    ("Mult", [(3, R), (3, R)], ()),
+    ("Mult", [(1, R), (3, R)], ()),
+    ("Divide", [(3, R), (3, AZ(0.5, 2))], ()),
+    ("Divide", [(3, R), (1, AZ(0.5, 2))], ()),
+    ("Divide", [(1, R), (3, AZ(0.5, 2))], ()),
+    ("Minus", [(3, R)], ()),
+    ("Inv", [(2, AZ(0.5, 2))], ()),
+    ("Square", [(2, R)], ()),
+    ("Sqrt", [(2, POS)], ()),
+    ("Rsqrt", [(2, POS)], ()),
+    ("Exp", [(2, R)], ()),
+    ("Log", [(2, POS)], ()),
+    ("XLogX", [(2, POS)], ()),
+    ("Sin", [(2, R)], ()),
+    ("Cos", [(2, R)], ()),
+    ("Asin", [(2, U(-0.8, 0.8))], ()),
+    ("Acos", [(2, U(-0.8, 0.8))], ()),
+    ("Atan", [(2, R)], ()),
+    ("SinXDivX", [(2, AZ(0.2, 3))], ()),
+    ("Abs", [(2, AZ(0.2, 2))], ()),
+    ("Sign", [(2, AZ(0.2, 2))], ()),
+    ("Step", [(2, AZ(0.2, 2))], ()),
+    ("ReLU", [(2, AZ(0.2, 2))], ()),
+    ("Floor", [(2, OFF(-2, 2))], ()),
+    ("Pow", [(2, AZ(0.5, 1.5))], (3,)),
+    ("Pow", [(2, AZ(0.5, 1.5))], (-2,)),
+    ("Pow", [(2, AZ(0.5, 1.5))], (0,)),
+    ("Powf", [(2, POS), (2, R)], ()),
+    ("Powf", [(2, POS), (1, R)], ()),
+    ("Powf", [(1, POS), (2, R)], ()),
+    ("Atan2", [(2, R), (2, R)], ()),
+    ("Atan2", [(1, R), (2, R)], ()),
+    ("Round", [(2, OFF(-2, 2))], (0,)),
     ("Round", [(2, OFF(-20, 20, 10.0))], (1,)),
-    ("Mod", [(2, OFF(-3, 3)), (2, U(2.2, 2.4)), (2, U(-.05, .05))], ()),
-    ("Mod", [(2, U(0.1, 0.9)), (1, U(1.2, 1.4)), (1, U(-.05, .05))], ()),
-    ("Clamp", [(2, AZ(.2, 2)), (2, U(-.1, .1)), (2, U(1, 1.1))], ()),
-    ("Clamp", [(3, U(-2, 2)), (1, U(-1, -.5)), (1, U(.5, 1))], ()), ("ClampInt", [(3, OFF(-3, 3))], (-1, 1)),
-    ("IfElse", [(2, AZ(.2, 2)), (2, R), (2, R)], ()), ("IfElse", [(1, AZ(.2, 2)), (3, R), (1, R)], ()),
-    ("Equal", [(2, R), (2, R)], ()), ("NotEqual", [(2, R), (2, R)], ()), ("LessThan", [(2, R), (2, R)], ()),
-    ("LessOrEqual", [(2, R), (2, R)], ()), ("Sum", [(3, R)], ()), ("Max", [(3, R)], ()), ("Min", [(3, R)], ()),
-    ("ArgMax", [(3, R)], ()), ("ArgMin", [(3, R)], ()), ("Scalprod", [(3, R), (3, R)], ()),
-    ("SqNorm2", [(3, R)], ()), ("Norm2", [(3, R)], ()), ("Normalize", [(3, R)], ()),
-    ("Normalize", [(1, AZ(.3, 1))], ()), ("SqDist", [(3, R), (3, R)], ()),
-    ("WeightedSqNorm", [(1, POS), (3, R)], ()), ("WeightedSqNorm", [(3, POS), (3, R)], ()),
-    ("WeightedSqNorm", [(9, R), (3, R)], ()), ("WeightedSqNorm", [(1, POS), (1, R)], ()),
-    ("WeightedSqDist", [(1, POS), (2, R), (2, R)], ()), ("WeightedSqDist", [(2, POS), (2, R), (2, R)], ()),
-    ("WeightedSqDist", [(4, R), (2, R), (2, R)], ()), ("Elem", [(3, R)], (1,)), ("ElemT", [(1, R)], (3, 2)),
-    ("Extract", [(4, R)], (1, 2)), ("ExtractT", [(2, R)], (1, 4)), ("Concat", [(2, R), (1, R)], ()),
-    ("OneHot", [(1, OFF(0, 3))], (4,)), ("MatVecMult", [(6, R), (3, R)], ()), ("VecMatMult", [(2, R), (6, R)], ()),
+    ("Mod", [(2, OFF(-3, 3)), (2, U(2.2, 2.4)), (2, U(-0.05, 0.05))], ()),
+    ("Mod", [(2, U(0.1, 0.9)), (1, U(1.2, 1.4)), (1, U(-0.05, 0.05))], ()),
+    ("Clamp", [(2, AZ(0.2, 2)), (2, U(-0.1, 0.1)), (2, U(1, 1.1))], ()),
+    ("Clamp", [(3, U(-2, 2)), (1, U(-1, -0.5)), (1, U(0.5, 1))], ()),
+    ("ClampInt", [(3, OFF(-3, 3))], (-1, 1)),
+    ("IfElse", [(2, AZ(0.2, 2)), (2, R), (2, R)], ()),
+    ("IfElse", [(1, AZ(0.2, 2)), (3, R), (1, R)], ()),
+    ("Equal", [(2, R), (2, R)], ()),
+    ("NotEqual", [(2, R), (2, R)], ()),
+    ("LessThan", [(2, R), (2, R)], ()),
+    ("LessOrEqual", [(2, R), (2, R)], ()),
+    ("Sum", [(3, R)], ()),
+    ("Max", [(3, R)], ()),
+    ("Min", [(3, R)], ()),
+    ("ArgMax", [(3, R)], ()),
+    ("ArgMin", [(3, R)], ()),
+    ("Scalprod", [(3, R), (3, R)], ()),
+    ("SqNorm2", [(3, R)], ()),
+    ("Norm2", [(3, R)], ()),
+    ("Normalize", [(3, R)], ()),
+    ("Normalize", [(1, AZ(0.3, 1))], ()),
+    ("SqDist", [(3, R), (3, R)], ()),
+    ("WeightedSqNorm", [(1, POS), (3, R)], ()),
+    ("WeightedSqNorm", [(3, POS), (3, R)], ()),
+    ("WeightedSqNorm", [(9, R), (3, R)], ()),
+    ("WeightedSqNorm", [(1, POS), (1, R)], ()),
+    ("WeightedSqDist", [(1, POS), (2, R), (2, R)], ()),
+    ("WeightedSqDist", [(2, POS), (2, R), (2, R)], ()),
+    ("WeightedSqDist", [(4, R), (2, R), (2, R)], ()),
+    ("Elem", [(3, R)], (1,)),
+    ("ElemT", [(1, R)], (3, 2)),
+    ("Extract", [(4, R)], (1, 2)),
+    ("ExtractT", [(2, R)], (1, 4)),
+    ("Concat", [(2, R), (1, R)], ()),
+    ("OneHot", [(1, OFF(0, 3))], (4,)),
+    ("MatVecMult", [(6, R), (3, R)], ()),
+    ("VecMatMult", [(2, R), (6, R)], ()),
     ("TensorProd", [(2, R), (3, R)], ()),
 ]
 OP_IDS = [f"{op}{[d for d, _ in args]}{params or ''}" for op, args, params in OP_CASES]
@@ -152,12 +198,17 @@ def test_gradcheck_every_operation_inside_a_sum_reduction(op, args, params, axis
 # every differentiable reduction, over both axes, w.r.t. i-, j-variables, parameters and weights
 # ---------------------------------------------------------------------------------------------
 ALIASES = ["X = Vi(2)", "Y = Vj(2)", "G = Pm(1)", "B = Vj(3)"]
-VECTOR_F = "Concat(SqDist(X, Y) * G, Sin(X - Y) + Elem(B, 0))"      # dimension 3
+VECTOR_F = "Concat(SqDist(X, Y) * G, Sin(X - Y) + Elem(B, 0))"  # dimension 3
 SCALAR_F = "-SqDist(X, Y) * G + Sin(X | Y) * Elem(B, 1)"
 REDUCTION_CASES = [
-    ("Sum", VECTOR_F, None, None), ("Min", VECTOR_F, None, None), ("Max", VECTOR_F, None, None),
-    ("KMin", VECTOR_F, None, 3), ("Min_ArgMin", SCALAR_F, None, None), ("Max_ArgMax", VECTOR_F, None, None),
-    ("KMin_ArgKMin", SCALAR_F, None, 2), ("LogSumExp", VECTOR_F, None, None),
+    ("Sum", VECTOR_F, None, None),
+    ("Min", VECTOR_F, None, None),
+    ("Max", VECTOR_F, None, None),
+    ("KMin", VECTOR_F, None, 3),
+    ("Min_ArgMin", SCALAR_F, None, None),
+    ("Max_ArgMax", VECTOR_F, None, None),
+    ("KMin_ArgKMin", SCALAR_F, None, 2),
+    ("LogSumExp", VECTOR_F, None, None),
     ("LogSumExpWeight", SCALAR_F, "Exp(B * Elem(X, 0) + G)", None),
     ("SumSoftMaxWeight", SCALAR_F, "B * Elem(X, 1) + Exp(G * B) * Elem(Y, 0)", None),
 ]
@@ -211,15 +262,16 @@ def test_min_gradient_goes_to_the_selected_pair_only_and_kmin_without_candidates
     out = w(x, yy, backend=NP)
     assert torch.isinf(out[:, 1]).all()
     gx, gy = torch.autograd.grad(out, (x, yy), grad_outputs=torch.ones_like(out))
-    assert torch.allclose(gx, -2 * np.log(3.0) * x) and torch.allclose(gy, torch.tensor([[0.0], [-(100 + 0) / 3.0]],
-                                                                                      dtype=F64))
+    assert torch.allclose(gx, -2 * np.log(3.0) * x) and torch.allclose(
+        gy, torch.tensor([[0.0], [-(100 + 0) / 3.0]], dtype=F64)
+    )
 
 
 @pytest.mark.requires("torch")
 def test_batched_reductions_broadcast_their_gradients():
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(2, 1, 4, 2, dtype=F64, generator=g).requires_grad_()   # batch (2, 1)
-    y = torch.randn(3, 5, 2, dtype=F64, generator=g).requires_grad_()      # batch (3,)
+    x = torch.randn(2, 1, 4, 2, dtype=F64, generator=g).requires_grad_()  # batch (2, 1)
+    y = torch.randn(3, 5, 2, dtype=F64, generator=g).requires_grad_()  # batch (3,)
     s = torch.rand(2, 3, 1, dtype=F64, generator=g).add(0.5).requires_grad_()
     red = Genred("Exp(-S * SqDist(X, Y)) * Elem(Y, 0)", ["X = Vi(2)", "Y = Vj(2)", "S = Pm(1)"], "Sum", axis=1)
     mn = Genred("SqDist(X, Y) * S", ["X = Vi(2)", "Y = Vj(2)", "S = Pm(1)"], "Min", axis=1)
@@ -293,12 +345,17 @@ def test_random_formulas_grad_formulas_match_finite_differences(f, seed):
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(smooth_formula(), st.sampled_from([0, 1]), st.sampled_from(["Sum", "LogSumExp", "Min"]))
 def test_random_formulas_gradcheck_through_reductions(f, axis, name):
-    red = Genred(to_string(f), ["X = Vi(0, 2)", "Y = Vj(1, 2)", "P = Pm(2, 1)", "B = Vj(3, 1)"],
-                 reduction_op=name, axis=axis)
+    red = Genred(
+        to_string(f), ["X = Vi(0, 2)", "Y = Vj(1, 2)", "P = Pm(2, 1)", "B = Vj(3, 1)"], reduction_op=name, axis=axis
+    )
     g = torch.Generator().manual_seed(0)
     n, m = (3, 4) if axis == 1 else (4, 3)
-    args = (torch.rand(n, 2, generator=g, dtype=F64) * 2 - 1, torch.rand(m, 2, generator=g, dtype=F64) * 2 - 1,
-            torch.rand(1, generator=g, dtype=F64) * 2 - 1, torch.rand(m, 1, generator=g, dtype=F64) * 2 - 1)
+    args = (
+        torch.rand(n, 2, generator=g, dtype=F64) * 2 - 1,
+        torch.rand(m, 2, generator=g, dtype=F64) * 2 - 1,
+        torch.rand(1, generator=g, dtype=F64) * 2 - 1,
+        torch.rand(m, 1, generator=g, dtype=F64) * 2 - 1,
+    )
     args = tuple(a.requires_grad_() for a in args)
     assert torch.autograd.gradcheck(lambda *a: red(*a, backend=NP), args, eps=1e-6, atol=1e-5, fast_mode=True)
     if name == "Sum":
@@ -334,7 +391,7 @@ def test_grad_in_the_string_language_inside_genred_matches_torch():
 
 def test_grad_conventions_and_errors():
     x, y, e = Var(0, 3, CAT_I), Var(1, 3, CAT_J), Var(2, 1, CAT_I)
-    assert grad(call("SqNorm2", y), x, e) is zeros(3)            # independent: the zero formula
+    assert grad(call("SqNorm2", y), x, e) is zeros(3)  # independent: the zero formula
     assert grad(call("Step", call("Sum", x)), x, e) is zeros(3)  # a zero derivative
     with pytest.raises(FormulaError, match="must be a variable"):
         grad(call("SqDist", x, y), x + y, e)
@@ -352,10 +409,10 @@ def test_gradients_are_simplified_shared_and_deterministic():
     k = parse("Exp(-SqDist(X, Y) / S)", a)
     f = k * a["B"]
     dx, dy, db = vjp([(f, a["E"])], [a["X"], a["Y"], a["B"]])
-    assert dx is vjp([(f, a["E"])], [a["X"]])[0]                 # same formula, same node
+    assert dx is vjp([(f, a["E"])], [a["X"]])[0]  # same formula, same node
     nodes = {id(n) for g in (dx, dy, db) for n in g.walk()}
     assert id(k) in nodes and sum(1 for n in dx.walk() if n.op == "Exp") == 1  # the kernel is reused
-    assert "ElemT" not in str(dx) and "(-(-" not in str(dy)     # no zero vectors, no double negation
+    assert "ElemT" not in str(dx) and "(-(-" not in str(dy)  # no zero vectors, no double negation
     assert dx.size() <= 20 and dy.size() <= 20
     # constants fold and repeated contributions merge: d/dx (x·x) at cotangent 1 is 2·x
     x1 = Var(0, 1, CAT_I)
@@ -367,12 +424,12 @@ def test_gradients_are_simplified_shared_and_deterministic():
 # ---------------------------------------------------------------------------------------------
 def hamiltonian_kernla(q, p, sigma):
     q_i, q_j, p_j = LazyTensor(q[:, None, :]), LazyTensor(q[None, :, :]), LazyTensor(p[None, :, :])
-    k = (-((q_i - q_j) ** 2).sum(-1) / (sigma ** 2)).exp()
+    k = (-((q_i - q_j) ** 2).sum(-1) / (sigma**2)).exp()
     return 0.5 * (p * (k * p_j).sum(dim=1, backend=NP)).sum()
 
 
 def hamiltonian_dense(q, p, sigma):
-    k = torch.exp(-((q[:, None, :] - q[None, :, :]) ** 2).sum(-1) / sigma ** 2)
+    k = torch.exp(-((q[:, None, :] - q[None, :, :]) ** 2).sum(-1) / sigma**2)
     return 0.5 * (p * (k @ p)).sum()
 
 
@@ -416,9 +473,11 @@ def test_lazytensor_logsumexp_and_kmin_gradients_match_dense():
     def dense():
         return ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1)
 
-    for ours, ref in ((lambda: (-d_ij()).logsumexp(dim=1, backend=NP), lambda: torch.logsumexp(-dense(), 1)),
-                      (lambda: d_ij().Kmin(3, dim=0, backend=NP), lambda: dense().topk(3, 0, largest=False)[0].T),
-                      (lambda: d_ij().max(dim=1, backend=NP), lambda: dense().max(1, keepdim=True)[0])):
+    for ours, ref in (
+        (lambda: (-d_ij()).logsumexp(dim=1, backend=NP), lambda: torch.logsumexp(-dense(), 1)),
+        (lambda: d_ij().Kmin(3, dim=0, backend=NP), lambda: dense().topk(3, 0, largest=False)[0].T),
+        (lambda: d_ij().max(dim=1, backend=NP), lambda: dense().max(1, keepdim=True)[0]),
+    ):
         out = ours()
         w = torch.linspace(1, 2, out.numel(), dtype=F64).reshape(out.shape)
         got = torch.autograd.grad((out * w).sum(), (x, y))
@@ -500,9 +559,13 @@ def test_solve_with_grad_makes_kernelsolve_differentiable():
     b = torch.randn(n, 1, generator=g, dtype=F64).requires_grad_()
     s = torch.tensor([0.8], dtype=F64, requires_grad=True)
     args = [x, x, b, s]
-    a = solve_with_grad(lambda ca: kinv(*ca, alpha=alpha, tol=1e-14, backend=NP),
-                        lambda ca: reduce(Reduction("Sum", kinv.formula), kinv.slots, ca, kinv.axis, NP)[0],
-                        args, kinv.varinv_pos, alpha)
+    a = solve_with_grad(
+        lambda ca: kinv(*ca, alpha=alpha, tol=1e-14, backend=NP),
+        lambda ca: reduce(Reduction("Sum", kinv.formula), kinv.slots, ca, kinv.axis, NP)[0],
+        args,
+        kinv.varinv_pos,
+        alpha,
+    )
     w = torch.randn(n, 1, generator=g, dtype=F64)
     got = torch.autograd.grad((a * w).sum(), (x, b, s))
     k = torch.exp(-s * ((x[:, None] - x[None]) ** 2).sum(-1))

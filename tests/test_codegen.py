@@ -22,11 +22,14 @@ X, Y, G = Vi(0, 3), Vj(1, 3), Pm(2, 1)
 LOAD = lambda v, k: f"v{v.params[0]}[{k}]"  # noqa: E731
 
 
-@pytest.mark.parametrize("arg, scaled", [
-    (-G * call("SqDist", X, Y), r"\(t\d+ \* T\(1\.4426950408889634\)\)"),      # uniform factor absorbs log2 e
-    (call("SqDist", X, Y) / G, r"\(T\(1\.4426950408889634\) / v2\[0\]\)"),      # uniform divisor
-    (-call("SqDist", X, Y), None),                                               # a negation: -log2 e
-])
+@pytest.mark.parametrize(
+    "arg, scaled",
+    [
+        (-G * call("SqDist", X, Y), r"\(t\d+ \* T\(1\.4426950408889634\)\)"),  # uniform factor absorbs log2 e
+        (call("SqDist", X, Y) / G, r"\(T\(1\.4426950408889634\) / v2\[0\]\)"),  # uniform divisor
+        (-call("SqDist", X, Y), None),  # a negation: -log2 e
+    ],
+)
 def test_fast_exp_is_one_exp2_of_a_prescaled_argument(arg, scaled):
     lines, (out,) = emit_bodies([call("Exp", arg)], LOAD, fast=True, prune=True)
     text = "\n".join(lines)
@@ -71,7 +74,27 @@ def test_operator_symbols_come_from_the_registry():
 
 
 def test_elementwise_marks_exactly_the_componentwise_operations():
-    vector_ops = {"Sum", "Max", "Min", "ArgMax", "ArgMin", "Scalprod", "SqNorm2", "Norm2", "Normalize", "SqDist",
-                  "WeightedSqNorm", "WeightedSqDist", "Elem", "ElemT", "Extract", "ExtractT", "Concat", "OneHot",
-                  "MatVecMult", "VecMatMult", "TensorProd"}
+    vector_ops = {
+        "Sum",
+        "Max",
+        "Min",
+        "ArgMax",
+        "ArgMin",
+        "Scalprod",
+        "SqNorm2",
+        "Norm2",
+        "Normalize",
+        "SqDist",
+        "WeightedSqNorm",
+        "WeightedSqDist",
+        "Elem",
+        "ElemT",
+        "Extract",
+        "ExtractT",
+        "Concat",
+        "OneHot",
+        "MatVecMult",
+        "VecMatMult",
+        "TensorProd",
+    }
     assert {name for name, spec in OPS.items() if not spec.elementwise} == vector_ops

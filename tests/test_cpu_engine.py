@@ -20,8 +20,12 @@ RTOL = {np.float32: 1e-5, np.float64: 1e-12}
 
 
 def _data(rng, n, m, dtype, d=3, e=2):
-    return (rng.normal(size=(n, d)).astype(dtype), rng.normal(size=(m, d)).astype(dtype),
-            rng.normal(size=(m, e)).astype(dtype), np.array([0.7], dtype))
+    return (
+        rng.normal(size=(n, d)).astype(dtype),
+        rng.normal(size=(m, d)).astype(dtype),
+        rng.normal(size=(m, e)).astype(dtype),
+        np.array([0.7], dtype),
+    )
 
 
 def _close(a, b, dtype):
@@ -33,10 +37,19 @@ def _close(a, b, dtype):
 
 
 REDUCTIONS = [
-    ("Sum", None, None), ("Min", None, None), ("Max", None, None), ("ArgMin", None, None),
-    ("ArgMax", None, None), ("Min_ArgMin", None, None), ("Max_ArgMax", None, None),
-    ("KMin", 4, None), ("ArgKMin", 4, None), ("KMin_ArgKMin", 4, None),
-    ("LogSumExp", None, None), ("LogSumExpWeight", None, "W"), ("SumSoftMaxWeight", None, "W"),
+    ("Sum", None, None),
+    ("Min", None, None),
+    ("Max", None, None),
+    ("ArgMin", None, None),
+    ("ArgMax", None, None),
+    ("Min_ArgMin", None, None),
+    ("Max_ArgMax", None, None),
+    ("KMin", 4, None),
+    ("ArgKMin", 4, None),
+    ("KMin_ArgKMin", 4, None),
+    ("LogSumExp", None, None),
+    ("LogSumExpWeight", None, "W"),
+    ("SumSoftMaxWeight", None, "W"),
 ]
 
 
@@ -78,10 +91,15 @@ def _same_choice(red, args, got, ref, dtype):
     values = {}
     for slot, (pos, a) in zip(red.slots, enumerate(args)):
         a = np.asarray(a, np.float64)
-        values[pos] = a[:, None, :] if slot.cat == (0 if red.axis == 1 else 1) else (
-            a[None, :, :] if slot.cat != 2 else a)
-    dense = np.broadcast_to(evaluate(f, values), (got.shape[0], -1, f.dim) if False else
-                            np.broadcast_shapes(*[v.shape[:-1] for v in values.values() if v.ndim == 3]) + (f.dim,))
+        values[pos] = (
+            a[:, None, :] if slot.cat == (0 if red.axis == 1 else 1) else (a[None, :, :] if slot.cat != 2 else a)
+        )
+    dense = np.broadcast_to(
+        evaluate(f, values),
+        (got.shape[0], -1, f.dim)
+        if False
+        else np.broadcast_shapes(*[v.shape[:-1] for v in values.values() if v.ndim == 3]) + (f.dim,),
+    )
     d = f.dim
     k = got.shape[1] // d
     rows = np.arange(got.shape[0])[:, None, None]
@@ -109,8 +127,9 @@ def test_runtime_width_shares_one_kernel():
     before = len(compiler._module_memo)
     for width in (1, 2, 7, 32):
         v = rng.normal(size=(50, width))
-        np.testing.assert_allclose(k.__matmul__(v) if width > 1 else k @ v[:, 0],
-                                   dense @ v if width > 1 else dense @ v[:, 0], rtol=1e-12)
+        np.testing.assert_allclose(
+            k.__matmul__(v) if width > 1 else k @ v[:, 0], dense @ v if width > 1 else dense @ v[:, 0], rtol=1e-12
+        )
     # the products of width 2, 7 and 32 reuse one compiled kernel (width 1 uses the same kernel too)
     assert len(compiler._module_memo) - before <= 1
 
@@ -137,8 +156,16 @@ def test_every_operation_compiles_and_matches_numpy():
     built = []
     for name, spec in formulas.items():
         if spec.param_names:
-            params = {"Pow": (3,), "Round": (2,), "ClampInt": (0, 1), "Elem": (2,), "ElemT": (4, 1),
-                      "Extract": (1, 2), "ExtractT": (1, 6), "OneHot": (5,)}[name]
+            params = {
+                "Pow": (3,),
+                "Round": (2,),
+                "ClampInt": (0, 1),
+                "Elem": (2,),
+                "ElemT": (4, 1),
+                "Extract": (1, 2),
+                "ExtractT": (1, 6),
+                "OneHot": (5,),
+            }[name]
             arg = s if name in ("ElemT", "OneHot") else X
             if name == "ExtractT":
                 arg = call("Extract", X, params=(0, 3))
@@ -171,8 +198,21 @@ def test_hot_loop_is_vectorised(tmp_path):
     src = tmp_path / "k.cpp"
     src.write_text(source.kernel_source(red, "float32"))
     cxx = compiler.find_compiler()
-    proc = subprocess.run([cxx, *compiler.DEFAULT_FLAGS, "-shared", "-fPIC", "-fopt-info-vec-optimized",
-                           "-c", str(src), "-o", str(tmp_path / "k.o")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            cxx,
+            *compiler.DEFAULT_FLAGS,
+            "-shared",
+            "-fPIC",
+            "-fopt-info-vec-optimized",
+            "-c",
+            str(src),
+            "-o",
+            str(tmp_path / "k.o"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     line = next(n for n, text in enumerate(src.read_text().splitlines(), 1) if "s0 += " in text)
     loop = line - 1
@@ -189,29 +229,45 @@ def test_tile_evaluation_loop_is_vectorised(tmp_path, name):
     one-column kernel product) is vectorised too, and so are LogSumExp's fold over the buffer and
     the many-column product's kernel sub-tile and dot products."""
     g = call("Exp", -Pm(3, 1) * call("SqDist", Vi(0, 3), Vj(1, 3)))
-    red = {"LogSumExp": Reduction("LogSumExp", -call("SqDist", Vi(0, 3), Vj(1, 3))),
-           "Min_ArgMin": Reduction("Min_ArgMin", call("SqDist", Vi(0, 3), Vj(1, 3))),
-           "ArgKMin": Reduction("ArgKMin", call("SqDist", Vi(0, 3), Vj(1, 3)), K=5),
-           "SumSoftMaxWeight": Reduction("SumSoftMaxWeight", -call("SqDist", Vi(0, 3), Vj(1, 3)), Vj(2, 2)),
-           "product": Reduction("Sum", g * Vj(2, 4))}[name]
+    red = {
+        "LogSumExp": Reduction("LogSumExp", -call("SqDist", Vi(0, 3), Vj(1, 3))),
+        "Min_ArgMin": Reduction("Min_ArgMin", call("SqDist", Vi(0, 3), Vj(1, 3))),
+        "ArgKMin": Reduction("ArgKMin", call("SqDist", Vi(0, 3), Vj(1, 3)), K=5),
+        "SumSoftMaxWeight": Reduction("SumSoftMaxWeight", -call("SqDist", Vi(0, 3), Vj(1, 3)), Vj(2, 2)),
+        "product": Reduction("Sum", g * Vj(2, 4)),
+    }[name]
     src = tmp_path / "k.cpp"
     src.write_text(source.kernel_source(red, "float64"))
     lines = src.read_text().splitlines()
-    proc = subprocess.run([compiler.find_compiler(), *compiler.DEFAULT_FLAGS, "-shared", "-fPIC",
-                           "-fopt-info-vec-optimized", "-c", str(src), "-o", str(tmp_path / "k.o")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            compiler.find_compiler(),
+            *compiler.DEFAULT_FLAGS,
+            "-shared",
+            "-fPIC",
+            "-fopt-info-vec-optimized",
+            "-c",
+            str(src),
+            "-o",
+            str(tmp_path / "k.o"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
-    reported = {int(ln.split(":")[1]) for ln in proc.stderr.splitlines()
-                if "k.cpp:" in ln and "loop vectorized" in ln}
-    marks = {"LogSumExp": ["buf[0 * TJ + jj] = ", "s += (v[jj] == mt)"],
-             "product": ["kb[jj] = ", "s += kb[jj] * be[jj]"]}.get(name, ["buf[0 * TJ + jj] = "])
+    reported = {int(ln.split(":")[1]) for ln in proc.stderr.splitlines() if "k.cpp:" in ln and "loop vectorized" in ln}
+    marks = {
+        "LogSumExp": ["buf[0 * TJ + jj] = ", "s += (v[jj] == mt)"],
+        "product": ["kb[jj] = ", "s += kb[jj] * be[jj]"],
+    }.get(name, ["buf[0 * TJ + jj] = "])
     for mark in marks:
         loop = next(n for n, text in enumerate(lines, 1) if mark in text)
         while "for (int64_t jj" not in lines[loop - 1]:
             loop -= 1
         # gcc names the loop by its `#pragma omp simd` line, its own line or its first statement's
-        assert {loop - 1, loop, loop + 1} & reported, \
+        assert {loop - 1, loop, loop + 1} & reported, (
             f"{mark!r} loop (line {loop}) not vectorised:\n{proc.stderr[-2000:]}"
+        )
 
 
 def test_missing_compiler_falls_back_to_numpy(monkeypatch):
@@ -231,13 +287,15 @@ def test_missing_compiler_falls_back_to_numpy(monkeypatch):
 
 def test_cached_kernel_in_new_process_does_not_compile(tmp_path):
     """A kernel compiled in one process loads from the disk cache in the next, with no compiler run."""
-    code = ("import sys, numpy as np; from kernla import Genred; import kernla.engines.cpu.compiler as c\n"
-            "if sys.argv[1] == 'forbid':\n"
-            "    def boom(*a, **k): raise AssertionError('compiled again')\n"
-            "    c._build = boom\n"
-            "g = Genred('Exp(-SqDist(X,Y)*G)*B', ['X=Vi(3)','Y=Vj(3)','B=Vj(1)','G=Pm(1)'], axis=1)\n"
-            "x = np.ones((5, 3), np.float32)\n"
-            "print(g(x, x, x[:, :1], np.float32(1.), backend='cpu').sum())\n")
+    code = (
+        "import sys, numpy as np; from kernla import Genred; import kernla.engines.cpu.compiler as c\n"
+        "if sys.argv[1] == 'forbid':\n"
+        "    def boom(*a, **k): raise AssertionError('compiled again')\n"
+        "    c._build = boom\n"
+        "g = Genred('Exp(-SqDist(X,Y)*G)*B', ['X=Vi(3)','Y=Vj(3)','B=Vj(1)','G=Pm(1)'], axis=1)\n"
+        "x = np.ones((5, 3), np.float32)\n"
+        "print(g(x, x, x[:, :1], np.float32(1.), backend='cpu').sum())\n"
+    )
     env = {"KERNLA_CACHE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
     for mode in ("allow", "forbid"):
         proc = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, env=env)

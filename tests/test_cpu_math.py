@@ -30,17 +30,25 @@ def _source() -> str:
     parts = [HEADER.read_text(), 'extern "C" {']
     for sfx, (ct, _) in TYPES.items():
         for fn in UNARY:
-            parts.append(f"void v_{fn}_{sfx}(const {ct}* x, {ct}* y, long n) {{\n#pragma omp simd\n"
-                         f"  for (long i = 0; i < n; i++) y[i] = kl_{fn}(x[i]);\n}}")
+            parts.append(
+                f"void v_{fn}_{sfx}(const {ct}* x, {ct}* y, long n) {{\n#pragma omp simd\n"
+                f"  for (long i = 0; i < n; i++) y[i] = kl_{fn}(x[i]);\n}}"
+            )
         for fn in BINARY:
-            parts.append(f"void v_{fn}_{sfx}(const {ct}* a, const {ct}* b, {ct}* y, long n) {{\n"
-                         f"#pragma omp simd\n  for (long i = 0; i < n; i++) y[i] = kl_{fn}(a[i], b[i]);\n}}")
-        parts.append(f"void v_powi_{sfx}(const {ct}* x, {ct}* y, long n, int k) {{\n#pragma omp simd\n"
-                     f"  for (long i = 0; i < n; i++) y[i] = kl_powi(x[i], k);\n}}")
+            parts.append(
+                f"void v_{fn}_{sfx}(const {ct}* a, const {ct}* b, {ct}* y, long n) {{\n"
+                f"#pragma omp simd\n  for (long i = 0; i < n; i++) y[i] = kl_{fn}(a[i], b[i]);\n}}"
+            )
+        parts.append(
+            f"void v_powi_{sfx}(const {ct}* x, {ct}* y, long n, int k) {{\n#pragma omp simd\n"
+            f"  for (long i = 0; i < n; i++) y[i] = kl_powi(x[i], k);\n}}"
+        )
         for k in POWI_CONST:
             name = f"v_powi{k}_{sfx}".replace("-", "m")
-            parts.append(f"void {name}(const {ct}* x, {ct}* y, long n) {{\n#pragma omp simd\n"
-                         f"  for (long i = 0; i < n; i++) y[i] = kl_powi(x[i], {k});\n}}")
+            parts.append(
+                f"void {name}(const {ct}* x, {ct}* y, long n) {{\n#pragma omp simd\n"
+                f"  for (long i = 0; i < n; i++) y[i] = kl_powi(x[i], {k});\n}}"
+            )
         # scalar entry points: one value per call, no vectorisation involved
         parts.append(f"{ct} s_exp_{sfx}({ct} x) {{ return kl_exp(x); }}")
         parts.append(f"{ct} s_log_{sfx}({ct} x) {{ return kl_log(x); }}")
@@ -104,8 +112,9 @@ def check_ulp(res, ref, x, dt, limit, what):
     with np.errstate(over="ignore"):
         err = ulp_error(res, ref, dt)
     worst = int(np.argmax(err))
-    assert err[worst] <= limit, (f"{what}: {err[worst]:.3g} ulp at x={x[worst]!r}: "
-                                 f"got {res[worst]!r}, expected {ref[worst]!r}")
+    assert err[worst] <= limit, (
+        f"{what}: {err[worst]:.3g} ulp at x={x[worst]!r}: got {res[worst]!r}, expected {ref[worst]!r}"
+    )
 
 
 RNG = np.random.default_rng(20240611)
@@ -117,13 +126,31 @@ def exp_inputs(dt):
         wide, lo, hi = (-110, 95), (-104, -87), (88, 89)
     else:
         wide, lo, hi = (-760, 720), (-746, -707), (709, 710)
-    x = np.concatenate([
-        RNG.uniform(*wide, N), RNG.uniform(-1, 1, N), RNG.uniform(*lo, N), RNG.uniform(*hi, N),
-        np.exp(RNG.uniform(-200, 0, N)) * RNG.choice([-1, 1], N),  # tiny, incl. subnormal
-        [0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 1.0, -1.0, np.finfo(dt).max,
-         -np.finfo(dt).max, np.finfo(dt).tiny, np.finfo(dt).smallest_subnormal,
-         np.log(np.finfo(dt).max), np.log(np.finfo(dt).tiny)],
-    ]).astype(dt)
+    x = np.concatenate(
+        [
+            RNG.uniform(*wide, N),
+            RNG.uniform(-1, 1, N),
+            RNG.uniform(*lo, N),
+            RNG.uniform(*hi, N),
+            np.exp(RNG.uniform(-200, 0, N)) * RNG.choice([-1, 1], N),  # tiny, incl. subnormal
+            [
+                0.0,
+                -0.0,
+                np.inf,
+                -np.inf,
+                np.nan,
+                -np.nan,
+                1.0,
+                -1.0,
+                np.finfo(dt).max,
+                -np.finfo(dt).max,
+                np.finfo(dt).tiny,
+                np.finfo(dt).smallest_subnormal,
+                np.log(np.finfo(dt).max),
+                np.log(np.finfo(dt).tiny),
+            ],
+        ]
+    ).astype(dt)
     return x
 
 
@@ -132,13 +159,31 @@ def log_inputs(dt):
         bits = RNG.integers(0, 0x7F800000, 3 * N, dtype=np.uint32)  # every positive finite
     else:
         bits = RNG.integers(0, 0x7FF0000000000000, 3 * N, dtype=np.uint64)
-    x = np.concatenate([
-        bits.view(dt), RNG.uniform(0.5, 2, N).astype(dt), (1 + RNG.uniform(-1e-3, 1e-3, N)).astype(dt),
-        RNG.uniform(0, np.finfo(dt).tiny, N).astype(dt),  # subnormal
-        [0.0, -0.0, np.inf, -np.inf, np.nan, -1.0, -np.finfo(dt).smallest_subnormal, 1.0,
-         np.finfo(dt).max, np.finfo(dt).tiny, np.finfo(dt).smallest_subnormal, 2.0, 0.5,
-         np.nextafter(dt(1), dt(2)), np.nextafter(dt(1), dt(0))],
-    ]).astype(dt)
+    x = np.concatenate(
+        [
+            bits.view(dt),
+            RNG.uniform(0.5, 2, N).astype(dt),
+            (1 + RNG.uniform(-1e-3, 1e-3, N)).astype(dt),
+            RNG.uniform(0, np.finfo(dt).tiny, N).astype(dt),  # subnormal
+            [
+                0.0,
+                -0.0,
+                np.inf,
+                -np.inf,
+                np.nan,
+                -1.0,
+                -np.finfo(dt).smallest_subnormal,
+                1.0,
+                np.finfo(dt).max,
+                np.finfo(dt).tiny,
+                np.finfo(dt).smallest_subnormal,
+                2.0,
+                0.5,
+                np.nextafter(dt(1), dt(2)),
+                np.nextafter(dt(1), dt(0)),
+            ],
+        ]
+    ).astype(dt)
     return x
 
 
@@ -151,8 +196,7 @@ def test_exp_accuracy_and_special_values(lib, dt):
     with np.errstate(over="ignore"):
         ref = np.exp(x.astype(ref_dtype(dt)))
     check_ulp(call(lib, "exp", x), ref, x, dt, LIMIT[dt], f"exp {np.dtype(dt)}")
-    sp = np.array([-np.inf, np.inf, np.nan, 0.0, -0.0, 1e4, -1e4, np.finfo(dt).max, -np.finfo(dt).max],
-                  dt)
+    sp = np.array([-np.inf, np.inf, np.nan, 0.0, -0.0, 1e4, -1e4, np.finfo(dt).max, -np.finfo(dt).max], dt)
     y = call(lib, "exp", sp)
     np.testing.assert_array_equal(y, np.array([0, np.inf, np.nan, 1, 1, np.inf, 0, np.inf, 0], dt))
 
@@ -164,8 +208,9 @@ def test_log_accuracy_and_special_values(lib, dt):
         ref = np.log(x.astype(ref_dtype(dt)))
     check_ulp(call(lib, "log", x), ref, x, dt, LIMIT[dt], f"log {np.dtype(dt)}")
     sp = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -1.0, 1.0], dt)
-    np.testing.assert_array_equal(call(lib, "log", sp),
-                                  np.array([-np.inf, -np.inf, np.inf, np.nan, np.nan, np.nan, 0], dt))
+    np.testing.assert_array_equal(
+        call(lib, "log", sp), np.array([-np.inf, -np.inf, np.inf, np.nan, np.nan, np.nan, 0], dt)
+    )
     # log of the smallest subnormal, exactly representable inputs 2^k
     k = np.arange(np.finfo(dt).minexp - np.finfo(dt).nmant, np.finfo(dt).maxexp)
     p2 = np.ldexp(np.ones(k.size, dt), k)
@@ -178,8 +223,7 @@ def test_scalar_and_vector_paths_agree_bitwise(lib, dt):
     for name, x in (("exp", exp_inputs(dt)), ("log", log_inputs(dt))):
         x = RNG.choice(x[np.isfinite(x)], 500)
         scalar = np.array([getattr(lib, f"s_{name}_{sfx}")(float(v)) for v in x], dt)
-        np.testing.assert_array_equal(scalar.view(f"u{dt().itemsize}"),
-                                      call(lib, name, x).view(f"u{dt().itemsize}"))
+        np.testing.assert_array_equal(scalar.view(f"u{dt().itemsize}"), call(lib, name, x).view(f"u{dt().itemsize}"))
 
 
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
@@ -191,18 +235,25 @@ def test_wrappers(lib, dt):
     rtol = 4 * np.finfo(dt).eps
     with np.errstate(all="ignore"):
         cases = {
-            "sqrt": (pos, np.sqrt), "sin": (wide[np.isfinite(wide)], np.sin),
-            "cos": (wide[np.isfinite(wide)], np.cos), "asin": (unit, np.arcsin),
-            "acos": (unit, np.arccos), "atan": (wide, np.arctan), "floor": (wide, np.floor),
+            "sqrt": (pos, np.sqrt),
+            "sin": (wide[np.isfinite(wide)], np.sin),
+            "cos": (wide[np.isfinite(wide)], np.cos),
+            "asin": (unit, np.arcsin),
+            "acos": (unit, np.arccos),
+            "atan": (wide, np.arctan),
+            "floor": (wide, np.floor),
             "abs": (wide, np.abs),
             "rsqrt": (pos, lambda v: np.where(v == 0, 0, 1 / np.sqrt(v))),
         }
         for name, (x, f) in cases.items():
-            np.testing.assert_allclose(call(lib, name, x), f(x.astype(np.float64)).astype(dt),
-                                       rtol=rtol, atol=0, err_msg=name)
+            np.testing.assert_allclose(
+                call(lib, name, x), f(x.astype(np.float64)).astype(dt), rtol=rtol, atol=0, err_msg=name
+            )
     assert call(lib, "rsqrt", np.array([0.0, -0.0, np.inf], dt)).tolist() == [0, 0, 0]
-    np.testing.assert_array_equal(call(lib, "sign", np.array([3, -2, 0, -0.0, np.inf, -np.inf, np.nan], dt)),
-                                  np.array([1, -1, 0, 0, 1, -1, np.nan], dt))
+    np.testing.assert_array_equal(
+        call(lib, "sign", np.array([3, -2, 0, -0.0, np.inf, -np.inf, np.nan], dt)),
+        np.array([1, -1, 0, 0, 1, -1, np.nan], dt),
+    )
 
     a, b = RNG.normal(size=(2, n)).astype(dt) * 5
     np.testing.assert_allclose(call(lib, "atan2", a, b), np.arctan2(a, b), rtol=rtol)
@@ -258,8 +309,11 @@ def test_loops_vectorise(tmp_path):
     path = tmp_path / "vec.cpp"
     path.write_text(src)
     flags = compiler.DEFAULT_FLAGS + compiler.REQUIRED_FLAGS
-    proc = subprocess.run([cxx, *flags, "-fopt-info-vec-optimized", "-o", str(tmp_path / "vec.so"), str(path)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [cxx, *flags, "-fopt-info-vec-optimized", "-o", str(tmp_path / "vec.so"), str(path)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = src.splitlines()
     marked = {i + 1: ln.split("// LOOP-")[1] for i, ln in enumerate(lines) if "// LOOP-" in ln}

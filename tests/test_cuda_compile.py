@@ -29,13 +29,15 @@ FLAGS = ["-std=c++17", "-ftz=true", "-diag-suppress=177,550"]
 GAUSS = ("Exp(-G * SqDist(X, Y)) * B", ["X = Vi(3)", "Y = Vj(3)", "B = Vj(1)", "G = Pm(1)"])
 SCALAR = ("Exp(-G * SqDist(X, Y))", ["X = Vi(3)", "Y = Vj(3)", "G = Pm(1)", "B = Vj(2)"])
 VECTOR = ("(X - Y) * Exp(-SqDist(X, Y) / S)", ["X = Vi(3)", "Y = Vj(3)", "S = Pm(1)"])
-OPS = ("Concat(Sin(X) * Cos(Y) + Atan2(X, Y) + Powf(Abs(X) + 1.5, Y) + Pow(X, 3) + Pow(Y, -2),"
-       " Round(X, 2) + Floor(Y) + Sign(X - Y) + Rsqrt(SqNorm2(X)) + Sqrt(Abs(Y)) + Log(1 + Abs(X))"
-       " + XLogX(Abs(Y)) + SinXDivX(X) + Inv(1 + Square(Y)) + Mod(X, Y + 3, 0.5) + ClampInt(X, -1, 1)"
-       " + IfElse(X - Y, Asin(Clamp(X, -1, 1)), Acos(Clamp(Y, -1, 1))) + Atan(X) + Step(X) + ReLU(Y)"
-       " + Max(Concat(X, Y)) + Min(Concat(X, Y)) + ArgMin(Concat(X, Y)) + Elem(OneHot(ArgMax(Concat(X, Y)), 4), 1)"
-       " + Norm2(Concat(X, Y)) + Extract(Normalize(Concat(X, Y)), 1, 1) + WeightedSqDist(W, Concat(X, X), Concat(Y, Y))"
-       " + Sum(MatVecMult(W, Concat(X, Y))) + Sum(TensorProd(X, Y)) + (X | Y) + LessThan(X, Y) + Equal(X, Y))")
+OPS = (
+    "Concat(Sin(X) * Cos(Y) + Atan2(X, Y) + Powf(Abs(X) + 1.5, Y) + Pow(X, 3) + Pow(Y, -2),"
+    " Round(X, 2) + Floor(Y) + Sign(X - Y) + Rsqrt(SqNorm2(X)) + Sqrt(Abs(Y)) + Log(1 + Abs(X))"
+    " + XLogX(Abs(Y)) + SinXDivX(X) + Inv(1 + Square(Y)) + Mod(X, Y + 3, 0.5) + ClampInt(X, -1, 1)"
+    " + IfElse(X - Y, Asin(Clamp(X, -1, 1)), Acos(Clamp(Y, -1, 1))) + Atan(X) + Step(X) + ReLU(Y)"
+    " + Max(Concat(X, Y)) + Min(Concat(X, Y)) + ArgMin(Concat(X, Y)) + Elem(OneHot(ArgMax(Concat(X, Y)), 4), 1)"
+    " + Norm2(Concat(X, Y)) + Extract(Normalize(Concat(X, Y)), 1, 1) + WeightedSqDist(W, Concat(X, X), Concat(Y, Y))"
+    " + Sum(MatVecMult(W, Concat(X, Y))) + Sum(TensorProd(X, Y)) + (X | Y) + LessThan(X, Y) + Equal(X, Y))"
+)
 OPS_ALIASES = ["X = Vi(1)", "Y = Vj(1)", "W = Pm(4)"]
 
 
@@ -59,20 +61,41 @@ def _cases() -> list[tuple[str, Reduction, tuple[str, ...]]]:
             add(f"vector_{op}", *VECTOR, op, 2 if opt else None)
     add("knn_d50", "SqDist(X, Y)", ["X = Vi(50)", "Y = Vj(50)"], "ArgKMin", 10)
     add("knn_d50_axis0", "SqDist(X, Y)", ["X = Vi(50)", "Y = Vj(50)"], "KMin_ArgKMin", 10, axis=0)
-    add("lse_weighted", "-SqDist(X, Y) * G", ["X = Vi(3)", "Y = Vj(3)", "G = Pm(1)", "B = Vj(3)"],
-        "LogSumExpWeight", None, "B")
-    add("softmax_weighted", "-SqDist(X, Y) * G", ["X = Vi(3)", "Y = Vj(3)", "G = Pm(1)", "B = Vj(5)"],
-        "SumSoftMaxWeight", None, "B")
+    add(
+        "lse_weighted",
+        "-SqDist(X, Y) * G",
+        ["X = Vi(3)", "Y = Vj(3)", "G = Pm(1)", "B = Vj(3)"],
+        "LogSumExpWeight",
+        None,
+        "B",
+    )
+    add(
+        "softmax_weighted",
+        "-SqDist(X, Y) * G",
+        ["X = Vi(3)", "Y = Vj(3)", "G = Pm(1)", "B = Vj(5)"],
+        "SumSoftMaxWeight",
+        None,
+        "B",
+    )
     add("laplace_matmat", "Exp(-Sqrt(SqDist(X, Y))) * B", ["X = Vi(2)", "Y = Vj(2)", "B = Vj(7)"], "Sum")
     add("wide_sum_chunks", "X * Y * Exp(-SqNorm2(X - Y))", ["X = Vi(40)", "Y = Vj(40)"], "Sum")
     add("wide_kmin_chunks", "Abs(X - Y)", ["X = Vi(20)", "Y = Vj(20)"], "KMin", 2)
     add("wide_lse_chunks", "-Abs(X - Y)", ["X = Vi(24)", "Y = Vj(24)"], "LogSumExp")
-    add("d100_global_i", "SqDist(X, Y)", ["X = Vi(100)", "Y = Vj(100)"], "Min_ArgMin",
-        dtypes=("float32", "float64"))
-    add("d400_direct_j", "Exp(-SqDist(X, Y)) * B", ["X = Vi(400)", "Y = Vj(400)", "B = Vj(2)"], "Sum",
-        dtypes=("float32",))
-    add("many_params", "Scalprod(P, X) * Scalprod(P, Y)", ["X = Vi(80)", "Y = Vj(80)", "P = Pm(80)"], "Max_ArgMax",
-        dtypes=("float32",))
+    add("d100_global_i", "SqDist(X, Y)", ["X = Vi(100)", "Y = Vj(100)"], "Min_ArgMin", dtypes=("float32", "float64"))
+    add(
+        "d400_direct_j",
+        "Exp(-SqDist(X, Y)) * B",
+        ["X = Vi(400)", "Y = Vj(400)", "B = Vj(2)"],
+        "Sum",
+        dtypes=("float32",),
+    )
+    add(
+        "many_params",
+        "Scalprod(P, X) * Scalprod(P, Y)",
+        ["X = Vi(80)", "Y = Vj(80)", "P = Pm(80)"],
+        "Max_ArgMax",
+        dtypes=("float32",),
+    )
     add("all_ops", OPS, OPS_ALIASES, "Sum")
     add("all_ops_argmax", OPS, OPS_ALIASES, "Max_ArgMax", dtypes=("float64",))
     return out
@@ -107,6 +130,7 @@ def _compile_all(jobs: list[tuple[str, Path, str, list[str]]]) -> dict[str, tupl
     """Run nvcc on (name, path, arch, extra flags) jobs, as many at once as CPUs, largest first.
 
     Returns {name: (exit status, log)}."""
+
     def one(job):
         name, path, arch, extra = job
         proc = _nvcc(path, arch, extra)
@@ -129,8 +153,9 @@ def test_every_case_compiles_with_nvcc(tmp_path):
         path = tmp_path / f"{stem}.cu"
         path.write_text(text)
         jobs.append((stem, path, arch, ["-Xcicc", "-O0", "-Xptxas", "-O1"]))
-    failures = [f"{stem}: nvcc exited {rc}\n{log[-6000:]}" for stem, (rc, log) in sorted(_compile_all(jobs).items())
-                if rc != 0]
+    failures = [
+        f"{stem}: nvcc exited {rc}\n{log[-6000:]}" for stem, (rc, log) in sorted(_compile_all(jobs).items()) if rc != 0
+    ]
     assert not failures, "\n\n".join(failures)
 
 
@@ -145,13 +170,17 @@ def test_gaussian_register_report(tmp_path):
     report = []
     for dtype, (rc, log) in sorted(_compile_all(jobs).items()):
         assert rc == 0, log
-        report.append(f"--- Gaussian matvec D=3, {dtype}, sm_90\n" + "\n".join(
-            line for line in log.splitlines() if "ptxas info" in line and "Compile time" not in line
-            or "spill" in line))
+        report.append(
+            f"--- Gaussian matvec D=3, {dtype}, sm_90\n"
+            + "\n".join(
+                line
+                for line in log.splitlines()
+                if "ptxas info" in line and "Compile time" not in line or "spill" in line
+            )
+        )
     text = "\n".join(report)
     print(text)
-    spills = re.findall(r"Function properties for (\w+)\n\s+(\d+) bytes stack frame, (\d+) bytes spill stores",
-                        text)
+    spills = re.findall(r"Function properties for (\w+)\n\s+(\d+) bytes stack frame, (\d+) bytes spill stores", text)
     assert spills, text
     for name, _, stores in spills:
         if "reduce_w1" in name:
@@ -166,7 +195,7 @@ def test_sources_are_self_contained_and_complete():
             assert "#include" not in src, label
             assert not re.search(r"@[A-Z_]+@", src), label
             for k in plan.kernels:
-                assert f'{k.name}(' in src and f'{k.merge}(' in src, (label, k)
+                assert f"{k.name}(" in src and f"{k.merge}(" in src, (label, k)
             assert src.count('extern "C" __global__') == 2 * len(plan.kernels), label
 
 
@@ -175,8 +204,9 @@ def test_kernel_product_source_does_not_depend_on_width():
     a = kernla.cuda_source("Exp(-SqDist(X, Y)) * B", ["X = Vi(3)", "Y = Vj(3)", "B = Vj(1)"])
     b = kernla.cuda_source("Exp(-SqDist(X, Y)) * B", ["X = Vi(3)", "Y = Vj(3)", "B = Vj(17)"])
     assert a == b
-    plan = cs.build_plan(Reduction("Sum", parse("Exp(-SqDist(X, Y)) * B",
-                                                ["X = Vi(3)", "Y = Vj(3)", "B = Vj(17)"])), "float32")
+    plan = cs.build_plan(
+        Reduction("Sum", parse("Exp(-SqDist(X, Y)) * B", ["X = Vi(3)", "Y = Vj(3)", "B = Vj(17)"])), "float32"
+    )
     assert plan.product and [k.cw for k in plan.kernels] == list(cs.PRODUCT_WIDTHS)
 
 
@@ -224,12 +254,12 @@ def test_exp_is_prescaled():
 
 
 def test_choose_splits():
-    assert cs.choose_splits(3907, 660, 10**6, 256, 128) == 1   # 5.9 waves: no split
-    assert cs.choose_splits(4000, 660, 10**6, 256, 128) == 3   # 6.06 waves: split to trim the tail
+    assert cs.choose_splits(3907, 660, 10**6, 256, 128) == 1  # 5.9 waves: no split
+    assert cs.choose_splits(4000, 660, 10**6, 256, 128) == 3  # 6.06 waves: split to trim the tail
     assert cs.choose_splits(196, 660, 10**5, 256, 128) == 10
     assert cs.choose_splits(1, 660, 10**6, 256, 128) > 64
-    assert cs.choose_splits(1, 660, 300, 256, 128) == 1      # too few columns to split
-    assert cs.choose_splits(1, 660, 10**6, 256, 4) == 4      # capped
+    assert cs.choose_splits(1, 660, 300, 256, 128) == 1  # too few columns to split
+    assert cs.choose_splits(1, 660, 10**6, 256, 4) == 4  # capped
 
 
 def _engine_available() -> bool:

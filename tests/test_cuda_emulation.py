@@ -42,18 +42,26 @@ def _wrapper(name: str, n_in: int, out_kinds: list[str], merge: bool) -> str:
     """A context struct and a team body calling kernel ``name`` with arguments from the script."""
     outs = [("TIO*" if k == "float" else "kl_i64*") for k in out_kinds]
     if merge:
-        call = ", ".join(["c->s[0]", "c->s[1]", "c->s[2]"] + [f"({t})c->a[{k}]" for k, t in enumerate(outs)]
-                         + [f"(const double*)c->a[{len(outs)}]"])
+        call = ", ".join(
+            ["c->s[0]", "c->s[1]", "c->s[2]"]
+            + [f"({t})c->a[{k}]" for k, t in enumerate(outs)]
+            + [f"(const double*)c->a[{len(outs)}]"]
+        )
         threads = "KL_MBLOCK"
     else:
         ins = [f"(const TIO*)c->a[{k}]" for k in range(n_in)]
-        call = ", ".join(["c->s[0]", "c->s[1]", "c->s[2]", "c->s[3]"] + ins
-                         + [f"({t})c->a[{n_in + k}]" for k, t in enumerate(outs)]
-                         + [f"(double*)c->a[{n_in + len(outs)}]"])
+        call = ", ".join(
+            ["c->s[0]", "c->s[1]", "c->s[2]", "c->s[3]"]
+            + ins
+            + [f"({t})c->a[{n_in + k}]" for k, t in enumerate(outs)]
+            + [f"(double*)c->a[{n_in + len(outs)}]"]
+        )
         threads = "KL_BLOCK"
-    return (f"static void body_{name}(void* p) {{ struct C {{ long long* s; void** a; }}; C* c = (C*)p; {name}({call}); }}\n",
-            f"    if (!strcmp(name, \"{name}\")) {{ struct {{ long long* s; void** a; }} c = {{s, args}}; "
-            f"emu_grid(gx, gy, gz, {threads}, body_{name}, &c); return 1; }}\n")
+    return (
+        f"static void body_{name}(void* p) {{ struct C {{ long long* s; void** a; }}; C* c = (C*)p; {name}({call}); }}\n",
+        f'    if (!strcmp(name, "{name}")) {{ struct {{ long long* s; void** a; }} c = {{s, args}}; '
+        f"emu_grid(gx, gy, gz, {threads}, body_{name}, &c); return 1; }}\n",
+    )
 
 
 def _program(cases: list[tuple[str, Reduction]], dtype: str) -> tuple[str, dict]:
@@ -72,8 +80,10 @@ def _program(cases: list[tuple[str, Reduction]], dtype: str) -> tuple[str, dict]
             bodies.append(b)
             dispatch.append(d)
     parts += bodies
-    parts.append("static int emu_dispatch(const char* name, unsigned gx, unsigned gy, unsigned gz, "
-                 "long long* s, void** args) {\n" + "".join(dispatch) + "    return 0;\n}\n")
+    parts.append(
+        "static int emu_dispatch(const char* name, unsigned gx, unsigned gy, unsigned gz, "
+        "long long* s, void** args) {\n" + "".join(dispatch) + "    return 0;\n}\n"
+    )
     parts.append(EMU_MAIN)
     return "\n".join(parts), plans
 
@@ -90,19 +100,36 @@ def _red(formula, aliases, op, opt=None, formula2=None):
 GAUSS = ("Exp(-G * SqDist(X, Y)) * B", ["X = Vi(3)", "Y = Vj(3)", "B = Vj(1)", "G = Pm(1)"])
 SCALAR = ("Exp(-G * SqDist(X, Y))", ["X = Vi(3)", "Y = Vj(3)", "G = Pm(1)", "B = Vj(2)"])
 VECTOR = ("(X - Y) * Exp(-SqDist(X, Y) / S)", ["X = Vi(3)", "Y = Vj(3)", "S = Pm(1)"])
-OPS_ALL = ("Sin(X) * Cos(Y) + Atan2(X, Y) + Powf(Abs(X) + 1.5, Y) + Pow(X, 3) + Round(X, 2) + Floor(Y)"
-           " + Sign(X - Y) + Rsqrt(SqNorm2(X)) + Log(1 + Abs(X)) + XLogX(Abs(Y)) + SinXDivX(X)"
-           " + Mod(X, Y + 3, 0.5) + ClampInt(X, -1, 1) + IfElse(X - Y, Asin(Clamp(X, -1, 1)), Acos(Clamp(Y, -1, 1)))"
-           " + Max(Concat(X, Y)) + ArgMin(Concat(X, Y)) + WeightedSqDist(W, Concat(X, X), Concat(Y, Y))")
+OPS_ALL = (
+    "Sin(X) * Cos(Y) + Atan2(X, Y) + Powf(Abs(X) + 1.5, Y) + Pow(X, 3) + Round(X, 2) + Floor(Y)"
+    " + Sign(X - Y) + Rsqrt(SqNorm2(X)) + Log(1 + Abs(X)) + XLogX(Abs(Y)) + SinXDivX(X)"
+    " + Mod(X, Y + 3, 0.5) + ClampInt(X, -1, 1) + IfElse(X - Y, Asin(Clamp(X, -1, 1)), Acos(Clamp(Y, -1, 1)))"
+    " + Max(Concat(X, Y)) + ArgMin(Concat(X, Y)) + WeightedSqDist(W, Concat(X, X), Concat(Y, Y))"
+)
 
 #: kl_powi (negative exponents, 0 and a large one through pow) and kl_round, against NumPy's Pow and Round
-POWERS = ("Pow(Abs(X) + 0.5, -3) + Pow(X - Y, 5) + Pow(Y, 0) + Pow(Abs(Y) + 0.9, 70) * 1e-5"
-          " + Round(X * Y, 3) + Round(X, -1)", ["X = Vi(2)", "Y = Vj(2)"])
+POWERS = (
+    "Pow(Abs(X) + 0.5, -3) + Pow(X - Y, 5) + Pow(Y, 0) + Pow(Abs(Y) + 0.9, 70) * 1e-5 + Round(X * Y, 3) + Round(X, -1)",
+    ["X = Vi(2)", "Y = Vj(2)"],
+)
 
 
 def _cases():
-    scalar_ops = ["Sum", "Min", "Max", "ArgMin", "ArgMax", "Min_ArgMin", "Max_ArgMax",
-                  "KMin", "ArgKMin", "KMin_ArgKMin", "LogSumExp", "LogSumExpWeight", "SumSoftMaxWeight"]
+    scalar_ops = [
+        "Sum",
+        "Min",
+        "Max",
+        "ArgMin",
+        "ArgMax",
+        "Min_ArgMin",
+        "Max_ArgMax",
+        "KMin",
+        "ArgKMin",
+        "KMin_ArgKMin",
+        "LogSumExp",
+        "LogSumExpWeight",
+        "SumSoftMaxWeight",
+    ]
     f32 = [("gauss", _red(*GAUSS, "Sum"))]
     for op in scalar_ops:
         opt = 3 if "K" in op and "Max" not in op else None
@@ -122,12 +149,20 @@ def _cases():
         ("gauss_axis0", _red(*GAUSS, "Sum").swap_ij()),
         ("powers", _red(*POWERS, "Sum")),
     ]
-    f64 = [("gauss", _red(*GAUSS, "Sum")), ("scalar_LogSumExp", _red(*SCALAR, "LogSumExp")),
-           ("scalar_SumSoftMaxWeight", _red(*SCALAR, "SumSoftMaxWeight", None, "B")),
-           ("scalar_Min_ArgMin", _red(*SCALAR, "Min_ArgMin")), ("vector_Sum", _red(*VECTOR, "Sum")),
-           ("powers", _red(*POWERS, "Sum"))]
-    f16 = [("gauss", _red(*GAUSS, "Sum")), ("scalar_ArgKMin", _red(*SCALAR, "ArgKMin", 4)),
-           ("scalar_LogSumExp", _red(*SCALAR, "LogSumExp")), ("vector_Sum", _red(*VECTOR, "Sum"))]
+    f64 = [
+        ("gauss", _red(*GAUSS, "Sum")),
+        ("scalar_LogSumExp", _red(*SCALAR, "LogSumExp")),
+        ("scalar_SumSoftMaxWeight", _red(*SCALAR, "SumSoftMaxWeight", None, "B")),
+        ("scalar_Min_ArgMin", _red(*SCALAR, "Min_ArgMin")),
+        ("vector_Sum", _red(*VECTOR, "Sum")),
+        ("powers", _red(*POWERS, "Sum")),
+    ]
+    f16 = [
+        ("gauss", _red(*GAUSS, "Sum")),
+        ("scalar_ArgKMin", _red(*SCALAR, "ArgKMin", 4)),
+        ("scalar_LogSumExp", _red(*SCALAR, "LogSumExp")),
+        ("vector_Sum", _red(*VECTOR, "Sum")),
+    ]
     return {"float32": f32, "float64": f64, "float16": f16}
 
 
@@ -155,8 +190,12 @@ def programs(tmp_path_factory):
         src = root / f"emu_{dtype}.cpp"
         src.write_text(text)
         exe = root / f"emu_{dtype}"
-        procs[dtype] = (exe, subprocess.Popen([CXX, *flags, str(src), "-o", str(exe)],
-                                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        procs[dtype] = (
+            exe,
+            subprocess.Popen(
+                [CXX, *flags, str(src), "-o", str(exe)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            ),
+        )
     exes = {}
     for dtype, (exe, proc) in procs.items():
         log, _ = proc.communicate(timeout=600)
@@ -221,12 +260,16 @@ class Batch:
             next_id += 1
             lines.append(f"buf {sid} {max(1, ln.scratch_words) * 8} -")
             args = [ids[p] for p in plan.positions] + out_ids + [sid]
-            lines.append(f"main {ln.kernel} {' '.join(map(str, ln.grid))} {nx} {ny} {ln.width} {ln.jper} "
-                         f"{len(args)} {' '.join(map(str, args))}")
+            lines.append(
+                f"main {ln.kernel} {' '.join(map(str, ln.grid))} {nx} {ny} {ln.width} {ln.jper} "
+                f"{len(args)} {' '.join(map(str, args))}"
+            )
             if ln.scratch_words:
                 args = out_ids + [sid]
-                lines.append(f"merge {ln.merge} {' '.join(map(str, ln.merge_grid))} {nx} {ln.splits} {ln.width} 0 "
-                             f"{len(args)} {' '.join(map(str, args))}")
+                lines.append(
+                    f"merge {ln.merge} {' '.join(map(str, ln.merge_grid))} {nx} {ln.splits} {ln.width} 0 "
+                    f"{len(args)} {' '.join(map(str, args))}"
+                )
         assert next_id <= 64, "the emulator holds 64 buffers a run"
         outs = []
         for k, (w, kind) in enumerate(dims):
@@ -243,18 +286,31 @@ class Batch:
         procs = []
         for p in range(min(len(self.scripts), os.cpu_count() or 1)):
             script = self.dir / f"script{p}.txt"
-            script.write_text("".join(self.scripts[p::os.cpu_count() or 1]))
-            procs.append(subprocess.Popen([str(self.exes[self.dtype]), str(script)], stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.PIPE, text=True, env=env))
+            script.write_text("".join(self.scripts[p :: os.cpu_count() or 1]))
+            procs.append(
+                subprocess.Popen(
+                    [str(self.exes[self.dtype]), str(script)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env=env,
+                )
+            )
         for proc in procs:
             _, log = proc.communicate(timeout=300)
             assert proc.returncode == 0, f"emulator failed ({proc.returncode}):\n{log[-6000:]}"
-        return [[np.fromfile(path, dtype=self.dtype if kind == "float" else np.int64).reshape(nx, w)
-                 for path, nx, w, kind in outs] for outs in self.outs]
+        return [
+            [
+                np.fromfile(path, dtype=self.dtype if kind == "float" else np.int64).reshape(nx, w)
+                for path, nx, w, kind in outs
+            ]
+            for outs in self.outs
+        ]
 
 
-def _emulate(programs, dtype: str, label: str, arrays: list[np.ndarray], nx: int, ny: int,
-             splits=None, resident: int = 8) -> list[np.ndarray]:
+def _emulate(
+    programs, dtype: str, label: str, arrays: list[np.ndarray], nx: int, ny: int, splits=None, resident: int = 8
+) -> list[np.ndarray]:
     """One emulated reduction (a batch of one run)."""
     batch = Batch(programs, dtype)
     batch.add(label, arrays, nx, ny, splits, resident)
@@ -271,8 +327,13 @@ def _check(red, got, arrays, nx, ny, dtype, label):
             np.testing.assert_array_equal(g, r, err_msg=label)
         else:
             r = r.astype(dtype).astype(np.float64)
-            np.testing.assert_allclose(g.astype(np.float64), r, rtol=tol, atol=tol * (1 + np.nanmax(np.abs(np.where(np.isinf(r), 0, r)), initial=0)),
-                                       err_msg=label)
+            np.testing.assert_allclose(
+                g.astype(np.float64),
+                r,
+                rtol=tol,
+                atol=tol * (1 + np.nanmax(np.abs(np.where(np.isinf(r), 0, r)), initial=0)),
+                err_msg=label,
+            )
 
 
 SIZES = [(1, 1), (1, 700), (513, 1), (300, 257), (37, 1500), (600, 611)]
@@ -325,13 +386,15 @@ def test_emulated_infinities_and_ties(programs):
     y[:, 0] = np.tile(np.arange(4, dtype=np.float32), ny // 4)  # exp(-g d) ties every 4 columns
     g = np.array([1.0], np.float32)
     for splits in (None, 3, 5):
-        got = _emulate(programs, "float32", "scalar_Min_ArgMin", [x, y, g, np.zeros((ny, 2), np.float32)],
-                       nx, ny, splits=splits)
+        got = _emulate(
+            programs, "float32", "scalar_Min_ArgMin", [x, y, g, np.zeros((ny, 2), np.float32)], nx, ny, splits=splits
+        )
         np.testing.assert_array_equal(got[1].ravel(), np.full(nx, 3))
     g = np.array([-np.inf], np.float32)  # exp(+inf * d) = +inf everywhere: no finite candidate
     y[:, :] = 1.0
     for splits in (None, 3):
-        got = _emulate(programs, "float32", "scalar_Min_ArgMin", [x, y, g, np.zeros((ny, 2), np.float32)],
-                       nx, ny, splits=splits)
+        got = _emulate(
+            programs, "float32", "scalar_Min_ArgMin", [x, y, g, np.zeros((ny, 2), np.float32)], nx, ny, splits=splits
+        )
         np.testing.assert_array_equal(got[1].ravel(), np.full(nx, -1))
         assert np.isposinf(got[0]).all()

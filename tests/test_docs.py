@@ -12,5 +12,6 @@ def test_reference_is_current():
     spec = importlib.util.spec_from_file_location("make_reference", DOCS / "make_reference.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert (DOCS / "reference.md").read_text() == module.reference(), \
+    assert (DOCS / "reference.md").read_text() == module.reference(), (
         "docs/reference.md is stale: run python docs/make_reference.py"
+    )

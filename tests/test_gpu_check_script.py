@@ -41,9 +41,15 @@ def _fake_cupy():
         def synchronize(self):
             pass
 
-    cp.cuda = types.SimpleNamespace(Device=Device, runtime=types.SimpleNamespace(
-        getDeviceProperties=lambda i: {"name": b"CPU stand-in", "totalGlobalMem": 2**30},
-        runtimeGetVersion=lambda: 0, driverGetVersion=lambda: 0, memGetInfo=lambda: (0, 0)))
+    cp.cuda = types.SimpleNamespace(
+        Device=Device,
+        runtime=types.SimpleNamespace(
+            getDeviceProperties=lambda i: {"name": b"CPU stand-in", "totalGlobalMem": 2**30},
+            runtimeGetVersion=lambda: 0,
+            driverGetVersion=lambda: 0,
+            memGetInfo=lambda: (0, 0),
+        ),
+    )
 
     class RNG:
         def __init__(self, seed):
@@ -94,8 +100,7 @@ def test_gpu_check_logic_runs_on_cpu(gc, capsys):
     gc.correctness(cp, None, kernla, _Engine, quick=False)
     gc.timings(cp, None, kernla, _Engine, quick=False)
     out = capsys.readouterr().out
-    sections = ("Sum", "Min", "Max", "Arg", "KMin", "LogSumExp", "SumSoftMax", "vector", "product", "knn",
-                "compile")
+    sections = ("Sum", "Min", "Max", "Arg", "KMin", "LogSumExp", "SumSoftMax", "vector", "product", "knn", "compile")
     core = [r for r in gc.RESULTS if r[0].split()[0].startswith(sections)]
     assert len(core) > 150, out[-3000:]
     failed = [r for r in core if not r[1]]

@@ -36,11 +36,19 @@ BINARY = ["atan2", "pow", "min", "max"]
 EXACT = {"sqrt", "floor", "abs", "sign", "min", "max"}  # the same IEEE operation in both preludes
 TYPES = {"f": ("float", np.float32), "d": ("double", np.float64)}
 #: exponents of kl_powi: small, the last unrolled bit (63), the std::pow fallback (64, -100), extremes
-POWERS = [0, 1, 2, 3, 5, -1, -2, -3, 7, 31, 63, -63, 64, -100, 2**31 - 1, -2**31]
+POWERS = [0, 1, 2, 3, 5, -1, -2, -3, 7, 31, 63, -63, 64, -100, 2**31 - 1, -(2**31)]
 
 
-PARAMS = {"Pow": (3,), "Round": (2,), "ClampInt": (0, 1), "Elem": (1,), "ElemT": (2, 1), "Extract": (0, 1),
-          "ExtractT": (0, 2), "OneHot": (2,)}
+PARAMS = {
+    "Pow": (3,),
+    "Round": (2,),
+    "ClampInt": (0, 1),
+    "Elem": (1,),
+    "ElemT": (2, 1),
+    "Extract": (0, 1),
+    "ExtractT": (0, 2),
+    "OneHot": (2,),
+}
 
 
 def _sample(name: str):
@@ -61,6 +69,7 @@ def _emitted() -> tuple[set[str], set[str]]:
     def called(fast: bool) -> set[str]:
         lines, outs = emit_bodies(nodes, lambda v, k: f"v{v.params[0]}_{k}", fast=fast)
         return set(_CALLED.findall("\n".join(lines + [x for o in outs for x in o])))
+
     plain = called(False)
     return plain, called(True) - plain
 
@@ -83,25 +92,37 @@ def test_every_emitted_kl_function_is_in_both_preludes():
 
 def _source() -> str:
     """Both preludes in one translation unit, in namespaces ``cpu`` and ``cu``, with C entry points."""
-    cuda_host = ("#define KL_DTYPE_F32 1\n#define __device__\n#define __forceinline__ inline\n"
-                 "static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }\n"
-                 "static inline double rsqrt(double x) { return 1.0 / sqrt(x); }\n"
-                 "static inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }\n"
-                 "static inline double __longlong_as_double(long long i) { double d; memcpy(&d, &i, 8); return d; }\n")
-    parts = ["#include <cmath>\n#include <cstdint>\n#include <cstring>\n#include <math.h>",
-             "namespace cpu {\n" + CPU_MATH.read_text() + "\n}",
-             cuda_host, "namespace cu {\n" + CUDA_PRELUDE.read_text() + "\n}", 'extern "C" {']
+    cuda_host = (
+        "#define KL_DTYPE_F32 1\n#define __device__\n#define __forceinline__ inline\n"
+        "static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }\n"
+        "static inline double rsqrt(double x) { return 1.0 / sqrt(x); }\n"
+        "static inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }\n"
+        "static inline double __longlong_as_double(long long i) { double d; memcpy(&d, &i, 8); return d; }\n"
+    )
+    parts = [
+        "#include <cmath>\n#include <cstdint>\n#include <cstring>\n#include <math.h>",
+        "namespace cpu {\n" + CPU_MATH.read_text() + "\n}",
+        cuda_host,
+        "namespace cu {\n" + CUDA_PRELUDE.read_text() + "\n}",
+        'extern "C" {',
+    ]
     for ns in ("cpu", "cu"):
         for sfx, (ct, _) in TYPES.items():
             for fn in UNARY:
-                parts.append(f"void {ns}_{fn}_{sfx}(const {ct}* x, {ct}* y, long n) "
-                             f"{{ for (long i = 0; i < n; i++) y[i] = {ns}::kl_{fn}(x[i]); }}")
+                parts.append(
+                    f"void {ns}_{fn}_{sfx}(const {ct}* x, {ct}* y, long n) "
+                    f"{{ for (long i = 0; i < n; i++) y[i] = {ns}::kl_{fn}(x[i]); }}"
+                )
             for fn in BINARY:
-                parts.append(f"void {ns}_{fn}_{sfx}(const {ct}* a, const {ct}* b, {ct}* y, long n) "
-                             f"{{ for (long i = 0; i < n; i++) y[i] = {ns}::kl_{fn}(a[i], b[i]); }}")
+                parts.append(
+                    f"void {ns}_{fn}_{sfx}(const {ct}* a, const {ct}* b, {ct}* y, long n) "
+                    f"{{ for (long i = 0; i < n; i++) y[i] = {ns}::kl_{fn}(a[i], b[i]); }}"
+                )
             for fn in ("powi", "round"):
-                parts.append(f"void {ns}_{fn}_{sfx}(const {ct}* x, {ct}* y, long n, int k) "
-                             f"{{ for (long i = 0; i < n; i++) y[i] = {ns}::kl_{fn}(x[i], k); }}")
+                parts.append(
+                    f"void {ns}_{fn}_{sfx}(const {ct}* x, {ct}* y, long n, int k) "
+                    f"{{ for (long i = 0; i < n; i++) y[i] = {ns}::kl_{fn}(x[i], k); }}"
+                )
     parts.append("}")
     return "\n".join(parts)
 
@@ -113,8 +134,17 @@ def lib(tmp_path_factory):
     root = tmp_path_factory.mktemp("kl_math")
     (root / "both.cpp").write_text(_source())
     # -O2 without -ffast-math, as the engines' IEEE semantics; no FMA contraction across the two
-    cmd = [CXX, "-std=c++17", "-O2", "-ffp-contract=off", "-shared", "-fPIC", str(root / "both.cpp"),
-           "-o", str(root / "both.so")]
+    cmd = [
+        CXX,
+        "-std=c++17",
+        "-O2",
+        "-ffp-contract=off",
+        "-shared",
+        "-fPIC",
+        str(root / "both.cpp"),
+        "-o",
+        str(root / "both.so"),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-4000:]
     return ctypes.CDLL(str(root / "both.so"))
@@ -221,8 +251,14 @@ def test_pow_and_round_through_the_cpu_engine(dtype):
     x[:4, 0] = [0.0, -0.0, 1.0, -1.0]
     y = rng.uniform(0.5, 2, (30, 1)).astype(dtype)
     aliases = ["X = Vi(1)", "Y = Vj(1)"]
-    for f in ("Pow(X, 0) * Y", "Pow(X, 5) * Y", "Pow(Y, -3) + Pow(X, 2)", "Pow(X - Y, -2)", "Round(X * Y, 2)",
-              "Round(X * Y, -1) + Round(X, 7)"):
+    for f in (
+        "Pow(X, 0) * Y",
+        "Pow(X, 5) * Y",
+        "Pow(Y, -3) + Pow(X, 2)",
+        "Pow(X - Y, -2)",
+        "Round(X * Y, 2)",
+        "Round(X * Y, -1) + Round(X, 7)",
+    ):
         got = kernla.Genred(f, aliases, reduction_op="Sum", axis=1)(x, y, backend="cpu")
         ref = kernla.Genred(f, aliases, reduction_op="Sum", axis=1)(x, y, backend="numpy")
         tol = 1e-5 if dtype == np.float32 else 1e-12

@@ -100,8 +100,9 @@ def test_imports_only_downward(module):
     mine = layer_of(module)
     for target, line, _ in _imports(module):
         theirs = layer_of(target)
-        assert theirs <= mine, (f"{module}:{line} imports {target}: layer {LAYERS[theirs][0]!r} "
-                                f"sits above {LAYERS[mine][0]!r}")
+        assert theirs <= mine, (
+            f"{module}:{line} imports {target}: layer {LAYERS[theirs][0]!r} sits above {LAYERS[mine][0]!r}"
+        )
 
 
 def test_no_import_cycles_outside_formula_internals():
@@ -120,7 +121,7 @@ def test_no_import_cycles_outside_formula_internals():
             if internal(m, t):
                 continue
             if state.get(t) == 1:
-                cycle = stack[stack.index(t):] + [t]
+                cycle = stack[stack.index(t) :] + [t]
                 raise AssertionError("import cycle: " + " -> ".join(cycle))
             if t not in state:
                 dfs(t)
@@ -173,15 +174,17 @@ def test_no_reduction_name_dispatch_outside_the_package(module):
         elif isinstance(node, ast.Dict):
             names += [n for k in node.keys if k is not None for n in _reduction_literals(k)]
         elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") in ("startswith", "endswith"):
-            names += [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)
-                      and any(a.value in r for r in REDUCTIONS)]
+            names += [
+                a.value
+                for a in node.args
+                if isinstance(a, ast.Constant) and isinstance(a.value, str) and any(a.value in r for r in REDUCTIONS)
+            ]
         assert not names, f"{module}:{node.lineno} dispatches on reduction name(s) {names}"
 
 
 def test_the_checks_catch_what_they_look_for(tmp_path):
     """The helpers above find an upward import, a reasonless local import and a name comparison."""
-    bad = ("from ..linalg import KernelOperator\n"
-           "def f(red):\n    import os\n    return red.name == 'ArgKMin'\n")
+    bad = "from ..linalg import KernelOperator\ndef f(red):\n    import os\n    return red.name == 'ArgKMin'\n"
     tree = ast.parse(bad)
     imp = next(n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom))
     MODULES["kernla.engines.fake"] = ROOT / "engines" / "fake.py"

@@ -28,7 +28,7 @@ def sqdist(x, y):
 
 
 def gauss_dense(x, y, sigma):
-    return np.exp(-sqdist(x, y) / (2 * sigma ** 2))
+    return np.exp(-sqdist(x, y) / (2 * sigma**2))
 
 
 def relres(A, a, b):
@@ -158,14 +158,17 @@ def test_kernels_closed_forms():
     expected = {
         "gaussian": np.exp(-d2 / (2 * s * s)),
         "laplacian": np.exp(-d / s),
-        "cauchy": 1 / (1 + d2 / s ** 2),
-        "inverse_multiquadric": 1 / np.sqrt(1 + d2 / s ** 2),
+        "cauchy": 1 / (1 + d2 / s**2),
+        "inverse_multiquadric": 1 / np.sqrt(1 + d2 / s**2),
     }
     for name, ref in expected.items():
         np.testing.assert_allclose(getattr(kernels, name)(x, y, sigma=s).to_dense(), ref, rtol=1e-12)
     t = d / s
-    maternref = {0.5: np.exp(-t), 1.5: (1 + np.sqrt(3) * t) * np.exp(-np.sqrt(3) * t),
-                 2.5: (1 + np.sqrt(5) * t + 5 * t ** 2 / 3) * np.exp(-np.sqrt(5) * t)}
+    maternref = {
+        0.5: np.exp(-t),
+        1.5: (1 + np.sqrt(3) * t) * np.exp(-np.sqrt(3) * t),
+        2.5: (1 + np.sqrt(5) * t + 5 * t**2 / 3) * np.exp(-np.sqrt(5) * t),
+    }
     for nu, ref in maternref.items():
         np.testing.assert_allclose(kernels.matern(x, y, sigma=s, nu=nu).to_dense(), ref, rtol=1e-12)
     K = kernels.gaussian(x, sigma=s)  # y=None: y = x
@@ -223,7 +226,7 @@ def test_float32_host_data_reach_the_default_tolerance_with_float64_products():
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         a, info = K.solve(b, alpha=1e-2, return_info=True)
-        a_lazy = (-(Vi(x).sqdist(Vj(x))) / np.float32(2 * 0.1 ** 2)).exp().solve(Vj(b), alpha=1e-2)
+        a_lazy = (-(Vi(x).sqdist(Vj(x))) / np.float32(2 * 0.1**2)).exp().solve(Vj(b), alpha=1e-2)
     assert a.dtype == np.float32 and info.converged and info.residual_norms.max() <= 1e-6
     assert np.linalg.norm(a - exact) < 1e-5 * np.linalg.norm(exact)
     assert a_lazy.dtype == np.float32 and np.linalg.norm(a_lazy - exact) < 1e-5 * np.linalg.norm(exact)
@@ -261,8 +264,15 @@ def test_badly_scaled_columns_converge_each_on_its_own(square):
     A = D + 0.05 * np.eye(300)
     r = rng(13)
     w, V = np.linalg.eigh(A)
-    B = np.column_stack([r.standard_normal(300) * 1e-8, r.standard_normal(300), r.standard_normal(300) * 1e8,
-                         V[:, -1] * 3.0, np.zeros(300)])
+    B = np.column_stack(
+        [
+            r.standard_normal(300) * 1e-8,
+            r.standard_normal(300),
+            r.standard_normal(300) * 1e8,
+            V[:, -1] * 3.0,
+            np.zeros(300),
+        ]
+    )
     seen = []
     a, info = K.solve(B, alpha=0.05, return_info=True, callback=lambda it, res: seen.append((it, res.copy())))
     assert info.converged and info.column_converged.all()
@@ -339,10 +349,13 @@ def test_preconditioners_reduce_iterations():
     K = kernels.gaussian(x, sigma=0.1)
     b = np.sin(6 * x[:, :1]) + 0.1 * rng(19).standard_normal((600, 1))
     its = {}
-    for name, pc in [("none", None), ("nystrom", "nystrom"), ("random", Nystrom(rank=150, landmarks="random", seed=0)),
-                     ("auto", "auto")]:
-        a, info = K.solve(b, alpha=1e-2, precond=pc, rank=150 if pc == "nystrom" else None, tol=1e-8,
-                          return_info=True)
+    for name, pc in [
+        ("none", None),
+        ("nystrom", "nystrom"),
+        ("random", Nystrom(rank=150, landmarks="random", seed=0)),
+        ("auto", "auto"),
+    ]:
+        a, info = K.solve(b, alpha=1e-2, precond=pc, rank=150 if pc == "nystrom" else None, tol=1e-8, return_info=True)
         assert info.converged, name
         its[name] = info.kernel_products
     assert its["nystrom"] * 10 <= its["none"], its
@@ -369,7 +382,7 @@ def _greedy_cholesky_reference(A, rank, rtol=1e-12):
         Lt[k], d = col, np.maximum(d - col * col, 0.0)
         d[p] = 0.0
         piv.append(p)
-    return Lt[:len(piv)].T, np.array(piv)
+    return Lt[: len(piv)].T, np.array(piv)
 
 
 def test_pivoted_cholesky_picks_the_greedy_pivots():
@@ -391,8 +404,7 @@ def test_pivoted_cholesky_picks_the_greedy_pivots():
     assert len(p) == 5 and np.abs(L @ L.T - Ks.to_dense()).max() < 1e-9
     # the columns come from the engine, chunk by chunk
     cols = np.array([5, 0, 399, 7, 7])
-    np.testing.assert_allclose(weighted.columns(cols, chunk=2), weighted.to_dense()[:, cols], rtol=1e-13,
-                               atol=1e-15)
+    np.testing.assert_allclose(weighted.columns(cols, chunk=2), weighted.to_dense()[:, cols], rtol=1e-13, atol=1e-15)
 
 
 def test_solvers_run_host_blas_on_one_thread_next_to_the_compiled_engine():
@@ -525,7 +537,7 @@ def test_kernelsolve_interpolation_1d():
     N = 400
     x = r.uniform(size=(N, 1))
     b = x + 0.5 * np.sin(6 * x) + 0.1 * np.sin(20 * x) + 0.05 * r.standard_normal((N, 1))
-    g = np.array([1 / (2 * 0.1 ** 2)])
+    g = np.array([1 / (2 * 0.1**2)])
     Kinv = KernelSolve("Exp(-g * SqDist(x, y)) * b", ALIASES, "b", axis=1)
     a = Kinv(x, x, b, g, alpha=1.0)
     A = np.exp(-g[0] * sqdist(x, x)) + np.eye(N)

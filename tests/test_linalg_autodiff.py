@@ -65,8 +65,8 @@ def test_products_gradcheck_vector_points_and_parameter():
     g = torch.tensor([0.6], dtype=F64, requires_grad=True)
     v, u = leaf(5, seed=3), leaf(7, 2, seed=4)
     assert torch.autograd.gradcheck(lambda x, y, g, v: op(x, y, g) @ v, (x, y, g, v))
-    assert torch.autograd.gradcheck(lambda x, y, g, u: op(x, y, g).T @ u, (x, y, g, u))      # transposed, matmat
-    assert torch.autograd.gradcheck(lambda x, y, g, u: u.T @ op(x, y, g), (x, y, g, u))      # u @ K (rdot)
+    assert torch.autograd.gradcheck(lambda x, y, g, u: op(x, y, g).T @ u, (x, y, g, u))  # transposed, matmat
+    assert torch.autograd.gradcheck(lambda x, y, g, u: u.T @ op(x, y, g), (x, y, g, u))  # u @ K (rdot)
     assert torch.autograd.gradcheck(lambda x, y, g, u: op(x, y, g).rmatmat(u), (x, y, g, u))
     assert torch.autograd.gradcheck(lambda x, g, u: (2.5 * op(x, x, g)).shifted(0.3).matmat(u), (x, g, u))
 
@@ -87,19 +87,19 @@ def test_products_match_dense_torch():
 def test_products_grad_only_through_the_operator_or_only_through_the_vector():
     x = leaf(6, 2, seed=9)
     v = torch.randn(6, generator=gen(10), dtype=F64)
-    out = op(x, x, 0.5) @ v                       # the operator's data requires grad, v does not
+    out = op(x, x, 0.5) @ v  # the operator's data requires grad, v does not
     assert out.requires_grad
     (gx,) = torch.autograd.grad(out.sum(), x)
     xr = x.detach().clone().requires_grad_()
     (want,) = torch.autograd.grad((dense_gauss(xr, xr, 0.5) @ v).sum(), xr)
     assert torch.allclose(gx, want, atol=1e-12)
-    xn = np.random.default_rng(0).normal(size=(6, 2))   # a NumPy operator times a tensor that requires grad
+    xn = np.random.default_rng(0).normal(size=(6, 2))  # a NumPy operator times a tensor that requires grad
     vv = leaf(6, seed=11)
     out = KernelOperator(GAUSS, X=Vi(xn), Y=Vj(xn), G=0.5, backend=NP) @ vv
     assert isinstance(out, torch.Tensor) and out.requires_grad
     (gv,) = torch.autograd.grad(out.sum(), vv)
     assert torch.allclose(gv, torch.as_tensor(np.exp(-0.5 * ((xn[:, None] - xn[None]) ** 2).sum(-1))).sum(0))
-    with torch.no_grad():                         # no graph when grad mode is off
+    with torch.no_grad():  # no graph when grad mode is off
         assert not (op(x, x, 0.5) @ vv).requires_grad
 
 
@@ -130,8 +130,7 @@ def test_operator_solve_gradcheck():
     x, b = leaf(8, 2, seed=16), leaf(8, 2, seed=17)
     g = torch.tensor([1.5], dtype=F64, requires_grad=True)
     alpha = torch.tensor(0.4, dtype=F64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x, g, b, al: op(x, x, g).solve(b, alpha=al, tol=TIGHT),
-                                    (x, g, b, alpha))
+    assert torch.autograd.gradcheck(lambda x, g, b, al: op(x, x, g).solve(b, alpha=al, tol=TIGHT), (x, g, b, alpha))
     assert torch.autograd.gradcheck(lambda x, b: (2 * op(x, x, 0.8)).shifted(0.1).solve(b[:, 0], tol=TIGHT), (x, b))
 
 
@@ -142,8 +141,9 @@ def test_operator_solve_matches_dense_torch(precond):
     x, b = leaf(n, 2, seed=18), leaf(n, 3, seed=19)
     g = torch.tensor([2.0], dtype=F64, requires_grad=True)
     alpha = torch.tensor(0.3, dtype=F64, requires_grad=True)
-    a, info = op(x, x, g).solve(b, alpha=alpha, tol=1e-13, precond=precond, rank=None if precond != "nystrom" else 6,
-                                return_info=True)
+    a, info = op(x, x, g).solve(
+        b, alpha=alpha, tol=1e-13, precond=precond, rank=None if precond != "nystrom" else 6, return_info=True
+    )
     assert info.converged and a.grad_fn is not None
     ref = torch.linalg.solve(dense_gauss(x, x, g) + alpha * torch.eye(n, dtype=F64), b)
     assert_grads_match(a, ref, (x, g, b, alpha), seed=20)
@@ -162,9 +162,9 @@ def test_operator_solve_numpy_rhs_with_differentiable_data():
 @pytest.mark.requires("torch")
 def test_solve_backward_warns_when_the_adjoint_solve_does_not_converge():
     x, b = leaf(10, 2, seed=23), leaf(10, seed=24)
-    with pytest.warns(ConvergenceWarning) as forward:            # the forward solve
+    with pytest.warns(ConvergenceWarning) as forward:  # the forward solve
         a = op(x, x, 1.0).solve(b, alpha=0.01, tol=TIGHT, maxiter=2)
-    with pytest.warns(ConvergenceWarning) as backward:           # the adjoint solve of the backward
+    with pytest.warns(ConvergenceWarning) as backward:  # the adjoint solve of the backward
         a.sum().backward()
     assert x.grad is not None and b.grad is not None
     # both warnings name this file, not kernla's or torch's autograd.Function.apply
@@ -183,8 +183,9 @@ def test_kernelsolve_gradcheck_b_points_parameter_alpha():
     x, b = leaf(8, 2, seed=25), leaf(8, 2, seed=26)
     g = torch.tensor([1.2], dtype=F64, requires_grad=True)
     alpha = torch.tensor(0.5, dtype=F64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x, b, g, al: kinv(x, x, b, g, alpha=al, tol=TIGHT, backend=NP),
-                                    (x, b, g, alpha))
+    assert torch.autograd.gradcheck(
+        lambda x, b, g, al: kinv(x, x, b, g, alpha=al, tol=TIGHT, backend=NP), (x, b, g, alpha)
+    )
     ref = torch.linalg.solve(dense_gauss(x, x, g) + alpha * torch.eye(8, dtype=F64), b)
     assert_grads_match(kinv(x, x, b, g, alpha=alpha, tol=TIGHT, backend=NP), ref, (x, b, g, alpha), seed=27)
 
@@ -223,7 +224,7 @@ def test_kernels_sigma_tensor_and_default_backend():
     """kernla.kernels with a learnable σ, on the default (compiled where available) backend."""
     x, b = leaf(10, 2, seed=33), leaf(10, seed=34)
     sigma = torch.tensor(0.8, dtype=F64, requires_grad=True)
-    k = dense_gauss(x, x, 1 / (2 * sigma ** 2))
+    k = dense_gauss(x, x, 1 / (2 * sigma**2))
     # the operator holds G = 1/(2σ²), a torch expression of σ: like any torch graph, one backward per build
     assert_grads_match(kernels.gaussian(x, sigma=sigma) @ b, k @ b, (x, sigma, b), seed=35)
     ref = torch.linalg.solve(k + 0.1 * torch.eye(10, dtype=F64), b)
@@ -231,12 +232,14 @@ def test_kernels_sigma_tensor_and_default_backend():
 
 
 def test_numpy_programs_never_import_torch():
-    code = ("import sys, numpy as np, kernla\n"
-            "x = np.random.default_rng(0).normal(size=(20, 2))\n"
-            "K = kernla.kernels.gaussian(x, sigma=1.0, backend='numpy')\n"
-            "K @ np.ones(20); K.T @ np.ones(20); K.diag(); K.solve(np.ones(20), alpha=0.1)\n"
-            "kinv = kernla.KernelSolve('Exp(-SqDist(X, Y)) * B + Exp(-2 * SqDist(X, Y)) * B',"
-            " ['X = Vi(2)', 'Y = Vj(2)', 'B = Vj(1)'], 'B')\n"
-            "kinv(x, x, np.ones((20, 1)), alpha=0.1, backend='numpy')\n"
-            "assert 'torch' not in sys.modules\n")
+    code = (
+        "import sys, numpy as np, kernla\n"
+        "x = np.random.default_rng(0).normal(size=(20, 2))\n"
+        "K = kernla.kernels.gaussian(x, sigma=1.0, backend='numpy')\n"
+        "K @ np.ones(20); K.T @ np.ones(20); K.diag(); K.solve(np.ones(20), alpha=0.1)\n"
+        "kinv = kernla.KernelSolve('Exp(-SqDist(X, Y)) * B + Exp(-2 * SqDist(X, Y)) * B',"
+        " ['X = Vi(2)', 'Y = Vj(2)', 'B = Vj(1)'], 'B')\n"
+        "kinv(x, x, np.ones((20, 1)), alpha=0.1, backend='numpy')\n"
+        "assert 'torch' not in sys.modules\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -18,7 +18,7 @@ def problem():
     K = kernels.gaussian(x, sigma=0.2)
     A = K + alpha * eye(n)
     b = rng.standard_normal(n)
-    dense = np.exp(-((x[:, None, :] - x[None, :, :]) ** 2).sum(-1) / (2 * 0.2 ** 2)) + alpha * np.eye(n)
+    dense = np.exp(-((x[:, None, :] - x[None, :, :]) ** 2).sum(-1) / (2 * 0.2**2)) + alpha * np.eye(n)
     return K, A, alpha, b, np.linalg.solve(dense, b)
 
 
@@ -34,7 +34,7 @@ def test_scipy_cg_with_a_kernla_preconditioner(problem, spec):
     P = spec.build(K, alpha)
     assert isinstance(P, sla.LinearOperator) and isinstance(P, PreconditionerOperator)
     assert P.shape == (301, 301) and P.dtype == np.float64
-    np.testing.assert_allclose(P @ b, P(b[:, None])[:, 0], rtol=1e-14)   # scipy's and block CG's way agree
+    np.testing.assert_allclose(P @ b, P(b[:, None])[:, 0], rtol=1e-14)  # scipy's and block CG's way agree
     a, status, its = scipy_cg(A, b, M=P)
     assert status == 0
     np.testing.assert_allclose(a, exact, rtol=1e-6, atol=1e-6 * np.abs(exact).max())

@@ -27,19 +27,81 @@ from kernla.formula.tree import CAT_I, CAT_J, CAT_PARAM
 # the strategy
 # ---------------------------------------------------------------------------------------------
 #: the variables random formulas use: (position, dim, category)
-VARIABLES = [Var(pos, dim, cat) for pos, (dim, cat) in enumerate(
-    [(1, CAT_I), (2, CAT_I), (3, CAT_I), (4, CAT_I), (1, CAT_J), (2, CAT_J), (3, CAT_J), (4, CAT_J),
-     (1, CAT_PARAM), (2, CAT_PARAM), (4, CAT_PARAM)])]
+VARIABLES = [
+    Var(pos, dim, cat)
+    for pos, (dim, cat) in enumerate(
+        [
+            (1, CAT_I),
+            (2, CAT_I),
+            (3, CAT_I),
+            (4, CAT_I),
+            (1, CAT_J),
+            (2, CAT_J),
+            (3, CAT_J),
+            (4, CAT_J),
+            (1, CAT_PARAM),
+            (2, CAT_PARAM),
+            (4, CAT_PARAM),
+        ]
+    )
+]
 MAX_ARG_DIM = 12
 
-UNARY_SAME = ["Minus", "Inv", "Square", "Sqrt", "Rsqrt", "Exp", "Log", "XLogX", "Sin", "Cos", "Asin",
-              "Acos", "Atan", "SinXDivX", "Abs", "Sign", "Step", "ReLU", "Floor", "Normalize"]
-BROADCAST = {"Add": 2, "Subtract": 2, "Mult": 2, "Divide": 2, "Powf": 2, "Atan2": 2, "Equal": 2,
-             "NotEqual": 2, "LessThan": 2, "LessOrEqual": 2, "Mod": 3, "Clamp": 3, "IfElse": 3}
+UNARY_SAME = [
+    "Minus",
+    "Inv",
+    "Square",
+    "Sqrt",
+    "Rsqrt",
+    "Exp",
+    "Log",
+    "XLogX",
+    "Sin",
+    "Cos",
+    "Asin",
+    "Acos",
+    "Atan",
+    "SinXDivX",
+    "Abs",
+    "Sign",
+    "Step",
+    "ReLU",
+    "Floor",
+    "Normalize",
+]
+BROADCAST = {
+    "Add": 2,
+    "Subtract": 2,
+    "Mult": 2,
+    "Divide": 2,
+    "Powf": 2,
+    "Atan2": 2,
+    "Equal": 2,
+    "NotEqual": 2,
+    "LessThan": 2,
+    "LessOrEqual": 2,
+    "Mod": 3,
+    "Clamp": 3,
+    "IfElse": 3,
+}
 TO_SCALAR = ["Sum", "Max", "Min", "ArgMax", "ArgMin", "SqNorm2", "Norm2"]
 PAIR_TO_SCALAR = ["Scalprod", "SqDist"]
-SPECIAL = ["Pow", "Round", "ClampInt", "WeightedSqNorm", "WeightedSqDist", "Elem", "ElemT", "Extract",
-           "ExtractT", "Concat", "OneHot", "MatVecMult", "VecMatMult", "TensorProd"]
+SPECIAL = [
+    "Pow",
+    "Round",
+    "ClampInt",
+    "WeightedSqNorm",
+    "WeightedSqDist",
+    "Elem",
+    "ElemT",
+    "Extract",
+    "ExtractT",
+    "Concat",
+    "OneHot",
+    "MatVecMult",
+    "VecMatMult",
+    "TensorProd",
+]
 ALL_GENERATED = set(UNARY_SAME) | set(BROADCAST) | set(TO_SCALAR) | set(PAIR_TO_SCALAR) | set(SPECIAL)
 
 
@@ -48,8 +110,22 @@ def test_the_strategy_knows_every_operation():
 
 
 def ops_for(dim: int) -> list[str]:
-    names = UNARY_SAME + list(BROADCAST) + ["Pow", "Round", "ClampInt", "ElemT", "Extract", "ExtractT",
-                                            "OneHot", "MatVecMult", "VecMatMult", "TensorProd"]
+    names = (
+        UNARY_SAME
+        + list(BROADCAST)
+        + [
+            "Pow",
+            "Round",
+            "ClampInt",
+            "ElemT",
+            "Extract",
+            "ExtractT",
+            "OneHot",
+            "MatVecMult",
+            "VecMatMult",
+            "TensorProd",
+        ]
+    )
     if dim == 1:
         names += TO_SCALAR + PAIR_TO_SCALAR + ["WeightedSqNorm", "WeightedSqDist", "Elem"]
     if dim >= 2:
@@ -59,7 +135,7 @@ def ops_for(dim: int) -> list[str]:
 
 constants = st.one_of(
     st.integers(-3, 6).map(IntCst),
-    st.integers(-2**62, 2**62).map(IntCst),
+    st.integers(-(2**62), 2**62).map(IntCst),
     st.floats(-10, 10, allow_nan=False).map(RealCst),
     st.floats(allow_nan=False, allow_infinity=False).map(RealCst),
 )
@@ -86,7 +162,7 @@ def formula(draw, dim: int | None = None, depth: int = 3):
         return draw(leaf(dim))
     op = draw(st.sampled_from(ops_for(dim)))
     sub = lambda d: draw(formula(d, depth - 1))  # noqa: E731
-    small = lambda: draw(st.integers(1, 3))        # noqa: E731
+    small = lambda: draw(st.integers(1, 3))  # noqa: E731
     if op in UNARY_SAME:
         node = call(op, sub(dim))
     elif op in BROADCAST:
@@ -176,7 +252,7 @@ def test_dim_is_the_last_axis_of_the_evaluation(f, n, m):
     values = dense_values(f, n, m)
     out = evaluate(f, values)
     assert out.shape[-1] == f.dim, str(f)
-    np.broadcast_shapes(out.shape[:-1], (n, m))   # and it broadcasts to the (N, M) grid
+    np.broadcast_shapes(out.shape[:-1], (n, m))  # and it broadcasts to the (N, M) grid
 
 
 def _assert_same_sums(got, want, scale, what):
@@ -201,8 +277,10 @@ def test_tiled_engine_matches_dense_evaluation(f, n, m, axis, tile_elements):
         scale = np.nan_to_num(np.abs(F), nan=0.0, posinf=np.inf).sum(axis) + 1e-300
     # the same formula through Genred (its printed form, aliases for every variable)
     aliases = [f"v{p} = Var({p},{d},{c})" for p, d, c in (v.params for v in VARIABLES)]
-    arrays = [values[p][:, 0, :] if c == CAT_I else values[p][0] if c == CAT_J else values[p]
-              for p, d, c in (v.params for v in VARIABLES)]
+    arrays = [
+        values[p][:, 0, :] if c == CAT_I else values[p][0] if c == CAT_J else values[p]
+        for p, d, c in (v.params for v in VARIABLES)
+    ]
     g = Genred(str(f), aliases, reduction_op="Sum", axis=axis)
     with mock.patch.object(numpy_engine, "_TILE_ELEMENTS", tile_elements):
         got = g(*arrays, backend="numpy")
@@ -292,17 +370,20 @@ def _syntax_error(text, aliases=A) -> FormulaSyntaxError:
     return info.value
 
 
-@pytest.mark.parametrize("text, token, position", [
-    ("Foo(a)", "Foo", 0),
-    ("a + Bar(b, c)", "Bar", 4),
-    ("Exp(a) * z", "z", 9),
-    ("a + q", "q", 4),
-    ("a $ b", "$", 2),
-    ("Exp(a) + b ^ 2", "^", 11),
-    ("a + b;", ";", 5),
-    ("__import__(a)", "__import__", 0),
-    ("__import__('os')", "'", 11),          # the tokenizer refuses the quote before any name is read
-])
+@pytest.mark.parametrize(
+    "text, token, position",
+    [
+        ("Foo(a)", "Foo", 0),
+        ("a + Bar(b, c)", "Bar", 4),
+        ("Exp(a) * z", "z", 9),
+        ("a + q", "q", 4),
+        ("a $ b", "$", 2),
+        ("Exp(a) + b ^ 2", "^", 11),
+        ("a + b;", ";", 5),
+        ("__import__(a)", "__import__", 0),
+        ("__import__('os')", "'", 11),  # the tokenizer refuses the quote before any name is read
+    ],
+)
 def test_unknown_names_and_bad_characters_are_refused_with_token_and_position(text, token, position):
     err = _syntax_error(text)
     assert isinstance(err, ValueError) and isinstance(err, kernla.KernlaError)
@@ -327,8 +408,17 @@ def test_pow_needs_an_integer_exponent():
 
 def test_dimension_mismatches_are_refused():
     al = ["x = Vi(3)", "y = Vj(2)"]
-    for text in ("SqDist(x, y)", "x + y", "x | y", "Scalprod(x, y)", "IfElse(x, y, x)", "Elem(y, 2)",
-                 "Extract(x, 2, 2)", "MatVecMult(x, y)", "OneHot(x, 3)"):
+    for text in (
+        "SqDist(x, y)",
+        "x + y",
+        "x | y",
+        "Scalprod(x, y)",
+        "IfElse(x, y, x)",
+        "Elem(y, 2)",
+        "Extract(x, 2, 2)",
+        "MatVecMult(x, y)",
+        "OneHot(x, 3)",
+    ):
         with pytest.raises(FormulaError) as info:
             parse(text, al)
         assert "dimension" in str(info.value) or "range" in str(info.value) or "scalar" in str(info.value), text
@@ -337,7 +427,7 @@ def test_dimension_mismatches_are_refused():
 
 
 def test_constants_that_are_not_floats_are_refused():
-    big = "1" + "0" * 400                        # an integer beyond the float64 range
+    big = "1" + "0" * 400  # an integer beyond the float64 range
     err = _syntax_error(f"a * {big}")
     assert err.position == 4 and "too large" in str(err)
     err = _syntax_error(f"a + IntCst(-{big})")
@@ -345,10 +435,10 @@ def test_constants_that_are_not_floats_are_refused():
     err = _syntax_error("a * 1e400")
     assert err.position == 4 and "1e400" in str(err)
     with pytest.raises(FormulaError):
-        IntCst(10 ** 400)
+        IntCst(10**400)
     with pytest.raises(FormulaError):
-        kernla.LazyTensor(np.ones((2, 1, 1))) * 10 ** 400
-    assert parse(f"a * {10 ** 300}", A).args[1] is IntCst(10 ** 300)
+        kernla.LazyTensor(np.ones((2, 1, 1))) * 10**400
+    assert parse(f"a * {10**300}", A).args[1] is IntCst(10**300)
 
 
 def test_round_decimals_must_be_a_power_of_ten_floats_can_hold():
@@ -359,27 +449,43 @@ def test_round_decimals_must_be_a_power_of_ten_floats_can_hold():
 
 
 def test_alias_refusals():
-    for aliases in (["x = Vi(3)", "x = Vj(3)"],          # declared twice
-                    ["Exp = Vi(3)"],                       # shadows an operation
-                    ["x = Vi(3.5)"], ["x = Foo(3)"], ["x Vi(3)"], [3],
-                    ["x = Vi(0, 3)", "y = Vj(0, 3)"],      # one position, two meanings
-                    ["x = Vi(0)"], ["x = Var(0, 3)"], ["x = Var(0, 3, 7)"]):
+    for aliases in (
+        ["x = Vi(3)", "x = Vj(3)"],  # declared twice
+        ["Exp = Vi(3)"],  # shadows an operation
+        ["x = Vi(3.5)"],
+        ["x = Foo(3)"],
+        ["x Vi(3)"],
+        [3],
+        ["x = Vi(0, 3)", "y = Vj(0, 3)"],  # one position, two meanings
+        ["x = Vi(0)"],
+        ["x = Var(0, 3)"],
+        ["x = Var(0, 3, 7)"],
+    ):
         with pytest.raises(FormulaError):
             parse_aliases(aliases)
 
 
 def test_round_trip_of_awkward_constants():
-    for value in (0.0, -0.0, 1e-300, 5e-324, 1e300, -1.5, 0.1, 1 / 3, 2.0 ** 60, -(2.0 ** 70)):
+    for value in (0.0, -0.0, 1e-300, 5e-324, 1e300, -1.5, 0.1, 1 / 3, 2.0**60, -(2.0**70)):
         f = call("Mult", Var(0, 1, 0), RealCst(value))
         assert parse(str(f)) is f, str(f)
-    for value in (0, 1, -1, 7, -7, 2 ** 53 + 1, -(2 ** 53 + 1), 10 ** 20, -(10 ** 20)):
+    for value in (0, 1, -1, 7, -7, 2**53 + 1, -(2**53 + 1), 10**20, -(10**20)):
         f = call("Add", Var(0, 2, 1), IntCst(value)) if value else Var(0, 2, 1)
         assert parse(str(f)) is f, str(f)
         assert parse(str(IntCst(value))) is IntCst(value), value
 
 
 def test_formulas_are_never_evaluated_as_python():
-    for text in ("a.__class__", "a[0]", "lambda: 0", "a if b else c", "a ** 2", "a == b", "'a'",
-                 "__import__('os').system('true')", "Exp(a); 1"):
+    for text in (
+        "a.__class__",
+        "a[0]",
+        "lambda: 0",
+        "a if b else c",
+        "a ** 2",
+        "a == b",
+        "'a'",
+        "__import__('os').system('true')",
+        "Exp(a); 1",
+    ):
         with pytest.raises(FormulaSyntaxError):
             parse(text, A)

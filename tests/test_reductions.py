@@ -21,8 +21,9 @@ from kernla.engines.cpu.compiler import find_compiler
 TOL = {np.float32: 1e-5, np.float64: 1e-12}
 
 
-@pytest.fixture(params=["numpy", pytest.param("cpu", marks=pytest.mark.skipif(
-    find_compiler() is None, reason="no C++ compiler"))])
+@pytest.fixture(
+    params=["numpy", pytest.param("cpu", marks=pytest.mark.skipif(find_compiler() is None, reason="no C++ compiler"))]
+)
 def backend(request, monkeypatch):
     """The special-value tests (ties, NaN, infinities) run on every engine available on the CPU.
 
@@ -44,8 +45,8 @@ ALIASES = ["X = Vi(2)", "Y = Vj(2)", "V = Vj(3)"]
 # a vector formula whose minimiser changes from row to row, a scalar one, and weights
 F_VEC = "Sin(3 * X * Y) + Y"
 F_SCAL = "-SqDist(X, Y)"
-G_POS = "Exp(V) + Square(Elem(X, 0))"       # positive weights (for the log of a weighted sum)
-G_ANY = "V * Elem(X, 0)"                    # weights of any sign
+G_POS = "Exp(V) + Square(Elem(X, 0))"  # positive weights (for the log of a weighted sum)
+G_ANY = "V * Elem(X, 0)"  # weights of any sign
 
 
 def f_vec(x, y, v):
@@ -84,7 +85,7 @@ def dense(formula, x, y, v):
 
 def ref_reduce(name, F, G, axis, K):
     """Dense reference of reduction ``name`` over ``axis``: outputs in Genred's layout."""
-    Fa = np.moveaxis(F, axis, 1)                   # (rows, reduced, D)
+    Fa = np.moveaxis(F, axis, 1)  # (rows, reduced, D)
     Ga = None if G is None else np.moveaxis(G, axis, 1)
     rows = Fa.shape[0]
     if name == "Sum":
@@ -92,8 +93,14 @@ def ref_reduce(name, F, G, axis, K):
     if name in ("Min", "Max", "ArgMin", "ArgMax", "Min_ArgMin", "Max_ArgMax"):
         val = Fa.min(1) if "Min" in name else Fa.max(1)
         idx = Fa.argmin(1) if "Min" in name else Fa.argmax(1)
-        return {"Min": [val], "Max": [val], "ArgMin": [idx], "ArgMax": [idx],
-                "Min_ArgMin": [val, idx], "Max_ArgMax": [val, idx]}[name]
+        return {
+            "Min": [val],
+            "Max": [val],
+            "ArgMin": [idx],
+            "ArgMax": [idx],
+            "Min_ArgMin": [val, idx],
+            "Max_ArgMax": [val, idx],
+        }[name]
     if name in ("KMin", "ArgKMin", "KMin_ArgKMin"):
         order = np.argsort(Fa, 1, kind="stable")[:, :K, :]
         val = np.take_along_axis(Fa, order, 1).reshape(rows, -1)
@@ -146,7 +153,7 @@ def check_indices(out, ref, F, axis, K, dtype, what):
         return
     Fa = np.moveaxis(F, axis, 1)
     rows, _, d = Fa.shape
-    k = (K or 1)
+    k = K or 1
     o = out.reshape(rows, k, d)
     r = ref.reshape(rows, k, d)
     assert (o >= 0).all(), what
@@ -188,8 +195,9 @@ def test_reduction_against_dense(name, dtype, axis):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("name", ["Sum", "Min_ArgMin", "Max_ArgMax", "KMin_ArgKMin", "LogSumExp",
-                                  "LogSumExpWeight", "SumSoftMaxWeight"])
+@pytest.mark.parametrize(
+    "name", ["Sum", "Min_ArgMin", "Max_ArgMax", "KMin_ArgKMin", "LogSumExp", "LogSumExpWeight", "SumSoftMaxWeight"]
+)
 def test_reduction_larger_than_a_tile(name, dtype):
     run_and_check(name, 1, dtype, 3, 5003, seed=5)
     run_and_check(name, 0, dtype, 5003, 2, seed=6)
@@ -260,12 +268,16 @@ def test_lazytensor_reductions(axis, dtype):
     np.testing.assert_allclose(vec.logsumexp(dim=axis, backend="numpy"), logsumexp(F, axis=axis), **tol)
     G = dense(G_POS, x, y, v)
     w = v_j.exp() + x_i[..., 0].square()
-    np.testing.assert_allclose(scal.logsumexp(dim=axis, weight=w, backend="numpy"),
-                               logsumexp(np.broadcast_to(Fs, G.shape), b=G, axis=axis), **tol)
+    np.testing.assert_allclose(
+        scal.logsumexp(dim=axis, weight=w, backend="numpy"),
+        logsumexp(np.broadcast_to(Fs, G.shape), b=G, axis=axis),
+        **tol,
+    )
     G = dense(G_ANY, x, y, v)
     sm = np.exp(Fs - Fs.max(axis, keepdims=True))
-    np.testing.assert_allclose(scal.sumsoftmaxweight(v_j * x_i[..., 0], dim=axis, backend="numpy"),
-                               (sm * G).sum(axis) / sm.sum(axis), **tol)
+    np.testing.assert_allclose(
+        scal.sumsoftmaxweight(v_j * x_i[..., 0], dim=axis, backend="numpy"), (sm * G).sum(axis) / sm.sum(axis), **tol
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,8 +315,9 @@ def test_ties_in_a_constant_formula(backend):
     """Every value equal: index 0 for ArgMin/ArgMax, 0..K-1 for ArgKMin, on every component."""
     x, y = np.zeros((3, 2)), np.zeros((4100, 2))
     for red, expect in (("ArgMin", [0, 0]), ("ArgMax", [0, 0]), ("ArgKMin", [0, 0, 1, 1, 2, 2])):
-        g = Genred("X * Y", ["X = Vi(2)", "Y = Vj(2)"], reduction_op=red, axis=1,
-                   opt_arg=3 if red == "ArgKMin" else None)
+        g = Genred(
+            "X * Y", ["X = Vi(2)", "Y = Vj(2)"], reduction_op=red, axis=1, opt_arg=3 if red == "ArgKMin" else None
+        )
         out = g(x, y, backend=backend)
         np.testing.assert_array_equal(out, np.tile(expect, (3, 1)), err_msg=red)
 
@@ -321,7 +334,7 @@ def test_nan_values_are_ignored_by_min_max_and_kmin(backend):
     aliases = ["X = Vi(1)", "Y = Vj(1)"]
 
     val, idx = Genred("Sqrt(X - Y)", aliases, "Min_ArgMin", axis=1)(x, y, backend=backend)
-    assert val[0, 0] == np.inf and idx[0, 0] == -1                 # only NaN: no candidate
+    assert val[0, 0] == np.inf and idx[0, 0] == -1  # only NaN: no candidate
     assert val[1, 0] == np.nanmin(F[1]) and idx[1, 0] == 0
     assert val[2, 0] == np.nanmin(F[2]) and idx[2, 0] == 2
     val, idx = Genred("Sqrt(X - Y)", aliases, "Max_ArgMax", axis=1)(x, y, backend=backend)
@@ -348,7 +361,7 @@ def test_infinite_values_are_valid_candidates(backend):
     # Log(|X - Y|) is -inf where X == Y
     val, idx = Genred("Log(Abs(X - Y))", aliases, "Min_ArgMin", axis=1)(x, y, backend=backend)
     assert val[0, 0] == -np.inf and idx[0, 0] == 1
-    assert idx[1, 0] == 0 and val[1, 0] == 0.0                      # |2 - 3| = |2 - 1|: first one
+    assert idx[1, 0] == 0 and val[1, 0] == 0.0  # |2 - 3| = |2 - 1|: first one
     vals, idx = Genred("Log(Abs(X - Y))", aliases, "KMin_ArgKMin", axis=1, opt_arg=2)(x, y, backend=backend)
     assert idx[0, 0] == 1 and vals[0, 0] == -np.inf
     # 1 / (X - Y) is +inf where X == Y: the largest value for Max
@@ -368,7 +381,7 @@ def test_logsumexp_with_plus_infinity_is_infinite_and_quiet(backend):
     import warnings
 
     x = np.array([[1.0], [2.0]])
-    y = np.array([[1.0], [-1000.0], [3.0]])      # Inv(X - Y) - Y: +inf, ~1000, -3.5 on the first row
+    y = np.array([[1.0], [-1000.0], [3.0]])  # Inv(X - Y) - Y: +inf, ~1000, -3.5 on the first row
     g = Genred("Inv(X - Y) - Y", ["X = Vi(1)", "Y = Vj(1)"], "LogSumExp", axis=1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -389,8 +402,8 @@ def test_weighted_log_sum_exp_and_softmax_with_infinite_terms(backend):
     m = 3000
     x = np.array([[1.0], [2.0], [5.0], [7.0]])
     y = rng.uniform(10.0, 20.0, size=(m, 1))
-    y[[0, 1700]] = 1.0              # row 0: +inf (Inv) / -inf (Log) in the first and a middle tile
-    y[m - 1] = 5.0                  # row 2: only in the last column
+    y[[0, 1700]] = 1.0  # row 0: +inf (Inv) / -inf (Log) in the first and a middle tile
+    y[m - 1] = 5.0  # row 2: only in the last column
     w = rng.uniform(0.5, 2.0, size=(m, 3))
     aliases = ["X = Vi(1)", "Y = Vj(1)", "W = Vj(3)"]
     with np.errstate(divide="ignore"):
@@ -399,14 +412,14 @@ def test_weighted_log_sum_exp_and_softmax_with_infinite_terms(backend):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ssmw = Genred("Inv(X - Y) - Abs(Y)", aliases, "SumSoftMaxWeight", axis=1, formula2="W")(
-            x, y, w, backend=backend)
-        lsew = Genred("Inv(X - Y) - Abs(Y)", aliases, "LogSumExpWeight", axis=1, formula2="W")(
-            x, y, w, backend=backend)
+            x, y, w, backend=backend
+        )
+        lsew = Genred("Inv(X - Y) - Abs(Y)", aliases, "LogSumExpWeight", axis=1, formula2="W")(x, y, w, backend=backend)
     # +inf terms: the mean weight of the infinite terms, and +inf
     np.testing.assert_allclose(ssmw[0], w[[0, 1700]].mean(0), rtol=1e-14)
     np.testing.assert_allclose(ssmw[2], w[m - 1], rtol=1e-14)
     assert np.isposinf(lsew[[0, 2]]).all()
-    for r in (1, 3):                # no infinite term
+    for r in (1, 3):  # no infinite term
         sm = np.exp(f_inv[r] - f_inv[r].max())
         np.testing.assert_allclose(ssmw[r], sm @ w / sm.sum(), rtol=1e-12)
         np.testing.assert_allclose(lsew[r], logsumexp(f_inv[r][:, None], b=w, axis=0), rtol=1e-12)
@@ -445,9 +458,9 @@ def test_argmin_argmax_over_components_with_nan(backend):
     rng = np.random.default_rng(6)
     x = rng.uniform(-1, 1, size=(50, 1))
     y = rng.uniform(-1, 1, size=(37, 1))
-    y[5] = x[3]                     # a pair without NaN: Sqrt(0) on both sides
+    y[5] = x[3]  # a pair without NaN: Sqrt(0) on both sides
     aliases = ["X = Vi(1)", "Y = Vj(1)"]
-    vec = "Concat(Concat(Y, Sqrt(X - Y)), Concat(X, Sqrt(Y - X)))"   # NaN in component 1 or 3
+    vec = "Concat(Concat(Y, Sqrt(X - Y)), Concat(X, Sqrt(Y - X)))"  # NaN in component 1 or 3
 
     with np.errstate(invalid="ignore"):
         d = x - y.T
@@ -477,7 +490,8 @@ def test_logsumexp_is_stable_for_large_values(backend):
         F = scale * np.sum((x[:, None] - y[None]) ** 2, -1)
         for dtype in (np.float32, np.float64):
             out = Genred(f"SqDist(X, Y) * P", ["X = Vi(3)", "Y = Vj(3)", "P = Pm(1)"], "LogSumExp", axis=1)(
-                x.astype(dtype), y.astype(dtype), np.array([scale], dtype), backend=backend)
+                x.astype(dtype), y.astype(dtype), np.array([scale], dtype), backend=backend
+            )
             assert np.all(np.isfinite(out))
             np.testing.assert_allclose(out[:, 0], logsumexp(F, axis=1), rtol=10 * TOL[dtype])
 
@@ -502,7 +516,8 @@ def test_float16_in_float16_out(name):
     # torch float16 too
     torch = pytest.importorskip("torch")
     out = Genred(formula, ALIASES, reduction_op=name, axis=1, opt_arg=K, formula2=weight)(
-        *(torch.from_numpy(a) for a in (x, y, v)), backend="numpy")
+        *(torch.from_numpy(a) for a in (x, y, v)), backend="numpy"
+    )
     outs = list(out) if isinstance(out, tuple) else [out]
     assert all(o.dtype in (torch.float16, torch.int64) for o in outs)
 
@@ -534,9 +549,12 @@ def test_lazytensor_batch_dimensions_match_a_loop():
         x_i, y_j, s_b = LazyTensor(x), LazyTensor(yy), LazyTensor(s)
         D_ij = ((x_i - y_j) ** 2).sum(-1) * s_b
         outs = {
-            "sum1": D_ij.sum(dim=2, backend="numpy"), "sum0": D_ij.sum(dim=1, backend="numpy"),
-            "argmin": D_ij.argmin(dim=2, backend="numpy"), "kmin": D_ij.Kmin(3, dim=2, backend="numpy"),
-            "lse": D_ij.logsumexp(dim=1, backend="numpy"), "vec": (x_i - y_j).sum(dim=2, backend="numpy"),
+            "sum1": D_ij.sum(dim=2, backend="numpy"),
+            "sum0": D_ij.sum(dim=1, backend="numpy"),
+            "argmin": D_ij.argmin(dim=2, backend="numpy"),
+            "kmin": D_ij.Kmin(3, dim=2, backend="numpy"),
+            "lse": D_ij.logsumexp(dim=1, backend="numpy"),
+            "vec": (x_i - y_j).sum(dim=2, backend="numpy"),
         }
         assert outs["sum1"].shape == (B, n, 1) and outs["sum0"].shape == (B, m, 1)
         assert outs["argmin"].shape == (B, n, 1) and outs["argmin"].dtype == np.int64
@@ -555,12 +573,16 @@ def test_lazytensor_batch_dimensions_match_a_loop():
 @pytest.mark.parametrize("axis", [0, 1])
 def test_genred_batch_dimensions_match_a_loop(axis):
     rng = np.random.default_rng(9)
-    x = rng.normal(size=(3, 2, 5, 2))       # batch (3, 2)
-    y = rng.normal(size=(2, 7, 2))          # batch (2,), broadcast
-    b = rng.normal(size=(7, 1))             # no batch
+    x = rng.normal(size=(3, 2, 5, 2))  # batch (3, 2)
+    y = rng.normal(size=(2, 7, 2))  # batch (2,), broadcast
+    b = rng.normal(size=(7, 1))  # no batch
     g = rng.uniform(0.5, 2, size=(3, 1, 1))  # batched parameter
-    k = Genred("Exp(-G * SqDist(X, Y)) * B", ["X = Vi(2)", "Y = Vj(2)", "B = Vj(1)", "G = Pm(1)"],
-               reduction_op="Sum", axis=axis)
+    k = Genred(
+        "Exp(-G * SqDist(X, Y)) * B",
+        ["X = Vi(2)", "Y = Vj(2)", "B = Vj(1)", "G = Pm(1)"],
+        reduction_op="Sum",
+        axis=axis,
+    )
     out = k(x, y, b, g, backend="numpy")
     assert out.shape == (3, 2, (7, 5)[axis], 1)
     for i in range(3):

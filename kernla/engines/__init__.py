@@ -28,6 +28,7 @@ def _builtin(module: str, why: str) -> Callable[[], ModuleType]:
             return importlib.import_module(module, __name__)
         except ImportError as err:  # the compiled engines are optional
             raise BackendError(f"the {why}: {err}") from None
+
     return load
 
 
@@ -40,8 +41,15 @@ _LOADERS: dict[str, Callable[[], ModuleType]] = {
 #: the backend names kernla ships ("auto" chooses among them)
 BACKENDS = ("auto", *_LOADERS)
 #: pykeops' backend names (any case)
-_PYKEOPS_BACKENDS = {"CPU": "cpu", "GPU": "cuda", "GPU_1D": "cuda", "GPU_2D": "cuda", "AUTO": "auto",
-                     "NUMPY": "numpy", "CUDA": "cuda"}
+_PYKEOPS_BACKENDS = {
+    "CPU": "cpu",
+    "GPU": "cuda",
+    "GPU_1D": "cuda",
+    "GPU_2D": "cuda",
+    "AUTO": "auto",
+    "NUMPY": "numpy",
+    "CUDA": "cuda",
+}
 
 
 def get_engine(name: str) -> ModuleType:
@@ -83,4 +91,3 @@ def resolve_backend(backend: str | None, on_device: bool) -> str:
     except BackendError:
         return "numpy"
     return "cpu"
-

@@ -35,8 +35,9 @@ def _tiles(red: Reduction, nx: int, ny: int) -> tuple[int, int]:
     return ti, tj
 
 
-def run(red: Reduction, arrays: Sequence[np.ndarray], nx: int, ny: int,
-        out: Optional[list[np.ndarray]] = None) -> list[np.ndarray]:
+def run(
+    red: Reduction, arrays: Sequence[np.ndarray], nx: int, ny: int, out: Optional[list[np.ndarray]] = None
+) -> list[np.ndarray]:
     """Reduce over j for rows 0..nx-1; ``arrays[pos]`` is (nx, D), (ny, D) or (D,) by category."""
     dtype = np.result_type(*arrays) if len(arrays) else np.dtype(np.float64)
     if out is None:
@@ -52,8 +53,9 @@ def run(red: Reduction, arrays: Sequence[np.ndarray], nx: int, ny: int,
         state = red.np_init(i1 - i0, dtype)
         for j0 in range(0, ny, tj):
             j1 = min(ny, j0 + tj)
-            values = {pos: (arrays[pos][None, j0:j1, :] if cat == CAT_J else base[pos])
-                      for pos, cat in variables.items()}
+            values = {
+                pos: (arrays[pos][None, j0:j1, :] if cat == CAT_J else base[pos]) for pos, cat in variables.items()
+            }
             shape = (i1 - i0, j1 - j0)
             evals = [np.broadcast_to(evaluate(f, values, dtype), shape + (f.dim,)) for f in red.formulas]
             red.np_update(state, evals[0], evals[1] if len(evals) > 1 else None, j0)

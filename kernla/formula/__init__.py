@@ -11,7 +11,24 @@ from .printer import to_string
 from .tree import CAT_I, CAT_J, CAT_PARAM, IntCst, Node, Pm, RealCst, Var, Vi, Vj, as_node, call, swap_ij
 
 __all__ = [
-    "OPS", "OpSpec", "get_op", "operation_names", "parse", "parse_aliases", "to_string",
-    "CAT_I", "CAT_J", "CAT_PARAM", "IntCst", "Node", "Pm", "RealCst", "Var", "Vi", "Vj",
-    "as_node", "call", "swap_ij",
+    "OPS",
+    "OpSpec",
+    "get_op",
+    "operation_names",
+    "parse",
+    "parse_aliases",
+    "to_string",
+    "CAT_I",
+    "CAT_J",
+    "CAT_PARAM",
+    "IntCst",
+    "Node",
+    "Pm",
+    "RealCst",
+    "Var",
+    "Vi",
+    "Vj",
+    "as_node",
+    "call",
+    "swap_ij",
 ]

@@ -91,8 +91,9 @@ class CEmitter:
         memo[id(node)] = [self.tmp(x) for x in exprs]
 
 
-def emit_bodies(formulas: Sequence[Node], load: Loader, prefix: str = "t", *, fast: bool = False,
-                prune: bool = False) -> tuple[list[str], list[list[str]]]:
+def emit_bodies(
+    formulas: Sequence[Node], load: Loader, prefix: str = "t", *, fast: bool = False, prune: bool = False
+) -> tuple[list[str], list[list[str]]]:
     """(statements, per-formula output expressions) computing ``formulas`` for one (i, j) pair.
 
     ``prefix`` names the temporaries; ``fast`` and ``prune`` are the engine options of the module

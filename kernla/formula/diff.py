@@ -61,8 +61,10 @@ def depends_on(f: Node, v: Node) -> bool:
 
 def _check_variable(v: Node) -> None:
     if not isinstance(v, Node) or not v.is_var:
-        raise FormulaError("the variable of Grad must be a variable (an alias, Vi, Vj or Pm), "
-                           f"got {v if isinstance(v, Node) else repr(v)}")
+        raise FormulaError(
+            "the variable of Grad must be a variable (an alias, Vi, Vj or Pm), "
+            f"got {v if isinstance(v, Node) else repr(v)}"
+        )
 
 
 def _full(g: Node, dim: int) -> Node:
@@ -126,8 +128,9 @@ def vjp(seeds: Sequence[tuple[Node, Node]], targets: Sequence[Node]) -> list[Opt
     seeds = [(as_node(f), as_node(e)) for f, e in seeds]
     for f, e in seeds:
         if e.dim != f.dim:
-            raise FormulaError(f"Grad: the cotangent has dimension {e.dim} but the formula has dimension "
-                               f"{f.dim}; they must be equal")
+            raise FormulaError(
+                f"Grad: the cotangent has dimension {e.dim} but the formula has dimension {f.dim}; they must be equal"
+            )
     for v in targets:
         _check_variable(v)
     order = list(walk_many(f for f, _ in seeds))
@@ -152,14 +155,17 @@ def vjp(seeds: Sequence[tuple[Node, Node]], targets: Sequence[Node]) -> list[Opt
             raise FormulaError(f"the operation {node.op} has no derivative")
         parts = spec.grad(node, g)
         if len(parts) != len(node.args):
-            raise FormulaError(f"internal: the derivative of {node.op} gave {len(parts)} cotangents "
-                               f"for {len(node.args)} arguments")
+            raise FormulaError(
+                f"internal: the derivative of {node.op} gave {len(parts)} cotangents for {len(node.args)} arguments"
+            )
         for arg, part in zip(node.args, parts):
             if part is None or not live[id(arg)]:
                 continue
             if part.dim != arg.dim and not (part.dim == 1 and broadcast):
-                raise FormulaError(f"internal: the derivative of {node.op} gave a cotangent of dimension "
-                                   f"{part.dim} for an argument of dimension {arg.dim}")
+                raise FormulaError(
+                    f"internal: the derivative of {node.op} gave a cotangent of dimension "
+                    f"{part.dim} for an argument of dimension {arg.dim}"
+                )
             part = _lean(part, arg.dim)
             cot[id(arg)] = _accumulate(cot.get(id(arg)), part)
     return [None if id(v) not in cot else _full(cot[id(v)], v.dim) for v in targets]

@@ -19,8 +19,9 @@ from .ops import get_op
 from .tree import Node
 
 
-def evaluate(formula: Node, values: Mapping[int, np.ndarray] | Sequence[np.ndarray],
-             dtype: np.dtype | None = None) -> np.ndarray:
+def evaluate(
+    formula: Node, values: Mapping[int, np.ndarray] | Sequence[np.ndarray], dtype: np.dtype | None = None
+) -> np.ndarray:
     """Evaluate ``formula`` with variable ``pos`` bound to ``values[pos]`` (shape ``(..., dim)``).
 
     Constants take ``dtype`` (default: the dtype of the first value). The result broadcasts the

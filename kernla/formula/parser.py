@@ -199,11 +199,10 @@ class _Parser:
         args = self._arguments()
         n_params = len(spec.param_names)
         if len(args) != spec.arity + n_params:
-            raise self.t.error(
-                f"{name} takes {spec.arity + n_params} argument(s), got {len(args)}", pos)
-        formulas = tuple(a for a, _ in args[:spec.arity])
+            raise self.t.error(f"{name} takes {spec.arity + n_params} argument(s), got {len(args)}", pos)
+        formulas = tuple(a for a, _ in args[: spec.arity])
         params = []
-        for (node, apos), pname in zip(args[spec.arity:], spec.param_names):
+        for (node, apos), pname in zip(args[spec.arity :], spec.param_names):
             if node.op != "IntCst":
                 raise self.t.error(f"{name}: {pname} must be an integer literal", apos)
             params.append(node.params[0])
@@ -249,8 +248,10 @@ def parse_aliases(aliases: Iterable[str]) -> dict[str, Node]:
             raise FormulaError(f"aliases must be strings like 'x = Vi(3)', got {text!r}")
         m = _ALIAS.match(text)
         if not m:
-            raise FormulaError(f"cannot read alias {text!r}: expected 'name = Vi(dim)', 'name = Vj(pos, dim)', "
-                               "'name = Pm(dim)' or 'name = Var(pos, dim, cat)'")
+            raise FormulaError(
+                f"cannot read alias {text!r}: expected 'name = Vi(dim)', 'name = Vj(pos, dim)', "
+                "'name = Pm(dim)' or 'name = Var(pos, dim, cat)'"
+            )
         name, maker, inside = m.groups()
         try:
             ints = [int(s) for s in inside.split(",")]
@@ -263,8 +264,10 @@ def parse_aliases(aliases: Iterable[str]) -> dict[str, Node]:
         var = _make_var(maker, ints, default_pos=rank)
         pos = var.params[0]
         if pos in by_pos and by_pos[pos][1] is not var:
-            raise FormulaError(f"aliases {by_pos[pos][0]!r} and {name!r} both claim position {pos} "
-                               "with different dimensions or categories")
+            raise FormulaError(
+                f"aliases {by_pos[pos][0]!r} and {name!r} both claim position {pos} "
+                "with different dimensions or categories"
+            )
         by_pos[pos] = (name, var)
         table[name] = var
     return table

@@ -125,16 +125,35 @@ class Node:
         return f"Formula({str(self)!r}, dim={self.dim})"
 
     # -- arithmetic sugar (for building trees in Python) ------------------------------------
-    def __add__(self, other): return call("Add", self, as_node(other))
-    def __radd__(self, other): return call("Add", as_node(other), self)
-    def __sub__(self, other): return call("Subtract", self, as_node(other))
-    def __rsub__(self, other): return call("Subtract", as_node(other), self)
-    def __mul__(self, other): return call("Mult", self, as_node(other))
-    def __rmul__(self, other): return call("Mult", as_node(other), self)
-    def __truediv__(self, other): return call("Divide", self, as_node(other))
-    def __rtruediv__(self, other): return call("Divide", as_node(other), self)
-    def __neg__(self): return call("Minus", self)
-    def __or__(self, other): return call("Scalprod", self, as_node(other))
+    def __add__(self, other):
+        return call("Add", self, as_node(other))
+
+    def __radd__(self, other):
+        return call("Add", as_node(other), self)
+
+    def __sub__(self, other):
+        return call("Subtract", self, as_node(other))
+
+    def __rsub__(self, other):
+        return call("Subtract", as_node(other), self)
+
+    def __mul__(self, other):
+        return call("Mult", self, as_node(other))
+
+    def __rmul__(self, other):
+        return call("Mult", as_node(other), self)
+
+    def __truediv__(self, other):
+        return call("Divide", self, as_node(other))
+
+    def __rtruediv__(self, other):
+        return call("Divide", as_node(other), self)
+
+    def __neg__(self):
+        return call("Minus", self)
+
+    def __or__(self, other):
+        return call("Scalprod", self, as_node(other))
 
 
 def walk_many(roots: Iterable[Node]) -> Iterator[Node]:
@@ -195,8 +214,10 @@ def IntCst(value: int) -> Node:
     """An integer constant (dimension 1); it must fit in a float64, as it is evaluated in floats."""
     value = int(value)
     if abs(value) > sys.float_info.max:
-        raise FormulaError(f"the integer constant {str(value)[:20]}… ({len(str(abs(value)))} digits) "
-                           "is too large for a floating-point number")
+        raise FormulaError(
+            f"the integer constant {str(value)[:20]}… ({len(str(abs(value)))} digits) "
+            "is too large for a floating-point number"
+        )
     return Node("IntCst", (), (value,), 1)
 
 
@@ -241,7 +262,7 @@ def call(op: str, *args: Node | int | float, params: tuple = ()) -> Node:
     for pname, p in zip(spec.param_names, params):
         if not isinstance(p, int) or isinstance(p, bool):
             raise FormulaError(f"{op}: parameter {pname} must be an integer, got {p!r}")
-        if not -2**31 < p < 2**31:  # compiled engines pass them as C ints
+        if not -(2**31) < p < 2**31:  # compiled engines pass them as C ints
             raise FormulaError(f"{op}: parameter {pname} = {p} is out of range (|{pname}| < 2**31)")
     spec.output_dim(tuple(a.dim for a in nodes), tuple(params))  # checks dimensions
     if spec.simplify is not None:

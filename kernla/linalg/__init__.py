@@ -33,6 +33,20 @@ from .precond import Jacobi, Nystrom, Preconditioner, PreconditionerOperator, pi
 from .slq import slq_logdet
 from .solve import KernelSolve, lazy_solve
 
-__all__ = ["KernelOperator", "KernelSolve", "ConvergenceWarning", "SolveInfo", "block_cg", "eigsh",
-           "ScaledIdentity", "eye", "Jacobi", "Nystrom", "Preconditioner", "PreconditionerOperator",
-           "pivoted_cholesky", "slq_logdet", "lazy_solve"]
+__all__ = [
+    "KernelOperator",
+    "KernelSolve",
+    "ConvergenceWarning",
+    "SolveInfo",
+    "block_cg",
+    "eigsh",
+    "ScaledIdentity",
+    "eye",
+    "Jacobi",
+    "Nystrom",
+    "Preconditioner",
+    "PreconditionerOperator",
+    "pivoted_cholesky",
+    "slq_logdet",
+    "lazy_solve",
+]

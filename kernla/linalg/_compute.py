@@ -40,7 +40,8 @@ def is_number(x: Any) -> bool:
     (True, True, False, False)
     """
     return (isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)) or (
-        isinstance(x, np.ndarray) and x.ndim == 0 and x.dtype.kind in "fiu")
+        isinstance(x, np.ndarray) and x.ndim == 0 and x.dtype.kind in "fiu"
+    )
 
 
 def finite_number(x: Any, what: str) -> float:
@@ -101,8 +102,9 @@ def as_columns(x: Any, rows: int, on_gpu: bool, dtype: np.dtype, what: str, shap
         return to_compute(x, on_gpu, dtype, what).reshape(rows, 1), True
     if len(dims) == 2 and dims[0] == rows:
         return to_compute(x, on_gpu, dtype, what), False
-    raise ShapeError(f"{what} must have shape ({rows},) or ({rows}, k) for a {shape[0]}x{shape[1]} "
-                     f"operator, got {dims}")
+    raise ShapeError(
+        f"{what} must have shape ({rows},) or ({rows}, k) for a {shape[0]}x{shape[1]} operator, got {dims}"
+    )
 
 
 def to_host(a: Any) -> np.ndarray:

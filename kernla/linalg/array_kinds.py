@@ -43,8 +43,10 @@ class ArrayKindOperator(LinearOperator):
         ok = len(shape) == 2 and shape[0] == rows if matrix else shape in ((rows,), (rows, 1))
         if not ok:
             want = f"({rows}, k)" if matrix else f"({rows},) or ({rows}, 1)"
-            raise ShapeError(f"a {self.shape[0]}x{self.shape[1]} operator{' transposed' if transpose else ''} "
-                             f"multiplies arrays of shape {want}, got {tuple(shape)}")
+            raise ShapeError(
+                f"a {self.shape[0]}x{self.shape[1]} operator{' transposed' if transpose else ''} "
+                f"multiplies arrays of shape {want}, got {tuple(shape)}"
+            )
 
     # torch / CuPy in → torch / CuPy out (scipy's wrappers would turn them into NumPy arrays)
     def matvec(self, x):
@@ -69,8 +71,10 @@ class ArrayKindOperator(LinearOperator):
         if isinstance(x, (np.ndarray, list, tuple)):
             x = np.asarray(x)
             if x.ndim not in (1, 2) or x.shape[0] != self.shape[1]:
-                raise ShapeError(f"a {self.shape[0]}x{self.shape[1]} operator multiplies arrays of shape "
-                                 f"({self.shape[1]},) or ({self.shape[1]}, k), got {x.shape}")
+                raise ShapeError(
+                    f"a {self.shape[0]}x{self.shape[1]} operator multiplies arrays of shape "
+                    f"({self.shape[1]},) or ({self.shape[1]}, k), got {x.shape}"
+                )
         return super().dot(x)
 
     def _rdot(self, x):

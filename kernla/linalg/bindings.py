@@ -50,14 +50,17 @@ def from_string(text: str, bindings: dict) -> tuple[Node, list, list]:
         try:
             kind = arr.kind_of(value)
         except arr.ArrayKindError:
-            raise FormulaError(f"binding {name!r} must be Vi(array), Vj(array), a number or a 1-D array of "
-                               f"parameters, got {type(value).__name__}") from None
+            raise FormulaError(
+                f"binding {name!r} must be Vi(array), Vj(array), a number or a 1-D array of "
+                f"parameters, got {type(value).__name__}"
+            ) from None
         ndim = len(value.shape)
         if ndim >= 2:
             raise ShapeError(
                 f"binding {name!r} is a {ndim}-D array of shape {tuple(value.shape)}: say which index it "
                 f"follows with {name}=Vi(array) (rows, i) or {name}=Vj(array) (columns, j); plain arrays "
-                "are only taken as 1-D parameter vectors")
+                "are only taken as 1-D parameter vectors"
+            )
         data = value.reshape(1) if ndim == 0 else value
         if kind == "scalar":  # pragma: no cover - numbers were handled above
             data = float(value)
@@ -75,8 +78,10 @@ def from_string(text: str, bindings: dict) -> tuple[Node, list, list]:
 def from_lazy(lazy: LazyTensor) -> tuple[Node, list, list]:
     """A scalar LazyTensor's formula and variables (named by position and category)."""
     if lazy.formula.dim != 1:
-        raise ShapeError(f"a KernelOperator needs a scalar formula, this LazyTensor has dimension "
-                         f"{lazy.formula.dim}; reduce its vector axis first (e.g. .sum(-1))")
+        raise ShapeError(
+            f"a KernelOperator needs a scalar formula, this LazyTensor has dimension "
+            f"{lazy.formula.dim}; reduce its vector axis first (e.g. .sum(-1))"
+        )
     variables = list(lazy.variables)
     names = [f"variable {k} ({CATEGORY_NAMES[c]})" for k, (_, c) in enumerate(variables)]
     return lazy.formula, variables, names

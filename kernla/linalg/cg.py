@@ -128,10 +128,20 @@ def user_stacklevel() -> int:
     return level  # the outermost frame when the stack is all kernla/torch (a backward on torch's thread)
 
 
-def block_cg(apply: Callable[[Any], Any], B: Any, *, tol: float = 1e-10, maxiter: Optional[int] = None,
-             x0: Any = None, precond: Optional[Callable[[Any], Any]] = None,
-             callback: Optional[Callable[[int, np.ndarray], Any]] = None, verbose: bool = False,
-             xp: Any = np, check_every: int = CHECK_EVERY, stall_window: int = STALL_WINDOW) -> tuple[Any, SolveInfo]:
+def block_cg(
+    apply: Callable[[Any], Any],
+    B: Any,
+    *,
+    tol: float = 1e-10,
+    maxiter: Optional[int] = None,
+    x0: Any = None,
+    precond: Optional[Callable[[Any], Any]] = None,
+    callback: Optional[Callable[[int, np.ndarray], Any]] = None,
+    verbose: bool = False,
+    xp: Any = np,
+    check_every: int = CHECK_EVERY,
+    stall_window: int = STALL_WINDOW,
+) -> tuple[Any, SolveInfo]:
     """Solve ``A X = B`` column by column with shared products; returns ``(X, info)``.
 
     ``apply(X)`` returns ``A @ X`` for an (n, j) array of the same namespace ``xp`` (NumPy or
@@ -182,8 +192,8 @@ def block_cg(apply: Callable[[Any], Any], B: Any, *, tol: float = 1e-10, maxiter
         X[:, xp.asarray(np.flatnonzero(zero))] = 0
         R[:, xp.asarray(np.flatnonzero(zero))] = 0
         rnorm[zero] = 0.0
-    done = rnorm <= thresh           # frozen: converged (verified) or given up
-    verified = done.copy()           # converged by a true residual
+    done = rnorm <= thresh  # frozen: converged (verified) or given up
+    verified = done.copy()  # converged by a true residual
     failed = np.zeros(k, dtype=bool)  # gave up (not positive definite, or residual floor)
     stalled = np.zeros(k, dtype=bool)  # gave up at a rounding floor of the true residual
     restarts = np.zeros(k, dtype=int)
@@ -261,7 +271,7 @@ def block_cg(apply: Callable[[Any], Any], B: Any, *, tol: float = 1e-10, maxiter
                 # the true residual of the current iterates, computed in the same product
                 Xa = X[:, c]
                 both = apply(xp.concatenate([Pa, Xa], axis=1))
-                AP, AX = both[:, :active.size], both[:, active.size:]
+                AP, AX = both[:, : active.size], both[:, active.size :]
                 tn = norms(B[:, c] - AX)
                 record_true(active, tn, Xa)
                 rec = rnorm[active]
@@ -310,8 +320,9 @@ def block_cg(apply: Callable[[Any], Any], B: Any, *, tol: float = 1e-10, maxiter
             history.append(rel.copy())
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(residual=f"{rel[~done].max() if (~done).any() else rel.max():.2e}",
-                                running=int((~done).sum()))
+                bar.set_postfix(
+                    residual=f"{rel[~done].max() if (~done).any() else rel.max():.2e}", running=int((~done).sum())
+                )
             if callback is not None:
                 callback(it, rel.copy())
     finally:
@@ -338,22 +349,35 @@ def block_cg(apply: Callable[[Any], Any], B: Any, *, tol: float = 1e-10, maxiter
             rnorm[use] = best_true[use]
         converged_cols[todo] = rnorm[todo] <= thresh[todo]
     rel = rnorm / safe_bnorm
-    info = SolveInfo(iterations=it, residual_norms=rel, converged=bool(converged_cols.all()),
-                     column_converged=converged_cols, column_iterations=col_iters, kernel_products=products,
-                     tol=tol, history=history, time=time.perf_counter() - start,
-                     column_stalled=stalled & ~converged_cols)
+    info = SolveInfo(
+        iterations=it,
+        residual_norms=rel,
+        converged=bool(converged_cols.all()),
+        column_converged=converged_cols,
+        column_iterations=col_iters,
+        kernel_products=products,
+        tol=tol,
+        history=history,
+        time=time.perf_counter() - start,
+        column_stalled=stalled & ~converged_cols,
+    )
     if not info.converged:
         bad = np.flatnonzero(~converged_cols)
         floor = stalled[bad]
         if not_pd:
             reason = "the operator is not positive definite (a non-positive curvature p·Ap ≤ 0 appeared)"
         elif floor.any():
-            reason = (f"the true residual stalled at {rel[bad[floor]].min():.3g} (relative), the rounding floor of "
-                      "the products (about their precision times the condition number of the system; float32 "
-                      "products stop near 1e-7·cond); ask for a tol above it, or solve with float64 data")
+            reason = (
+                f"the true residual stalled at {rel[bad[floor]].min():.3g} (relative), the rounding floor of "
+                "the products (about their precision times the condition number of the system; float32 "
+                "products stop near 1e-7·cond); ask for a tol above it, or solve with float64 data"
+            )
         else:
             reason = f"maxiter={maxiter} reached"
-        warnings.warn(f"conjugate gradients did not converge for {bad.size} of {k} column(s): {reason}; "
-                      f"returning the best iterate, relative residual {rel[bad].max():.3g} > tol={tol:g}",
-                      ConvergenceWarning, stacklevel=user_stacklevel())
+        warnings.warn(
+            f"conjugate gradients did not converge for {bad.size} of {k} column(s): {reason}; "
+            f"returning the best iterate, relative residual {rel[bad].max():.3g} > tol={tol:g}",
+            ConvergenceWarning,
+            stacklevel=user_stacklevel(),
+        )
     return X, info

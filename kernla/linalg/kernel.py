@@ -52,8 +52,10 @@ def _slots(variables: Sequence, names: Sequence) -> tuple[list, tuple[int, int]]
             if ndim > 1:
                 raise ShapeError(f"parameter {name!r} must be a number or a 1-D array, got shape {tuple(data.shape)}")
         elif ndim != 2:
-            raise ShapeError(f"{name!r} must be a 2-D (points, dimension) array: a KernelOperator "
-                             f"has no batch dimensions; got shape {tuple(data.shape)}")
+            raise ShapeError(
+                f"{name!r} must be a 2-D (points, dimension) array: a KernelOperator "
+                f"has no batch dimensions; got shape {tuple(data.shape)}"
+            )
         else:
             sizes[cat][name] = int(data.shape[0])
         slots.append(Slot(name, cat, 1 if scalar else int(data.shape[-1])))
@@ -108,10 +110,25 @@ class Kernel:
         slots, shape = _slots(variables, names)
         xp, on_gpu = compute.namespace(kind.on_gpu)
         source = tuple(d for d, _ in variables)
-        data = tuple(d if arr.kind_of(d) == "scalar" else compute.to_compute(d, on_gpu, dtype, n)
-                     for n, (d, _) in zip(names, variables))
-        return cls(formula, tuple(names), tuple(c for _, c in variables), source, data, tuple(slots), backend,
-                   dtype, shape, kind, xp, on_gpu, any(compute.is_torch(d) for d in source))
+        data = tuple(
+            d if arr.kind_of(d) == "scalar" else compute.to_compute(d, on_gpu, dtype, n)
+            for n, (d, _) in zip(names, variables)
+        )
+        return cls(
+            formula,
+            tuple(names),
+            tuple(c for _, c in variables),
+            source,
+            data,
+            tuple(slots),
+            backend,
+            dtype,
+            shape,
+            kind,
+            xp,
+            on_gpu,
+            any(compute.is_torch(d) for d in source),
+        )
 
     def transposed(self) -> "Kernel":
         """Kᵀ: the formula with i and j exchanged."""
@@ -120,8 +137,9 @@ class Kernel:
 
     def host_copy(self, dtype: Any) -> "Kernel":
         """The same kernel on host copies of its compute data in ``dtype`` (e.g. float64 for a solve)."""
-        variables = [(d if arr.kind_of(d) == "scalar" else np.asarray(d, dtype=dtype), c)
-                     for d, c in zip(self.data, self.cats)]
+        variables = [
+            (d if arr.kind_of(d) == "scalar" else np.asarray(d, dtype=dtype), c) for d, c in zip(self.data, self.cats)
+        ]
         return Kernel.build(self.formula, variables, self.names, self.backend)
 
     # -- products --------------------------------------------------------------------------------
@@ -150,14 +168,14 @@ class Kernel:
         out = np.empty((n, cols.size))
         xp = self.xp
         for c0 in range(0, cols.size, chunk):
-            sel = cols[c0:c0 + chunk]
+            sel = cols[c0 : c0 + chunk]
             w = int(sel.size)
             where = xp.asarray(sel)
             data = [d[where] if c == CAT_J and arr.kind_of(d) != "scalar" else d for d, c in zip(self.data, self.cats)]
             red = Reduction("Sum", call("Mult", self.formula, Var(len(data), w, CAT_J)))
             slots = [*self.slots, Slot("column indicator", CAT_J, w)]
             block = reduce(red, slots, [*data, xp.eye(w, dtype=self.dtype)], 1, self.backend)[0]
-            out[:, c0:c0 + w] = compute.to_host(block)
+            out[:, c0 : c0 + w] = compute.to_host(block)
         return out
 
     # -- entries evaluated with NumPy ------------------------------------------------------------
@@ -204,8 +222,9 @@ class Kernel:
         chunk = max(1, BLOCK_ELEMENTS // max(1, self._widest()))
         for i0 in range(0, n, chunk):
             i1 = min(n, i0 + chunk)
-            local = {pos: (values[pos][i0:i1] if cat != CAT_PARAM else values[pos])
-                     for pos, cat in enumerate(self.cats)}
+            local = {
+                pos: (values[pos][i0:i1] if cat != CAT_PARAM else values[pos]) for pos, cat in enumerate(self.cats)
+            }
             d = evaluate(self.formula, local, self.dtype)
             out[i0:i1] = np.broadcast_to(d, (i1 - i0, 1))[:, 0]
         return out

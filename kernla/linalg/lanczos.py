@@ -76,14 +76,29 @@ def _test(theta, resid, wanted, tol, eps, n):
     floor = FLOOR_FACTOR * np.sqrt(n) * eps * scale
     tiny = tol * th < floor
     at_floor = ~converged & tiny & (r <= floor)
-    return dict(converged=converged, at_floor=at_floor, tiny=tiny, floor=floor, scale=scale,
-                done=bool((converged | at_floor).all()))
+    return dict(
+        converged=converged,
+        at_floor=at_floor,
+        tiny=tiny,
+        floor=floor,
+        scale=scale,
+        done=bool((converged | at_floor).all()),
+    )
 
 
-def eigsh(apply: Callable[[np.ndarray], np.ndarray], n: int, k: int = 6, which: str = "LA",
-          tol: Optional[float] = None, maxiter: Optional[int] = None, ncv: Optional[int] = None,
-          v0: Optional[np.ndarray] = None, dtype: Any = np.float64, return_eigenvectors: bool = True,
-          seed: int = 0):
+def eigsh(
+    apply: Callable[[np.ndarray], np.ndarray],
+    n: int,
+    k: int = 6,
+    which: str = "LA",
+    tol: Optional[float] = None,
+    maxiter: Optional[int] = None,
+    ncv: Optional[int] = None,
+    v0: Optional[np.ndarray] = None,
+    dtype: Any = np.float64,
+    return_eigenvectors: bool = True,
+    seed: int = 0,
+):
     """k eigenpairs of the symmetric n×n operator ``apply`` (an (n, 1) array in, (n, 1) out).
 
     ``which``: ``"LA"`` largest algebraic, ``"SA"`` smallest algebraic, ``"LM"`` largest magnitude.
@@ -124,7 +139,7 @@ def eigsh(apply: Callable[[np.ndarray], np.ndarray], n: int, k: int = 6, which: 
     if not np.isfinite(norm) or norm == 0:
         raise InputValueError("v0 must be a finite non-zero vector")
     V[:, 0] = start / norm
-    p = 0            # number of locked-in (kept) basis vectors before expansion resumes
+    p = 0  # number of locked-in (kept) basis vectors before expansion resumes
     theta = np.zeros(0)
     S = np.zeros((0, 0))
     resid = np.zeros(0)
@@ -134,8 +149,8 @@ def eigsh(apply: Callable[[np.ndarray], np.ndarray], n: int, k: int = 6, which: 
         # 1. expansion from column p to m-1
         for j in range(p, m):
             w = product(V[:, j])
-            w, h = _orthogonalise(V[:, :j + 1], w)
-            H[:j + 1, j] = h
+            w, h = _orthogonalise(V[:, : j + 1], w)
+            H[: j + 1, j] = h
             beta = np.linalg.norm(w)
             if beta <= 1e-12 * max(1.0, np.abs(h).max()):
                 # invariant subspace: continue with a fresh direction (no coupling)
@@ -144,8 +159,8 @@ def eigsh(apply: Callable[[np.ndarray], np.ndarray], n: int, k: int = 6, which: 
                     size = j + 1
                     break
                 w = rng.standard_normal(n)
-                w, _ = _orthogonalise(V[:, :j + 1], w)
-                w, _ = _orthogonalise(V[:, :j + 1], w)
+                w, _ = _orthogonalise(V[:, : j + 1], w)
+                w, _ = _orthogonalise(V[:, : j + 1], w)
                 V[:, j + 1] = w / np.linalg.norm(w)
             else:
                 V[:, j + 1] = w / beta
@@ -164,7 +179,7 @@ def eigsh(apply: Callable[[np.ndarray], np.ndarray], n: int, k: int = 6, which: 
             converged = size >= k and state["done"]
             break
         # 3. thick restart: keep the best Ritz vectors and the last basis vector
-        keep = order[:min(size - 1, k + (m - k) // 2)]
+        keep = order[: min(size - 1, k + (m - k) // 2)]
         p = keep.size
         Vk = V[:, :size] @ S[:, keep]
         V[:, :p] = Vk
@@ -172,24 +187,31 @@ def eigsh(apply: Callable[[np.ndarray], np.ndarray], n: int, k: int = 6, which: 
         H[:] = 0.0
         H[np.arange(p), np.arange(p)] = theta[keep]
         H[p, :p] = coupling[keep]
-        V[:, p + 1:] = 0.0
+        V[:, p + 1 :] = 0.0
     order = _order(theta, which)[:k]
     problems = []
     if not converged:
         bad = ~(state["converged"] | state["at_floor"])
-        problems.append(f"{int(bad.sum())} of the {k} wanted eigenpairs did not converge to tol={tol:g} within "
-                        f"maxiter={maxiter} restarts (largest residual "
-                        f"{resid[order].max() / state['scale']:.3g}·max|λ|)")
+        problems.append(
+            f"{int(bad.sum())} of the {k} wanted eigenpairs did not converge to tol={tol:g} within "
+            f"maxiter={maxiter} restarts (largest residual "
+            f"{resid[order].max() / state['scale']:.3g}·max|λ|)"
+        )
     if state["tiny"].any():
         # |θ| below floor/tol: a residual of tol·|θ| is out of reach in this precision
         limit = state["floor"] / tol
-        problems.append(f"{int(state['tiny'].sum())} of the {k} wanted eigenvalues are below the attainable "
-                        f"accuracy (|λ| < {limit:.2g}, i.e. tol·|λ| under the rounding floor ≈ √n·eps·max|λ| = "
-                        f"{state['floor']:.2g}): they are known only to about ±{state['floor']:.2g}"
-                        + (", and eigenvalues that small may be missing or out of order" if which == "SA" else ""))
+        problems.append(
+            f"{int(state['tiny'].sum())} of the {k} wanted eigenvalues are below the attainable "
+            f"accuracy (|λ| < {limit:.2g}, i.e. tol·|λ| under the rounding floor ≈ √n·eps·max|λ| = "
+            f"{state['floor']:.2g}): they are known only to about ±{state['floor']:.2g}"
+            + (", and eigenvalues that small may be missing or out of order" if which == "SA" else "")
+        )
     if problems:
-        warnings.warn("Lanczos: " + "; ".join(problems) + "; returning the current approximations",
-                      ConvergenceWarning, stacklevel=user_stacklevel())
+        warnings.warn(
+            "Lanczos: " + "; ".join(problems) + "; returning the current approximations",
+            ConvergenceWarning,
+            stacklevel=user_stacklevel(),
+        )
     idx = order[np.argsort(theta[order], kind="stable")]
     w = theta[idx]
     if not return_eigenvectors:
@@ -198,9 +220,17 @@ def eigsh(apply: Callable[[np.ndarray], np.ndarray], n: int, k: int = 6, which: 
     return w, vecs
 
 
-def operator_eigsh(op: Any, k: int = 6, which: str = "LA", tol: Optional[float] = None, maxiter: Optional[int] = None,
-                   ncv: Optional[int] = None, v0: Any = None, return_eigenvectors: bool = True,
-                   method: str = "lanczos"):
+def operator_eigsh(
+    op: Any,
+    k: int = 6,
+    which: str = "LA",
+    tol: Optional[float] = None,
+    maxiter: Optional[int] = None,
+    ncv: Optional[int] = None,
+    v0: Any = None,
+    return_eigenvectors: bool = True,
+    method: str = "lanczos",
+):
     """k eigenvalues (ascending) and eigenvectors of this symmetric operator.
 
     ``which``: ``"LA"`` (largest), ``"SA"`` (smallest) or ``"LM"`` (largest magnitude).
@@ -224,21 +254,40 @@ def operator_eigsh(op: Any, k: int = 6, which: str = "LA", tol: Optional[float] 
         if which not in ("LA", "SA", "LM"):
             raise InputValueError(f"which must be 'LA', 'SA' or 'LM', got {which!r}")
         with compute.blas_single_thread(op.backend, op.on_gpu):
-            out = arpack_eigsh(op, k=k, which=which, tol=0 if tol is None else tol, maxiter=maxiter, ncv=ncv,
-                               v0=None if v0 is None else arr.to_numpy(v0, op.dtype),
-                               return_eigenvectors=return_eigenvectors)
+            out = arpack_eigsh(
+                op,
+                k=k,
+                which=which,
+                tol=0 if tol is None else tol,
+                maxiter=maxiter,
+                ncv=ncv,
+                v0=None if v0 is None else arr.to_numpy(v0, op.dtype),
+                return_eigenvectors=return_eigenvectors,
+            )
     elif method == "lanczos":
+
         def apply(V):
             return compute.to_host(op.product(compute.to_compute(V, op.on_gpu, op.dtype)))
 
         with compute.blas_single_thread(op.backend, op.on_gpu):
-            out = eigsh(apply, op.shape[0], k=k, which=which, tol=tol, maxiter=maxiter, ncv=ncv,
-                        v0=None if v0 is None else arr.to_numpy(v0, np.dtype(np.float64)).reshape(-1),
-                        dtype=op.dtype, return_eigenvectors=return_eigenvectors)
+            out = eigsh(
+                apply,
+                op.shape[0],
+                k=k,
+                which=which,
+                tol=tol,
+                maxiter=maxiter,
+                ncv=ncv,
+                v0=None if v0 is None else arr.to_numpy(v0, np.dtype(np.float64)).reshape(-1),
+                dtype=op.dtype,
+                return_eigenvectors=return_eigenvectors,
+            )
     else:
         raise InputValueError(f"method must be 'lanczos' or 'arpack', got {method!r}")
     if return_eigenvectors:
         w, v = out
-        return (compute.from_compute(np.asarray(w, dtype=op.dtype), op.kind),
-                compute.from_compute(np.asarray(v, dtype=op.dtype), op.kind))
+        return (
+            compute.from_compute(np.asarray(w, dtype=op.dtype), op.kind),
+            compute.from_compute(np.asarray(v, dtype=op.dtype), op.kind),
+        )
     return compute.from_compute(np.asarray(out, dtype=op.dtype), op.kind)

@@ -41,7 +41,7 @@ from .lanczos import operator_eigsh
 from .operator_solve import operator_solve
 
 #: to_dense() refuses matrices with more entries than this unless forced (2**26 ≈ 67 M: 512 MB in float64)
-DENSE_LIMIT = 2 ** 26
+DENSE_LIMIT = 2**26
 
 
 class KernelOperator(ArrayKindOperator):
@@ -69,8 +69,9 @@ class KernelOperator(ArrayKindOperator):
     def __init__(self, formula: "str | LazyTensor", /, *, backend: Optional[str] = None, **bindings: Any):
         if isinstance(formula, LazyTensor):
             if bindings:
-                raise TypeError("bindings are only taken with a formula string; "
-                                f"got a LazyTensor and {', '.join(bindings)}")
+                raise TypeError(
+                    f"bindings are only taken with a formula string; got a LazyTensor and {', '.join(bindings)}"
+                )
             node, variables, names = from_lazy(formula)
         elif isinstance(formula, str):
             node, variables, names = from_string(formula, bindings)
@@ -247,12 +248,16 @@ class KernelOperator(ArrayKindOperator):
     def __add__(self, other):
         if isinstance(other, ScaledIdentity):
             if other.shape != self.shape:
-                raise ShapeError(f"cannot add a {other.shape[0]}x{other.shape[1]} identity to a "
-                                 f"{self.shape[0]}x{self.shape[1]} operator")
+                raise ShapeError(
+                    f"cannot add a {other.shape[0]}x{other.shape[1]} identity to a "
+                    f"{self.shape[0]}x{self.shape[1]} operator"
+                )
             return self.shifted(other.scale)
         if compute.is_number(other):
-            raise TypeError("adding a number to a KernelOperator is ambiguous: write K + alpha * "
-                            "kernla.linalg.eye(n) or K.shifted(alpha) for K + alpha·I")
+            raise TypeError(
+                "adding a number to a KernelOperator is ambiguous: write K + alpha * "
+                "kernla.linalg.eye(n) or K.shifted(alpha) for K + alpha·I"
+            )
         return super().__add__(other)
 
     def __radd__(self, other):
@@ -319,8 +324,10 @@ class KernelOperator(ArrayKindOperator):
         n, m = self.shape
         if n * m > max_entries and not force:
             gb = n * m * self.dtype.itemsize / 1e9
-            raise ShapeError(f"to_dense() would build a {n}x{m} matrix ({gb:.2g} GB), over the limit of "
-                             f"{max_entries} entries; pass force=True if you really want it")
+            raise ShapeError(
+                f"to_dense() would build a {n}x{m} matrix ({gb:.2g} GB), over the limit of "
+                f"{max_entries} entries; pass force=True if you really want it"
+            )
         if torch_graph.records_graph(self._kernel):  # differentiable: F on all N·M pairs, in row chunks
             dense = torch_graph.dense(self._kernel)
             return self._affine.dense(dense, lambda: dense.new_ones(n).diag())

@@ -27,10 +27,19 @@ from .cg import block_cg, default_tol
 from .precond import make_preconditioner
 
 
-def operator_solve(op: Any, b: Any, alpha: Any = 0.0, tol: Optional[float] = None, maxiter: Optional[int] = None,
-                   precond: Any = None, rank: Optional[int] = None, x0: Any = None,
-                   callback: Optional[Callable[[int, np.ndarray], Any]] = None, return_info: bool = False,
-                   verbose: bool = False):
+def operator_solve(
+    op: Any,
+    b: Any,
+    alpha: Any = 0.0,
+    tol: Optional[float] = None,
+    maxiter: Optional[int] = None,
+    precond: Any = None,
+    rank: Optional[int] = None,
+    x0: Any = None,
+    callback: Optional[Callable[[int, np.ndarray], Any]] = None,
+    return_info: bool = False,
+    verbose: bool = False,
+):
     """Solve ``(self + alpha·I) a = b`` by (preconditioned) block conjugate gradients.
 
     ``b`` is (N,) or (N, k): all k columns are solved together, one reduction per iteration,
@@ -73,16 +82,33 @@ def operator_solve(op: Any, b: Any, alpha: Any = 0.0, tol: Optional[float] = Non
         b = np.asarray(b, dtype=op.dtype)
     grad = torch_graph.records_graph(op.kernel, b, alpha)
     if grad:  # check b before a preconditioner is built
-        compute.as_columns(b.detach() if compute.is_torch(b) else b, op.shape[0], op.on_gpu, op.dtype,
-                           "the right-hand side b", op.shape)
+        compute.as_columns(
+            b.detach() if compute.is_torch(b) else b,
+            op.shape[0],
+            op.on_gpu,
+            op.dtype,
+            "the right-hand side b",
+            op.shape,
+        )
     work = _solver_operator(op)
     M = make_preconditioner(precond, work, alpha_value, rank=rank)
     options = dict(tol=tol, maxiter=maxiter, precond=M)
     if not grad:
-        return _solve_plain(op, b, alpha_value, x0=x0, callback=callback, return_info=return_info, verbose=verbose,
-                           work=work, **options)
-    return _solve_graph(op, b, alpha, alpha_value, x0=x0, callback=callback, return_info=return_info,
-                        verbose=verbose, work=work, **options)
+        return _solve_plain(
+            op, b, alpha_value, x0=x0, callback=callback, return_info=return_info, verbose=verbose, work=work, **options
+        )
+    return _solve_graph(
+        op,
+        b,
+        alpha,
+        alpha_value,
+        x0=x0,
+        callback=callback,
+        return_info=return_info,
+        verbose=verbose,
+        work=work,
+        **options,
+    )
 
 
 def _solver_operator(op: Any) -> Any:
@@ -98,8 +124,19 @@ def _solver_operator(op: Any) -> Any:
     return type(op).from_kernel(op.kernel.host_copy(np.float64), op.affine)
 
 
-def _solve_plain(op: Any, b: Any, alpha: float, tol: Optional[float], maxiter: Optional[int], precond: Any,
-                x0: Any, callback: Optional[Callable], return_info: bool, verbose: bool, work: Any = None):
+def _solve_plain(
+    op: Any,
+    b: Any,
+    alpha: float,
+    tol: Optional[float],
+    maxiter: Optional[int],
+    precond: Any,
+    x0: Any,
+    callback: Optional[Callable],
+    return_info: bool,
+    verbose: bool,
+    work: Any = None,
+):
     """Block CG on ``(op + alpha·I) a = b`` (``precond``: the callable built by make_preconditioner;
     ``work``: :func:`_solver_operator`, made here when not given)."""
     if work is None:
@@ -126,17 +163,37 @@ def _solve_plain(op: Any, b: Any, alpha: float, tol: Optional[float], maxiter: O
         return out
 
     with compute.blas_single_thread(op.backend, op.on_gpu):
-        X, info = block_cg(apply, B, tol=default_tol(op.dtype) if tol is None else tol, maxiter=maxiter,
-                           x0=X0, precond=precond, callback=callback, verbose=verbose, xp=op.xp)
+        X, info = block_cg(
+            apply,
+            B,
+            tol=default_tol(op.dtype) if tol is None else tol,
+            maxiter=maxiter,
+            x0=X0,
+            precond=precond,
+            callback=callback,
+            verbose=verbose,
+            xp=op.xp,
+        )
     if vector:
         X = X.reshape(-1)
     out = compute.from_compute(X, kind, compute.output_dtype(b, op.dtype))
     return (out, info) if return_info else out
 
 
-def _solve_graph(op: Any, b: Any, alpha: Any, alpha_value: float, tol: Optional[float], maxiter: Optional[int],
-                 precond: Any, x0: Any, callback: Optional[Callable], return_info: bool, verbose: bool,
-                 work: Any = None):
+def _solve_graph(
+    op: Any,
+    b: Any,
+    alpha: Any,
+    alpha_value: float,
+    tol: Optional[float],
+    maxiter: Optional[int],
+    precond: Any,
+    x0: Any,
+    callback: Optional[Callable],
+    return_info: bool,
+    verbose: bool,
+    work: Any = None,
+):
     """:func:`operator_solve` recorded for torch.autograd by :func:`kernla.autograd.implicit_solve`.
 
     The forward is the plain block CG (with ``x0``, ``callback``, ``verbose``); the backward
@@ -149,8 +206,10 @@ def _solve_graph(op: Any, b: Any, alpha: Any, alpha_value: float, tol: Optional[
     sources = op.kernel.source
     if not compute.is_torch(b):  # the operator's data or alpha requires grad: the solution must be a tensor
         ref = next(d for d in (alpha, *sources) if compute.is_torch(d))
-        b = arr.wrap(compute.to_compute(b, False, compute.output_dtype(b, op.dtype), "the right-hand side b"),
-                     arr.Kind("torch", ref.device))
+        b = arr.wrap(
+            compute.to_compute(b, False, compute.output_dtype(b, op.dtype), "the right-hand side b"),
+            arr.Kind("torch", ref.device),
+        )
     targets = [k for k, d in enumerate(sources) if compute.is_torch(d) and d.requires_grad]
     found: dict[str, Any] = {}
 
@@ -160,8 +219,7 @@ def _solve_graph(op: Any, b: Any, alpha: Any, alpha_value: float, tol: Optional[
                 found["T"] = (op.T, None if work is None or work is op else work.T)
             T, work_T = found["T"]
             return _solve_plain(T, rhs, alpha_value, tol, maxiter, precond, None, None, False, False, work_T)
-        a, found["info"] = _solve_plain(op, rhs, alpha_value, tol, maxiter, precond, x0, callback, True, verbose,
-                                       work)
+        a, found["info"] = _solve_plain(op, rhs, alpha_value, tol, maxiter, precond, x0, callback, True, verbose, work)
         return a
 
     def matvec(v: Any, *params: Any) -> Any:

@@ -104,8 +104,10 @@ class Jacobi(Preconditioner):
         t0 = time.perf_counter()
         d = op.host_diagonal().astype(np.float64) + alpha
         if not (np.isfinite(d).all() and (d > 0).all()):
-            raise InputValueError("the Jacobi preconditioner needs a positive diagonal (c·K_ii + alpha > 0); "
-                                  "is the operator positive definite?")
+            raise InputValueError(
+                "the Jacobi preconditioner needs a positive diagonal (c·K_ii + alpha > 0); "
+                "is the operator positive definite?"
+            )
         inv = op.xp.asarray((1.0 / d)[:, None])
         return PreconditionerOperator(lambda R: R * inv, op.shape[0], op.xp, "jacobi", time.perf_counter() - t0)
 
@@ -157,7 +159,7 @@ def pivoted_cholesky(op: Any, rank: int, rtol: float = 1e-12) -> tuple[np.ndarra
         d[p] = 0.0
         np.maximum(d, 0.0, out=d)
         pivots.append(p)
-    return Lt[:len(pivots)].T, np.array(pivots, dtype=np.int64)
+    return Lt[: len(pivots)].T, np.array(pivots, dtype=np.int64)
 
 
 def random_landmarks(op: Any, rank: int, seed: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
@@ -208,17 +210,19 @@ class Nystrom(Preconditioner):
         n = op.shape[0]
         mu = float(op.shift + alpha)
         if op.scale < 0:
-            raise InputValueError("the Nyström preconditioner needs a positive semi-definite operator "
-                                  f"(its scale is {op.scale:g} < 0)")
+            raise InputValueError(
+                f"the Nyström preconditioner needs a positive semi-definite operator (its scale is {op.scale:g} < 0)"
+            )
         U, lam = nystrom_basis(op, default_rank(n) if self.rank is None else int(self.rank), self.landmarks, self.seed)
         r = int(lam.size)
         if r == 0:
             if mu <= 0:
                 raise InputValueError("the Nyström approximation is empty and alpha = 0: nothing to precondition with")
-            return PreconditionerOperator(lambda R: R / mu, n, op.xp, f"nystrom(rank 0, {self.landmarks})",
-                                          time.perf_counter() - t0, 0)
+            return PreconditionerOperator(
+                lambda R: R / mu, n, op.xp, f"nystrom(rank 0, {self.landmarks})", time.perf_counter() - t0, 0
+            )
         nu = mu if mu > 1e-14 * lam.max() else float(lam.min()) + max(mu, 0.0)
-        coef = 1.0 / (lam + mu) - 1.0 / nu   # P⁻¹ = U diag(coef) Uᵀ + I/ν
+        coef = 1.0 / (lam + mu) - 1.0 / nu  # P⁻¹ = U diag(coef) Uᵀ + I/ν
         xp = op.xp
         Ux = xp.asarray(U)
         cx = xp.asarray(coef[:, None])
@@ -230,8 +234,9 @@ class Nystrom(Preconditioner):
         return PreconditionerOperator(apply, n, xp, f"nystrom(rank {r}, {self.landmarks})", time.perf_counter() - t0, r)
 
 
-def nystrom_basis(op: Any, rank: int, landmarks: str = "pivoted", seed: Optional[int] = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def nystrom_basis(
+    op: Any, rank: int, landmarks: str = "pivoted", seed: Optional[int] = None
+) -> tuple[np.ndarray, np.ndarray]:
     """``(U, λ)`` with ``L Lᵀ = U diag(λ) Uᵀ`` for a Nyström factor L of the operator's kernel part.
 
     ``L`` comes from ``rank`` landmarks (:func:`pivoted_cholesky` or :func:`random_landmarks`);
@@ -273,8 +278,10 @@ def make_preconditioner(precond: Any, op: Any, alpha: float, rank: Optional[int]
             n = op.shape[0]
             precond = Nystrom(rank=rank) if n > 300 and op.scale >= 0 else Jacobi()
         else:
-            raise InputValueError(f"unknown preconditioner {precond!r}; choose None, 'jacobi', 'nystrom', 'auto', "
-                                  "a kernla.linalg.precond.Preconditioner or a callable")
+            raise InputValueError(
+                f"unknown preconditioner {precond!r}; choose None, 'jacobi', 'nystrom', 'auto', "
+                "a kernla.linalg.precond.Preconditioner or a callable"
+            )
     if isinstance(precond, Preconditioner):
         return precond.build(op, alpha)
     if isinstance(precond, LinearOperator):
@@ -283,8 +290,9 @@ def make_preconditioner(precond: Any, op: Any, alpha: float, rank: Optional[int]
         if isinstance(precond, PreconditionerOperator):  # already built: block CG calls it in its namespace
             return precond
         M, xp = precond, op.xp
-        return PreconditionerOperator(lambda R: xp.asarray(M.matmat(to_host(R))), op.shape[0], xp,
-                                      "user LinearOperator")
+        return PreconditionerOperator(
+            lambda R: xp.asarray(M.matmat(to_host(R))), op.shape[0], xp, "user LinearOperator"
+        )
     if callable(precond):
         return PreconditionerOperator(precond, op.shape[0], op.xp, getattr(precond, "__name__", "user callable"))
     raise InputValueError(f"precond must be None, a name, a Preconditioner or a callable; got {type(precond).__name__}")

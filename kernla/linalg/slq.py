@@ -27,8 +27,9 @@ from . import _compute as compute
 from .precond import default_rank, nystrom_basis
 
 
-def slq_logdet(op: Any, shift: float, rank: Optional[int] = None, num_probes: int = 32, steps: int = 40,
-               seed: Optional[int] = 0) -> tuple[float, float]:
+def slq_logdet(
+    op: Any, shift: float, rank: Optional[int] = None, num_probes: int = 32, steps: int = 40, seed: Optional[int] = 0
+) -> tuple[float, float]:
     """Estimate of ``log det (op + shift·I)`` and its Monte-Carlo standard error (module docstring).
 
     ``op`` is a symmetric positive semi-definite :class:`~kernla.linalg.KernelOperator`; ``rank``:
@@ -44,20 +45,20 @@ def slq_logdet(op: Any, shift: float, rank: Optional[int] = None, num_probes: in
     steps = int(min(steps, n))
     U, lam = nystrom_basis(op, default_rank(n) if rank is None else int(rank))
     mu = shift if shift > 1e-14 * max(lam.max(initial=0.0), 1.0) else (float(lam.min()) if lam.size else 1.0)
-    coef = (lam + mu) ** -0.5 - mu ** -0.5                      # P^{-1/2} = U diag(coef) Uᵀ + μ^{-1/2} I
+    coef = (lam + mu) ** -0.5 - mu**-0.5  # P^{-1/2} = U diag(coef) Uᵀ + μ^{-1/2} I
     logdet_P = float(np.log(lam + mu).sum()) + (n - lam.size) * math.log(mu)
 
     def p_isqrt(R: np.ndarray) -> np.ndarray:
-        return R * mu ** -0.5 + U @ (coef[:, None] * (U.T @ R))
+        return R * mu**-0.5 + U @ (coef[:, None] * (U.T @ R))
 
-    def apply(R: np.ndarray) -> np.ndarray:   # M R = P^{-1/2} A P^{-1/2} R
+    def apply(R: np.ndarray) -> np.ndarray:  # M R = P^{-1/2} A P^{-1/2} R
         S = p_isqrt(R)
         AS = compute.to_host(op.product(compute.to_compute(np.ascontiguousarray(S), op.on_gpu, op.dtype)))
         return p_isqrt(AS.astype(np.float64) + shift * S)
 
     rng = np.random.default_rng(seed)
     Z = rng.choice([-1.0, 1.0], size=(n, int(num_probes)))
-    est = logdet_P + lanczos_log_quadrature(apply, Z, steps)          # zᵀ log(M) z per probe
+    est = logdet_P + lanczos_log_quadrature(apply, Z, steps)  # zᵀ log(M) z per probe
     return float(est.mean()), float(est.std(ddof=1) / math.sqrt(len(est)))
 
 
@@ -85,7 +86,7 @@ def lanczos_log_quadrature(apply: Callable[[np.ndarray], np.ndarray], Z: np.ndar
     active = np.arange(p)
 
     def quadrature(col: int, m: int) -> float:
-        theta, S = scipy.linalg.eigh_tridiagonal(alphas[:m, col], betas[:m - 1, col])
+        theta, S = scipy.linalg.eigh_tridiagonal(alphas[:m, col], betas[: m - 1, col])
         return norms2[col] * float((S[0] ** 2 * np.log(np.maximum(theta, 1e-300))).sum())
 
     for j in range(steps):

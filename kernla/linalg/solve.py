@@ -81,18 +81,21 @@ class KernelSolve:
         self.aliases = parse_aliases(aliases)
         self.formula = parse(formula, self.aliases)
         if varinvalias not in self.aliases:
-            raise FormulaError(f"varinvalias {varinvalias!r} is not one of the aliases "
-                               f"({', '.join(self.aliases)})")
+            raise FormulaError(f"varinvalias {varinvalias!r} is not one of the aliases ({', '.join(self.aliases)})")
         var = self.aliases[varinvalias]
         pos, dim, cat = var.params
         want = CAT_J if axis == 1 else CAT_I
         if cat != want:
-            raise FormulaError(f"with axis={axis} the unknown {varinvalias!r} must be a "
-                               f"{'Vj' if axis == 1 else 'Vi'} variable (indexed by the reduced index), "
-                               f"it is {'Vi' if cat == CAT_I else 'Vj' if cat == CAT_J else 'Pm'}")
+            raise FormulaError(
+                f"with axis={axis} the unknown {varinvalias!r} must be a "
+                f"{'Vj' if axis == 1 else 'Vi'} variable (indexed by the reduced index), "
+                f"it is {'Vi' if cat == CAT_I else 'Vj' if cat == CAT_J else 'Pm'}"
+            )
         if self.formula.dim != dim:
-            raise FormulaError(f"the formula has dimension {self.formula.dim} but the unknown {varinvalias!r} "
-                               f"has dimension {dim}: a linear system needs them equal")
+            raise FormulaError(
+                f"the formula has dimension {self.formula.dim} but the unknown {varinvalias!r} "
+                f"has dimension {dim}: a linear system needs them equal"
+            )
         if var not in set(self.formula.variables()):
             raise FormulaError(f"the formula does not use the unknown {varinvalias!r}")
         self.varinvalias = varinvalias
@@ -105,29 +108,45 @@ class KernelSolve:
     def __repr__(self) -> str:
         return f"KernelSolve({self.formula}, unknown {self.varinvalias!r}, axis={self.axis})"
 
-    def __call__(self, *args: Any, alpha: Any = 1e-10, tol: Optional[float] = None, eps: Optional[float] = None,
-                 maxiter: Optional[int] = None, precond: Any = None, rank: Optional[int] = None, x0: Any = None,
-                 callback: Optional[Callable] = None, return_info: bool = False, verbose: bool = False,
-                 backend: str = "auto", **compat: Any):
+    def __call__(
+        self,
+        *args: Any,
+        alpha: Any = 1e-10,
+        tol: Optional[float] = None,
+        eps: Optional[float] = None,
+        maxiter: Optional[int] = None,
+        precond: Any = None,
+        rank: Optional[int] = None,
+        x0: Any = None,
+        callback: Optional[Callable] = None,
+        return_info: bool = False,
+        verbose: bool = False,
+        backend: str = "auto",
+        **compat: Any,
+    ):
         _check_compat(compat)
         if len(args) != len(self.slots):
-            raise ShapeError(f"expected {len(self.slots)} arrays ({', '.join(s.name for s in self.slots)}), "
-                             f"got {len(args)}")
+            raise ShapeError(
+                f"expected {len(self.slots)} arrays ({', '.join(s.name for s in self.slots)}), got {len(args)}"
+            )
         if tol is None and eps is not None:
             tol = eps
         b = args[self.varinv_pos]
         for slot, a in zip(self.slots, args):
             if arr.kind_of(a) != "scalar" and slot.cat != CAT_PARAM and len(a.shape) > 2:
-                raise ShapeError(f"KernelSolve does not take batch dimensions: {slot.describe()} has shape "
-                                 f"{tuple(a.shape)}")
-        options = dict(alpha=alpha, tol=tol, maxiter=maxiter, x0=x0, callback=callback,
-                       return_info=return_info, verbose=verbose)
+                raise ShapeError(
+                    f"KernelSolve does not take batch dimensions: {slot.describe()} has shape {tuple(a.shape)}"
+                )
+        options = dict(
+            alpha=alpha, tol=tol, maxiter=maxiter, x0=x0, callback=callback, return_info=return_info, verbose=verbose
+        )
         if self.kernel is not None:
             op = self._operator(args, backend)
             return op.solve(b, precond=precond, rank=rank, **options)
         if precond is not None or rank is not None:
-            raise InputValueError("preconditioners need a formula of the form k(x, y) * B with a scalar kernel k; "
-                                  f"{self.formula} is not")
+            raise InputValueError(
+                f"preconditioners need a formula of the form k(x, y) * B with a scalar kernel k; {self.formula} is not"
+            )
         if any(is_torch(a) for a in (*args, alpha)):
             from ..autograd import needs_grad  # imports torch: only once torch data is seen
 
@@ -135,8 +154,9 @@ class KernelSolve:
                 return self._generic_graph(args, backend, **options)
         return self._generic(args, backend, **options)
 
-    def _generic_graph(self, args: Sequence[Any], backend: str, *, alpha, tol, maxiter, x0, callback, return_info,
-                       verbose):
+    def _generic_graph(
+        self, args: Sequence[Any], backend: str, *, alpha, tol, maxiter, x0, callback, return_info, verbose
+    ):
         """:meth:`_generic` recorded for torch.autograd (:func:`kernla.autograd.solve_with_grad`).
 
         The backward is one more CG solve with the same options (the operator is symmetric) and
@@ -163,14 +183,33 @@ class KernelSolve:
 
         def solve(call_args: list) -> Any:
             if "info" in found:  # the backward's adjoint solve
-                return self._generic(call_args, backend, alpha=alpha_value, tol=tol, maxiter=maxiter, x0=None,
-                                     callback=None, return_info=False, verbose=False)
-            a, found["info"] = self._generic(call_args, backend, alpha=alpha_value, tol=tol, maxiter=maxiter, x0=x0,
-                                             callback=callback, return_info=True, verbose=verbose)
+                return self._generic(
+                    call_args,
+                    backend,
+                    alpha=alpha_value,
+                    tol=tol,
+                    maxiter=maxiter,
+                    x0=None,
+                    callback=None,
+                    return_info=False,
+                    verbose=False,
+                )
+            a, found["info"] = self._generic(
+                call_args,
+                backend,
+                alpha=alpha_value,
+                tol=tol,
+                maxiter=maxiter,
+                x0=x0,
+                callback=callback,
+                return_info=True,
+                verbose=verbose,
+            )
             return a
 
-        a = solve_with_grad(solve, lambda ca: reduce(red, self.slots, ca, self.axis, backend)[0], args,
-                            self.varinv_pos, alpha)
+        a = solve_with_grad(
+            solve, lambda ca: reduce(red, self.slots, ca, self.axis, backend)[0], args, self.varinv_pos, alpha
+        )
         return (a, found["info"]) if return_info else a
 
     def _operator(self, args: Sequence[Any], backend: str) -> KernelOperator:
@@ -189,8 +228,7 @@ class KernelSolve:
         op = KernelOperator.from_kernel(Kernel.build(self.kernel, variables, names, backend))
         return op.T if self.axis == 0 else op
 
-    def _generic(self, args: Sequence[Any], backend: str, *, alpha, tol, maxiter, x0, callback, return_info,
-                 verbose):
+    def _generic(self, args: Sequence[Any], backend: str, *, alpha, tol, maxiter, x0, callback, return_info, verbose):
         b = args[self.varinv_pos]
         named = {s.name: a for s, a in zip(self.slots, args)}
         kind = arr.common_kind(named)
@@ -198,8 +236,10 @@ class KernelSolve:
         xp, on_gpu = compute.namespace(kind.on_gpu)
         # float32 data on the host: the products run on float64 copies (see KernelOperator.solve)
         work = dtype if on_gpu else np.dtype(np.float64)
-        data = [a if arr.kind_of(a) == "scalar" else compute.to_compute(a, on_gpu, work, s.name)
-                for s, a in zip(self.slots, args)]
+        data = [
+            a if arr.kind_of(a) == "scalar" else compute.to_compute(a, on_gpu, work, s.name)
+            for s, a in zip(self.slots, args)
+        ]
         shape = tuple(b.shape)
         n = shape[0]
         d = self.var.params[1]
@@ -219,8 +259,16 @@ class KernelSolve:
         compute.check_finite(B, xp, repr(self.varinvalias))
         X0 = None if x0 is None else compute.to_compute(x0, on_gpu, np.dtype(np.float64), "x0").reshape(n * d, 1)
         with compute.blas_single_thread(backend, on_gpu):
-            X, info = block_cg(apply, B, tol=default_tol(dtype) if tol is None else tol, maxiter=maxiter, x0=X0,
-                               callback=callback, verbose=verbose, xp=xp)
+            X, info = block_cg(
+                apply,
+                B,
+                tol=default_tol(dtype) if tol is None else tol,
+                maxiter=maxiter,
+                x0=X0,
+                callback=callback,
+                verbose=verbose,
+                xp=xp,
+            )
         out = compute.from_compute(X.reshape(shape), kind, dtype)
         return (out, info) if return_info else out
 
@@ -248,8 +296,9 @@ def lazy_solve(K: Any, b: Any, alpha: float = 1e-10, **options: Any):
     op = KernelOperator(K)
     if hasattr(b, "formula") and hasattr(b, "variables"):
         if len(b.variables) != 1 or not b.formula.is_var:
-            raise ShapeError("LazyTensor.solve takes an array or a LazyTensor made of one variable (e.g. Vi(b)) "
-                             "as right-hand side")
+            raise ShapeError(
+                "LazyTensor.solve takes an array or a LazyTensor made of one variable (e.g. Vi(b)) as right-hand side"
+            )
         data, cat = b.variables[0]
         if cat == CAT_PARAM:
             raise ShapeError("the right-hand side of LazyTensor.solve must be indexed by i or j, not a parameter")
@@ -257,7 +306,6 @@ def lazy_solve(K: Any, b: Any, alpha: float = 1e-10, **options: Any):
             op = op.T
         b = data
     return op.solve(b, alpha=alpha, **options)
-
 
 
 # linalg sits above the user API (kernla.lazy) in the layers: it adds the method, lazy.py never imports linalg

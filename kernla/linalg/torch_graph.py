@@ -67,8 +67,9 @@ def _torch_sources(kernel: Kernel, like: Any, sources: Optional[Sequence[Any]] =
     return out
 
 
-def product(kernel: Kernel, affine: Affine, x: Any, transpose: bool = False,
-            sources: Optional[Sequence[Any]] = None) -> Any:
+def product(
+    kernel: Kernel, affine: Affine, x: Any, transpose: bool = False, sources: Optional[Sequence[Any]] = None
+) -> Any:
     """``(c·K + s·I) @ x`` (or with Kᵀ) for a torch tensor x, recorded for torch.autograd.
 
     One ``Sum`` reduction on the original torch tensors (or on ``sources``, which replace the
@@ -79,8 +80,10 @@ def product(kernel: Kernel, affine: Affine, x: Any, transpose: bool = False,
     n_out = kernel.shape[1 if transpose else 0]
     shape = tuple(x.shape)
     if not (len(shape) in (1, 2) and shape[0] == rows):
-        raise ShapeError(f"the vector must have shape ({rows},) or ({rows}, k) for a "
-                         f"{kernel.shape[0]}x{kernel.shape[1]} operator, got {shape}")
+        raise ShapeError(
+            f"the vector must have shape ({rows},) or ({rows}, k) for a "
+            f"{kernel.shape[0]}x{kernel.shape[1]} operator, got {shape}"
+        )
     dt = arr.dtype_of(x)
     if dt is not None and dt.kind not in "fiub":
         raise DTypeError(f"the vector has dtype {dt}; kernla's linear algebra works on real arrays")
@@ -141,6 +144,12 @@ def dense(kernel: Kernel) -> Any:
     device = first_tensor(kernel).device
     cols = torch.arange(m, device=device)
     chunk = max(1, BLOCK_ELEMENTS // m)
-    parts = [pairs(kernel, torch.arange(i0, min(n, i0 + chunk), device=device).repeat_interleave(m),
-                   cols.repeat(min(n, i0 + chunk) - i0)) for i0 in range(0, n, chunk)]
+    parts = [
+        pairs(
+            kernel,
+            torch.arange(i0, min(n, i0 + chunk), device=device).repeat_interleave(m),
+            cols.repeat(min(n, i0 + chunk) - i0),
+        )
+        for i0 in range(0, n, chunk)
+    ]
     return torch.cat(parts).reshape(n, m)

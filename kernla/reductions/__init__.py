@@ -23,6 +23,7 @@ Adding a reduction = one :class:`ReductionKind` subclass registered with :func:`
 
 from .base import ALIASES, KINDS, CAccumulator, Field, ReductionKind, register
 from .reduction import Reduction
+
 # each module registers its reductions; this order is the order of REDUCTIONS (and of docs/reference.md)
 from . import sums, selection, logsumexp  # noqa: F401, I001
 

@@ -140,8 +140,9 @@ class ReductionKind:
     def c_accumulator(self, red: "Reduction", p: str) -> CAccumulator:
         raise NotImplementedError
 
-    def grad_seeds(self, red: "Reduction", cotangent: Node, output: Callable[[], Node],
-                   extra: Callable[["Reduction"], Node]) -> list[tuple[Node, Node]]:
+    def grad_seeds(
+        self, red: "Reduction", cotangent: Node, output: Callable[[], Node], extra: Callable[["Reduction"], Node]
+    ) -> list[tuple[Node, Node]]:
         """``(formula, cotangent)`` pairs whose vector-Jacobian products give a pairwise gradient.
 
         ``cotangent`` is the incoming gradient as an i-variable, ``output()`` the forward output as

@@ -98,19 +98,30 @@ class _LogSumExpFamily(ReductionKind):
             if soft:
                 grow += f" {p}_d = {p}_d * kl_sc + {den};"
                 add += f" {p}_d += {den} * kl_ex;"
-            return (f"if ({x} > {m}) {{ TACC kl_sc = kl_exp({m} - {x}); {grow} {m} = {x}; }} "
-                    f"else if ({otherwise}) {{ TACC kl_ex = {x} == {m} ? TACC(1) : kl_exp({x} - {m}); {add} }}")
+            return (
+                f"if ({x} > {m}) {{ TACC kl_sc = kl_exp({m} - {x}); {grow} {m} = {x}; }} "
+                f"else if ({otherwise}) {{ TACC kl_ex = {x} == {m} ? TACC(1) : kl_exp({x} - {m}); {add} }}"
+            )
 
         def update(v, w, j):
             def weight(c: int) -> str:
                 return f"TACC({w[c]})" if weighted else "TACC(1)"
+
             # a NaN value is no maximum but must reach the sums (it makes the row NaN)
-            return lines(*(step(k, f"TACC({v[k]})", f"{p}_m[{k}] != TACC(-KL_INF) || {v[k]} != {v[k]}", weight,
-                                "TACC(1)") for k in range(mdim)))
+            return lines(
+                *(
+                    step(k, f"TACC({v[k]})", f"{p}_m[{k}] != TACC(-KL_INF) || {v[k]} != {v[k]}", weight, "TACC(1)")
+                    for k in range(mdim)
+                )
+            )
 
         def merge(q):
-            return lines(*(step(k, f"{q}_m[{k}]", f"{q}_m[{k}] != TACC(-KL_INF)", lambda c: f"{q}_s[{c}]", f"{q}_d")
-                           for k in range(mdim)))
+            return lines(
+                *(
+                    step(k, f"{q}_m[{k}]", f"{q}_m[{k}] != TACC(-KL_INF)", lambda c: f"{q}_s[{c}]", f"{q}_d")
+                    for k in range(mdim)
+                )
+            )
 
         def finalize(of, oi):
             if soft:
@@ -119,8 +130,11 @@ class _LogSumExpFamily(ReductionKind):
                 return lines(*(f"{of}[{c}] = T({p}_m[0] + kl_log({p}_s[{c}]));" for c in range(e)))
             return lines(*(f"{of}[{k}] = T({p}_m[{k}] + kl_log({p}_s[{k}]));" for k in range(e)))
 
-        init = lines(*(f"{p}_m[{k}] = TACC(-KL_INF);" for k in range(mdim)),
-                     *(f"{p}_s[{c}] = TACC(0);" for c in range(e)), f"{p}_d = TACC(0);" if soft else "")
+        init = lines(
+            *(f"{p}_m[{k}] = TACC(-KL_INF);" for k in range(mdim)),
+            *(f"{p}_s[{c}] = TACC(0);" for c in range(e)),
+            f"{p}_d = TACC(0);" if soft else "",
+        )
         return CAccumulator(self.fields(red), p, init, update, merge, finalize)
 
 
@@ -129,8 +143,9 @@ class LogSumExp(_LogSumExpFamily):
     vector_fold = "logsumexp"
     doc = "log Σ_j exp(F_ij), component-wise, stable"
 
-    def grad_seeds(self, red: Reduction, cotangent: Node, output: Callable[[], Node],
-                   extra: Callable[[Reduction], Node]) -> list[tuple[Node, Node]]:
+    def grad_seeds(
+        self, red: Reduction, cotangent: Node, output: Callable[[], Node], extra: Callable[[Reduction], Node]
+    ) -> list[tuple[Node, Node]]:
         return [(red.formula, cotangent * call("Exp", red.formula - output()))]
 
 
@@ -139,8 +154,9 @@ class LogSumExpWeight(_LogSumExpFamily):
     needs_weight = True
     doc = "log Σ_j exp(F_ij) G_ij (F scalar)"
 
-    def grad_seeds(self, red: Reduction, cotangent: Node, output: Callable[[], Node],
-                   extra: Callable[[Reduction], Node]) -> list[tuple[Node, Node]]:
+    def grad_seeds(
+        self, red: Reduction, cotangent: Node, output: Callable[[], Node], extra: Callable[[Reduction], Node]
+    ) -> list[tuple[Node, Node]]:
         assert red.weight is not None  # checked by Reduction
         P = call("Exp", red.formula - output())  # exp(F - L_c), one per weight component
         return [(red.formula, call("Sum", cotangent * P * red.weight)), (red.weight, cotangent * P)]
@@ -152,8 +168,9 @@ class SumSoftMaxWeight(_LogSumExpFamily):
     softmax = True
     doc = "Σ_j exp(F_ij) G_ij / Σ_j exp(F_ij) (F scalar)"
 
-    def grad_seeds(self, red: Reduction, cotangent: Node, output: Callable[[], Node],
-                   extra: Callable[[Reduction], Node]) -> list[tuple[Node, Node]]:
+    def grad_seeds(
+        self, red: Reduction, cotangent: Node, output: Callable[[], Node], extra: Callable[[Reduction], Node]
+    ) -> list[tuple[Node, Node]]:
         assert red.weight is not None  # checked by Reduction
         P = call("Exp", red.formula - extra(Reduction("LogSumExp", red.formula)))
         O = output()

@@ -95,7 +95,9 @@ class Reduction:
 
     def swap_ij(self) -> "Reduction":
         """The same reduction with i- and j-variables exchanged (reduction over i)."""
-        return Reduction(self.name, swap_ij(self.formula), None if self.weight is None else swap_ij(self.weight), self.K)
+        return Reduction(
+            self.name, swap_ij(self.formula), None if self.weight is None else swap_ij(self.weight), self.K
+        )
 
     # NumPy accumulators: the state is a dict of arrays for one block of rows
     def np_init(self, rows: int, dtype: np.dtype) -> dict:

@@ -31,7 +31,13 @@ class _Selection(ReductionKind):
     returns: tuple[str, ...] = ("val",)
 
     def __init__(self, name: str, direction: str, returns: tuple[str, ...], with_indices: str, doc: str):
-        self.name, self.direction, self.returns, self.with_indices, self.doc = name, direction, returns, with_indices, doc
+        self.name, self.direction, self.returns, self.with_indices, self.doc = (
+            name,
+            direction,
+            returns,
+            with_indices,
+            doc,
+        )
         self.gradient = "selection" if "val" in returns else None  # integer outputs are not differentiable
 
     def width(self, red: Reduction) -> int:
@@ -84,16 +90,24 @@ class _Selection(ReductionKind):
         cmp, start = ("<", "KL_INF") if self.direction == "min" else (">", "(-KL_INF)")
         fin_v, fin_i = "val" in self.returns, "idx" in self.returns
         return CAccumulator(
-            fields=self.fields(red), prefix=p,
+            fields=self.fields(red),
+            prefix=p,
             init=lines(*(f"{p}_v[{k}] = {start}; {p}_i[{k}] = -1;" for k in rng)),
-            update=lambda v, w, j: lines(*(
-                f"if ({v[k]} {cmp} {p}_v[{k}]) {{ {p}_v[{k}] = {v[k]}; {p}_i[{k}] = {j}; }}" for k in rng)),
-            merge=lambda q: lines(*(
-                f"if ({q}_v[{k}] {cmp} {p}_v[{k}]) {{ {p}_v[{k}] = {q}_v[{k}]; {p}_i[{k}] = {q}_i[{k}]; }}"
-                for k in rng)),
-            finalize=lambda of, oi: lines(*(
-                (f"{of}[{k}] = {p}_v[{k}];" if fin_v else "") + (f" {oi}[{k}] = {p}_i[{k}];" if fin_i else "")
-                for k in rng)),
+            update=lambda v, w, j: lines(
+                *(f"if ({v[k]} {cmp} {p}_v[{k}]) {{ {p}_v[{k}] = {v[k]}; {p}_i[{k}] = {j}; }}" for k in rng)
+            ),
+            merge=lambda q: lines(
+                *(
+                    f"if ({q}_v[{k}] {cmp} {p}_v[{k}]) {{ {p}_v[{k}] = {q}_v[{k}]; {p}_i[{k}] = {q}_i[{k}]; }}"
+                    for k in rng
+                )
+            ),
+            finalize=lambda of, oi: lines(
+                *(
+                    (f"{of}[{k}] = {p}_v[{k}];" if fin_v else "") + (f" {oi}[{k}] = {p}_i[{k}];" if fin_i else "")
+                    for k in rng
+                )
+            ),
         )
 
 
@@ -118,24 +132,34 @@ class _KSelection(_Selection):
         rng = range(d)
 
         def insert(value: str, index: str, k: int) -> str:
-            return (f"if ({value} < {p}_v[{(K - 1) * d + k}]) {{ int q = {K - 1}; "
-                    f"while (q > 0 && {value} < {p}_v[(q - 1) * {d} + {k}]) {{ "
-                    f"{p}_v[q * {d} + {k}] = {p}_v[(q - 1) * {d} + {k}]; "
-                    f"{p}_i[q * {d} + {k}] = {p}_i[(q - 1) * {d} + {k}]; q--; }} "
-                    f"{p}_v[q * {d} + {k}] = {value}; {p}_i[q * {d} + {k}] = {index}; }}")
+            return (
+                f"if ({value} < {p}_v[{(K - 1) * d + k}]) {{ int q = {K - 1}; "
+                f"while (q > 0 && {value} < {p}_v[(q - 1) * {d} + {k}]) {{ "
+                f"{p}_v[q * {d} + {k}] = {p}_v[(q - 1) * {d} + {k}]; "
+                f"{p}_i[q * {d} + {k}] = {p}_i[(q - 1) * {d} + {k}]; q--; }} "
+                f"{p}_v[q * {d} + {k}] = {value}; {p}_i[q * {d} + {k}] = {index}; }}"
+            )
 
         fin_v, fin_i = "val" in self.returns, "idx" in self.returns
         n = K * d
         return CAccumulator(
-            fields=self.fields(red), prefix=p,
+            fields=self.fields(red),
+            prefix=p,
             init=f"for (int q = 0; q < {n}; q++) {{ {p}_v[q] = KL_INF; {p}_i[q] = -1; }}",
             update=lambda v, w, j: lines(*(insert(v[k], j, k) for k in rng)),
-            merge=lambda q: lines(*(f"for (int r = 0; r < {K}; r++) {{ T kl_qx = {q}_v[r * {d} + {k}]; "
-                                    f"int64_t kl_qy = {q}_i[r * {d} + {k}]; {insert('kl_qx', 'kl_qy', k)} }}"
-                                    for k in rng)),
-            finalize=lambda of, oi: (f"for (int q = 0; q < {n}; q++) {{ "
-                                     + (f"{of}[q] = {p}_v[q]; " if fin_v else "")
-                                     + (f"{oi}[q] = {p}_i[q]; " if fin_i else "") + "}"),
+            merge=lambda q: lines(
+                *(
+                    f"for (int r = 0; r < {K}; r++) {{ T kl_qx = {q}_v[r * {d} + {k}]; "
+                    f"int64_t kl_qy = {q}_i[r * {d} + {k}]; {insert('kl_qx', 'kl_qy', k)} }}"
+                    for k in rng
+                )
+            ),
+            finalize=lambda of, oi: (
+                f"for (int q = 0; q < {n}; q++) {{ "
+                + (f"{of}[q] = {p}_v[q]; " if fin_v else "")
+                + (f"{oi}[q] = {p}_i[q]; " if fin_i else "")
+                + "}"
+            ),
         )
 
 

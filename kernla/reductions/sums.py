@@ -49,15 +49,17 @@ class Sum(ReductionKind):
     def c_accumulator(self, red: Reduction, p: str) -> CAccumulator:
         rng = range(red.formula.dim)
         return CAccumulator(
-            fields=self.fields(red), prefix=p,
+            fields=self.fields(red),
+            prefix=p,
             init=lines(*(f"{p}_s[{k}] = TACC(0);" for k in rng)),
             update=lambda v, w, j: lines(*(f"{p}_s[{k}] += TACC({v[k]});" for k in rng)),
             merge=lambda q: lines(*(f"{p}_s[{k}] += {q}_s[{k}];" for k in rng)),
             finalize=lambda of, oi: lines(*(f"{of}[{k}] = T({p}_s[{k}]);" for k in rng)),
         )
 
-    def grad_seeds(self, red: Reduction, cotangent: Node, output: Callable[[], Node],
-                   extra: Callable[[Reduction], Node]) -> list[tuple[Node, Node]]:
+    def grad_seeds(
+        self, red: Reduction, cotangent: Node, output: Callable[[], Node], extra: Callable[[Reduction], Node]
+    ) -> list[tuple[Node, Node]]:
         return [(red.formula, cotangent)]
 
 

@@ -32,6 +32,7 @@ _CTYPES = {"float32": ("float", "double"), "float64": ("double", "double")}
 
 def _loader(ctx: dict):
     """Variable reads: i-variables and parameters from preloaded scalars, j-variables from tiles."""
+
     def load(var: Node, k: int) -> str:
         pos, dim, cat = var.params
         if cat == CAT_J:
@@ -39,6 +40,7 @@ def _loader(ctx: dict):
         name = f"x{pos}_{k}" if cat == CAT_I else f"p{pos}_{k}"
         ctx[name] = (pos, dim, cat, k)
         return name
+
     return load
 
 
@@ -98,14 +100,29 @@ def kernel_source(red: Reduction, dtype: str) -> str:
     sum_store = "\n".join(f"A.acc_s[{c}] += TACC(s{c});" for c in range(width))
 
     slots = {
-        "T": T, "TACC": TACC, "MODE": mode, "WIDTH": str(width),
-        "TJ": str(_tile_size(formulas)), "MATH": MATH_HEADER, "ACC_DECL": decl,
-        "ACC_INIT": indent(init, 4), "ACC_MERGE": indent(merge, 4), "ACC_FINAL": indent(final, 4),
-        "UNPACK": indent(unpack, 4), "PRELOAD": indent(_preloads(ctx), 8),
-        "BODY": indent("\n".join(body), 12), "STORE": indent(store, 12), "FOLD": indent(fold, 12),
-        "SUM_VARS": sum_vars, "SUM_INIT": sum_init, "SUM_ADD": indent(sum_add, 12),
-        "SUM_STORE": indent(sum_store, 12), "B_PTR": b_ptr, "STORE_K": flat[0],
+        "T": T,
+        "TACC": TACC,
+        "MODE": mode,
+        "WIDTH": str(width),
+        "TJ": str(_tile_size(formulas)),
+        "MATH": MATH_HEADER,
+        "ACC_DECL": decl,
+        "ACC_INIT": indent(init, 4),
+        "ACC_MERGE": indent(merge, 4),
+        "ACC_FINAL": indent(final, 4),
+        "UNPACK": indent(unpack, 4),
+        "PRELOAD": indent(_preloads(ctx), 8),
+        "BODY": indent("\n".join(body), 12),
+        "STORE": indent(store, 12),
+        "FOLD": indent(fold, 12),
+        "SUM_VARS": sum_vars,
+        "SUM_INIT": sum_init,
+        "SUM_ADD": indent(sum_add, 12),
+        "SUM_STORE": indent(sum_store, 12),
+        "B_PTR": b_ptr,
+        "STORE_K": flat[0],
         "IS_PRODUCT": "true" if product else "false",
-        "OUT_WF": str(out_wf), "OUT_WI": str(out_wi),
+        "OUT_WF": str(out_wf),
+        "OUT_WI": str(out_wi),
     }
     return fill(TEMPLATE, slots)

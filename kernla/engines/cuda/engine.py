@@ -89,8 +89,10 @@ def function(source: str, device: int, kernel: str):
         with cupy.cuda.Device(device):
             fn = mod.get_function(kernel)
     except cupy.cuda.compiler.CompileException as err:
-        raise BackendError(f"NVRTC could not compile kernla's CUDA source (a kernla bug; please report "
-                           f"it with the output of kernla.cuda_source(...)): {err}") from None
+        raise BackendError(
+            f"NVRTC could not compile kernla's CUDA source (a kernla bug; please report "
+            f"it with the output of kernla.cuda_source(...)): {err}"
+        ) from None
     _functions[key] = fn
     return fn
 
@@ -154,11 +156,9 @@ def _prepare(red: Reduction, plan: Plan, arrays: Sequence[Any], nx: int, ny: int
     return out
 
 
-def run(red: Reduction, arrays: Sequence[Any], nx: int, ny: int,
-        out: Optional[list] = None) -> list:
+def run(red: Reduction, arrays: Sequence[Any], nx: int, ny: int, out: Optional[list] = None) -> list:
     """Reduce over j on the GPU; outputs are CuPy arrays (nx, width) (see the module docstring)."""
-    used = [arrays[p] for p in sorted({v.params[0] for f in red.formulas for v in f.variables()})
-            if p < len(arrays)]
+    used = [arrays[p] for p in sorted({v.params[0] for f in red.formulas for v in f.variables()}) if p < len(arrays)]
     dtypes = {np.dtype(a.dtype) for a in used}
     if not dtypes:
         raise ShapeError("the formula uses no array")
@@ -204,8 +204,9 @@ def _launch(plan: Plan, launch: Launch, device: int, data: list, results: list, 
     fn = function(plan.source, device, launch.kernel)
     scratch = cupy.empty(max(1, launch.scratch_words), np.float64)
     i64 = np.int64
-    fn(launch.grid, (BLOCK, 1, 1),
-       (i64(nx), i64(ny), i64(launch.width), i64(launch.jper), *data, *results, scratch))
+    fn(launch.grid, (BLOCK, 1, 1), (i64(nx), i64(ny), i64(launch.width), i64(launch.jper), *data, *results, scratch))
     if launch.scratch_words:
         merge = function(plan.source, device, launch.merge)
-        merge(launch.merge_grid, (MERGE_BLOCK, 1, 1), (i64(nx), i64(launch.splits), i64(launch.width), *results, scratch))
+        merge(
+            launch.merge_grid, (MERGE_BLOCK, 1, 1), (i64(nx), i64(launch.splits), i64(launch.width), *results, scratch)
+        )

@@ -141,8 +141,11 @@ def _save_state(acc: CAccumulator) -> tuple[str, int]:
         typ, n = field.ctype, field.words
         ref = functools.partial(field.ref, acc.prefix)
         if n > 8:
-            lhs = (f"((kl_i64*)kl_st)[({off} + kl_w) * kl_stride + kl_slot]" if typ == "int64_t"
-                   else f"kl_st[({off} + kl_w) * kl_stride + kl_slot]")
+            lhs = (
+                f"((kl_i64*)kl_st)[({off} + kl_w) * kl_stride + kl_slot]"
+                if typ == "int64_t"
+                else f"kl_st[({off} + kl_w) * kl_stride + kl_slot]"
+            )
             rhs = ref("kl_w") if typ == "int64_t" else f"(double)({ref('kl_w')})"
             lines.append(f"for (int kl_w = 0; kl_w < {n}; kl_w++) {lhs} = {rhs};")
         else:
@@ -177,18 +180,20 @@ def _load_state(acc: CAccumulator) -> str:
 class _Out:
     """How one kernel stores its outputs: names/kinds of the output arguments and the column map."""
 
-    args: list[tuple[str, str]]           # (argument name, 'float' | 'index') in output order
-    local: dict[str, int]                 # kind -> local width (finalize writes kl_vf / kl_vi)
-    column: Callable[[int], int]          # local index -> column in the full output row
-    row: str                              # full row width (C expression)
+    args: list[tuple[str, str]]  # (argument name, 'float' | 'index') in output order
+    local: dict[str, int]  # kind -> local width (finalize writes kl_vf / kl_vi)
+    column: Callable[[int], int]  # local index -> column in the full output row
+    row: str  # full row width (C expression)
     guard: Optional[Callable[[int], str]] = None  # local index -> C condition for storing
 
 
 def _final_code(acc, out: _Out) -> str:
     """Finalize into local arrays, then convert and store the row's outputs."""
     wf, wi = out.local.get("float", 0), out.local.get("index", 0)
-    lines = [(f"T kl_vf[{wf}];" if wf else "") + (" " if wf and wi else "") + (f"kl_i64 kl_vi[{wi}];" if wi else ""),
-             acc.finalize("kl_vf", "kl_vi")]
+    lines = [
+        (f"T kl_vf[{wf}];" if wf else "") + (" " if wf and wi else "") + (f"kl_i64 kl_vi[{wi}];" if wi else ""),
+        acc.finalize("kl_vf", "kl_vi"),
+    ]
     for arg, kind in out.args:
         width = wf if kind == "float" else wi
         for c in range(width):
@@ -237,11 +242,11 @@ class _Loader:
 class _Layout:
     """Where a kernel reads its variables: j tile layout, registers or global memory."""
 
-    jvars: dict[int, int]       # j-variable position -> components staged (B: columns per chunk)
-    offsets: dict[int, int]     # position -> offset in a tile record
-    rec: int                    # T values per record (one record per j), a multiple of 16 bytes
-    tj: int                     # j per tile
-    shared: bool                # tile staged in shared memory (else j-variables read from global)
+    jvars: dict[int, int]  # j-variable position -> components staged (B: columns per chunk)
+    offsets: dict[int, int]  # position -> offset in a tile record
+    rec: int  # T values per record (one record per j), a multiple of 16 bytes
+    tj: int  # j per tile
+    shared: bool  # tile staged in shared memory (else j-variables read from global)
     i_in_regs: bool
     p_in_regs: bool
     product: Optional[tuple[int, int]]  # (B position, columns per chunk) for kernel products
@@ -261,14 +266,18 @@ class _Layout:
             if self.product and pos == self.product[0]:
                 src = f"(kl_c0 + kl_c < width) ? kl_ld(a{pos} + (kl_j0 + kl_r) * width + kl_c0 + kl_c) : T(0)"
             elif dim == 1:
-                out.append(f"for (int kl_e = threadIdx.x; kl_e < kl_cnt; kl_e += KL_BLOCK)\n"
-                           f"    kl_sh[kl_e * {rec} + {off}] = kl_ld(a{pos} + kl_j0 + kl_e);")
+                out.append(
+                    f"for (int kl_e = threadIdx.x; kl_e < kl_cnt; kl_e += KL_BLOCK)\n"
+                    f"    kl_sh[kl_e * {rec} + {off}] = kl_ld(a{pos} + kl_j0 + kl_e);"
+                )
                 continue
             else:
                 src = f"kl_ld(a{pos} + (kl_j0 + kl_r) * {dim} + kl_c)"
-            out.append(f"for (int kl_e = threadIdx.x; kl_e < kl_cnt * {dim}; kl_e += KL_BLOCK) {{\n"
-                       f"    const int kl_r = kl_e / {dim}, kl_c = kl_e - kl_r * {dim};\n"
-                       f"    kl_sh[kl_r * {rec} + {off} + kl_c] = {src};\n}}")
+            out.append(
+                f"for (int kl_e = threadIdx.x; kl_e < kl_cnt * {dim}; kl_e += KL_BLOCK) {{\n"
+                f"    const int kl_r = kl_e / {dim}, kl_c = kl_e - kl_r * {dim};\n"
+                f"    kl_sh[kl_r * {rec} + {off} + kl_c] = {src};\n}}"
+            )
         return "\n".join(out)
 
 
@@ -298,13 +307,21 @@ def _layout(formulas: Sequence[Node], size: int, product: Optional[tuple[int, in
     else:
         tj = max(32, 1 << max(0, (TILE_BYTES // per_j).bit_length() - 1))
     shared = bool(jvars) and tj * per_j <= TILE_BYTES_MAX
-    return _Layout(jvars, offsets, rec, tj if shared else BLOCK, shared,
-                   _dims(formulas, CAT_I) <= I_REGISTERS, _dims(formulas, CAT_PARAM) <= P_REGISTERS,
-                   product)
+    return _Layout(
+        jvars,
+        offsets,
+        rec,
+        tj if shared else BLOCK,
+        shared,
+        _dims(formulas, CAT_I) <= I_REGISTERS,
+        _dims(formulas, CAT_PARAM) <= P_REGISTERS,
+        product,
+    )
 
 
-def _rows_for(red: Reduction, layout: _Layout, formulas: Sequence[Node], nvalues: int,
-              body_size: int, single: bool) -> int:
+def _rows_for(
+    red: Reduction, layout: _Layout, formulas: Sequence[Node], nvalues: int, body_size: int, single: bool
+) -> int:
     """Rows per thread: 2 for light formulas (a j record read from shared memory serves two rows)."""
     if single or red.kind.k_selection or not layout.shared:
         return 1
@@ -312,8 +329,15 @@ def _rows_for(red: Reduction, layout: _Layout, formulas: Sequence[Node], nvalues
     return 2 if body_size <= 40 and regs <= 16 else 1
 
 
-def _kernel(red: Reduction, dtype: str, name: str, merge_name: str, arg_decl: str,
-            out: _Out, product: Optional[tuple[Node, int, int]] = None) -> tuple[str, KernelInfo]:
+def _kernel(
+    red: Reduction,
+    dtype: str,
+    name: str,
+    merge_name: str,
+    arg_decl: str,
+    out: _Out,
+    product: Optional[tuple[Node, int, int]] = None,
+) -> tuple[str, KernelInfo]:
     """Source of one reduction kernel and its merge kernel.
 
     ``red`` is the (chunk of the) reduction this kernel computes; for a kernel product,
@@ -356,11 +380,15 @@ def _kernel(red: Reduction, dtype: str, name: str, merge_name: str, arg_decl: st
             row_defs.append(f"const kl_i64 kl_i{r} = kl_i0 + {r} * KL_BLOCK;")
             row_defs.append(f"const kl_i64 kl_ii{r} = kl_i{r} < nx ? kl_i{r} : kl_ii0;")
         st, words = _save_state(acc)
-        final.append(f"{{\n    const kl_i64 i = kl_i{r};\n    if (i < nx) "
-                     + _final_code(acc, out).replace("\n", "\n    ") + "\n}")
-        save.append(f"{{\n    const kl_i64 i = kl_i{r};\n    if (i < nx) {{\n"
-                    f"        const kl_i64 kl_slot = (kl_i64)blockIdx.y * nx + i;\n"
-                    + indent(st, 8) + "\n    }\n}")
+        final.append(
+            f"{{\n    const kl_i64 i = kl_i{r};\n    if (i < nx) "
+            + _final_code(acc, out).replace("\n", "\n    ")
+            + "\n}"
+        )
+        save.append(
+            f"{{\n    const kl_i64 i = kl_i{r};\n    if (i < nx) {{\n"
+            f"        const kl_i64 kl_slot = (kl_i64)blockIdx.y * nx + i;\n" + indent(st, 8) + "\n    }\n}"
+        )
     update_text = "\n".join(update)
     body = drop_unused(body, update_text)
     if two_level:
@@ -395,13 +423,22 @@ def _kernel(red: Reduction, dtype: str, name: str, merge_name: str, arg_decl: st
     main = fill(template("reduce.cu"), slots)
     acc = red.c_accumulator("acc")
     q = red.c_accumulator("kl_q")
-    merge = fill(template("merge.cu"), {
-        "NAME": merge_name, "MAIN": name, "ARGS": _out_args([(0, k) for _, k in out.args])[1],
-        "CW": str(product[2] if product else 0), "WORDS": str(words),
-        "DECL": indent(acc.decl, 4), "INIT": indent(acc.init, 4),
-        "QDECL": indent(q.decl, 8), "QLOAD": indent(_load_state(q), 8),
-        "MERGE": indent(acc.merge("kl_q"), 8), "FINAL": indent(_final_code(acc, out), 4),
-    })
+    merge = fill(
+        template("merge.cu"),
+        {
+            "NAME": merge_name,
+            "MAIN": name,
+            "ARGS": _out_args([(0, k) for _, k in out.args])[1],
+            "CW": str(product[2] if product else 0),
+            "WORDS": str(words),
+            "DECL": indent(acc.decl, 4),
+            "INIT": indent(acc.init, 4),
+            "QDECL": indent(q.decl, 8),
+            "QLOAD": indent(_load_state(q), 8),
+            "MERGE": indent(acc.merge("kl_q"), 8),
+            "FINAL": indent(_final_code(acc, out), 4),
+        },
+    )
     info = KernelInfo(name, merge_name, words, L.tj if L.shared else 0, product[2] if product else 0, rows)
     return main + "\n" + merge, info
 
@@ -451,7 +488,6 @@ def choose_splits(blocks: int, resident: int, ny: int, tile: int, max_splits: in
     return next(s for s in range(1, top + 1) if cost[s] <= best * 1.05)
 
 
-
 @dataclass(frozen=True)
 class Launch:
     """One kernel launch of a reduction (and the merge launch of the split-j scheme).
@@ -474,8 +510,9 @@ class Launch:
         return self.grid[1]
 
 
-def launches(plan: "Plan", nx: int, ny: int, width: int, resident: Callable[[KernelInfo], int],
-             splits: Optional[int] = None) -> list[Launch]:
+def launches(
+    plan: "Plan", nx: int, ny: int, width: int, resident: Callable[[KernelInfo], int], splits: Optional[int] = None
+) -> list[Launch]:
     """The launches computing ``plan`` for ``nx`` rows and ``ny`` columns.
 
     ``width``: B's number of columns for kernel products (ignored otherwise); ``resident(info)``:
@@ -505,8 +542,7 @@ def launches(plan: "Plan", nx: int, ny: int, width: int, resident: Callable[[Ker
         jper = -(-max(-(-max(ny, 1) // max(1, s)), 1) // tile) * tile
         s = max(1, -(-ny // jper))
         words = info.words * s * nx * z if s > 1 else 0
-        out.append(Launch(info.name, (bx, s, z), jper, width, words, info.merge,
-                          (-(-nx // MERGE_BLOCK), 1, z)))
+        out.append(Launch(info.name, (bx, s, z), jper, width, words, info.merge, (-(-nx // MERGE_BLOCK), 1, z)))
     return out
 
 
@@ -514,8 +550,10 @@ def launches(plan: "Plan", nx: int, ny: int, width: int, resident: Callable[[Ker
 # the plan
 # ---------------------------------------------------------------------------------------------
 def _header(dtype: str) -> str:
-    return (f"// kernla CUDA source ({dtype}); generated, self-contained (templates inlined)\n"
-            f"#define KL_DTYPE_{_DTYPES[dtype]} 1\n#define KL_BLOCK {BLOCK}\n#define KL_MBLOCK {MERGE_BLOCK}\n")
+    return (
+        f"// kernla CUDA source ({dtype}); generated, self-contained (templates inlined)\n"
+        f"#define KL_DTYPE_{_DTYPES[dtype]} 1\n#define KL_BLOCK {BLOCK}\n#define KL_MBLOCK {MERGE_BLOCK}\n"
+    )
 
 
 def prelude(dtype: str) -> str:
@@ -542,10 +580,16 @@ def kernels_source(red: Reduction, dtype: str, prefix: str = "kl") -> tuple[str,
         args, out_decl = _out_args(outputs)
         for cw in PRODUCT_WIDTHS:
             sub = Reduction("Sum", Vj(b_pos, cw))
-            out = _Out(args, {"float": cw}, lambda c: f"kl_c0 + {c}", "width",
-                       guard=lambda c: f"kl_c0 + {c} < width")
-            text, info = _kernel(sub, dtype, f"{prefix}_reduce_w{cw}", f"{prefix}_merge_w{cw}",
-                                 in_args + ",\n" + out_decl, out, (k, b_pos, cw))
+            out = _Out(args, {"float": cw}, lambda c: f"kl_c0 + {c}", "width", guard=lambda c: f"kl_c0 + {c} < width")
+            text, info = _kernel(
+                sub,
+                dtype,
+                f"{prefix}_reduce_w{cw}",
+                f"{prefix}_merge_w{cw}",
+                in_args + ",\n" + out_decl,
+                out,
+                (k, b_pos, cw),
+            )
             texts.append(text)
             infos.append(info)
     else:
@@ -565,8 +609,14 @@ def kernels_source(red: Reduction, dtype: str, prefix: str = "kl") -> tuple[str,
             else:
                 column = (lambda s: lambda c: s + c)(s)
             out = _Out(args, widths, column, row)
-            text, info = _kernel(sub, dtype, f"{prefix}_reduce{suffix}", f"{prefix}_merge{suffix}",
-                                 (in_args + ",\n" if positions else "") + out_decl, out)
+            text, info = _kernel(
+                sub,
+                dtype,
+                f"{prefix}_reduce{suffix}",
+                f"{prefix}_merge{suffix}",
+                (in_args + ",\n" if positions else "") + out_decl,
+                out,
+            )
             texts.append(text)
             infos.append(info)
     body = "\n".join(texts)

@@ -81,13 +81,73 @@ def _d_minus(n: Node, g: Node) -> tuple:
     return (-g,)
 
 
-register(OpSpec("Add", 2, broadcast, lambda a, b: a + b, c_elementwise("({0} + {1})"), grad=_d_add,
-                simplify=_simplify_add, doc="a + b", elementwise=True, symbol="+"))
-register(OpSpec("Subtract", 2, broadcast, lambda a, b: a - b, c_elementwise("({0} - {1})"), grad=_d_subtract,
-                simplify=_simplify_sub, doc="a - b", elementwise=True, symbol="-"))
-register(OpSpec("Mult", 2, broadcast, lambda a, b: a * b, c_elementwise("({0} * {1})"), grad=_d_mult,
-                simplify=_simplify_mult, doc="a * b", elementwise=True, symbol="*"))
-register(OpSpec("Divide", 2, broadcast, lambda a, b: a / b, c_elementwise("({0} / {1})"), grad=_d_divide,
-                simplify=_simplify_div, doc="a / b", elementwise=True, symbol="/"))
-register(OpSpec("Minus", 1, same, lambda a: -a, c_elementwise("(-{0})"), grad=_d_minus, simplify=_simplify_minus,
-                doc="-a", elementwise=True, symbol="-"))
+register(
+    OpSpec(
+        "Add",
+        2,
+        broadcast,
+        lambda a, b: a + b,
+        c_elementwise("({0} + {1})"),
+        grad=_d_add,
+        simplify=_simplify_add,
+        doc="a + b",
+        elementwise=True,
+        symbol="+",
+    )
+)
+register(
+    OpSpec(
+        "Subtract",
+        2,
+        broadcast,
+        lambda a, b: a - b,
+        c_elementwise("({0} - {1})"),
+        grad=_d_subtract,
+        simplify=_simplify_sub,
+        doc="a - b",
+        elementwise=True,
+        symbol="-",
+    )
+)
+register(
+    OpSpec(
+        "Mult",
+        2,
+        broadcast,
+        lambda a, b: a * b,
+        c_elementwise("({0} * {1})"),
+        grad=_d_mult,
+        simplify=_simplify_mult,
+        doc="a * b",
+        elementwise=True,
+        symbol="*",
+    )
+)
+register(
+    OpSpec(
+        "Divide",
+        2,
+        broadcast,
+        lambda a, b: a / b,
+        c_elementwise("({0} / {1})"),
+        grad=_d_divide,
+        simplify=_simplify_div,
+        doc="a / b",
+        elementwise=True,
+        symbol="/",
+    )
+)
+register(
+    OpSpec(
+        "Minus",
+        1,
+        same,
+        lambda a: -a,
+        c_elementwise("(-{0})"),
+        grad=_d_minus,
+        simplify=_simplify_minus,
+        doc="-a",
+        elementwise=True,
+        symbol="-",
+    )
+)

@@ -66,7 +66,7 @@ def _np_elemt(a, d, m):
 
 def _np_extractt(a, start, d):
     out = np.zeros(a.shape[:-1] + (d,), a.dtype)
-    out[..., start:start + a.shape[-1]] = a
+    out[..., start : start + a.shape[-1]] = a
     return out
 
 
@@ -90,7 +90,7 @@ def _c_elemt(e, args, params, dim):
 
 
 def _c_extract(e, args, params, dim):
-    return args[0][params[0]:params[0] + params[1]]
+    return args[0][params[0] : params[0] + params[1]]
 
 
 def _c_extractt(e, args, params, dim):
@@ -129,14 +129,64 @@ def _d_concat(n: Node, g: Node) -> tuple:
     return (call("Extract", g, params=(0, da)), call("Extract", g, params=(da, db)))
 
 
-register(OpSpec("Elem", 1, _elem_rule, lambda a, m: a[..., m:m + 1], _c_elem, param_names=("m",), grad=_d_elem,
-                doc="component m of a (from 0)"))
-register(OpSpec("ElemT", 1, _elemt_rule, _np_elemt, _c_elemt, param_names=("D", "m"), grad=_d_elemt,
-                doc="vector of dimension D, zero but for component m = a"))
-register(OpSpec("Extract", 1, _extract_rule, lambda a, s, d: a[..., s:s + d], _c_extract,
-                param_names=("start", "dim"), grad=_d_extract, doc="components start … start+dim-1 of a"))
-register(OpSpec("ExtractT", 1, _extractt_rule, _np_extractt, _c_extractt, param_names=("start", "D"),
-                grad=_d_extractt, doc="vector of dimension D, zero but for a placed at start"))
+register(
+    OpSpec(
+        "Elem",
+        1,
+        _elem_rule,
+        lambda a, m: a[..., m : m + 1],
+        _c_elem,
+        param_names=("m",),
+        grad=_d_elem,
+        doc="component m of a (from 0)",
+    )
+)
+register(
+    OpSpec(
+        "ElemT",
+        1,
+        _elemt_rule,
+        _np_elemt,
+        _c_elemt,
+        param_names=("D", "m"),
+        grad=_d_elemt,
+        doc="vector of dimension D, zero but for component m = a",
+    )
+)
+register(
+    OpSpec(
+        "Extract",
+        1,
+        _extract_rule,
+        lambda a, s, d: a[..., s : s + d],
+        _c_extract,
+        param_names=("start", "dim"),
+        grad=_d_extract,
+        doc="components start … start+dim-1 of a",
+    )
+)
+register(
+    OpSpec(
+        "ExtractT",
+        1,
+        _extractt_rule,
+        _np_extractt,
+        _c_extractt,
+        param_names=("start", "D"),
+        grad=_d_extractt,
+        doc="vector of dimension D, zero but for a placed at start",
+    )
+)
 register(OpSpec("Concat", 2, _concat_rule, _np_concat, _c_concat, grad=_d_concat, doc="a followed by b"))
-register(OpSpec("OneHot", 1, _onehot_rule, _np_onehot, _c_onehot, param_names=("D",), grad=no_derivative,
-                doc="vector of dimension D: 1 at round(a), else 0"))
+register(
+    OpSpec(
+        "OneHot",
+        1,
+        _onehot_rule,
+        _np_onehot,
+        _c_onehot,
+        param_names=("D",),
+        grad=no_derivative,
+        doc="vector of dimension D: 1 at round(a), else 0",
+    )
+)

@@ -44,7 +44,7 @@ def _np_sinxdivx(a):
 
 
 def _np_pow(a, n):
-    return a ** n if n >= 0 else 1 / a ** (-n)
+    return a**n if n >= 0 else 1 / a ** (-n)
 
 
 def _uniform(node: Node) -> bool:
@@ -170,9 +170,28 @@ _unary("Asin", np.arcsin, "kl_asin({0})", _d_asin, "arcsin(a)")
 _unary("Acos", np.arccos, "kl_acos({0})", _d_acos, "arccos(a)")
 _unary("Atan", np.arctan, "kl_atan({0})", _d_atan, "arctan(a)")
 _unary("SinXDivX", _np_sinxdivx, "({0} == T(0) ? T(1) : kl_sin({0}) / {0})", _d_sinxdivx, "sin(a)/a, 1 at a = 0")
-_unary("Pow", _np_pow, "kl_powi({0}, {1})", _d_pow, "a**n for an integer n", param_names=("n",),
-       simplify=_simplify_pow)
-register(OpSpec("Powf", 2, broadcast, np.power, c_elementwise("kl_pow({0}, {1})"), grad=_d_powf,
-                doc="a**b for a real b", elementwise=True))
-register(OpSpec("Atan2", 2, broadcast, np.arctan2, c_elementwise("kl_atan2({0}, {1})"), grad=_d_atan2,
-                doc="atan2(a, b), the angle of the point (b, a)", elementwise=True))
+_unary("Pow", _np_pow, "kl_powi({0}, {1})", _d_pow, "a**n for an integer n", param_names=("n",), simplify=_simplify_pow)
+register(
+    OpSpec(
+        "Powf",
+        2,
+        broadcast,
+        np.power,
+        c_elementwise("kl_pow({0}, {1})"),
+        grad=_d_powf,
+        doc="a**b for a real b",
+        elementwise=True,
+    )
+)
+register(
+    OpSpec(
+        "Atan2",
+        2,
+        broadcast,
+        np.arctan2,
+        c_elementwise("kl_atan2({0}, {1})"),
+        grad=_d_atan2,
+        doc="atan2(a, b), the angle of the point (b, a)",
+        elementwise=True,
+    )
+)

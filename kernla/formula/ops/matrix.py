@@ -77,9 +77,36 @@ def _d_tensorprod(n: Node, g: Node) -> tuple:
     return (call("MatVecMult", g, b), call("VecMatMult", a, g))
 
 
-register(OpSpec("MatVecMult", 2, _matvec_rule, _np_matvec, _c_matvec, grad=_d_matvec,
-                doc="A·b, A an n×p matrix stored row-major (dimension n·p), b of dimension p"))
-register(OpSpec("VecMatMult", 2, _vecmat_rule, _np_vecmat, _c_vecmat, grad=_d_vecmat,
-                doc="b'·A, b of dimension n, A an n×p matrix stored row-major"))
-register(OpSpec("TensorProd", 2, _tensorprod_rule, _np_tensorprod, _c_tensorprod, grad=_d_tensorprod,
-                doc="outer product a⊗b, row-major (dimension dim(a)·dim(b))"))
+register(
+    OpSpec(
+        "MatVecMult",
+        2,
+        _matvec_rule,
+        _np_matvec,
+        _c_matvec,
+        grad=_d_matvec,
+        doc="A·b, A an n×p matrix stored row-major (dimension n·p), b of dimension p",
+    )
+)
+register(
+    OpSpec(
+        "VecMatMult",
+        2,
+        _vecmat_rule,
+        _np_vecmat,
+        _c_vecmat,
+        grad=_d_vecmat,
+        doc="b'·A, b of dimension n, A an n×p matrix stored row-major",
+    )
+)
+register(
+    OpSpec(
+        "TensorProd",
+        2,
+        _tensorprod_rule,
+        _np_tensorprod,
+        _c_tensorprod,
+        grad=_d_tensorprod,
+        doc="outer product a⊗b, row-major (dimension dim(a)·dim(b))",
+    )
+)

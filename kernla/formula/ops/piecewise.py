@@ -60,8 +60,9 @@ def _d_mod(n: Node, g: Node) -> tuple:
 def _d_clamp(n: Node, g: Node) -> tuple:
     a, lo, hi = n.args
     inside_lo = call("Step", a - lo)
-    return ub_args(n, g * inside_lo * call("Step", hi - a), g * call("LessThan", a, lo),
-                   g * call("LessThan", hi, a) * inside_lo)
+    return ub_args(
+        n, g * inside_lo * call("Step", hi - a), g * call("LessThan", a, lo), g * call("LessThan", hi, a) * inside_lo
+    )
 
 
 def _d_clampint(n: Node, g: Node) -> tuple:
@@ -75,31 +76,85 @@ def _d_ifelse(n: Node, g: Node) -> tuple:
 
 
 def _piecewise(name, arity, np_fn, c_fmt, grad, doc, **more):
-    register(OpSpec(name, arity, same if arity == 1 else broadcast, np_fn, c_elementwise(c_fmt), grad=grad, doc=doc,
-                    elementwise=True, **more))
+    register(
+        OpSpec(
+            name,
+            arity,
+            same if arity == 1 else broadcast,
+            np_fn,
+            c_elementwise(c_fmt),
+            grad=grad,
+            doc=doc,
+            elementwise=True,
+            **more,
+        )
+    )
 
 
 _piecewise("Abs", 1, np.abs, "kl_abs({0})", _d_abs, "|a|")
 _piecewise("Sign", 1, np.sign, "kl_sign({0})", no_derivative, "sign of a (0 at 0)")
-_piecewise("Step", 1, lambda a: (a >= 0).astype(a.dtype), "({0} >= T(0) ? T(1) : T(0))", no_derivative,
-           "1 if a >= 0 else 0")
+_piecewise(
+    "Step", 1, lambda a: (a >= 0).astype(a.dtype), "({0} >= T(0) ? T(1) : T(0))", no_derivative, "1 if a >= 0 else 0"
+)
 _piecewise("ReLU", 1, lambda a: np.where(a >= 0, a, a * 0), "({0} >= T(0) ? {0} : T(0))", _d_relu, "max(a, 0)")
 _piecewise("Floor", 1, np.floor, "kl_floor({0})", no_derivative, "largest integer <= a")
-register(OpSpec("Round", 1, _round_rule, _np_round, _c_round, param_names=("decimals",), grad=no_derivative,
-                doc="a rounded to d decimals (halves away from zero)", elementwise=True))
-_piecewise("Mod", 3, lambda a, m, o: a - m * np.floor((a - o) / m), "({0} - {1} * kl_floor(({0} - {2}) / {1}))",
-           _d_mod, "a - m·floor((a - offset)/m): a wrapped into [offset, offset + m)")
-_piecewise("Clamp", 3, lambda a, lo, hi: np.minimum(np.maximum(a, lo), hi), "kl_min(kl_max({0}, {1}), {2})",
-           _d_clamp, "a clamped to [lo, hi]")
-_piecewise("ClampInt", 1, lambda a, lo, hi: np.minimum(np.maximum(a, lo), hi), "kl_min(kl_max({0}, T({1})), T({2}))",
-           _d_clampint, "a clamped to the integer bounds [lo, hi]", param_names=("lo", "hi"))
-_piecewise("IfElse", 3, lambda f, a, b: np.where(f >= 0, a, b), "({0} >= T(0) ? {1} : {2})", _d_ifelse,
-           "b where f >= 0, else c")
+register(
+    OpSpec(
+        "Round",
+        1,
+        _round_rule,
+        _np_round,
+        _c_round,
+        param_names=("decimals",),
+        grad=no_derivative,
+        doc="a rounded to d decimals (halves away from zero)",
+        elementwise=True,
+    )
+)
+_piecewise(
+    "Mod",
+    3,
+    lambda a, m, o: a - m * np.floor((a - o) / m),
+    "({0} - {1} * kl_floor(({0} - {2}) / {1}))",
+    _d_mod,
+    "a - m·floor((a - offset)/m): a wrapped into [offset, offset + m)",
+)
+_piecewise(
+    "Clamp",
+    3,
+    lambda a, lo, hi: np.minimum(np.maximum(a, lo), hi),
+    "kl_min(kl_max({0}, {1}), {2})",
+    _d_clamp,
+    "a clamped to [lo, hi]",
+)
+_piecewise(
+    "ClampInt",
+    1,
+    lambda a, lo, hi: np.minimum(np.maximum(a, lo), hi),
+    "kl_min(kl_max({0}, T({1})), T({2}))",
+    _d_clampint,
+    "a clamped to the integer bounds [lo, hi]",
+    param_names=("lo", "hi"),
+)
+_piecewise(
+    "IfElse",
+    3,
+    lambda f, a, b: np.where(f >= 0, a, b),
+    "({0} >= T(0) ? {1} : {2})",
+    _d_ifelse,
+    "b where f >= 0, else c",
+)
 
 
 def _comparison(name, np_fn, c_op, doc):
-    _piecewise(name, 2, lambda a, b: np_fn(a, b).astype(np.result_type(a, b)), "({0} " + c_op + " {1} ? T(1) : T(0))",
-               no_derivative, doc)
+    _piecewise(
+        name,
+        2,
+        lambda a, b: np_fn(a, b).astype(np.result_type(a, b)),
+        "({0} " + c_op + " {1} ? T(1) : T(0))",
+        no_derivative,
+        doc,
+    )
 
 
 _comparison("Equal", np.equal, "==", "1 where a == b, else 0")

@@ -102,6 +102,7 @@ def _with_folding(spec: OpSpec):
         # the operation's own rules first: they are exact (-IntCst(n) stays an IntCst beyond 2**53,
         # where folding through float64 would turn it into a rounded RealCst)
         return custom(args, params) or folder(args, params)
+
     return simplify
 
 
@@ -119,6 +120,7 @@ def _fold_constants(spec: OpSpec):
         if all(a.op == "IntCst" for a in args) and value.is_integer() and abs(value) < 2**53:
             return IntCst(int(value))
         return RealCst(value)
+
     return fold
 
 
@@ -135,8 +137,9 @@ def broadcast(dims, params):
     out = max(dims)
     for d in dims:
         if d not in (1, out):
-            raise FormulaError(f"dimensions {' and '.join(map(str, dims))} are incompatible "
-                               "(they must be equal, or 1 to broadcast)")
+            raise FormulaError(
+                f"dimensions {' and '.join(map(str, dims))} are incompatible (they must be equal, or 1 to broadcast)"
+            )
     return out
 
 
@@ -162,9 +165,11 @@ def bc(exprs: CExprs, dim: int) -> CExprs:
 
 def c_elementwise(fmt: str):
     """C emitter applying ``fmt`` (``{0}``, ``{1}``, … the argument components) component-wise."""
+
     def emit(e, args, params, dim):
         cols = [bc(a, dim) for a in args]
         return [fmt.format(*(c[k] for c in cols), *params) for k in range(dim)]
+
     return emit
 
 

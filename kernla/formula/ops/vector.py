@@ -22,6 +22,7 @@ def _c_fold(fn: str):
         for x in args[0][1:]:
             acc = f"{fn}({acc}, {x})"
         return [acc]
+
     return emit
 
 
@@ -39,6 +40,7 @@ def _c_arg(cmp: str):
             e.assign(idx, f"({better} ? T({k}) : {idx})")
             e.assign(best, f"({better} ? {x} : {best})")
         return [idx]
+
     return emit
 
 
@@ -112,8 +114,10 @@ def _d_sum(n: Node, g: Node) -> tuple:
 
 def _onehot_of(which: str):
     """The derivative of Max (Min): the cotangent at the component ArgMax (ArgMin) picks."""
+
     def grad(n: Node, g: Node) -> tuple:
         return (g * call("OneHot", call(which, n.args[0]), params=(n.args[0].dim,)),)
+
     return grad
 
 
@@ -163,26 +167,127 @@ def _simplify_sum(a, p):
     return a[0] if a[0].dim == 1 else None
 
 
-register(OpSpec("Sum", 1, scalar, lambda a: a.sum(-1, keepdims=True), _c_sum, grad=_d_sum, simplify=_simplify_sum,
-                doc="sum of the components"))
-register(OpSpec("Max", 1, scalar, lambda a: a.max(-1, keepdims=True), _c_fold("kl_max"), grad=_onehot_of("ArgMax"),
-                doc="largest component"))
-register(OpSpec("Min", 1, scalar, lambda a: a.min(-1, keepdims=True), _c_fold("kl_min"), grad=_onehot_of("ArgMin"),
-                doc="smallest component"))
-register(OpSpec("ArgMax", 1, scalar, lambda a: a.argmax(-1)[..., None].astype(a.dtype), _c_arg(">"),
-                grad=no_derivative, doc="index of the largest component (first one), as a real"))
-register(OpSpec("ArgMin", 1, scalar, lambda a: a.argmin(-1)[..., None].astype(a.dtype), _c_arg("<"),
-                grad=no_derivative, doc="index of the smallest component (first one), as a real"))
-register(OpSpec("Scalprod", 2, equal_to_scalar, lambda a, b: (a * b).sum(-1, keepdims=True), _c_scalprod,
-                grad=_d_scalprod, doc="scalar product (a|b)", symbol="|"))
-register(OpSpec("SqNorm2", 1, scalar, lambda a: (a * a).sum(-1, keepdims=True), _c_sqnorm, grad=_d_sqnorm,
-                doc="squared Euclidean norm"))
-register(OpSpec("Norm2", 1, scalar, lambda a: np.sqrt((a * a).sum(-1, keepdims=True)), _c_norm, grad=_d_norm,
-                doc="Euclidean norm"))
+register(
+    OpSpec(
+        "Sum",
+        1,
+        scalar,
+        lambda a: a.sum(-1, keepdims=True),
+        _c_sum,
+        grad=_d_sum,
+        simplify=_simplify_sum,
+        doc="sum of the components",
+    )
+)
+register(
+    OpSpec(
+        "Max",
+        1,
+        scalar,
+        lambda a: a.max(-1, keepdims=True),
+        _c_fold("kl_max"),
+        grad=_onehot_of("ArgMax"),
+        doc="largest component",
+    )
+)
+register(
+    OpSpec(
+        "Min",
+        1,
+        scalar,
+        lambda a: a.min(-1, keepdims=True),
+        _c_fold("kl_min"),
+        grad=_onehot_of("ArgMin"),
+        doc="smallest component",
+    )
+)
+register(
+    OpSpec(
+        "ArgMax",
+        1,
+        scalar,
+        lambda a: a.argmax(-1)[..., None].astype(a.dtype),
+        _c_arg(">"),
+        grad=no_derivative,
+        doc="index of the largest component (first one), as a real",
+    )
+)
+register(
+    OpSpec(
+        "ArgMin",
+        1,
+        scalar,
+        lambda a: a.argmin(-1)[..., None].astype(a.dtype),
+        _c_arg("<"),
+        grad=no_derivative,
+        doc="index of the smallest component (first one), as a real",
+    )
+)
+register(
+    OpSpec(
+        "Scalprod",
+        2,
+        equal_to_scalar,
+        lambda a, b: (a * b).sum(-1, keepdims=True),
+        _c_scalprod,
+        grad=_d_scalprod,
+        doc="scalar product (a|b)",
+        symbol="|",
+    )
+)
+register(
+    OpSpec(
+        "SqNorm2",
+        1,
+        scalar,
+        lambda a: (a * a).sum(-1, keepdims=True),
+        _c_sqnorm,
+        grad=_d_sqnorm,
+        doc="squared Euclidean norm",
+    )
+)
+register(
+    OpSpec(
+        "Norm2",
+        1,
+        scalar,
+        lambda a: np.sqrt((a * a).sum(-1, keepdims=True)),
+        _c_norm,
+        grad=_d_norm,
+        doc="Euclidean norm",
+    )
+)
 register(OpSpec("Normalize", 1, same, _np_normalize, _c_normalize, grad=_d_normalize, doc="a/|a| (0 for a = 0)"))
-register(OpSpec("SqDist", 2, equal_to_scalar, lambda a, b: ((a - b) ** 2).sum(-1, keepdims=True), _c_sqdist,
-                grad=_d_sqdist, doc="squared Euclidean distance |a - b|²"))
-register(OpSpec("WeightedSqNorm", 2, _weighted_rule, _np_weighted_sqnorm, _c_weighted_sqnorm, grad=_d_weighted_sqnorm,
-                doc="x'Wx with W scalar (dim 1), diagonal (dim D) or a full D×D matrix (dim D², row-major)"))
-register(OpSpec("WeightedSqDist", 3, _weighted_rule, lambda w, x, y: _np_weighted_sqnorm(w, x - y), _c_weighted_sqdist,
-                grad=_d_weighted_sqdist, doc="WeightedSqNorm(W, x - y)"))
+register(
+    OpSpec(
+        "SqDist",
+        2,
+        equal_to_scalar,
+        lambda a, b: ((a - b) ** 2).sum(-1, keepdims=True),
+        _c_sqdist,
+        grad=_d_sqdist,
+        doc="squared Euclidean distance |a - b|²",
+    )
+)
+register(
+    OpSpec(
+        "WeightedSqNorm",
+        2,
+        _weighted_rule,
+        _np_weighted_sqnorm,
+        _c_weighted_sqnorm,
+        grad=_d_weighted_sqnorm,
+        doc="x'Wx with W scalar (dim 1), diagonal (dim D) or a full D×D matrix (dim D², row-major)",
+    )
+)
+register(
+    OpSpec(
+        "WeightedSqDist",
+        3,
+        _weighted_rule,
+        lambda w, x, y: _np_weighted_sqnorm(w, x - y),
+        _c_weighted_sqdist,
+        grad=_d_weighted_sqdist,
+        doc="WeightedSqNorm(W, x - y)",
+    )
+)
