@@ -12,8 +12,8 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -69,7 +69,7 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]], title: Optional[str] = None) -> str:
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]], title: str | None = None) -> str:
     """A plain-text table (also valid Markdown)."""
     cells = [[str(h) for h in headers]] + [[_fmt(c) for c in r] for r in rows]
     widths = [max(len(r[k]) for r in cells) for k in range(len(headers))]

@@ -28,13 +28,12 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, measure, optional, table  # noqa: E402
-
 import torch  # noqa: E402
+from _common import machine, measure, optional, table  # noqa: E402
 
 import kernla  # noqa: E402
 from kernla.engines import resolve_backend  # noqa: E402
@@ -104,7 +103,7 @@ def _runner(loss: Callable, n: int, wrt: tuple) -> tuple[Callable, Callable]:
 CLOCK = "wall"
 
 
-def _time(fn: Callable, repeat: int, budget: float) -> Optional[float]:
+def _time(fn: Callable, repeat: int, budget: float) -> float | None:
     t = measure(fn, repeat=repeat, warmup=1, budget=budget)
     return t.wall if CLOCK == "wall" else t.cpu
 

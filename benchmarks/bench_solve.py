@@ -4,9 +4,10 @@ KernelSolve and a dense scipy solve, side by side — one table for all sizes.
 The system: N points uniform in [0, 1]², Gaussian kernel exp(-|x-y|²/(2σ²)) with σ = 0.1,
 alpha = 1e-2, b = sin(6 x₁) cos(4 x₂) + 0.1·noise, float64. Reported per method: CG iterations,
 kernel products (each one reduction over all N² pairs), the time of one product (kernla's or
-pykeops'; medians, with host BLAS on one thread as inside kernla's solvers), set-up time (Nyström landmarks, dense matrix), solve time, total, the number
-of timed runs, and the true relative residual ‖(K + αI) a − b‖ / ‖b‖ (computed afterwards with
-one more kernla product, outside the timings).
+pykeops'; medians, with host BLAS on one thread as inside kernla's solvers), set-up time (Nyström
+landmarks, dense matrix), solve time, total, the number of timed runs, and the true relative
+residual ‖(K + αI) a − b‖ / ‖b‖ (computed afterwards with one more kernla product, outside the
+timings).
 
 Times are medians (``_common.measure``) for methods whose single run takes under ``--repeat-below``
 seconds (5 by default: Nyström-PCG, the small dense solve, products); longer ones (plain CG,

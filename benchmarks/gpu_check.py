@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
-import math
 import statistics
 import sys
 import time
@@ -194,7 +193,7 @@ def compare(red, got, ref_red, ref, arrays, dtype, ny):
     D = red.formula.dim
     K = red.K or 1
     ref_by_kind = {}
-    for (w, kind), r in zip(ref_red.output_dims(), ref):
+    for (_w, kind), r in zip(ref_red.output_dims(), ref):
         ref_by_kind[kind] = r
     msgs = []
     for (w, kind), g in zip(red.output_dims(), got):
@@ -550,7 +549,7 @@ def timings(cupy, torch, kernla, engine, quick):
                 if have_torch:
                     xt, yt, bt, gt = (torch.from_dlpack(a) for a in (x, y, b, g))
                     timed(
-                        f"  same, Genred on torch", n * n, lambda: f(xt, yt, bt, gt), lambda: sync(cupy, torch), repeat
+                        "  same, Genred on torch", n * n, lambda: f(xt, yt, bt, gt), lambda: sync(cupy, torch), repeat
                     )
             if not have_torch:
                 continue
@@ -597,7 +596,7 @@ def knn_timings(cupy, torch, engine, quick, have_torch):
 
     timed(f"knn K=10 D=50 {q:.0e}x{p:.0e} f32 kernla", q * p, kernla_knn, lambda: sync(cupy), 3)
     pts16, qs16 = pts.astype(cupy.float16), qs.astype(cupy.float16)
-    timed(f"  same, float16", q * p, lambda: engine.run(knn, [qs16, pts16], q, p), lambda: sync(cupy), 3)
+    timed("  same, float16", q * p, lambda: engine.run(knn, [qs16, pts16], q, p), lambda: sync(cupy), 3)
     if not have_torch:
         return
     pt, qt = torch.from_dlpack(pts), torch.from_dlpack(qs)
@@ -611,7 +610,7 @@ def knn_timings(cupy, torch, engine, quick, have_torch):
         res["torch"] = out
         return out
 
-    timed(f"  torch.cdist + topk f32", q * p, torch_knn, lambda: sync(cupy, torch), 2)
+    timed("  torch.cdist + topk f32", q * p, torch_knn, lambda: sync(cupy, torch), 2)
 
     def recall():
         a = cupy.asnumpy(res["kernla"])[:2000]
@@ -636,7 +635,7 @@ def main() -> int:
         print(f"FAIL  set-up: {type(err).__name__}: {err}")
         traceback.print_exc()
         return 1
-    print(f"\n== part 1: correctness against the NumPy engine", flush=True)
+    print("\n== part 1: correctness against the NumPy engine", flush=True)
     try:
         correctness(cupy, torch, kernla, engine, args.quick)
     except Exception as err:

@@ -10,10 +10,10 @@ and plain CG. Prints what it could not run (no CUDA, no CuPy) instead of failing
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 import traceback
 import warnings
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import host  # noqa: E402
 
-import kernla
 from kernla import KernelSolve, kernels
 from kernla.linalg import ConvergenceWarning
 

@@ -11,9 +11,9 @@ at 1e4 points, std at 64 points, SLQ log marginal likelihood). Prints what it co
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 import traceback
-import sys
 from pathlib import Path
 
 import numpy as np

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import kernla.reductions
 from kernla.formula import OPS
-from kernla.reductions import KINDS
-from kernla.reductions import logsumexp, selection
+from kernla.reductions import KINDS, logsumexp, selection
 
 HERE = Path(__file__).resolve().parent
 

@@ -20,12 +20,11 @@ import time
 
 import numpy as np
 import scipy.sparse.linalg as sla
+from _common import figure_path
 
 from kernla import kernels
 from kernla.engines import resolve_backend
 from kernla.linalg import eigsh as lanczos
-
-from _common import figure_path
 
 SIGMA = 0.5
 

@@ -28,10 +28,9 @@ import time
 
 import numpy as np
 import torch
+from _common import figure_path
 
 from kernla import LazyTensor
-
-from _common import figure_path
 
 
 def gauss(x: torch.Tensor, y: torch.Tensor, sigma: float) -> LazyTensor:

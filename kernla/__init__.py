@@ -8,6 +8,7 @@
 True
 """
 
+from . import kernels
 from ._version import __version__
 from .errors import (
     ArrayKindError,
@@ -22,7 +23,6 @@ from .errors import (
 from .genred import Genred, cuda_source
 from .lazy import LazyTensor, Pm, Vi, Vj
 from .linalg import ConvergenceWarning, KernelOperator, KernelSolve
-from . import kernels
 from .models import (
     GaussianProcessRegressor,
     KernelInterpolation,

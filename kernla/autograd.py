@@ -41,18 +41,19 @@ torch.Size([5, 1, 2])
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 import torch
 
 from . import arrays as arr
+from .core import Slot, as_rows
+from .core import reduce as reduce_nograd
 from .errors import ShapeError
 from .formula.diff import vjp
 from .formula.tree import CAT_I, CAT_J, CAT_PARAM, Node, Var, call
-from .core import Slot, as_rows
-from .core import reduce as reduce_nograd
 from .reductions import KINDS, Reduction
 
 __all__ = ["DIFFERENTIABLE", "needs_grad", "reduce_with_grad", "implicit_solve", "solve_with_grad"]
@@ -75,11 +76,11 @@ def needs_grad(args: Sequence[Any]) -> bool:
 class _Spec:
     red: Reduction  # written for a reduction over j (the caller's axis already applied)
     slots: tuple  # Slot per argument, categories matching ``red``
-    backend: Optional[str]
+    backend: str | None
 
 
 def reduce_with_grad(
-    red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int = 1, backend: Optional[str] = None
+    red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int = 1, backend: str | None = None
 ) -> list:
     """:func:`kernla.genred.reduce` for torch tensors, recording the graph for torch.autograd.
 
@@ -159,7 +160,7 @@ class _KernlaReduction(torch.autograd.Function):
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
-def _reduce(red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int, backend: Optional[str]) -> list:
+def _reduce(red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int, backend: str | None) -> list:
     """A backward reduction: recorded for torch.autograd when its inputs require grad (double backward)."""
     if needs_grad(args):
         return reduce_with_grad(red, slots, args, axis, backend)
@@ -308,7 +309,7 @@ def implicit_solve(
     matvec: Callable[..., torch.Tensor],
     b: torch.Tensor,
     params: Sequence[torch.Tensor] = (),
-    alpha: Union[float, torch.Tensor] = 0.0,
+    alpha: float | torch.Tensor = 0.0,
 ) -> torch.Tensor:
     """Differentiable solution ``a`` of ``(α I + K(θ)) a = b`` (for ``KernelSolve``).
 
@@ -346,7 +347,7 @@ def solve_with_grad(
     apply: Callable[[list], torch.Tensor],
     args: Sequence[Any],
     var_pos: int,
-    alpha: Union[float, torch.Tensor] = 0.0,
+    alpha: float | torch.Tensor = 0.0,
 ) -> torch.Tensor:
     """A differentiable ``KernelSolve`` call: ``a`` with ``(α I + K(args)) a = args[var_pos]``.
 

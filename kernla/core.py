@@ -15,9 +15,10 @@ array([1, 0])
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +63,7 @@ def as_rows(a: Any, slot: Slot) -> Any:
 
 
 def reduce(
-    red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int = 1, backend: Optional[str] = None
+    red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int = 1, backend: str | None = None
 ) -> list:
     """Check ``args`` against ``slots``, run ``red`` over ``axis`` and return outputs in the caller's kind.
 

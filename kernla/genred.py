@@ -12,15 +12,16 @@ array([1, 0])
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from . import arrays as arr
 from . import core
 from .core import Slot, slots_of
 from .engines.cuda.source import build_plan, dtype_name
-from .errors import FormulaError, ShapeError
+from .errors import ShapeError
 from .formula import parse, parse_aliases
-from .formula.tree import CATEGORY_NAMES, Node
+from .formula.tree import Node
 from .reductions import Reduction
 
 __all__ = ["Genred", "Slot", "cuda_source", "reduce", "slots_of"]
@@ -40,7 +41,7 @@ _PYKEOPS_IGNORED = {
 
 
 def reduce(
-    red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int = 1, backend: Optional[str] = None
+    red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int = 1, backend: str | None = None
 ) -> list:
     """Check ``args`` against ``slots``, run ``red`` over ``axis`` and return outputs in the caller's kind.
 
@@ -57,7 +58,7 @@ def reduce(
 
 
 def _reduction(
-    formula: str, aliases: Sequence[str], reduction_op: str, axis: int, opt_arg: Optional[int], formula2: Optional[str]
+    formula: str, aliases: Sequence[str], reduction_op: str, axis: int, opt_arg: int | None, formula2: str | None
 ) -> tuple[dict[str, Node], Reduction]:
     """The parsed aliases and the reduction a formula string describes (pykeops' arguments)."""
     if axis not in (0, 1):
@@ -85,8 +86,8 @@ class Genred:
         reduction_op: str = "Sum",
         axis: int = 0,
         dtype: Any = None,
-        opt_arg: Optional[int] = None,
-        formula2: Optional[str] = None,
+        opt_arg: int | None = None,
+        formula2: str | None = None,
         **compat: Any,
     ):
         _check_compat(compat)
@@ -122,8 +123,8 @@ def cuda_source(
     reduction_op: str = "Sum",
     axis: int = 1,
     dtype: str = "float32",
-    opt_arg: Optional[int] = None,
-    formula2: Optional[str] = None,
+    opt_arg: int | None = None,
+    formula2: str | None = None,
 ) -> str:
     """The complete, self-contained CUDA source of a reduction, as the cuda engine compiles it.
 

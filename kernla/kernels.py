@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any, Optional
+from typing import Any
 
 from .errors import InputValueError
 from .lazy import Vi, Vj
@@ -62,7 +62,7 @@ def _points(x: Any, y: Any):
     return Vi(x), Vj(x if y is None else y)
 
 
-def gaussian(x: Any, y: Optional[Any] = None, sigma: float = 1.0, backend: Optional[str] = None) -> KernelOperator:
+def gaussian(x: Any, y: Any | None = None, sigma: float = 1.0, backend: str | None = None) -> KernelOperator:
     """Gaussian (RBF) kernel ``exp(−|x − y|² / (2σ²))``.
 
     >>> import numpy as np
@@ -73,7 +73,7 @@ def gaussian(x: Any, y: Optional[Any] = None, sigma: float = 1.0, backend: Optio
     return KernelOperator("Exp(-G * SqDist(X, Y))", X=X, Y=Y, G=1.0 / (2.0 * _sigma(sigma, x) ** 2), backend=backend)
 
 
-def laplacian(x: Any, y: Optional[Any] = None, sigma: float = 1.0, backend: Optional[str] = None) -> KernelOperator:
+def laplacian(x: Any, y: Any | None = None, sigma: float = 1.0, backend: str | None = None) -> KernelOperator:
     """Laplacian (exponential) kernel ``exp(−|x − y| / σ)``.
 
     >>> import numpy as np
@@ -85,7 +85,7 @@ def laplacian(x: Any, y: Optional[Any] = None, sigma: float = 1.0, backend: Opti
 
 
 def matern(
-    x: Any, y: Optional[Any] = None, sigma: float = 1.0, nu: float = 1.5, backend: Optional[str] = None
+    x: Any, y: Any | None = None, sigma: float = 1.0, nu: float = 1.5, backend: str | None = None
 ) -> KernelOperator:
     """Matérn kernel for ``nu`` in {0.5, 1.5, 2.5}, as scikit-learn's ``Matern(length_scale=sigma, nu=nu)``.
 
@@ -115,7 +115,7 @@ def matern(
     raise InputValueError(f"matern supports nu = 0.5, 1.5 or 2.5 (closed forms), got nu={nu!r}")
 
 
-def cauchy(x: Any, y: Optional[Any] = None, sigma: float = 1.0, backend: Optional[str] = None) -> KernelOperator:
+def cauchy(x: Any, y: Any | None = None, sigma: float = 1.0, backend: str | None = None) -> KernelOperator:
     """Cauchy kernel ``1 / (1 + |x − y|²/σ²)``.
 
     >>> import numpy as np
@@ -127,7 +127,7 @@ def cauchy(x: Any, y: Optional[Any] = None, sigma: float = 1.0, backend: Optiona
 
 
 def inverse_multiquadric(
-    x: Any, y: Optional[Any] = None, sigma: float = 1.0, backend: Optional[str] = None
+    x: Any, y: Any | None = None, sigma: float = 1.0, backend: str | None = None
 ) -> KernelOperator:
     """Inverse multiquadric kernel ``1 / √(1 + |x − y|²/σ²)``.
 

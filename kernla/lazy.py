@@ -15,12 +15,12 @@ array([0, 0, 1])
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import numpy as np
 
 from . import arrays as arr
-from .errors import FormulaError, ShapeError
+from .errors import ShapeError
 from .formula import CAT_I, CAT_J, CAT_PARAM, Var, call
 from .formula.tree import IntCst, Node
 from .genred import Slot, _check_compat, reduce
@@ -38,7 +38,7 @@ class LazyTensor:
 
     __array_priority__ = 10000  # numpy arrays on the left defer to our operators
 
-    def __init__(self, x: Any = None, axis: Optional[int] = None):
+    def __init__(self, x: Any = None, axis: int | None = None):
         if isinstance(x, LazyTensor):
             self.formula, self.variables = x.formula, x.variables
             return
@@ -77,13 +77,13 @@ class LazyTensor:
         self.variables = ((data, cat),)
 
     @classmethod
-    def _make(cls, formula: Node, variables: tuple) -> "LazyTensor":
+    def _make(cls, formula: Node, variables: tuple) -> LazyTensor:
         obj = cls.__new__(cls)
         obj.formula, obj.variables = formula, variables
         return obj
 
     # -- structure ---------------------------------------------------------------------------
-    def _size(self, cat: int) -> Optional[int]:
+    def _size(self, cat: int) -> int | None:
         for data, c in self.variables:
             if c == cat:
                 return int(data.shape[-2])
@@ -126,11 +126,8 @@ class LazyTensor:
         mapping, added = {}, []
         used = set(self.formula.variables())
         for pos, (data, cat) in enumerate(self.variables):
-            for k, (d, c) in enumerate(variables):
-                if d is data and c == cat:
-                    break
-            else:
-                k = len(variables)
+            k = next((k for k, (d, c) in enumerate(variables) if d is data and c == cat), len(variables))
+            if k == len(variables):
                 variables.append((data, cat))
                 added.append(pos)
             old = Var(pos, _dim(data), cat)
@@ -138,13 +135,13 @@ class LazyTensor:
                 mapping[old] = Var(k, _dim(data), cat)
         return self.formula.replace(mapping), added
 
-    def _merge(self, other: "LazyTensor") -> tuple[Node, tuple]:
+    def _merge(self, other: LazyTensor) -> tuple[Node, tuple]:
         """Other's formula renumbered into self's variable list, and the merged list."""
         variables = list(self.variables)
         formula, _ = other.merge_into(variables)
         return formula, tuple(variables)
 
-    def _op(self, name: str, *others: Operand, params: tuple = ()) -> "LazyTensor":
+    def _op(self, name: str, *others: Operand, params: tuple = ()) -> LazyTensor:
         formula, variables = self.formula, self.variables
         args = [formula]
         acc = LazyTensor._make(formula, variables)
@@ -158,7 +155,7 @@ class LazyTensor:
             args.append(f)
         return LazyTensor._make(call(name, *args, params=params), variables)
 
-    def _rop(self, name: str, other: Operand) -> "LazyTensor":
+    def _rop(self, name: str, other: Operand) -> LazyTensor:
         if isinstance(other, int) and not isinstance(other, bool):
             return LazyTensor._make(call(name, IntCst(other), self.formula), self.variables)
         return LazyTensor(other)._op(name, self)
@@ -367,18 +364,18 @@ class LazyTensor:
             raise ShapeError(f"this operation works on the vector axis (dim=-1), got dim={dim}")
 
     @property
-    def T(self) -> "LazyTensor":
+    def T(self) -> LazyTensor:
         """The transpose: i- and j-variables exchange roles."""
         swap = {CAT_I: CAT_J, CAT_J: CAT_I, CAT_PARAM: CAT_PARAM}
         variables = tuple((d, swap[c]) for d, c in self.variables)
         mapping = {v: Var(v.params[0], v.params[1], swap[v.params[2]]) for v in self.formula.variables()}
         return LazyTensor._make(self.formula.replace(mapping), variables)
 
-    def t(self) -> "LazyTensor":
+    def t(self) -> LazyTensor:
         return self.T
 
     # -- reductions --------------------------------------------------------------------------
-    def _axis(self, dim: int) -> Optional[int]:
+    def _axis(self, dim: int) -> int | None:
         """0 (over i), 1 (over j) or None (the vector axis)."""
         nb = self.ndim - 3
         if dim in (-1, nb + 2):
@@ -393,9 +390,9 @@ class LazyTensor:
         self,
         name: str,
         axis: int,
-        K: Optional[int] = None,
-        weight: Optional[Operand] = None,
-        backend: Optional[str] = None,
+        K: int | None = None,
+        weight: Operand | None = None,
+        backend: str | None = None,
     ) -> list:
         formula, variables = self.formula, self.variables
         weight_formula = None
@@ -406,9 +403,7 @@ class LazyTensor:
         slots = [Slot(f"variable {k} ({'ijp'[cat]})", cat, _dim(data)) for k, (data, cat) in enumerate(variables)]
         return reduce(red, slots, [data for data, _ in variables], axis, backend)
 
-    def _simple(
-        self, name: str, vector_op: Optional[str], dim: Optional[int], backend, compat: dict, default: int, **kw
-    ):
+    def _simple(self, name: str, vector_op: str | None, dim: int | None, backend, compat: dict, default: int, **kw):
         axis = self._axis(_reduction_dim(dim, compat, default))
         if axis is None:
             if vector_op is None:
@@ -417,58 +412,56 @@ class LazyTensor:
         out = self._reduce(name, axis, backend=backend, **kw)
         return out[0] if len(out) == 1 else tuple(out)
 
-    def sum(self, dim: Optional[int] = None, backend: Optional[str] = None, **compat):
+    def sum(self, dim: int | None = None, backend: str | None = None, **compat):
         """Σ over i (dim=0), j (dim=1) or the vector components (dim=-1, symbolic)."""
         return self._simple("Sum", "Sum", dim, backend, compat, -1)
 
-    def sum_reduction(self, dim: Optional[int] = None, **kw):
+    def sum_reduction(self, dim: int | None = None, **kw):
         if dim is None and "axis" not in kw:
             dim = 1
         return self.sum(dim, **kw)
 
-    def min(self, dim: Optional[int] = None, backend: Optional[str] = None, **compat):
+    def min(self, dim: int | None = None, backend: str | None = None, **compat):
         return self._simple("Min", "Min", dim, backend, compat, -1)
 
-    def max(self, dim: Optional[int] = None, backend: Optional[str] = None, **compat):
+    def max(self, dim: int | None = None, backend: str | None = None, **compat):
         return self._simple("Max", "Max", dim, backend, compat, -1)
 
-    def argmin(self, dim: Optional[int] = None, backend: Optional[str] = None, **compat):
+    def argmin(self, dim: int | None = None, backend: str | None = None, **compat):
         return self._simple("ArgMin", "ArgMin", dim, backend, compat, -1)
 
-    def argmax(self, dim: Optional[int] = None, backend: Optional[str] = None, **compat):
+    def argmax(self, dim: int | None = None, backend: str | None = None, **compat):
         return self._simple("ArgMax", "ArgMax", dim, backend, compat, -1)
 
-    def min_argmin(self, dim: Optional[int] = None, backend: Optional[str] = None, **compat):
+    def min_argmin(self, dim: int | None = None, backend: str | None = None, **compat):
         return self._simple("Min_ArgMin", None, dim, backend, compat, 1)
 
-    def max_argmax(self, dim: Optional[int] = None, backend: Optional[str] = None, **compat):
+    def max_argmax(self, dim: int | None = None, backend: str | None = None, **compat):
         return self._simple("Max_ArgMax", None, dim, backend, compat, 1)
 
     def _kshape(self, out):
         d = self.formula.dim
         return out.reshape(tuple(out.shape[:-1]) + ((-1,) if d == 1 else (-1, d)))
 
-    def Kmin(self, K: int, dim: Optional[int] = None, backend: Optional[str] = None, **compat):
+    def Kmin(self, K: int, dim: int | None = None, backend: str | None = None, **compat):
         """The K smallest values, sorted: shape (N, K) for scalars, (N, K, D) for vectors."""
         return self._kshape(self._simple("KMin", None, dim, backend, compat, 1, K=K))
 
-    def argKmin(self, K: int, dim: Optional[int] = None, backend: Optional[str] = None, **compat):
+    def argKmin(self, K: int, dim: int | None = None, backend: str | None = None, **compat):
         """Indices (int64) of the K smallest values, sorted by value."""
         return self._kshape(self._simple("ArgKMin", None, dim, backend, compat, 1, K=K))
 
-    def Kmin_argKmin(self, K: int, dim: Optional[int] = None, backend: Optional[str] = None, **compat):
+    def Kmin_argKmin(self, K: int, dim: int | None = None, backend: str | None = None, **compat):
         vals, idx = self._simple("KMin_ArgKMin", None, dim, backend, compat, 1, K=K)
         return self._kshape(vals), self._kshape(idx)
 
-    def logsumexp(
-        self, dim: Optional[int] = None, weight: Optional[Operand] = None, backend: Optional[str] = None, **compat
-    ):
+    def logsumexp(self, dim: int | None = None, weight: Operand | None = None, backend: str | None = None, **compat):
         """log Σ exp(F) over i or j (stable); with ``weight`` G: log Σ exp(F)·G."""
         if weight is None:
             return self._simple("LogSumExp", None, dim, backend, compat, 1)
         return self._simple("LogSumExpWeight", None, dim, backend, compat, 1, weight=weight)
 
-    def sumsoftmaxweight(self, weight: Operand, dim: Optional[int] = None, backend: Optional[str] = None, **compat):
+    def sumsoftmaxweight(self, weight: Operand, dim: int | None = None, backend: str | None = None, **compat):
         """Σ exp(F)·G / Σ exp(F) over i or j."""
         return self._simple("SumSoftMaxWeight", None, dim, backend, compat, 1, weight=weight)
 
@@ -484,7 +477,7 @@ class LazyTensor:
         return out.reshape(out.shape[:-1]) if len(flat) == 1 else out
 
 
-def _reduction_dim(dim: Optional[int], compat: dict, default: int) -> int:
+def _reduction_dim(dim: int | None, compat: dict, default: int) -> int:
     """The reduction axis: pykeops spells it ``dim=`` or ``axis=``; its other options are ignored."""
     axis = compat.pop("axis", None)
     _check_compat(compat)

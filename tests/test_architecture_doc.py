@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kernla import engines
-from kernla import Genred
+from kernla import Genred, engines
 from kernla.errors import BackendError
 from kernla.formula.ops import OPS
 from kernla.reductions import KINDS, register

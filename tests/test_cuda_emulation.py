@@ -58,7 +58,8 @@ def _wrapper(name: str, n_in: int, out_kinds: list[str], merge: bool) -> str:
         )
         threads = "KL_BLOCK"
     return (
-        f"static void body_{name}(void* p) {{ struct C {{ long long* s; void** a; }}; C* c = (C*)p; {name}({call}); }}\n",
+        f"static void body_{name}(void* p) {{ struct C {{ long long* s; void** a; }}; C* c = (C*)p; "
+        f"{name}({call}); }}\n",
         f'    if (!strcmp(name, "{name}")) {{ struct {{ long long* s; void** a; }} c = {{s, args}}; '
         f"emu_grid(gx, gy, gz, {threads}, body_{name}, &c); return 1; }}\n",
     )
@@ -379,7 +380,6 @@ def test_emulated_kernel_product_any_width(programs):
 @pytest.mark.skipif(CXX is None, reason="g++ is not installed")
 def test_emulated_infinities_and_ties(programs):
     """Min/ArgMin: ties keep the smallest index across tiles and splits; +inf rows give index -1."""
-    red = dict(CASES["float32"])["scalar_Min_ArgMin"]
     nx, ny = 5, 1200
     x = np.zeros((nx, 3), np.float32)
     y = np.zeros((ny, 3), np.float32)

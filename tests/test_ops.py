@@ -10,8 +10,8 @@ float64, through ``Genred(backend="numpy")`` and, where the operation has a meth
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import numpy as np
 import pytest
@@ -72,7 +72,7 @@ class Case:
     formula: str
     args: list  # [(alias, 'i'|'j'|'p', dim, domain)]
     ref: Callable[..., np.ndarray]  # dense float64 reference, keyword args by alias
-    lazy: Optional[Callable[..., "LazyTensor"]] = None  # the same formula with LazyTensor methods
+    lazy: Callable[..., LazyTensor] | None = None  # the same formula with LazyTensor methods
 
 
 def unary(op, expr, domain, ref, lazy=None, dim=3, formula=None):
@@ -559,7 +559,7 @@ def make_inputs(case: Case, n: int, m: int, dtype, seed: int):
 def dense_reference(case: Case, arrays: dict, axis: int) -> np.ndarray:
     """Sum over ``axis`` of the dense (N, M, D) float64 evaluation, and the sum of |values|."""
     dense = {}
-    for name, cat, dim, _ in case.args:
+    for name, cat, _dim, _ in case.args:
         a = arrays[name].astype(np.float64)
         dense[name] = {"i": lambda a: a[:, None, :], "j": lambda a: a[None, :, :], "p": lambda a: a}[cat](a)
     n = next((arrays[a].shape[0] for a, c, _, _ in case.args if c == "i"), 1)
@@ -593,7 +593,7 @@ def run_genred(case: Case, arrays: dict, axis: int):
 
 def run_lazy(case: Case, arrays: dict, axis: int):
     lazies = {}
-    for name, cat, dim, _ in case.args:
+    for name, cat, _dim, _ in case.args:
         a = arrays[name]
         lazies[name] = {
             "i": lambda a: LazyTensor(a[:, None, :]),

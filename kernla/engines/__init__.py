@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable
 from types import ModuleType
-from typing import Callable
 
 from ..errors import BackendError
 

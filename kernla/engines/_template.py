@@ -13,7 +13,7 @@ ValueError: unfilled template slots ['@B@']
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 _SLOT = re.compile(r"@([A-Z_]+)@")
 

@@ -13,7 +13,7 @@ array([0, 0, 1])
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -36,7 +36,7 @@ def _tiles(red: Reduction, nx: int, ny: int) -> tuple[int, int]:
 
 
 def run(
-    red: Reduction, arrays: Sequence[np.ndarray], nx: int, ny: int, out: Optional[list[np.ndarray]] = None
+    red: Reduction, arrays: Sequence[np.ndarray], nx: int, ny: int, out: list[np.ndarray] | None = None
 ) -> list[np.ndarray]:
     """Reduce over j for rows 0..nx-1; ``arrays[pos]`` is (nx, D), (ny, D) or (D,) by category."""
     dtype = np.result_type(*arrays) if len(arrays) else np.dtype(np.float64)

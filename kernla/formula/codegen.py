@@ -24,7 +24,7 @@ T t2 = (t0 * t0 + t1 * t1);
 from __future__ import annotations
 
 import re
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from .ops import get_op
 from .tree import Node

@@ -29,7 +29,7 @@ Conventions:
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from ..errors import FormulaError
 from .ops import get_op
@@ -103,7 +103,7 @@ def _neg(x: Node) -> Node:
     return call("Minus", x)
 
 
-def _accumulate(previous: Optional[Node], contribution: Node) -> Node:
+def _accumulate(previous: Node | None, contribution: Node) -> Node:
     if previous is None:
         return contribution
     if previous is contribution:
@@ -111,7 +111,7 @@ def _accumulate(previous: Optional[Node], contribution: Node) -> Node:
     return call("Add", previous, contribution)
 
 
-def vjp(seeds: Sequence[tuple[Node, Node]], targets: Sequence[Node]) -> list[Optional[Node]]:
+def vjp(seeds: Sequence[tuple[Node, Node]], targets: Sequence[Node]) -> list[Node | None]:
     """Gradients of Σ_k ⟨f_k, e_k⟩ with respect to each target variable, in one reverse sweep.
 
     ``seeds`` is a list of (formula, cotangent) pairs with equal dimensions; ``targets`` a list of

@@ -11,7 +11,7 @@ array([[ 1., 25.],
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 

@@ -22,7 +22,7 @@ Variables are named by aliases (``"X = Vi(3)"``, ``"Y = Vj(1, 3)"``, ``"G = Pm(1
 from __future__ import annotations
 
 import re
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from ..errors import FormulaError, FormulaSyntaxError
 from .diff import grad

@@ -23,7 +23,7 @@ import math
 import sys
 import threading
 import weakref
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from ..errors import FormulaError
 
@@ -31,7 +31,7 @@ from ..errors import FormulaError
 CAT_I, CAT_J, CAT_PARAM = 0, 1, 2
 CATEGORY_NAMES = {CAT_I: "Vi", CAT_J: "Vj", CAT_PARAM: "Pm"}
 
-_interned: "weakref.WeakValueDictionary[tuple, Node]" = weakref.WeakValueDictionary()
+_interned: weakref.WeakValueDictionary[tuple, Node] = weakref.WeakValueDictionary()
 _intern_lock = threading.Lock()
 
 
@@ -50,11 +50,11 @@ class Node:
     __slots__ = ("op", "args", "params", "dim", "__weakref__")
 
     op: str
-    args: tuple["Node", ...]
+    args: tuple[Node, ...]
     params: tuple
     dim: int
 
-    def __new__(cls, op: str, args: tuple["Node", ...] = (), params: tuple = (), dim: int | None = None):
+    def __new__(cls, op: str, args: tuple[Node, ...] = (), params: tuple = (), dim: int | None = None):
         key = (op, args, tuple(_param_key(p) for p in params))
         node = _interned.get(key)
         if node is not None:
@@ -90,11 +90,11 @@ class Node:
     def is_const(self) -> bool:
         return self.op in ("IntCst", "RealCst")
 
-    def walk(self) -> Iterator["Node"]:
+    def walk(self) -> Iterator[Node]:
         """All distinct nodes of the tree, children before parents (see :func:`walk_many`)."""
         return walk_many((self,))
 
-    def variables(self) -> list["Node"]:
+    def variables(self) -> list[Node]:
         """The distinct ``Var`` leaves, sorted by position."""
         return sorted((n for n in self.walk() if n.is_var), key=lambda v: v.params)
 
@@ -102,7 +102,7 @@ class Node:
         """Number of distinct nodes (a measure of formula complexity)."""
         return sum(1 for _ in self.walk())
 
-    def replace(self, mapping: dict["Node", "Node"]) -> "Node":
+    def replace(self, mapping: dict[Node, Node]) -> Node:
         """Copy of the tree with sub-trees substituted (``mapping`` keys are nodes)."""
         memo: dict[int, Node] = {}
         for node in self.walk():

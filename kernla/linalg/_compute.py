@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -134,7 +134,7 @@ def output_dtype(a: Any, fallback: np.dtype) -> np.dtype:
 _controller: Any = None
 
 
-def blas_single_thread(backend: Optional[str], on_gpu: bool):
+def blas_single_thread(backend: str | None, on_gpu: bool):
     """A context in which host BLAS runs on one thread, when the products use the compiled CPU engine.
 
     Solvers alternate OpenMP kernel products with NumPy BLAS calls (preconditioner, Lanczos

@@ -24,11 +24,11 @@ class Affine:
     scale: float = 1.0
     shift: float = 0.0
 
-    def times(self, c: float) -> "Affine":
+    def times(self, c: float) -> Affine:
         """``c · (scale · K + shift · I)``."""
         return Affine(self.scale * c, self.shift * c)
 
-    def plus(self, alpha: float) -> "Affine":
+    def plus(self, alpha: float) -> Affine:
         """``scale · K + (shift + alpha) · I``."""
         return Affine(self.scale, self.shift + alpha)
 

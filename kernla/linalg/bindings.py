@@ -16,7 +16,7 @@ for error messages.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from .. import arrays as arr
 from ..errors import FormulaError, ShapeError

@@ -36,8 +36,9 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 
@@ -85,9 +86,9 @@ class SolveInfo:
     tol: float
     history: list = field(default_factory=list, repr=False)
     time: float = 0.0
-    precond: Optional[str] = None
+    precond: str | None = None
     precond_time: float = 0.0
-    column_stalled: Optional[np.ndarray] = None
+    column_stalled: np.ndarray | None = None
 
 
 def default_tol(dtype: Any) -> float:
@@ -133,10 +134,10 @@ def block_cg(
     B: Any,
     *,
     tol: float = 1e-10,
-    maxiter: Optional[int] = None,
+    maxiter: int | None = None,
     x0: Any = None,
-    precond: Optional[Callable[[Any], Any]] = None,
-    callback: Optional[Callable[[int, np.ndarray], Any]] = None,
+    precond: Callable[[Any], Any] | None = None,
+    callback: Callable[[int, np.ndarray], Any] | None = None,
     verbose: bool = False,
     xp: Any = np,
     check_every: int = CHECK_EVERY,

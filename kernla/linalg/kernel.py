@@ -17,8 +17,9 @@ are not here (see :mod:`kernla.linalg.affine`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -85,7 +86,7 @@ class Kernel:
     source: tuple
     data: tuple
     slots: tuple
-    backend: Optional[str]
+    backend: str | None
     dtype: np.dtype
     shape: tuple
     kind: arr.Kind
@@ -97,7 +98,7 @@ class Kernel:
         return f"<{self.shape[0]}x{self.shape[1]} Kernel {self.formula}, dtype={self.dtype}>"
 
     @classmethod
-    def build(cls, formula: Node, variables: Sequence, names: Sequence, backend: Optional[str] = None) -> "Kernel":
+    def build(cls, formula: Node, variables: Sequence, names: Sequence, backend: str | None = None) -> Kernel:
         """The kernel of ``formula``, whose ``Var`` positions index ``variables`` ((data, category) pairs)."""
         formula, variables, names = compact(formula, variables, names)
         if formula.dim != 1:
@@ -130,12 +131,12 @@ class Kernel:
             any(compute.is_torch(d) for d in source),
         )
 
-    def transposed(self) -> "Kernel":
+    def transposed(self) -> Kernel:
         """Kᵀ: the formula with i and j exchanged."""
         variables = list(zip(self.source, [_SWAP[c] for c in self.cats]))
         return Kernel.build(swap_ij(self.formula), variables, self.names, self.backend)
 
-    def host_copy(self, dtype: Any) -> "Kernel":
+    def host_copy(self, dtype: Any) -> Kernel:
         """The same kernel on host copies of its compute data in ``dtype`` (e.g. float64 for a solve)."""
         variables = [
             (d if arr.kind_of(d) == "scalar" else np.asarray(d, dtype=dtype), c) for d, c in zip(self.data, self.cats)
@@ -179,7 +180,7 @@ class Kernel:
         return out
 
     # -- entries evaluated with NumPy ------------------------------------------------------------
-    def _host_values(self, cat_rows: dict[int, Optional[np.ndarray]]) -> dict[int, np.ndarray]:
+    def _host_values(self, cat_rows: dict[int, np.ndarray | None]) -> dict[int, np.ndarray]:
         """NumPy values of each variable; i/j-variables restricted to the given row indices."""
         values = {}
         for pos, (data, cat) in enumerate(zip(self.data, self.cats)):
@@ -195,7 +196,7 @@ class Kernel:
     def _widest(self) -> int:
         return max(node.dim for node in self.formula.walk())
 
-    def block(self, rows: Optional[np.ndarray] = None, cols: Optional[np.ndarray] = None) -> np.ndarray:
+    def block(self, rows: np.ndarray | None = None, cols: np.ndarray | None = None) -> np.ndarray:
         """The dense block ``K[rows][:, cols]`` as a host NumPy array, evaluated in chunks of rows."""
         values = self._host_values({CAT_I: rows, CAT_J: cols})
         n = self.shape[0] if rows is None else len(rows)

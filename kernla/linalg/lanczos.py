@@ -33,7 +33,8 @@ Every product goes through ``apply`` (for a KernelOperator, one kernla reduction
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import scipy.linalg
@@ -91,10 +92,10 @@ def eigsh(
     n: int,
     k: int = 6,
     which: str = "LA",
-    tol: Optional[float] = None,
-    maxiter: Optional[int] = None,
-    ncv: Optional[int] = None,
-    v0: Optional[np.ndarray] = None,
+    tol: float | None = None,
+    maxiter: int | None = None,
+    ncv: int | None = None,
+    v0: np.ndarray | None = None,
     dtype: Any = np.float64,
     return_eigenvectors: bool = True,
     seed: int = 0,
@@ -145,7 +146,7 @@ def eigsh(
     resid = np.zeros(0)
     converged = False
     size = m
-    for restart in range(maxiter):
+    for _restart in range(maxiter):
         # 1. expansion from column p to m-1
         for j in range(p, m):
             w = product(V[:, j])
@@ -224,9 +225,9 @@ def operator_eigsh(
     op: Any,
     k: int = 6,
     which: str = "LA",
-    tol: Optional[float] = None,
-    maxiter: Optional[int] = None,
-    ncv: Optional[int] = None,
+    tol: float | None = None,
+    maxiter: int | None = None,
+    ncv: int | None = None,
     v0: Any = None,
     return_eigenvectors: bool = True,
     method: str = "lanczos",

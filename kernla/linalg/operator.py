@@ -22,7 +22,8 @@ True
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -66,7 +67,7 @@ class KernelOperator(ArrayKindOperator):
     True
     """
 
-    def __init__(self, formula: "str | LazyTensor", /, *, backend: Optional[str] = None, **bindings: Any):
+    def __init__(self, formula: str | LazyTensor, /, *, backend: str | None = None, **bindings: Any):
         if isinstance(formula, LazyTensor):
             if bindings:
                 raise TypeError(
@@ -80,7 +81,7 @@ class KernelOperator(ArrayKindOperator):
         self._init(Kernel.build(node, variables, names, backend), Affine())
 
     @classmethod
-    def from_kernel(cls, kernel: Kernel, affine: Optional[Affine] = None) -> "KernelOperator":
+    def from_kernel(cls, kernel: Kernel, affine: Affine | None = None) -> KernelOperator:
         """The operator ``affine(kernel)``: ``scale · K + shift · I`` (``affine=None``: K itself).
 
         >>> import numpy as np
@@ -130,7 +131,7 @@ class KernelOperator(ArrayKindOperator):
         return self._affine.shift
 
     @property
-    def backend(self) -> Optional[str]:
+    def backend(self) -> str | None:
         return self._kernel.backend
 
     @property
@@ -202,17 +203,17 @@ class KernelOperator(ArrayKindOperator):
         return super().dot(x)
 
     # -- transposes, scaling, shifts ------------------------------------------------------------
-    def _transpose(self) -> "KernelOperator":
+    def _transpose(self) -> KernelOperator:
         return KernelOperator.from_kernel(self._kernel.transposed(), self._affine)
 
-    def _adjoint(self) -> "KernelOperator":
+    def _adjoint(self) -> KernelOperator:
         return self._transpose()  # real operator
 
-    def _scaled(self, c: float) -> "KernelOperator":
+    def _scaled(self, c: float) -> KernelOperator:
         c = compute.finite_number(c, "the scale factor")
         return KernelOperator.from_kernel(self._kernel, self._affine.times(c))
 
-    def shifted(self, alpha: float) -> "KernelOperator":
+    def shifted(self, alpha: float) -> KernelOperator:
         """``self + alpha · I`` (square operators only).
 
         >>> import numpy as np

@@ -15,7 +15,8 @@ True
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -31,12 +32,12 @@ def operator_solve(
     op: Any,
     b: Any,
     alpha: Any = 0.0,
-    tol: Optional[float] = None,
-    maxiter: Optional[int] = None,
+    tol: float | None = None,
+    maxiter: int | None = None,
     precond: Any = None,
-    rank: Optional[int] = None,
+    rank: int | None = None,
     x0: Any = None,
-    callback: Optional[Callable[[int, np.ndarray], Any]] = None,
+    callback: Callable[[int, np.ndarray], Any] | None = None,
     return_info: bool = False,
     verbose: bool = False,
 ):
@@ -128,11 +129,11 @@ def _solve_plain(
     op: Any,
     b: Any,
     alpha: float,
-    tol: Optional[float],
-    maxiter: Optional[int],
+    tol: float | None,
+    maxiter: int | None,
     precond: Any,
     x0: Any,
-    callback: Optional[Callable],
+    callback: Callable | None,
     return_info: bool,
     verbose: bool,
     work: Any = None,
@@ -185,11 +186,11 @@ def _solve_graph(
     b: Any,
     alpha: Any,
     alpha_value: float,
-    tol: Optional[float],
-    maxiter: Optional[int],
+    tol: float | None,
+    maxiter: int | None,
     precond: Any,
     x0: Any,
-    callback: Optional[Callable],
+    callback: Callable | None,
     return_info: bool,
     verbose: bool,
     work: Any = None,

@@ -32,7 +32,8 @@ block CG calls. Preconditioners see the operator only through its public surface
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import scipy.linalg
@@ -72,7 +73,7 @@ class PreconditionerOperator(LinearOperator):
     def _matvec(self, x: np.ndarray) -> np.ndarray:
         return self._matmat(x.reshape(-1, 1)).reshape(-1)
 
-    def _adjoint(self) -> "PreconditionerOperator":
+    def _adjoint(self) -> PreconditionerOperator:
         return self
 
     def __repr__(self) -> str:
@@ -162,7 +163,7 @@ def pivoted_cholesky(op: Any, rank: int, rtol: float = 1e-12) -> tuple[np.ndarra
     return Lt[: len(pivots)].T, np.array(pivots, dtype=np.int64)
 
 
-def random_landmarks(op: Any, rank: int, seed: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+def random_landmarks(op: Any, rank: int, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Nyström factor from ``rank`` landmarks drawn uniformly: ``(L, landmarks)`` with ``K ≈ L Lᵀ``.
 
     ``L = C Q Θ^{-1/2}`` where ``C = K[:, S]`` and ``K[S, S] = Q Θ Qᵀ`` (eigenvalues below a
@@ -192,7 +193,7 @@ class Nystrom(Preconditioner):
 
     name = "nystrom"
 
-    def __init__(self, rank: Optional[int] = None, landmarks: str = "pivoted", seed: Optional[int] = None):
+    def __init__(self, rank: int | None = None, landmarks: str = "pivoted", seed: int | None = None):
         if landmarks not in ("pivoted", "random"):
             raise InputValueError(f"landmarks must be 'pivoted' or 'random', got {landmarks!r}")
         if rank is not None and (not isinstance(rank, (int, np.integer)) or isinstance(rank, bool) or rank < 1):
@@ -235,7 +236,7 @@ class Nystrom(Preconditioner):
 
 
 def nystrom_basis(
-    op: Any, rank: int, landmarks: str = "pivoted", seed: Optional[int] = None
+    op: Any, rank: int, landmarks: str = "pivoted", seed: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(U, λ)`` with ``L Lᵀ = U diag(λ) Uᵀ`` for a Nyström factor L of the operator's kernel part.
 
@@ -260,7 +261,7 @@ def nystrom_basis(
     return U, lam
 
 
-def make_preconditioner(precond: Any, op: Any, alpha: float, rank: Optional[int] = None):
+def make_preconditioner(precond: Any, op: Any, alpha: float, rank: int | None = None):
     """Turn ``precond`` (None, "none", "jacobi", "nystrom", "auto", a :class:`Preconditioner`, a built
     :class:`PreconditionerOperator`, a callable ``R -> M⁻¹R`` or a scipy LinearOperator M⁻¹) into the
     :class:`PreconditionerOperator` (or None) that :func:`~kernla.linalg.cg.block_cg` calls, built for

@@ -17,7 +17,8 @@ True
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import scipy.linalg
@@ -28,7 +29,7 @@ from .precond import default_rank, nystrom_basis
 
 
 def slq_logdet(
-    op: Any, shift: float, rank: Optional[int] = None, num_probes: int = 32, steps: int = 40, seed: Optional[int] = 0
+    op: Any, shift: float, rank: int | None = None, num_probes: int = 32, steps: int = 40, seed: int | None = 0
 ) -> tuple[float, float]:
     """Estimate of ``log det (op + shift·I)`` and its Monte-Carlo standard error (module docstring).
 

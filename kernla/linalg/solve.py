@@ -22,7 +22,8 @@ True
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,7 @@ from .kernel import Kernel
 from .operator import KernelOperator
 
 
-def _split_scalar_kernel(formula: Node, var: Node) -> Optional[Node]:
+def _split_scalar_kernel(formula: Node, var: Node) -> Node | None:
     """k if ``formula`` is ``k * var`` or ``var * k`` with a scalar k free of ``var``, else None."""
     if formula.op != "Mult":
         return None
@@ -112,13 +113,13 @@ class KernelSolve:
         self,
         *args: Any,
         alpha: Any = 1e-10,
-        tol: Optional[float] = None,
-        eps: Optional[float] = None,
-        maxiter: Optional[int] = None,
+        tol: float | None = None,
+        eps: float | None = None,
+        maxiter: int | None = None,
         precond: Any = None,
-        rank: Optional[int] = None,
+        rank: int | None = None,
         x0: Any = None,
-        callback: Optional[Callable] = None,
+        callback: Callable | None = None,
         return_info: bool = False,
         verbose: bool = False,
         backend: str = "auto",

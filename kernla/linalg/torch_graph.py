@@ -17,7 +17,8 @@ Nothing here imports torch: these functions are only called with torch already l
 from __future__ import annotations
 
 import sys
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .. import arrays as arr
 from ..errors import DTypeError, ShapeError
@@ -47,7 +48,7 @@ def first_tensor(kernel: Kernel) -> Any:
     return next(d for d in kernel.source if compute.is_torch(d))
 
 
-def _torch_sources(kernel: Kernel, like: Any, sources: Optional[Sequence[Any]] = None) -> list:
+def _torch_sources(kernel: Kernel, like: Any, sources: Sequence[Any] | None = None) -> list:
     """The kernel's data as torch tensors (numbers kept) on ``like``'s device, in the kernel's dtype.
 
     Torch data is used as is (its graph is kept); NumPy/CuPy data is converted (constants).
@@ -68,7 +69,7 @@ def _torch_sources(kernel: Kernel, like: Any, sources: Optional[Sequence[Any]] =
 
 
 def product(
-    kernel: Kernel, affine: Affine, x: Any, transpose: bool = False, sources: Optional[Sequence[Any]] = None
+    kernel: Kernel, affine: Affine, x: Any, transpose: bool = False, sources: Sequence[Any] | None = None
 ) -> Any:
     """``(c·K + s·I) @ x`` (or with Kᵀ) for a torch tensor x, recorded for torch.autograd.
 

@@ -24,8 +24,9 @@ Adding a reduction = one :class:`ReductionKind` subclass registered with :func:`
 from .base import ALIASES, KINDS, CAccumulator, Field, ReductionKind, register
 from .reduction import Reduction
 
-# each module registers its reductions; this order is the order of REDUCTIONS (and of docs/reference.md)
-from . import sums, selection, logsumexp  # noqa: F401, I001
+# each module registers its reductions; this order is the order of REDUCTIONS (and of docs/reference.md), which
+# isort would change: kept out of the sorted block; imported for the registration, so no name is used (F401)
+from . import sums, selection, logsumexp  # noqa: F401  # isort: skip
 
 #: the names of all registered reductions
 REDUCTIONS = tuple(KINDS)

@@ -14,8 +14,9 @@ outside this package compares reduction names.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -38,7 +39,7 @@ class Field:
 
     name: str
     ctype: str
-    count: Optional[int] = None
+    count: int | None = None
 
     def __post_init__(self) -> None:
         if self.ctype not in CTYPES:
@@ -54,7 +55,7 @@ class Field:
         size = "" if self.count is None else f"[{self.count}]"
         return f"{self.ctype} {prefix}_{self.name}{size};"
 
-    def ref(self, prefix: str, k: "int | str") -> str:
+    def ref(self, prefix: str, k: int | str) -> str:
         """C reference to scalar ``k`` of the field (the field itself when it is a scalar)."""
         return f"{prefix}_{self.name}" if self.count is None else f"{prefix}_{self.name}[{k}]"
 
@@ -72,7 +73,7 @@ class CAccumulator:
     fields: tuple[Field, ...]
     prefix: str
     init: str
-    update: Callable[[Sequence[str], Optional[Sequence[str]], str], str]
+    update: Callable[[Sequence[str], Sequence[str] | None, str], str]
     merge: Callable[[str], str]
     finalize: Callable[[str, str], str]
 
@@ -108,40 +109,40 @@ class ReductionKind:
     #: keeps the K best candidates per component (sorted insertion)
     k_selection: bool = False
     #: folds inside the CPU engine's vector loop: ``"sum"``, ``"logsumexp"`` or None
-    vector_fold: Optional[str] = None
+    vector_fold: str | None = None
     #: Σ_j k_ij B_j is a kernel product (one compiled kernel for any number of columns of B)
     kernel_products: bool = False
     #: ``"pairwise"`` (gradients are Sum reductions over the other index), ``"selection"``
     #: (gradients at the selected pairs), or None (integer outputs)
-    gradient: Optional[str] = None
+    gradient: str | None = None
     #: a selection's variant that also returns the indices (what its forward pass runs)
-    with_indices: Optional[str] = None
+    with_indices: str | None = None
     doc: str = ""
 
-    def output_dims(self, red: "Reduction") -> list[tuple[int, str]]:
+    def output_dims(self, red: Reduction) -> list[tuple[int, str]]:
         raise NotImplementedError
 
-    def fields(self, red: "Reduction") -> tuple[Field, ...]:
+    def fields(self, red: Reduction) -> tuple[Field, ...]:
         raise NotImplementedError
 
-    def registers(self, red: "Reduction", single: bool) -> int:
+    def registers(self, red: Reduction, single: bool) -> int:
         """32-bit registers one output component's accumulator takes on a GPU (``single``: float64 data)."""
         raise NotImplementedError
 
-    def np_init(self, red: "Reduction", rows: int, dtype: np.dtype) -> dict:
+    def np_init(self, red: Reduction, rows: int, dtype: np.dtype) -> dict:
         raise NotImplementedError
 
-    def np_update(self, red: "Reduction", state: dict, f: np.ndarray, g: Optional[np.ndarray], j0: int) -> None:
+    def np_update(self, red: Reduction, state: dict, f: np.ndarray, g: np.ndarray | None, j0: int) -> None:
         raise NotImplementedError
 
-    def np_finalize(self, red: "Reduction", state: dict, dtype: np.dtype) -> list[np.ndarray]:
+    def np_finalize(self, red: Reduction, state: dict, dtype: np.dtype) -> list[np.ndarray]:
         raise NotImplementedError
 
-    def c_accumulator(self, red: "Reduction", p: str) -> CAccumulator:
+    def c_accumulator(self, red: Reduction, p: str) -> CAccumulator:
         raise NotImplementedError
 
     def grad_seeds(
-        self, red: "Reduction", cotangent: Node, output: Callable[[], Node], extra: Callable[["Reduction"], Node]
+        self, red: Reduction, cotangent: Node, output: Callable[[], Node], extra: Callable[[Reduction], Node]
     ) -> list[tuple[Node, Node]]:
         """``(formula, cotangent)`` pairs whose vector-Jacobian products give a pairwise gradient.
 

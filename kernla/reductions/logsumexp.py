@@ -18,7 +18,7 @@ infinite terms: ``exp(inf - inf)`` counts as 1); a NaN value makes the row NaN.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import numpy as np
 
@@ -65,7 +65,7 @@ class _LogSumExpFamily(ReductionKind):
             state["den"] = np.zeros((rows, 1))
         return state
 
-    def np_update(self, red: Reduction, state: dict, f: np.ndarray, g: Optional[np.ndarray], j0: int) -> None:
+    def np_update(self, red: Reduction, state: dict, f: np.ndarray, g: np.ndarray | None, j0: int) -> None:
         # NaN values are not maxima, they poison s
         with np.errstate(over="ignore", invalid="ignore"):
             m_new = np.fmax(state["m"], np.fmax.reduce(f, axis=1))
@@ -173,8 +173,8 @@ class SumSoftMaxWeight(_LogSumExpFamily):
     ) -> list[tuple[Node, Node]]:
         assert red.weight is not None  # checked by Reduction
         P = call("Exp", red.formula - extra(Reduction("LogSumExp", red.formula)))
-        O = output()
-        return [(red.weight, cotangent * P), (red.formula, P * call("Scalprod", cotangent, red.weight - O))]
+        out = output()
+        return [(red.weight, cotangent * P), (red.formula, P * call("Scalprod", cotangent, red.weight - out))]
 
 
 register(LogSumExp())

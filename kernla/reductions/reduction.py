@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
@@ -28,8 +27,8 @@ class Reduction:
 
     name: str
     formula: Node
-    weight: Optional[Node] = None
-    K: Optional[int] = None
+    weight: Node | None = None
+    K: int | None = None
 
     def __post_init__(self) -> None:
         name = ALIASES.get(self.name, self.name)
@@ -68,13 +67,13 @@ class Reduction:
         """The variables of one row's C accumulator (what a split-j pass saves and reloads)."""
         return self.kind.fields(self)
 
-    def with_indices(self) -> "Reduction":
+    def with_indices(self) -> Reduction:
         """For a selection, the variant that also returns the selected indices (what autograd runs)."""
         if self.kind.with_indices is None:
             raise FormulaError(f"{self.name} selects no indices")
         return Reduction(self.kind.with_indices, self.formula, self.weight, self.K)
 
-    def kernel_product(self) -> "tuple[Node, Node] | None":
+    def kernel_product(self) -> tuple[Node, Node] | None:
         """``(k, B)`` when this is Σ_j k(x_i, y_j) · B_j, k scalar and B a j-variable that k does not use.
 
         Compiled engines build one kernel per k that takes B's width at run time, so matvec and
@@ -93,7 +92,7 @@ class Reduction:
                 return k, b
         return None
 
-    def swap_ij(self) -> "Reduction":
+    def swap_ij(self) -> Reduction:
         """The same reduction with i- and j-variables exchanged (reduction over i)."""
         return Reduction(
             self.name, swap_ij(self.formula), None if self.weight is None else swap_ij(self.weight), self.K
@@ -104,7 +103,7 @@ class Reduction:
         """The empty accumulator for ``rows`` rows."""
         return self.kind.np_init(self, rows, dtype)
 
-    def np_update(self, state: dict, f: np.ndarray, g: Optional[np.ndarray], j0: int) -> None:
+    def np_update(self, state: dict, f: np.ndarray, g: np.ndarray | None, j0: int) -> None:
         """Fold one tile: ``f`` (rows, tile, D) values, ``g`` weights, ``j0`` first column index."""
         self.kind.np_update(self, state, f, g, j0)
 

@@ -14,8 +14,6 @@ row (k-major), sorted by increasing value.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from .base import CAccumulator, Field, ReductionKind, lines, register
@@ -68,7 +66,7 @@ class _Selection(ReductionKind):
         v = np.where(np.isnan(f), self.worst, f)
         return v if self.direction == "min" else -v
 
-    def np_update(self, red: Reduction, state: dict, f: np.ndarray, g: Optional[np.ndarray], j0: int) -> None:
+    def np_update(self, red: Reduction, state: dict, f: np.ndarray, g: np.ndarray | None, j0: int) -> None:
         v = self._minimised(f)
         is_min = self.direction == "min"
         cur = state["val"] if is_min else -state["val"]
@@ -117,7 +115,7 @@ class _KSelection(_Selection):
     needs_k = True
     k_selection = True
 
-    def np_update(self, red: Reduction, state: dict, f: np.ndarray, g: Optional[np.ndarray], j0: int) -> None:
+    def np_update(self, red: Reduction, state: dict, f: np.ndarray, g: np.ndarray | None, j0: int) -> None:
         v = self._minimised(f)
         vals = np.concatenate([state["val"], v], axis=1)
         j = np.broadcast_to(np.arange(j0, j0 + f.shape[1])[None, :, None], v.shape)

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import numpy as np
 
@@ -40,7 +40,7 @@ class Sum(ReductionKind):
     def np_init(self, red: Reduction, rows: int, dtype: np.dtype) -> dict:
         return {"acc": np.zeros((rows, red.formula.dim))}
 
-    def np_update(self, red: Reduction, state: dict, f: np.ndarray, g: Optional[np.ndarray], j0: int) -> None:
+    def np_update(self, red: Reduction, state: dict, f: np.ndarray, g: np.ndarray | None, j0: int) -> None:
         state["acc"] += f.sum(axis=1, dtype=np.float64)
 
     def np_finalize(self, red: Reduction, state: dict, dtype: np.dtype) -> list[np.ndarray]:

@@ -28,7 +28,8 @@ from __future__ import annotations
 import math
 import sys
 import threading
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,7 @@ from .source import BLOCK, MERGE_BLOCK, KernelInfo, Launch, Plan, build_plan, dt
 name = "cuda"
 
 
-def _probe() -> tuple[Any, Optional[str]]:
+def _probe() -> tuple[Any, str | None]:
     """(cupy, None) when CuPy and a GPU are usable, else (None, the reason)."""
     try:
         import cupy as cp  # optional dependency, probed here
@@ -97,7 +98,7 @@ def function(source: str, device: int, kernel: str):
     return fn
 
 
-def prepare(red: Reduction, dtype: str = "float32", device: Optional[int] = None) -> None:
+def prepare(red: Reduction, dtype: str = "float32", device: int | None = None) -> None:
     """Compile ``red``'s kernels for ``dtype`` now (e.g. ahead of timing, or in parallel threads)."""
     plan = build_plan(red, dtype_name(dtype))
     device = cupy.cuda.Device().id if device is None else device
@@ -156,7 +157,7 @@ def _prepare(red: Reduction, plan: Plan, arrays: Sequence[Any], nx: int, ny: int
     return out
 
 
-def run(red: Reduction, arrays: Sequence[Any], nx: int, ny: int, out: Optional[list] = None) -> list:
+def run(red: Reduction, arrays: Sequence[Any], nx: int, ny: int, out: list | None = None) -> list:
     """Reduce over j on the GPU; outputs are CuPy arrays (nx, width) (see the module docstring)."""
     used = [arrays[p] for p in sorted({v.params[0] for f in red.formulas for v in f.variables()}) if p < len(arrays)]
     dtypes = {np.dtype(a.dtype) for a in used}
@@ -188,7 +189,7 @@ def run(red: Reduction, arrays: Sequence[Any], nx: int, ny: int, out: Optional[l
         return results
 
 
-def _outputs(dims, nx: int, dtype: str, out: Optional[list]) -> list:
+def _outputs(dims, nx: int, dtype: str, out: list | None) -> list:
     if out is None:
         return [cupy.empty((nx, w), dtype if kind == "float" else np.int64) for w, kind in dims]
     if len(out) != len(dims):

@@ -37,10 +37,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -69,7 +68,7 @@ _TEMPLATE_DIR = Path(__file__).resolve().parents[3] / "cuda_templates"
 _DTYPES = {"float16": "F16", "float32": "F32", "float64": "F64"}
 
 
-@lru_cache(maxsize=None)
+@functools.cache
 def template(name: str) -> str:
     """The text of ``cuda_templates/<name>`` (read once)."""
     path = _TEMPLATE_DIR / name
@@ -128,7 +127,7 @@ class Plan:
     positions: tuple[int, ...]
     outputs: tuple[tuple[int, str], ...]
     product: bool
-    b_pos: Optional[int]
+    b_pos: int | None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,16 +157,19 @@ def _save_state(acc: CAccumulator) -> tuple[str, int]:
     return "\n".join(lines), off
 
 
+def _state_word(typ: str, off: int, w: int | str) -> str:
+    """Word ``off + w`` of ``kl_st`` read back as a value of C type ``typ`` (int64 bit-cast, others converted)."""
+    index = f"({off} + {w}) * kl_stride + kl_slot"
+    return f"((const kl_i64*)kl_st)[{index}]" if typ == "int64_t" else f"{typ}(kl_st[{index}])"
+
+
 def _load_state(acc: CAccumulator) -> str:
     """Code reading an accumulator's variables back from ``kl_st`` (inverse of :func:`_save_state`)."""
     lines, off = [], 0
     for field in acc.fields:
         typ, n = field.ctype, field.words
         ref = functools.partial(field.ref, acc.prefix)
-        if typ == "int64_t":
-            src = lambda w: f"((const kl_i64*)kl_st)[({off} + {w}) * kl_stride + kl_slot]"
-        else:
-            src = lambda w: f"{typ}(kl_st[({off} + {w}) * kl_stride + kl_slot])"
+        src = functools.partial(_state_word, typ, off)
         if n > 8:
             lines.append(f"for (int kl_w = 0; kl_w < {n}; kl_w++) {ref('kl_w')} = {src('kl_w')};")
         else:
@@ -184,7 +186,7 @@ class _Out:
     local: dict[str, int]  # kind -> local width (finalize writes kl_vf / kl_vi)
     column: Callable[[int], int]  # local index -> column in the full output row
     row: str  # full row width (C expression)
-    guard: Optional[Callable[[int], str]] = None  # local index -> C condition for storing
+    guard: Callable[[int], str] | None = None  # local index -> C condition for storing
 
 
 def _final_code(acc, out: _Out) -> str:
@@ -217,7 +219,7 @@ def _out_args(outputs: Sequence[tuple[int, str]]) -> tuple[list[tuple[str, str]]
 class _Loader:
     """Variable reads for the body of row ``row``: registers, shared-memory tile or global memory."""
 
-    def __init__(self, layout: "_Layout", row: int, pre: dict[str, str]):
+    def __init__(self, layout: _Layout, row: int, pre: dict[str, str]):
         self.L, self.row, self.pre = layout, row, pre
 
     def __call__(self, var: Node, k: int) -> str:
@@ -249,7 +251,7 @@ class _Layout:
     shared: bool  # tile staged in shared memory (else j-variables read from global)
     i_in_regs: bool
     p_in_regs: bool
-    product: Optional[tuple[int, int]]  # (B position, columns per chunk) for kernel products
+    product: tuple[int, int] | None  # (B position, columns per chunk) for kernel products
 
     def j(self, pos: int, dim: int, k: int) -> str:
         if self.shared:
@@ -285,7 +287,7 @@ def _dims(formulas: Sequence[Node], cat: int) -> int:
     return sum(v.params[1] for v in {v for f in formulas for v in f.variables()} if v.params[2] == cat)
 
 
-def _layout(formulas: Sequence[Node], size: int, product: Optional[tuple[int, int]]) -> _Layout:
+def _layout(formulas: Sequence[Node], size: int, product: tuple[int, int] | None) -> _Layout:
     jvars: dict[int, int] = {}
     for f in formulas:
         for v in f.variables():
@@ -336,7 +338,7 @@ def _kernel(
     merge_name: str,
     arg_decl: str,
     out: _Out,
-    product: Optional[tuple[Node, int, int]] = None,
+    product: tuple[Node, int, int] | None = None,
 ) -> tuple[str, KernelInfo]:
     """Source of one reduction kernel and its merge kernel.
 
@@ -348,7 +350,7 @@ def _kernel(
     L = _layout(formulas, 8 if single else 4, (product[1], product[2]) if product else None)
     nvalues = product[2] if product else (red.weight.dim if red.weight is not None else red.formula.dim)
 
-    def row_code(r: int, rows: int, pre: dict) -> tuple[list[str], list[str], Optional[list[str]]]:
+    def row_code(r: int, rows: int, pre: dict) -> tuple[list[str], list[str], list[str] | None]:
         load = _Loader(L, r, pre)
         lines, outs = emit_bodies(formulas, load, "tuvw"[r] if rows > 1 else "t", fast=not single, prune=True)
         if product:
@@ -511,7 +513,7 @@ class Launch:
 
 
 def launches(
-    plan: "Plan", nx: int, ny: int, width: int, resident: Callable[[KernelInfo], int], splits: Optional[int] = None
+    plan: Plan, nx: int, ny: int, width: int, resident: Callable[[KernelInfo], int], splits: int | None = None
 ) -> list[Launch]:
     """The launches computing ``plan`` for ``nx`` rows and ``ny`` columns.
 
@@ -624,7 +626,7 @@ def kernels_source(red: Reduction, dtype: str, prefix: str = "kl") -> tuple[str,
     return body, plan
 
 
-@lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=256)
 def build_plan(red: Reduction, dtype: str) -> Plan:
     """The complete source (prelude + kernels) of ``red`` for ``dtype``, and its launch plan."""
     dtype = dtype_name(dtype)

@@ -18,8 +18,8 @@ call :func:`register` once per operation.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -51,14 +51,14 @@ class OpSpec:
     dim_rule: Callable[[tuple[int, ...], tuple], int]
     numpy: Callable[..., np.ndarray]
     c: Callable[..., CExprs]
-    grad: Optional[GradRule] = None
+    grad: GradRule | None = None
     param_names: tuple[str, ...] = ()
-    simplify: Optional[Callable[[tuple, tuple], Optional[Node]]] = None
+    simplify: Callable[[tuple, tuple], Node | None] | None = None
     fold: bool = True  # constant-fold when every argument is a constant
     doc: str = ""
     elementwise: bool = False
-    symbol: Optional[str] = None
-    c_fast: Optional[FastEmitter] = None
+    symbol: str | None = None
+    c_fast: FastEmitter | None = None
 
     def output_dim(self, dims: tuple[int, ...], params: tuple) -> int:
         try:
@@ -98,7 +98,7 @@ def _with_folding(spec: OpSpec):
     if custom is None:
         return folder
 
-    def simplify(args: tuple, params: tuple) -> Optional[Node]:
+    def simplify(args: tuple, params: tuple) -> Node | None:
         # the operation's own rules first: they are exact (-IntCst(n) stays an IntCst beyond 2**53,
         # where folding through float64 would turn it into a rounded RealCst)
         return custom(args, params) or folder(args, params)
@@ -107,7 +107,7 @@ def _with_folding(spec: OpSpec):
 
 
 def _fold_constants(spec: OpSpec):
-    def fold(args: tuple, params: tuple) -> Optional[Node]:
+    def fold(args: tuple, params: tuple) -> Node | None:
         if not args or not all(a.is_const for a in args):
             return None
         if spec.output_dim(tuple(a.dim for a in args), params) != 1:
@@ -173,7 +173,7 @@ def c_elementwise(fmt: str):
     return emit
 
 
-def ub(g: Optional[Node], dim: int) -> Optional[Node]:
+def ub(g: Node | None, dim: int) -> Node | None:
     """Cotangent ``g`` brought to an argument of dimension ``dim``.
 
     A vector cotangent of a broadcast scalar argument is summed; a scalar cotangent of a
@@ -188,7 +188,7 @@ def ub(g: Optional[Node], dim: int) -> Optional[Node]:
     raise FormulaError(f"internal: cotangent of dimension {g.dim} for an argument of dimension {dim}")
 
 
-def ub_args(n: Node, *parts: Optional[Node]) -> tuple:
+def ub_args(n: Node, *parts: Node | None) -> tuple:
     """Each cotangent of ``parts`` brought to the dimension of the matching argument of ``n``."""
     return tuple(ub(p, a.dim) for p, a in zip(parts, n.args))
 

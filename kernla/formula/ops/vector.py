@@ -70,7 +70,7 @@ def _c_normalize(e, args, params, dim):
 def _c_weighted_sqnorm_of(e, w, xs):
     d = len(xs)
     if len(w) == d * d and d > 1:
-        terms = [f"{w[k * d + l]} * {xs[k]} * {xs[l]}" for k in range(d) for l in range(d)]
+        terms = [f"{w[r * d + c]} * {xs[r]} * {xs[c]}" for r in range(d) for c in range(d)]
     else:
         ws = bc(w, d)
         terms = [f"{ws[k]} * {xs[k]} * {xs[k]}" for k in range(d)]
