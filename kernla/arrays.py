@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from .errors import ArrayKindError, DTypeError
 
@@ -122,8 +123,8 @@ def common_dtype(arrays: dict[str, Any]) -> np.dtype:
     return next(iter(seen)) if seen else np.dtype(np.float64)
 
 
-def to_numpy(a: Any, dtype: np.dtype) -> np.ndarray:
-    """A host NumPy array of ``dtype`` (no copy for NumPy and torch CPU arrays of that dtype)."""
+def to_numpy(a: Any, dtype: DTypeLike | None) -> np.ndarray:
+    """A host NumPy array of ``dtype`` (no copy for NumPy and torch CPU arrays of that dtype; None: a's own)."""
     k = kind_of(a)
     if k == "torch":
         if a.device.type != "cpu":

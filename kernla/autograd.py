@@ -413,7 +413,7 @@ class _ImplicitSolve(torch.autograd.Function):
         return a
 
     @staticmethod
-    def backward(ctx, abar):
+    def backward(ctx: Any, abar: torch.Tensor) -> tuple:
         a, *params = ctx.saved_tensors
         with torch.no_grad():
             lam = ctx.solve(abar.detach(), True)

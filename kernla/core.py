@@ -83,7 +83,7 @@ def reduce(
         slots = [Slot(s.name, {CAT_I: CAT_J, CAT_J: CAT_I}.get(s.cat, s.cat), s.dim) for s in slots]
 
     shaped = [as_rows(a, s) for s, a in zip(slots, args)]
-    sizes = {CAT_I: {}, CAT_J: {}}
+    sizes: dict[int, dict[str, int]] = {CAT_I: {}, CAT_J: {}}
     batch_shapes = []
     for s, a in zip(slots, shaped):
         shape = tuple(a.shape)
@@ -144,7 +144,9 @@ def _run_batches(
     if isinstance(data[0], np.ndarray):
         xp: Any = np
     else:
-        import cupy as xp  # optional dependency: the data are CuPy arrays here
+        import cupy  # optional dependency: the data are CuPy arrays here
+
+        xp = cupy
 
     _refuse_nan(slots, data, dtype, xp)
     if not batch:

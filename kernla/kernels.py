@@ -52,7 +52,7 @@ def _sigma(sigma: Any, x: Any = None) -> Any:
         raise InputValueError(f"sigma must be a positive number, got {sigma!r}") from None
     if not (math.isfinite(s) and s > 0):
         raise InputValueError(f"sigma must be a positive finite number, got {sigma!r}")
-    if tensor and sigma.requires_grad:
+    if torch is not None and tensor and sigma.requires_grad:  # torch is not None: implied by tensor, said for mypy
         dtype = x.dtype if isinstance(x, torch.Tensor) and x.is_floating_point() else sigma.dtype
         return sigma.reshape(1).to(dtype)
     return s

@@ -15,6 +15,7 @@ array([0, 0, 1])
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Union
 
 import numpy as np
@@ -37,6 +38,11 @@ class LazyTensor:
     """
 
     __array_priority__ = 10000  # numpy arrays on the left defer to our operators
+
+    formula: Node  # the symbolic expression, over Var(pos, dim, cat) nodes
+    variables: tuple  # (data, category) per variable position
+    #: ``K.solve(b, alpha)``: defined by kernla.linalg (linalg/solve.py), a higher layer than this module
+    solve: Callable[..., Any]
 
     def __init__(self, x: Any = None, axis: int | None = None):
         if isinstance(x, LazyTensor):

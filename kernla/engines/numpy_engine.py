@@ -46,10 +46,11 @@ def run(
     ti, tj = _tiles(red, nx, ny)
     for i0 in range(0, nx, ti):
         i1 = min(nx, i0 + ti)
-        base = {}
-        for pos, cat in variables.items():
-            a = arrays[pos]
-            base[pos] = a[i0:i1, None, :] if cat == CAT_I else a[None, None, :] if cat != CAT_J else None
+        base = {  # the i-variables' rows of this tile and the parameters; j-variables are sliced per j-tile
+            pos: arrays[pos][i0:i1, None, :] if cat == CAT_I else arrays[pos][None, None, :]
+            for pos, cat in variables.items()
+            if cat != CAT_J
+        }
         state = red.np_init(i1 - i0, dtype)
         for j0 in range(0, ny, tj):
             j1 = min(ny, j0 + tj)

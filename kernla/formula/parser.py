@@ -56,6 +56,7 @@ class _Tokens:
                 bad = len(text[pos:]) - len(text[pos:].lstrip()) + pos
                 raise FormulaSyntaxError(f"unexpected character {text[bad]!r}", text, bad)
             kind = m.lastgroup
+            assert kind is not None  # every alternative of _TOKEN is a named group
             self.items.append((kind, m.group(kind), m.start(kind)))
             pos = m.end()
         self.i = 0
@@ -148,10 +149,10 @@ class _Parser:
             raise self.t.error(f"expected an integer, found {text!r}", pos)
         return sign * int(text)
 
-    def _arguments(self) -> list:
+    def _arguments(self) -> list[tuple[Node, int]]:
         """Comma-separated formulas up to ')'; positions kept for error messages."""
         self.t.expect("(")
-        args = []
+        args: list[tuple[Node, int]] = []
         if self.t.peek()[1] == ")":
             self.t.next()
             return args

@@ -89,7 +89,9 @@ def from_lazy(lazy: LazyTensor) -> tuple[Node, list, list]:
 
 def compact(formula: Node, variables: Sequence, names: Sequence) -> tuple[Node, list, list]:
     """Drop unused variables and renumber the rest 0, 1, … in order."""
-    mapping, kept, kept_names = {}, [], []
+    mapping: dict[Node, Node] = {}
+    kept: list = []
+    kept_names: list = []
     for v in formula.variables():
         pos, dim, cat = v.params
         mapping[v] = Var(len(kept), dim, cat)

@@ -119,9 +119,9 @@ def user_stacklevel() -> int:
     pointing there would name torch's source instead of the user's line.
     """
     roots = [os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep]
-    torch = sys.modules.get("torch")
-    if torch is not None and getattr(torch, "__file__", None):
-        roots.append(os.path.dirname(os.path.abspath(torch.__file__)) + os.sep)
+    torch_file = getattr(sys.modules.get("torch"), "__file__", None)
+    if torch_file:
+        roots.append(os.path.dirname(os.path.abspath(torch_file)) + os.sep)
     roots_t = tuple(roots)
     frame, level = sys._getframe(1), 1
     while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(roots_t):

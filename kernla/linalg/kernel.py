@@ -162,14 +162,14 @@ class Kernel:
         side an indicator (identity) block, ``Σ_j F(x_i, y_j) e_j`` — one kernel product with
         ``chunk`` rows on the j side, costing N·chunk kernel evaluations (and N·chunk² adds).
         """
-        cols = np.asarray(cols, dtype=np.int64).reshape(-1)
+        index = np.asarray(cols, dtype=np.int64).reshape(-1)
         n, m = self.shape
-        if cols.size and (cols.min() < 0 or cols.max() >= m):
-            raise InputValueError(f"column indices must lie in [0, {m}), got {cols.min()}..{cols.max()}")
-        out = np.empty((n, cols.size))
+        if index.size and (index.min() < 0 or index.max() >= m):
+            raise InputValueError(f"column indices must lie in [0, {m}), got {index.min()}..{index.max()}")
+        out = np.empty((n, index.size))
         xp = self.xp
-        for c0 in range(0, cols.size, chunk):
-            sel = cols[c0 : c0 + chunk]
+        for c0 in range(0, index.size, chunk):
+            sel = index[c0 : c0 + chunk]
             w = int(sel.size)
             where = xp.asarray(sel)
             data = [d[where] if c == CAT_J and arr.kind_of(d) != "scalar" else d for d, c in zip(self.data, self.cats)]

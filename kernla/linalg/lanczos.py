@@ -152,7 +152,7 @@ def eigsh(
             w = product(V[:, j])
             w, h = _orthogonalise(V[:, : j + 1], w)
             H[: j + 1, j] = h
-            beta = np.linalg.norm(w)
+            beta = float(np.linalg.norm(w))
             if beta <= 1e-12 * max(1.0, np.abs(h).max()):
                 # invariant subspace: continue with a fresh direction (no coupling)
                 beta = 0.0

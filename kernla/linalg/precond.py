@@ -145,7 +145,7 @@ def pivoted_cholesky(op: Any, rank: int, rtol: float = 1e-12) -> tuple[np.ndarra
     d = op.host_diagonal().astype(np.float64) - op.shift
     top = float(d.max()) if n else 0.0
     Lt = np.zeros((rank, n))  # Lᵀ: each new column is a contiguous row
-    pivots = []
+    pivots: list[int] = []
     if top <= 0:
         return Lt[:0].T, np.array(pivots, dtype=np.int64)
     for k in range(rank):

@@ -100,7 +100,7 @@ def lanczos_log_quadrature(apply: Callable[[np.ndarray], np.ndarray], Z: np.ndar
         betas[j, active] = b
         keep = np.ones(active.size, dtype=bool)
         for pos, col in enumerate(active):
-            q = quadrature(col, j + 1)
+            q = quadrature(int(col), j + 1)
             if b[pos] <= 1e-12 * max(abs(a[pos]), 1e-300) or abs(q - value[col]) <= 1e-9 * (abs(q) + n):
                 keep[pos] = False
             value[col] = q

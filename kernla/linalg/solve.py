@@ -142,7 +142,7 @@ class KernelSolve:
             alpha=alpha, tol=tol, maxiter=maxiter, x0=x0, callback=callback, return_info=return_info, verbose=verbose
         )
         if self.kernel is not None:
-            op = self._operator(args, backend)
+            op = self._operator(self.kernel, args, backend)
             return op.solve(b, precond=precond, rank=rank, **options)
         if precond is not None or rank is not None:
             raise InputValueError(
@@ -213,9 +213,11 @@ class KernelSolve:
         )
         return (a, found["info"]) if return_info else a
 
-    def _operator(self, args: Sequence[Any], backend: str) -> KernelOperator:
+    def _operator(self, kernel: Node, args: Sequence[Any], backend: str) -> KernelOperator:
+        """The operator ``kernel(x_i, y_j)`` on the call's arrays (``self.kernel``, split off when it exists)."""
         variables, names = [], []
         for slot, a in zip(self.slots, args):
+            data: Any
             if arr.kind_of(a) == "scalar":
                 data = float(a)
             elif slot.cat == CAT_PARAM:
@@ -226,7 +228,7 @@ class KernelSolve:
                 raise ShapeError(f"{slot.describe()} got an array of shape {tuple(a.shape)}")
             variables.append((data, slot.cat))
             names.append(slot.name)
-        op = KernelOperator.from_kernel(Kernel.build(self.kernel, variables, names, backend))
+        op = KernelOperator.from_kernel(Kernel.build(kernel, variables, names, backend))
         return op.T if self.axis == 0 else op
 
     def _generic(self, args: Sequence[Any], backend: str, *, alpha, tol, maxiter, x0, callback, return_info, verbose):

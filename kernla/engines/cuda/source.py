@@ -184,7 +184,7 @@ class _Out:
 
     args: list[tuple[str, str]]  # (argument name, 'float' | 'index') in output order
     local: dict[str, int]  # kind -> local width (finalize writes kl_vf / kl_vi)
-    column: Callable[[int], int]  # local index -> column in the full output row
+    column: Callable[[int], int | str]  # local index -> column in the full output row (number or C expression)
     row: str  # full row width (C expression)
     guard: Callable[[int], str] | None = None  # local index -> C condition for storing
 
@@ -577,7 +577,7 @@ def kernels_source(red: Reduction, dtype: str, prefix: str = "kl") -> tuple[str,
     if product:
         k, b = product
         b_pos = b.params[0]
-        outputs = ((b.params[1], "float"),)
+        outputs: tuple[tuple[int, str], ...] = ((b.params[1], "float"),)
         in_args = ",\n".join(f"       const TIO* __restrict__ a{p}" for p in positions)
         args, out_decl = _out_args(outputs)
         for cw in PRODUCT_WIDTHS:

@@ -113,8 +113,8 @@ def _fold_constants(spec: OpSpec):
         if spec.output_dim(tuple(a.dim for a in args), params) != 1:
             return None
         with np.errstate(all="ignore"):
-            value = spec.numpy(*[np.array([a.params[0]], dtype=np.float64) for a in args], *params)
-        value = float(np.asarray(value).reshape(-1)[0])
+            folded = spec.numpy(*[np.array([a.params[0]], dtype=np.float64) for a in args], *params)
+        value = float(np.asarray(folded).reshape(-1)[0])
         if not math.isfinite(value):
             return None
         if all(a.op == "IntCst" for a in args) and value.is_integer() and abs(value) < 2**53:
