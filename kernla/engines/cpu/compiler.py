@@ -26,18 +26,23 @@ Environment:
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import ctypes
+import errno
 import hashlib
 import logging
 import os
 import platform
 import shlex
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
 from ..._version import __version__
@@ -276,51 +281,215 @@ def _cache_key(source: str, compiler: str, version: str, cmd_flags: tuple[str, .
 # --------------------------------------------------------------------------------------
 
 _module_memo: dict[tuple, ctypes.CDLL] = {}
-_build_lock = threading.RLock()
+#: descriptors of the loaded libraries (kept open: see _load_verified)
+_loaded_fds: list[int] = []
+#: one lock per cache key: a thread needing one kernel never waits behind another kernel's build
+_key_locks: dict[str, threading.Lock] = {}
+#: process groups of compilers running now, killed if the interpreter exits first
+_running: set[int] = set()
+#: seconds to wait for another process's build of the same kernel before giving up
+LOCK_TIMEOUT_S = float(os.environ.get("KERNLA_LOCK_TIMEOUT", 2 * _COMPILE_TIMEOUT_S))
+#: errno values that mean "the cache folder cannot hold more": the engine falls back, it does not fail
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
-def _file_sha256(path: Path) -> str | None:
+class CacheFullError(CompilerUnavailableError):
+    """The cache folder is full (or read-only): compiled kernels cannot be stored."""
+
+
+class CacheLockTimeout(CompilerUnavailableError):
+    """Another process held the build lock of a kernel for longer than :data:`LOCK_TIMEOUT_S`."""
+
+
+def _owned_fd(name: str, dir_fd: int, regular: bool = True) -> int | None:
+    """An fd on ``name`` in the folder ``dir_fd`` if it is ours: not a link, owned by us, writable by no one else.
+
+    The checks run on the opened file (``fstat``), so what is checked is what is read or loaded.
+    Returns None when the entry is missing; raises :class:`_Untrusted` when it is not ours.
+    """
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (0 if regular else os.O_DIRECTORY),
+                     dir_fd=dir_fd)
+    except FileNotFoundError:
         return None
+    except OSError as exc:  # a link (ELOOP), a folder in place of a file, ...
+        raise _Untrusted(f"{name} cannot be opened safely ({exc.strerror})") from None
+    st = os.fstat(fd)
+    problem = _not_ours(st, regular)
+    if problem:
+        os.close(fd)
+        raise _Untrusted(f"{name} {problem}")
+    return fd
+
+
+def _not_ours(st: os.stat_result, regular: bool = True) -> str:
+    """Why a file or folder with status ``st`` may hold code we did not build ('' when it is ours)."""
+    if regular and not stat.S_ISREG(st.st_mode):
+        return "is not a regular file"
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        return f"belongs to another user (uid {st.st_uid})"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return "is writable by other users"
+    return ""
+
+
+class _Untrusted(Exception):
+    """A cache entry that is not certainly ours: never loaded, replaced by a fresh build."""
+
+
+def _read_fd(fd: int) -> bytes:
+    chunks = []
+    while True:
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _checked_fd(dir_fd: int, so_name: str) -> int | None:
+    """A descriptor on the cached library ``so_name`` if it is ours and matches its checksum sidecar, else None.
+
+    Ownership and permissions (:func:`_owned_fd`) decide trust; the checksum detects corruption.
+    The bytes are hashed through the descriptor returned, so what was checked is what gets loaded.
+    """
+    so_fd = sum_fd = None
+    try:
+        so_fd = _owned_fd(so_name, dir_fd)
+        sum_fd = _owned_fd(so_name + ".sha256", dir_fd)
+        if so_fd is None or sum_fd is None:
+            if so_fd is not None or sum_fd is not None:
+                log.warning("kernla: cached %s is incomplete; rebuilding", so_name)
+            return None
+        expected = _read_fd(sum_fd).decode("ascii", "replace").strip()
+        if not expected or hashlib.sha256(_read_fd(so_fd)).hexdigest() != expected:
+            log.warning("kernla: cached %s is corrupt or incomplete; rebuilding", so_name)
+            return None
+        so_fd, checked = None, so_fd
+        return checked
+    except _Untrusted as exc:
+        warnings.warn(f"kernla: not loading the cached kernel {exc}; rebuilding it", RuntimeWarning, stacklevel=5)
+        return None
+    finally:
+        for fd in (so_fd, sum_fd):
+            if fd is not None:
+                os.close(fd)
+
+
+def _load_verified(dir_fd: int, folder: Path, so_name: str) -> ctypes.CDLL | None:
+    """Load the cached library ``so_name`` if :func:`_checked_fd` accepts it, else None.
+
+    The library is loaded through ``/proc/self/fd/N``, the descriptor that was checked, so no other
+    file can be swapped in between the check and the load. That descriptor stays open for the
+    life of the process: the dynamic loader recognises libraries by name, and a reused number
+    would make it hand back an earlier library. Where ``/proc`` is missing the library is loaded
+    by name from the folder, which only its owner can write.
+    """
+    fd = _checked_fd(dir_fd, so_name)
+    if fd is None:
+        return None
+    proc_path = f"/proc/self/fd/{fd}"
+    via_fd = os.path.exists(proc_path)
+    try:
+        lib = ctypes.CDLL(proc_path if via_fd else str(folder / so_name))
+    except OSError as exc:
+        log.warning("kernla: cached %s does not load (%s); rebuilding", so_name, exc)
+        via_fd = False
+        lib = None
+    if via_fd:
+        _loaded_fds.append(fd)
+    else:
+        os.close(fd)
+    return lib
 
 
 def _verified(so_path: Path, sum_path: Path) -> bool:
-    """True if the library exists and matches the digest in its sidecar."""
-    try:
-        expected = sum_path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
+    """Whether ``so_path`` (with its sidecar ``sum_path``) would be loaded from the cache as it is."""
+    if sum_path.name != so_path.name + ".sha256" or sum_path.parent != so_path.parent:
         return False
-    return expected != "" and _file_sha256(so_path) == expected
+    try:
+        dir_fd = _open_folder(so_path.parent)
+    except CompilerUnavailableError:
+        return False
+    try:
+        fd = _checked_fd(dir_fd, so_path.name)
+    finally:
+        os.close(dir_fd)
+    if fd is None:
+        return False
+    os.close(fd)
+    return True
 
 
 class _FileLock:
-    """Advisory inter-process lock (flock); a no-op where unavailable."""
+    """Advisory inter-process lock (flock) on one cache key, with a timeout and stale-holder recovery.
 
-    def __init__(self, path: Path):
+    The holder writes its pid into the lock file. A waiter that sees the holder dead (its lock
+    is then already free) or stopped (``SIGSTOP``: it would hold the lock forever) takes over by
+    replacing the lock file with a new one; after :data:`LOCK_TIMEOUT_S` it raises
+    :class:`CacheLockTimeout`. Where ``flock`` does not exist the lock is a no-op (builds are
+    atomic anyway; only duplicate work is lost).
+    """
+
+    def __init__(self, path: Path, timeout: float | None = None):
         self.path = path
+        self.timeout = LOCK_TIMEOUT_S if timeout is None else timeout
         self.fd: int | None = None
         self.locked = False
 
-    def __enter__(self):
+    def __enter__(self) -> "_FileLock":
         try:
             import fcntl  # POSIX only: the lock degrades to none elsewhere
+        except ImportError:
+            return self
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            except OSError:
+                return self  # no lock file possible (full disk, ...): build without it
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_fd(fd).decode("ascii", "replace").strip()
+                os.close(fd)
+                if _stale(holder):
+                    log.warning("kernla: lock %s is held by a stopped process (%s); taking it over",
+                                self.path.name, holder)
+                    with contextlib.suppress(OSError):
+                        self.path.unlink()
+                    continue
+                if time.monotonic() > deadline:
+                    raise CacheLockTimeout(
+                        f"kernla waited {self.timeout:.0f} s for another process (pid {holder or '?'}) to finish "
+                        f"compiling the same kernel (lock {self.path}); set KERNLA_LOCK_TIMEOUT to wait longer, "
+                        "or end that process") from None
+                time.sleep(0.05)
+                continue
+            except OSError:
+                os.close(fd)
+                return self
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+            self.fd, self.locked = fd, True
+            return self
 
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-            self.locked = True
-        except (ImportError, OSError):
-            if self.fd is not None:
-                os.close(self.fd)
-            self.fd = None
-        return self
-
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         if self.fd is not None:
             os.close(self.fd)  # releases the flock
             self.fd = None
             self.locked = False
+
+
+def _stale(holder: str) -> bool:
+    """Whether the process ``holder`` (a pid) is gone or stopped, so that its lock will never be released."""
+    if not holder.isdigit():
+        return False
+    try:
+        with open(f"/proc/{holder}/stat", encoding="ascii", errors="replace") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):  # no /proc, or a pid we cannot see: assume it is working
+        return False
+    return state in ("T", "t", "Z", "X")
 
 
 def _remove_stale_tmp(folder: Path) -> None:
@@ -333,48 +502,96 @@ def _remove_stale_tmp(folder: Path) -> None:
         pass
 
 
+def _run_compiler(cmd: list[str], cwd: Path, source: str) -> subprocess.CompletedProcess:
+    """Run the compiler in its own process group; the whole group dies on a timeout, an interrupt or exit."""
+    proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    _running.add(proc.pid)
+    try:
+        out, err = proc.communicate(timeout=_COMPILE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        raise CompileError(f"compiler timed out after {_COMPILE_TIMEOUT_S} s: {' '.join(cmd)}",
+                           command=cmd, source=source) from None
+    except BaseException:  # KeyboardInterrupt, SystemExit: no compiler outlives its caller
+        _kill_group(proc)
+        raise
+    finally:
+        _running.discard(proc.pid)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(Exception):
+        proc.communicate(timeout=10)
+
+
+@atexit.register
+def _kill_running() -> None:
+    for pgid in list(_running):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+
+
+def _clear_entry(folder: Path, name: str) -> None:
+    """Remove whatever stands at ``folder/name`` (a file, a link or a folder put there by mistake)."""
+    path = folder / name
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
 def _build(source: str, compiler: str, cmd_flags: tuple[str, ...], folder: Path, key: str) -> None:
     """Compile ``source`` and install ``kl_<key>.so`` + its sidecar atomically in ``folder``."""
     _remove_stale_tmp(folder)
     stem = _PREFIX + key
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder))
+    src_name, so_name = stem + ".cpp", stem + ".so"
     try:
-        src_name, so_name = stem + ".cpp", stem + ".so"
-        (tmp / src_name).write_text(source, encoding="utf-8")
-        # relative names, run inside the temporary folder: the output does not depend on it
-        cmd = [compiler, *cmd_flags, "-o", so_name, src_name]
-        log.debug("kernla: compiling %s", " ".join(cmd))
-        t0 = time.perf_counter()
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder))
         try:
-            proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True,
-                                  timeout=_COMPILE_TIMEOUT_S, stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired as exc:
-            raise CompileError(f"compiler timed out after {_COMPILE_TIMEOUT_S} s: {' '.join(cmd)}",
-                               command=cmd, source=source) from exc
-        except OSError as exc:
-            raise CompilerUnavailableError(f"cannot run the compiler {compiler}: {exc}") from exc
-        if proc.returncode != 0 or not (tmp / so_name).is_file():
-            stderr = (proc.stderr or "") + (proc.stdout or "")
-            raise CompileError(
-                f"C++ compilation failed (exit status {proc.returncode}): {' '.join(cmd)}\n"
-                f"{stderr.strip()}", stderr=stderr, command=cmd, source=source)
-        log.debug("kernla: compiled %s in %.2f s", stem, time.perf_counter() - t0)
-        digest = _file_sha256(tmp / so_name)
-        (tmp / (so_name + ".sha256")).write_text(digest + "\n", encoding="ascii")
-        # library first, then the sidecar that marks it complete, then the source (for humans)
-        os.replace(tmp / so_name, folder / so_name)
-        os.replace(tmp / (so_name + ".sha256"), folder / (so_name + ".sha256"))
-        os.replace(tmp / src_name, folder / src_name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            (tmp / src_name).write_text(source, encoding="utf-8")
+            # relative names, run inside the temporary folder: the output does not depend on it
+            cmd = [compiler, *cmd_flags, "-o", so_name, src_name]
+            log.debug("kernla: compiling %s", " ".join(cmd))
+            t0 = time.perf_counter()
+            try:
+                proc = _run_compiler(cmd, tmp, source)
+            except OSError as exc:
+                if exc.errno in _FULL:
+                    raise
+                raise CompilerUnavailableError(f"cannot run the compiler {compiler}: {exc}") from exc
+            if proc.returncode != 0 or not (tmp / so_name).is_file():
+                stderr = (proc.stderr or "") + (proc.stdout or "")
+                if "No space left on device" in stderr or "Disk quota exceeded" in stderr:
+                    raise CacheFullError(f"kernla's cache folder {folder} is full: {stderr.strip()[-300:]}")
+                raise CompileError(
+                    f"C++ compilation failed (exit status {proc.returncode}): {' '.join(cmd)}\n"
+                    f"{stderr.strip()}", stderr=stderr, command=cmd, source=source)
+            log.debug("kernla: compiled %s in %.2f s", stem, time.perf_counter() - t0)
+            digest = _file_sha256(tmp / so_name)
+            (tmp / (so_name + ".sha256")).write_text(f"{digest}\n", encoding="ascii")
+            # library first, then the sidecar that marks it complete, then the source (for humans)
+            for name in (so_name, so_name + ".sha256", src_name):
+                if (folder / name).is_dir():  # an entry replaced by a folder: os.replace cannot go over it
+                    _clear_entry(folder, name)
+                os.replace(tmp / name, folder / name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as exc:
+        if exc.errno in _FULL:
+            raise CacheFullError(f"kernla cannot store compiled kernels in {folder}: {exc}") from exc
+        raise
 
 
-def _unlink(*paths: Path) -> None:
-    for p in paths:
-        try:
-            p.unlink()
-        except FileNotFoundError:
-            pass
+def _file_sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def compile_module(source: str, *, flags: tuple[str, ...] | None = None) -> ctypes.CDLL:
@@ -384,10 +601,14 @@ def compile_module(source: str, *, flags: tuple[str, ...] | None = None) -> ctyp
     ``$KERNLA_CXXFLAGS`` when set); ``-shared -fPIC`` are always added. The first call for a
     source compiles it (a few tenths of a second for a small kernel); later calls in the same
     process return the same library object at once, and later processes load it from the
-    disk cache without compiling.
+    disk cache without compiling. Only libraries that are regular files owned by the user, in a
+    folder of the user's that no one else can write, are ever loaded; anything else in their
+    place is rebuilt (with a warning).
 
-    Raises :class:`CompilerUnavailableError` when no compiler works and :class:`CompileError`
-    (whose ``stderr`` holds the compiler's messages) when the source does not compile.
+    Raises :class:`CompilerUnavailableError` when no compiler works (:class:`CacheFullError`
+    when the cache folder is full, :class:`CacheLockTimeout` when another process holds the
+    kernel's build lock too long) and :class:`CompileError` (whose ``stderr`` holds the
+    compiler's messages) when the source does not compile.
 
     >>> import ctypes
     >>> lib = compile_module('extern "C" double twice(double x) { return 2 * x; }')  # doctest: +SKIP
@@ -401,50 +622,56 @@ def compile_module(source: str, *, flags: tuple[str, ...] | None = None) -> ctyp
     lib = _module_memo.get(memo_key)
     if lib is not None:
         return lib
-    with _build_lock:  # one build at a time within a process; other processes: the file lock
+    compiler = find_compiler()
+    if compiler is None:
+        raise CompilerUnavailableError(
+            "kernla's compiled CPU engine needs a C++ compiler: none of $CXX, g++, clang++ "
+            "runs on this machine (install g++ or set CXX)")
+    version = _compiler_version(compiler) or ""
+    cmd_flags = _optimisation_flags(flags) + REQUIRED_FLAGS
+    key = _cache_key(source, compiler, version, cmd_flags)
+    with _memo_lock:
+        key_lock = _key_locks.setdefault(key, threading.Lock())
+    with key_lock:  # one build per kernel within a process; other processes: the file lock
         lib = _module_memo.get(memo_key)
-        if lib is not None:
-            return lib
-        compiler = find_compiler()
-        if compiler is None:
-            raise CompilerUnavailableError(
-                "kernla's compiled CPU engine needs a C++ compiler: none of $CXX, g++, clang++ "
-                "runs on this machine (install g++ or set CXX)")
-        version = _compiler_version(compiler) or ""
-        cmd_flags = _optimisation_flags(flags) + REQUIRED_FLAGS
-        key = _cache_key(source, compiler, version, cmd_flags)
-        folder = cache_dir()
-        so_path = folder / f"{_PREFIX}{key}.so"
-        sum_path = folder / f"{_PREFIX}{key}.so.sha256"
-
-        lib = None
-        if _verified(so_path, sum_path):
-            lib = _try_load(so_path)
         if lib is None:
-            with _FileLock(folder / f".lock-{key[:2]}") as lock:
-                # someone may have built it while we waited for the lock
-                if _verified(so_path, sum_path):
-                    lib = _try_load(so_path)
-                    if lib is None:  # verified but unloadable: rebuild once
-                        log.warning("kernla: cached %s does not load; rebuilding", so_path.name)
-                elif so_path.exists() or sum_path.exists():
-                    log.warning("kernla: cached %s is corrupt or incomplete; rebuilding", so_path.name)
-                if lib is None:
-                    if lock.locked:  # without the lock, os.replace alone swaps the bad entry out
-                        _unlink(sum_path, so_path)
-                    _build(source, compiler, cmd_flags, folder, key)
-                    try:
-                        lib = ctypes.CDLL(str(so_path))
-                    except OSError as exc:
-                        raise CompileError(f"compiled library {so_path} does not load: {exc}",
-                                           command=[compiler, *cmd_flags], source=source) from exc
-        _module_memo[memo_key] = lib
+            lib = _load_or_build(source, compiler, cmd_flags, key)
+            _module_memo[memo_key] = lib
         return lib
 
 
-def _try_load(path: Path) -> ctypes.CDLL | None:
+def _open_folder(folder: Path) -> int:
+    """An fd on the cache folder, checked on the opened folder itself (ours, writable by no one else)."""
     try:
-        return ctypes.CDLL(str(path))
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
-        log.debug("kernla: loading %s failed: %s", path, exc)
-        return None
+        raise CompilerUnavailableError(f"kernla cannot open its cache folder {folder}: {exc}") from exc
+    problem = _not_ours(os.fstat(fd), regular=False)
+    if problem:
+        os.close(fd)
+        raise UnsafeCacheDirError(f"kernla's cache folder {folder} {problem}; set KERNLA_CACHE_DIR to a private folder")
+    return fd
+
+
+def _load_or_build(source: str, compiler: str, cmd_flags: tuple[str, ...], key: str) -> ctypes.CDLL:
+    folder = cache_dir()
+    so_name = f"{_PREFIX}{key}.so"
+    dir_fd = _open_folder(folder)
+    try:
+        lib = _load_verified(dir_fd, folder, so_name)
+        if lib is not None:
+            return lib
+        with _FileLock(folder / f".lock-{key}"):
+            lib = _load_verified(dir_fd, folder, so_name)  # someone may have built it while we waited
+            if lib is not None:
+                return lib
+            for name in (so_name + ".sha256", so_name):  # a bad entry goes before the new one comes
+                _clear_entry(folder, name)
+            _build(source, compiler, cmd_flags, folder, key)
+            lib = _load_verified(dir_fd, folder, so_name)
+            if lib is None:
+                raise CompileError(f"compiled library {folder / so_name} does not load",
+                                   command=[compiler, *cmd_flags], source=source)
+            return lib
+    finally:
+        os.close(dir_fd)

@@ -36,9 +36,27 @@ _warned = False
 _c_int64_p = ctypes.POINTER(ctypes.c_int64)
 
 
-@functools.lru_cache(maxsize=1)
+#: set in a child forked from this process: libgomp's thread pool does not survive a fork, and a
+#: child that starts parallel regions the parent used hangs; such a child runs single-threaded
+_forked_child = False
+
+
+def _after_fork_in_child() -> None:
+    global _forked_child
+    _forked_child = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def threads() -> int:
-    """Worker threads: ``OMP_NUM_THREADS`` if set (read once), else the CPUs this process may use."""
+    """Worker threads: 1 in a forked child, else ``OMP_NUM_THREADS`` if set (read once), else the usable CPUs."""
+    return 1 if _forked_child else _configured_threads()
+
+
+@functools.lru_cache(maxsize=1)
+def _configured_threads() -> int:
     env = os.environ.get("OMP_NUM_THREADS", "")
     if env.isdigit() and int(env) > 0:
         return int(env)
