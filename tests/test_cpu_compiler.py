@@ -80,8 +80,14 @@ CHILD = textwrap.dedent("""
 
 
 def run_child(*src_files: Path, **popen) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", CHILD, *map(str, src_files)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ), **popen)
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, *map(str, src_files)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+        **popen,
+    )
 
 
 def finish(proc: subprocess.Popen) -> float:
@@ -119,7 +125,8 @@ def test_compile_error_carries_stderr(cache):
 
 @needs_compiler
 def test_flags_and_env_flags(cache, monkeypatch):
-    src = unique_source(textwrap.dedent("""
+    src = unique_source(
+        textwrap.dedent("""
         extern "C" int optimised() {
         #ifdef __OPTIMIZE__
             return 1;
@@ -134,7 +141,8 @@ def test_flags_and_env_flags(cache, monkeypatch):
             return 0;
         #endif
         }
-    """))
+    """)
+    )
     lib = compile_module(src)
     assert lib.optimised() == 1 and lib.openmp() == 1  # defaults: -O3 ... -fopenmp
     assert compile_module(src, flags=("-O0",)).optimised() == 0
@@ -172,8 +180,12 @@ def test_concurrent_builds_without_lock(cache):
     import threading
 
     src = unique_source()
-    key_parts = (src, find_compiler(), compiler._compiler_version(find_compiler()),
-                 compiler._optimisation_flags(None) + compiler.REQUIRED_FLAGS)
+    key_parts = (
+        src,
+        find_compiler(),
+        compiler._compiler_version(find_compiler()),
+        compiler._optimisation_flags(None) + compiler.REQUIRED_FLAGS,
+    )
     key = compiler._cache_key(src, *key_parts[1:])
     folder = cache_dir()
     errors = []

@@ -51,21 +51,24 @@ def cache(tmp_path, monkeypatch):
 def entry(source: str) -> Path:
     """The path of ``source``'s library in the cache (it need not exist)."""
     cxx = find_compiler()
-    key = compiler._cache_key(source, cxx, compiler._compiler_version(cxx) or "",
-                              compiler._optimisation_flags(None) + compiler.REQUIRED_FLAGS)
+    key = compiler._cache_key(
+        source, cxx, compiler._compiler_version(cxx) or "", compiler._optimisation_flags(None) + compiler.REQUIRED_FLAGS
+    )
     return compiler.cache_dir() / f"kl_{key}.so"
 
 
 def planted_library(tmp_path: Path, marker: Path) -> bytes:
     """A library whose constructor writes ``marker`` and whose ``add`` answers 42."""
     src = tmp_path / "evil.cpp"
-    src.write_text(textwrap.dedent(f"""
+    src.write_text(
+        textwrap.dedent(f"""
         #include <cstdio>
         __attribute__((constructor)) static void planted() {{
             FILE* f = std::fopen("{marker}", "w"); if (f) std::fclose(f);
         }}
         extern "C" int add(int a, int b) {{ return 42; }}
-    """))
+    """)
+    )
     out = tmp_path / "evil.so"
     subprocess.run([find_compiler(), "-shared", "-fPIC", "-o", str(out), str(src)], check=True)
     return out.read_bytes()
@@ -113,7 +116,7 @@ def test_planted_library_is_never_loaded(cache, tmp_path, how):
     elif how == "group-writable":
         so.chmod(0o664)
     elif how == "open folder":  # cache_dir() makes an open folder of ours private again, but files
-        so.chmod(0o666)         # planted while it was open stay suspicious
+        so.chmod(0o666)  # planted while it was open stay suspicious
         cache.chmod(0o777)
     lib, messages = reload(src)
     assert lib.add(1, 2) == 3, "the planted library was loaded"
@@ -156,13 +159,15 @@ def slow_compiler(tmp_path: Path) -> tuple[Path, Path]:
     pids = tmp_path / "pids"
     script = tmp_path / "slow-cxx"
     real = find_compiler()
-    script.write_text(textwrap.dedent(f"""\
+    script.write_text(
+        textwrap.dedent(f"""\
         #!/bin/sh
         case "$*" in *--version*) exec "{real}" "$@";; esac
         sleep 300 &
         echo "$$ $!" > "{pids}"
         wait
-    """))
+    """)
+    )
     script.chmod(0o755)
     return script, pids
 
@@ -220,8 +225,10 @@ def test_cached_kernel_does_not_wait_behind_another_kernels_build(cache, tmp_pat
     gate, started = tmp_path / "go", tmp_path / "started"
     real = find_compiler()
     script = tmp_path / "gated-cxx"
-    script.write_text(f'#!/bin/sh\ncase "$*" in *--version*) exec "{real}" "$@";; esac\n'
-                      f'touch "{started}"\nwhile [ ! -e "{gate}" ]; do sleep 0.05; done\nexec "{real}" "$@"\n')
+    script.write_text(
+        f'#!/bin/sh\ncase "$*" in *--version*) exec "{real}" "$@";; esac\n'
+        f'touch "{started}"\nwhile [ ! -e "{gate}" ]; do sleep 0.05; done\nexec "{real}" "$@"\n'
+    )
     script.chmod(0o755)
     slow = unique_source()
     result = {}
@@ -304,12 +311,16 @@ def fresh_genred():
 @pytest.mark.parametrize("where", ["compiler output", "temporary folder"])
 def test_full_disk_falls_back_to_numpy_with_a_warning(cache, monkeypatch, where):
     if where == "compiler output":
+
         def run(cmd, cwd, source):
             return subprocess.CompletedProcess(cmd, 1, "", "cc1plus: fatal error: No space left on device")
+
         monkeypatch.setattr(compiler, "_run_compiler", run)
     else:
+
         def mkdtemp(*args, **kwargs):
             raise OSError(28, "No space left on device")
+
         monkeypatch.setattr(compiler.tempfile, "mkdtemp", mkdtemp)
     monkeypatch.setattr(engine, "_warned", False)
     f = fresh_genred()

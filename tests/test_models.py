@@ -15,7 +15,7 @@ import pytest
 import kernla
 from kernla import LazyTensor
 from kernla.errors import ArrayKindError, InputValueError, ShapeError
-from kernla.models import (KNeighborsClassifier, KNeighborsRegressor, NearestNeighbors, NotFittedError)
+from kernla.models import KNeighborsClassifier, KNeighborsRegressor, NearestNeighbors, NotFittedError
 
 try:
     from sklearn import gaussian_process as sk_gp
@@ -71,8 +71,9 @@ def test_classifier_and_regressor_match_sklearn(knn_data, metric, weights):
     k = 7
     names = np.array(["low", "mid", "high"])[labels]  # string labels
     clf = KNeighborsClassifier(k=k, weights=weights, metric=metric).fit(X, names)
-    ref = sk_neighbors.KNeighborsClassifier(n_neighbors=k, weights=weights, metric=metric,
-                                            algorithm="brute").fit(X, names)
+    ref = sk_neighbors.KNeighborsClassifier(n_neighbors=k, weights=weights, metric=metric, algorithm="brute").fit(
+        X, names
+    )
     np.testing.assert_array_equal(clf.classes_, ref.classes_)
     np.testing.assert_array_equal(clf.predict(Q), ref.predict(Q))
     np.testing.assert_allclose(clf.predict_proba(Q), ref.predict_proba(Q), rtol=1e-10, atol=1e-12)
@@ -81,10 +82,11 @@ def test_classifier_and_regressor_match_sklearn(knn_data, metric, weights):
 
     for y in (targets, targets[:, 0]):
         reg = KNeighborsRegressor(k=k, weights=weights, metric=metric).fit(X, y)
-        sk = sk_neighbors.KNeighborsRegressor(n_neighbors=k, weights=weights, metric=metric,
-                                              algorithm="brute").fit(X, y)
+        sk = sk_neighbors.KNeighborsRegressor(n_neighbors=k, weights=weights, metric=metric, algorithm="brute").fit(
+            X, y
+        )
         pred = reg.predict(Q)
-        assert pred.shape == y[:len(Q)].shape
+        assert pred.shape == y[: len(Q)].shape
         np.testing.assert_allclose(pred, sk.predict(Q), rtol=1e-10, atol=1e-12)
         assert reg.score(Q, sk.predict(Q)) == pytest.approx(1.0)
         assert reg.score(X, y) == pytest.approx(sk.score(X, y), rel=1e-10)
@@ -124,7 +126,7 @@ def test_hyperbolic_and_poincare_vs_dense_numpy():
     B = 0.9 * B / (1 + np.linalg.norm(B, axis=1, keepdims=True))
     P = B[:60] * 0.99 + 0.001
     sq = ((P[:, None] - B[None]) ** 2).sum(-1)
-    D = _acosh(1 + 2 * sq / ((1 - (P ** 2).sum(1))[:, None] * (1 - (B ** 2).sum(1))[None]))
+    D = _acosh(1 + 2 * sq / ((1 - (P**2).sum(1))[:, None] * (1 - (B**2).sum(1))[None]))
     i_ref = np.argsort(D, axis=1)[:, :5]
     d, i = NearestNeighbors(k=5, metric="poincare").fit(B).kneighbors(P)
     np.testing.assert_array_equal(i, i_ref)
@@ -227,11 +229,14 @@ def _smooth_data(n, seed=0, dim=2):
 
 
 @pytest.mark.parametrize("n", [150, 400])  # Jacobi and Nyström preconditioning under precond="auto"
-@pytest.mark.parametrize("kernel, scipy_name, to_sigma", [
-    ("gaussian", "gaussian", lambda eps: 1 / (np.sqrt(2) * eps)),
-    ("inverse_multiquadric", "inverse_multiquadric", lambda eps: 1 / eps),
-    ("cauchy", "inverse_quadratic", lambda eps: 1 / eps),
-])
+@pytest.mark.parametrize(
+    "kernel, scipy_name, to_sigma",
+    [
+        ("gaussian", "gaussian", lambda eps: 1 / (np.sqrt(2) * eps)),
+        ("inverse_multiquadric", "inverse_multiquadric", lambda eps: 1 / eps),
+        ("cauchy", "inverse_quadratic", lambda eps: 1 / eps),
+    ],
+)
 def test_interpolation_matches_scipy_rbf(n, kernel, scipy_name, to_sigma):
     from scipy.interpolate import RBFInterpolator
 
@@ -256,8 +261,9 @@ def test_interpolation_matern_vs_dense_solve(kernel, nu):
     ref_k = sk_kernels.Matern(length_scale=sigma, nu=0.5 if nu is None else nu)
     coef = np.linalg.solve(ref_k(x) + alpha * np.eye(200), y)
     expected = ref_k(xn, x) @ coef
-    model = KernelInterpolation(kernel=kernel, nu=1.5 if nu is None else nu, sigma=sigma, alpha=alpha,
-                                precond="nystrom").fit(x, y)
+    model = KernelInterpolation(
+        kernel=kernel, nu=1.5 if nu is None else nu, sigma=sigma, alpha=alpha, precond="nystrom"
+    ).fit(x, y)
     np.testing.assert_allclose(model.predict(xn), expected, rtol=1e-8, atol=1e-9)
 
 
@@ -322,17 +328,21 @@ def _sk_kernel(kernel, nu, amplitude, sigma, noise=None):
 
 
 @pytest.mark.requires("sklearn")
-@pytest.mark.parametrize("kernel, nu, normalize_y", [("gaussian", None, False), ("gaussian", None, True),
-                                                     ("matern", 1.5, False), ("matern", 2.5, True)])
+@pytest.mark.parametrize(
+    "kernel, nu, normalize_y",
+    [("gaussian", None, False), ("gaussian", None, True), ("matern", 1.5, False), ("matern", 2.5, True)],
+)
 def test_gp_matches_sklearn(gp_data, kernel, nu, normalize_y):
     X, y, Xn = gp_data
     amplitude, sigma, noise = 0.7, 0.3, 0.01
     # the WhiteKernel's noise is in scikit-learn's predictive std: include_noise=True
-    ref = sk_gp.GaussianProcessRegressor(_sk_kernel(kernel, nu, amplitude, sigma, noise), optimizer=None,
-                                         alpha=1e-12, normalize_y=normalize_y).fit(X, y)
+    ref = sk_gp.GaussianProcessRegressor(
+        _sk_kernel(kernel, nu, amplitude, sigma, noise), optimizer=None, alpha=1e-12, normalize_y=normalize_y
+    ).fit(X, y)
     m_ref, s_ref = ref.predict(Xn, return_std=True)
-    gp = GaussianProcessRegressor(kernel=kernel, nu=nu or 1.5, sigma=sigma, amplitude=amplitude, noise=noise + 1e-12,
-                                  normalize_y=normalize_y).fit(X, y)
+    gp = GaussianProcessRegressor(
+        kernel=kernel, nu=nu or 1.5, sigma=sigma, amplitude=amplitude, noise=noise + 1e-12, normalize_y=normalize_y
+    ).fit(X, y)
     m, s = gp.predict(Xn, return_std=True, include_noise=True)
     assert m.shape == s.shape == (60,)
     np.testing.assert_allclose(m, m_ref, rtol=1e-6, atol=1e-9 * np.abs(m_ref).max())
@@ -346,8 +356,9 @@ def test_gp_latent_std_and_batches(gp_data):
     X, y, Xn = gp_data
     amplitude, sigma, noise = 1.3, 0.25, 0.04
     # noise as scikit-learn's alpha (not a kernel term): its std is the latent one
-    ref = sk_gp.GaussianProcessRegressor(_sk_kernel("gaussian", None, amplitude, sigma), optimizer=None,
-                                         alpha=noise).fit(X, y)
+    ref = sk_gp.GaussianProcessRegressor(
+        _sk_kernel("gaussian", None, amplitude, sigma), optimizer=None, alpha=noise
+    ).fit(X, y)
     m_ref, s_ref = ref.predict(Xn, return_std=True)
     gp = GaussianProcessRegressor(sigma=sigma, amplitude=amplitude, noise=noise, batch_size=7).fit(X, y)
     m, s = gp.predict(Xn, return_std=True)
@@ -362,8 +373,9 @@ def test_gp_latent_std_and_batches(gp_data):
 def test_gp_multi_output(gp_data):
     X, y, Xn = gp_data
     Y = np.column_stack([y, 3 * y + 1])
-    ref = sk_gp.GaussianProcessRegressor(_sk_kernel("gaussian", None, 0.7, 0.3, 0.01), optimizer=None,
-                                         alpha=1e-12, normalize_y=True).fit(X, Y)
+    ref = sk_gp.GaussianProcessRegressor(
+        _sk_kernel("gaussian", None, 0.7, 0.3, 0.01), optimizer=None, alpha=1e-12, normalize_y=True
+    ).fit(X, Y)
     m_ref, s_ref = ref.predict(Xn, return_std=True)
     gp = GaussianProcessRegressor(sigma=0.3, amplitude=0.7, noise=0.01 + 1e-12, normalize_y=True).fit(X, Y)
     m, s = gp.predict(Xn, return_std=True, include_noise=True)

@@ -46,16 +46,7 @@ import warnings
 from pathlib import Path
 
 from ..._version import __version__
-
-try:  # the rest of kernla's errors, when available; this module must not depend on them
-    from kernla.errors import BackendError as _UnavailableBase
-    from kernla.errors import KernlaError as _KernlaError
-except Exception:  # pragma: no cover - kernla.errors missing or broken
-    _UnavailableBase = RuntimeError
-
-    class _KernlaError(Exception):  # type: ignore[no-redef]
-        pass
-
+from ...errors import BackendError, KernlaError
 
 __all__ = [
     "CompileError",
@@ -88,11 +79,10 @@ _STALE_TMP_S = 24 * 3600
 _PREFIX = "kl_"
 
 
-class CompilerUnavailableError(_UnavailableBase):
+class CompilerUnavailableError(BackendError):
     """No working C++ compiler (or no usable cache folder): the compiled CPU engine cannot run.
 
-    A subclass of ``RuntimeError`` (and of :class:`kernla.errors.BackendError` when that
-    module imports), so callers can fall back to the NumPy engine.
+    A :class:`kernla.errors.BackendError` (so a ``RuntimeError``): callers fall back to the NumPy engine.
     """
 
 
@@ -100,11 +90,10 @@ class UnsafeCacheDirError(CompilerUnavailableError):
     """The cache folder exists but belongs to another user or is not a folder."""
 
 
-class CompileError(_KernlaError, RuntimeError):
+class CompileError(KernlaError, RuntimeError):
     """The compiler rejected a source. ``stderr``, ``command`` and ``source`` hold the details."""
 
-    def __init__(self, message: str, *, stderr: str = "", command: list[str] | None = None,
-                 source: str = ""):
+    def __init__(self, message: str, *, stderr: str = "", command: list[str] | None = None, source: str = ""):
         super().__init__(message)
         self.stderr = stderr
         self.command = command or []
@@ -126,8 +115,7 @@ def _compiler_version(path: str) -> str | None:
         if path in _version_memo:
             return _version_memo[path]
     try:
-        proc = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60,
-                              stdin=subprocess.DEVNULL)
+        proc = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
         version = proc.stdout + proc.stderr if proc.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         version = None
@@ -170,6 +158,7 @@ def find_compiler() -> str | None:
 # cache folder
 # --------------------------------------------------------------------------------------
 
+
 def _cache_path() -> Path:
     env = os.environ.get("KERNLA_CACHE_DIR")
     if env:
@@ -201,7 +190,8 @@ def cache_dir() -> Path:
         if st.st_uid != os.getuid():
             raise UnsafeCacheDirError(
                 f"kernla's cache folder {path} belongs to another user (uid {st.st_uid}); "
-                "set KERNLA_CACHE_DIR to a folder of your own")
+                "set KERNLA_CACHE_DIR to a folder of your own"
+            )
         if stat.S_IMODE(st.st_mode) != 0o700:
             try:
                 os.chmod(path, 0o700)
@@ -308,8 +298,9 @@ def _owned_fd(name: str, dir_fd: int, regular: bool = True) -> int | None:
     Returns None when the entry is missing; raises :class:`_Untrusted` when it is not ours.
     """
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (0 if regular else os.O_DIRECTORY),
-                     dir_fd=dir_fd)
+        fd = os.open(
+            name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (0 if regular else os.O_DIRECTORY), dir_fd=dir_fd
+        )
     except FileNotFoundError:
         return None
     except OSError as exc:  # a link (ELOOP), a folder in place of a file, ...
@@ -338,7 +329,7 @@ class _Untrusted(Exception):
 
 
 def _read_fd(fd: int) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         chunk = os.read(fd, 1 << 20)
         if not chunk:
@@ -436,7 +427,7 @@ class _FileLock:
         self.fd: int | None = None
         self.locked = False
 
-    def __enter__(self) -> "_FileLock":
+    def __enter__(self) -> _FileLock:
         try:
             import fcntl  # POSIX only: the lock degrades to none elsewhere
         except ImportError:
@@ -453,8 +444,9 @@ class _FileLock:
                 holder = _read_fd(fd).decode("ascii", "replace").strip()
                 os.close(fd)
                 if _stale(holder):
-                    log.warning("kernla: lock %s is held by a stopped process (%s); taking it over",
-                                self.path.name, holder)
+                    log.warning(
+                        "kernla: lock %s is held by a stopped process (%s); taking it over", self.path.name, holder
+                    )
                     with contextlib.suppress(OSError):
                         self.path.unlink()
                     continue
@@ -462,7 +454,8 @@ class _FileLock:
                     raise CacheLockTimeout(
                         f"kernla waited {self.timeout:.0f} s for another process (pid {holder or '?'}) to finish "
                         f"compiling the same kernel (lock {self.path}); set KERNLA_LOCK_TIMEOUT to wait longer, "
-                        "or end that process") from None
+                        "or end that process"
+                    ) from None
                 time.sleep(0.05)
                 continue
             except OSError:
@@ -504,15 +497,23 @@ def _remove_stale_tmp(folder: Path) -> None:
 
 def _run_compiler(cmd: list[str], cwd: Path, source: str) -> subprocess.CompletedProcess:
     """Run the compiler in its own process group; the whole group dies on a timeout, an interrupt or exit."""
-    proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     _running.add(proc.pid)
     try:
         out, err = proc.communicate(timeout=_COMPILE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         _kill_group(proc)
-        raise CompileError(f"compiler timed out after {_COMPILE_TIMEOUT_S} s: {' '.join(cmd)}",
-                           command=cmd, source=source) from None
+        raise CompileError(
+            f"compiler timed out after {_COMPILE_TIMEOUT_S} s: {' '.join(cmd)}", command=cmd, source=source
+        ) from None
     except BaseException:  # KeyboardInterrupt, SystemExit: no compiler outlives its caller
         _kill_group(proc)
         raise
@@ -569,10 +570,13 @@ def _build(source: str, compiler: str, cmd_flags: tuple[str, ...], folder: Path,
                 if "No space left on device" in stderr or "Disk quota exceeded" in stderr:
                     raise CacheFullError(f"kernla's cache folder {folder} is full: {stderr.strip()[-300:]}")
                 raise CompileError(
-                    f"C++ compilation failed (exit status {proc.returncode}): {' '.join(cmd)}\n"
-                    f"{stderr.strip()}", stderr=stderr, command=cmd, source=source)
+                    f"C++ compilation failed (exit status {proc.returncode}): {' '.join(cmd)}\n{stderr.strip()}",
+                    stderr=stderr,
+                    command=cmd,
+                    source=source,
+                )
             log.debug("kernla: compiled %s in %.2f s", stem, time.perf_counter() - t0)
-            digest = _file_sha256(tmp / so_name)
+            digest = hashlib.sha256((tmp / so_name).read_bytes()).hexdigest()
             (tmp / (so_name + ".sha256")).write_text(f"{digest}\n", encoding="ascii")
             # library first, then the sidecar that marks it complete, then the source (for humans)
             for name in (so_name, so_name + ".sha256", src_name):
@@ -585,13 +589,6 @@ def _build(source: str, compiler: str, cmd_flags: tuple[str, ...], folder: Path,
         if exc.errno in _FULL:
             raise CacheFullError(f"kernla cannot store compiled kernels in {folder}: {exc}") from exc
         raise
-
-
-def _file_sha256(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
 
 
 def compile_module(source: str, *, flags: tuple[str, ...] | None = None) -> ctypes.CDLL:
@@ -626,7 +623,8 @@ def compile_module(source: str, *, flags: tuple[str, ...] | None = None) -> ctyp
     if compiler is None:
         raise CompilerUnavailableError(
             "kernla's compiled CPU engine needs a C++ compiler: none of $CXX, g++, clang++ "
-            "runs on this machine (install g++ or set CXX)")
+            "runs on this machine (install g++ or set CXX)"
+        )
     version = _compiler_version(compiler) or ""
     cmd_flags = _optimisation_flags(flags) + REQUIRED_FLAGS
     key = _cache_key(source, compiler, version, cmd_flags)
@@ -670,8 +668,9 @@ def _load_or_build(source: str, compiler: str, cmd_flags: tuple[str, ...], key: 
             _build(source, compiler, cmd_flags, folder, key)
             lib = _load_verified(dir_fd, folder, so_name)
             if lib is None:
-                raise CompileError(f"compiled library {folder / so_name} does not load",
-                                   command=[compiler, *cmd_flags], source=source)
+                raise CompileError(
+                    f"compiled library {folder / so_name} does not load", command=[compiler, *cmd_flags], source=source
+                )
             return lib
     finally:
         os.close(dir_fd)

@@ -18,7 +18,7 @@ import ctypes
 import functools
 import os
 import warnings
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -74,16 +74,24 @@ def kernel(red: Reduction, dtype: np.dtype):
         lib = compile_module(kernel_source(red, dtype.name))
         fn = lib.kl_reduce
         fn.restype = ctypes.c_int
-        fn.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                       ctypes.c_int64, ctypes.c_int]
+        fn.argtypes = [
+            ctypes.c_int64,
+            ctypes.c_int64,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_int64,
+            ctypes.c_int,
+        ]
         product = red.kernel_product()
         j_positions = frozenset(v.params[0] for f in red.formulas for v in f.variables() if v.params[2] == CAT_J)
         entry = _kernels[key] = (fn, product[1].dim if product else 1, j_positions, red.output_dims())
     return entry
 
 
-def run(red: Reduction, arrays: Sequence[np.ndarray], nx: int, ny: int,
-        out: Optional[list[np.ndarray]] = None) -> list[np.ndarray]:
+def run(
+    red: Reduction, arrays: Sequence[np.ndarray], nx: int, ny: int, out: list[np.ndarray] | None = None
+) -> list[np.ndarray]:
     """Reduce over j (see :mod:`kernla.engines`); falls back to NumPy without a compiler."""
     global _warned
     dtype = np.result_type(*arrays) if len(arrays) else np.dtype(np.float64)
@@ -107,8 +115,15 @@ def run(red: Reduction, arrays: Sequence[np.ndarray], nx: int, ny: int,
     out_i = next((o for o, (w, k) in zip(out, dims) if k == "index"), None)
     # small problems: waking threads costs more than it saves
     workers = max(1, min(threads(), (nx * ny * width) // _PAIRS_PER_THREAD))
-    status = fn(nx, ny, ptrs, None if out_f is None else out_f.ctypes.data,
-                None if out_i is None else out_i.ctypes.data, width, workers)
+    status = fn(
+        nx,
+        ny,
+        ptrs,
+        None if out_f is None else out_f.ctypes.data,
+        None if out_i is None else out_i.ctypes.data,
+        width,
+        workers,
+    )
     if status != 0:
         raise MemoryError(f"the cpu engine ran out of memory for a reduction of {nx} rows")
     return out
