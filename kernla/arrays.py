@@ -13,6 +13,7 @@ the caller's kind, device and dtype.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,19 @@ FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 
 def _torch():
     return sys.modules.get("torch")
+
+
+def needs_grad(args: Sequence[Any]) -> bool:
+    """Whether a call on ``args`` must record a torch graph (grad mode on, a tensor requiring grad).
+
+    Cheap when torch was never imported: then nothing can require grad.
+    """
+    torch = _torch()
+    return (
+        torch is not None
+        and torch.is_grad_enabled()
+        and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
+    )
 
 
 def _cupy():

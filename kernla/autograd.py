@@ -69,7 +69,7 @@ def needs_grad(args: Sequence[Any]) -> bool:
     >>> needs_grad([torch.zeros(2, requires_grad=True), 1.0]), needs_grad([torch.zeros(2)])
     (True, False)
     """
-    return torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
+    return arr.needs_grad(args)
 
 
 @dataclass(frozen=True)

@@ -49,11 +49,10 @@ def reduce(
     Outputs have shape (*batch, n_rows, width). With torch tensors, grad mode on and one of them
     requiring grad, the outputs carry a torch.autograd graph (:mod:`kernla.autograd`).
     """
-    if arr.common_kind({s.name: a for s, a in zip(slots, args)}).kind == "torch":
-        from .autograd import needs_grad, reduce_with_grad  # optional dependency: torch
+    if arr.needs_grad(args):
+        from .autograd import reduce_with_grad  # optional dependency: torch (already imported here)
 
-        if needs_grad(args):
-            return reduce_with_grad(red, slots, args, axis, backend)
+        return reduce_with_grad(red, slots, args, axis, backend)
     return core.reduce(red, slots, args, axis, backend)
 
 

@@ -148,11 +148,8 @@ class KernelSolve:
             raise InputValueError(
                 f"preconditioners need a formula of the form k(x, y) * B with a scalar kernel k; {self.formula} is not"
             )
-        if any(is_torch(a) for a in (*args, alpha)):
-            from ..autograd import needs_grad  # imports torch: only once torch data is seen
-
-            if needs_grad([*args, alpha]):
-                return self._generic_graph(args, backend, **options)
+        if arr.needs_grad([*args, alpha]):
+            return self._generic_graph(args, backend, **options)
         return self._generic(args, backend, **options)
 
     def _generic_graph(

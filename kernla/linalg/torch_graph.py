@@ -36,11 +36,7 @@ def records_graph(kernel: Kernel, *extra: Any) -> bool:
     True when grad mode is on and the kernel's data or one of ``extra`` is a torch tensor that
     requires grad. Never imports torch for NumPy/CuPy-only kernels and inputs.
     """
-    if not kernel.has_torch and not any(compute.is_torch(e) for e in extra):
-        return False
-    from ..autograd import needs_grad  # imports torch: only once torch data is seen
-
-    return needs_grad([*kernel.source, *extra])
+    return arr.needs_grad([*kernel.source, *extra])
 
 
 def first_tensor(kernel: Kernel) -> Any:
