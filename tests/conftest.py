@@ -40,3 +40,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         missing = [name for mark in item.iter_markers("requires") for name in mark.args if not importable(name)]
         if missing:
             item.add_marker(pytest.mark.skip(reason=f"needs {', '.join(missing)} (not installed)"))
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """A private, empty compile cache for the test (``KERNLA_CACHE_DIR``), default compiler and flags."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv("KERNLA_CACHE_DIR", str(path))
+    monkeypatch.delenv("KERNLA_CXXFLAGS", raising=False)
+    monkeypatch.delenv("CXX", raising=False)
+    return path

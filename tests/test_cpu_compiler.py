@@ -37,14 +37,6 @@ def unique_source(body: str = "") -> str:
 
 
 @pytest.fixture
-def cache(tmp_path, monkeypatch):
-    path = tmp_path / "cache"
-    monkeypatch.setenv("KERNLA_CACHE_DIR", str(path))
-    monkeypatch.delenv("KERNLA_CXXFLAGS", raising=False)
-    return path
-
-
-@pytest.fixture
 def logging_cxx(tmp_path, monkeypatch):
     """CXX = a wrapper that logs each invocation (one line of arguments) and runs the real one."""
     real = find_compiler()

@@ -39,15 +39,6 @@ def unique_source(value: str = "a + b") -> str:
     return f'// {uuid.uuid4().hex}\nextern "C" int add(int a, int b) {{ return {value}; }}\n'
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    path = tmp_path / "cache"
-    monkeypatch.setenv("KERNLA_CACHE_DIR", str(path))
-    monkeypatch.delenv("KERNLA_CXXFLAGS", raising=False)
-    monkeypatch.delenv("CXX", raising=False)
-    return path
-
-
 def entry(source: str) -> Path:
     """The path of ``source``'s library in the cache (it need not exist)."""
     cxx = find_compiler()
