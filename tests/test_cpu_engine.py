@@ -50,6 +50,7 @@ REDUCTIONS = [
     ("LogSumExp", None, None),
     ("LogSumExpWeight", None, "W"),
     ("SumSoftMaxWeight", None, "W"),
+    ("Max_SumShiftExpWeight", None, "W"),
 ]
 
 

@@ -22,7 +22,7 @@ import pytest
 import kernla
 from kernla.engines.cuda import source as cs
 from kernla.formula import parse, parse_aliases
-from kernla.reductions import REDUCTIONS, Reduction
+from kernla.reductions import KINDS, REDUCTIONS, Reduction
 
 NVCC = shutil.which("nvcc")
 FLAGS = ["-std=c++17", "-ftz=true", "-diag-suppress=177,550"]
@@ -55,9 +55,9 @@ def _cases() -> list[tuple[str, Reduction, tuple[str, ...]]]:
     add("gauss_matvec_axis0", *GAUSS, "Sum", axis=0)
     for op in REDUCTIONS:
         opt = 3 if op.startswith("K") or op.startswith("ArgK") else None
-        f2 = "B" if op in ("LogSumExpWeight", "SumSoftMaxWeight") else None
+        f2 = "B" if KINDS[op].needs_weight else None
         add(f"scalar_{op}", *SCALAR, op, opt, f2)
-        if f2 is None:
+        if f2 is None and not KINDS[op].needs_scalar:
             add(f"vector_{op}", *VECTOR, op, 2 if opt else None)
     add("knn_d50", "SqDist(X, Y)", ["X = Vi(50)", "Y = Vj(50)"], "ArgKMin", 10)
     add("knn_d50_axis0", "SqDist(X, Y)", ["X = Vi(50)", "Y = Vj(50)"], "KMin_ArgKMin", 10, axis=0)

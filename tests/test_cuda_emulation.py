@@ -130,6 +130,8 @@ def _cases():
         "LogSumExp",
         "LogSumExpWeight",
         "SumSoftMaxWeight",
+        "Max_SumShiftExp",
+        "Max_SumShiftExpWeight",
     ]
     f32 = [("gauss", _red(*GAUSS, "Sum"))]
     for op in scalar_ops:

@@ -112,6 +112,10 @@ def ref_reduce(name, F, G, axis, K):
     if name == "SumSoftMaxWeight":
         w = np.exp(Fa - Fa.max(1, keepdims=True))
         return [(w * Ga).sum(1) / w.sum(1)]
+    if name in ("Max_SumShiftExp", "Max_SumShiftExpWeight"):  # pykeops' raw pair [max, Σ exp(F - max) G]
+        m = Fa.max(1)
+        w = np.exp(Fa - m[:, None, :]) * (1 if Ga is None else Ga)
+        return [np.concatenate([m, w.sum(1)], axis=1)]
     raise AssertionError(name)
 
 
@@ -130,6 +134,8 @@ REDUCTIONS = {
     "LogSumExp": (F_VEC, None, None),
     "LogSumExpWeight": (F_SCAL, G_POS, None),
     "SumSoftMaxWeight": (F_SCAL, G_ANY, None),
+    "Max_SumShiftExp": (F_SCAL, None, None),
+    "Max_SumShiftExpWeight": (F_SCAL, G_ANY, None),
 }
 SIZES = [(1, 1), (1, 3), (7, 13), (13, 101), (101, 7)]
 
@@ -588,3 +594,17 @@ def test_genred_batch_dimensions_match_a_loop(axis):
         for j in range(2):
             K = np.exp(-g[i, 0, 0] * ((x[i, j][:, None] - y[j][None]) ** 2).sum(-1)) * b[None, :, 0]
             np.testing.assert_allclose(out[i, j, :, 0], K.sum(axis), rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_max_sumshiftexp_is_pykeops_raw_pair(backend):
+    """pykeops' Max_SumShiftExp is no alias of LogSumExp: it returns [max_j f, Σ_j exp(f - max)], shape (N, 2)."""
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=(23, 2)), rng.normal(size=(41, 2))
+    g = Genred("-SqDist(X, Y)", ["X = Vi(2)", "Y = Vj(2)"], reduction_op="Max_SumShiftExp", axis=1)
+    out = g(x, y, backend=backend)
+    f = -((x[:, None] - y[None]) ** 2).sum(-1)
+    assert out.shape == (23, 2)
+    np.testing.assert_allclose(out[:, 0], f.max(1), rtol=1e-13)
+    np.testing.assert_allclose(out[:, 1], np.exp(f - f.max(1, keepdims=True)).sum(1), rtol=1e-12)
+    np.testing.assert_allclose(out[:, 0] + np.log(out[:, 1]), logsumexp(f, axis=1), rtol=1e-12)

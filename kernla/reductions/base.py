@@ -102,8 +102,12 @@ class ReductionKind:
     name: str
     #: needs an integer K (``opt_arg``)
     needs_k: bool = False
-    #: needs a weight formula (``formula2``); the main formula must then be scalar
+    #: needs a weight formula (``formula2``)
     needs_weight: bool = False
+    #: the main formula must be scalar
+    needs_scalar: bool = False
+    #: a wide output may be computed in chunks of components, one reduction each (GPU register budget)
+    splits_components: bool = True
     #: a sum of terms: engines may accumulate one tile in the value type, then merge into ``TACC``
     two_level: bool = False
     #: keeps the K best candidates per component (sorted insertion)
@@ -158,7 +162,7 @@ class ReductionKind:
 #: reduction name -> its kind, in the order they are registered
 KINDS: dict[str, ReductionKind] = {}
 #: pykeops' other names for some reductions
-ALIASES = {"Max_SumShiftExp": "LogSumExp", "Max_SumShiftExpWeight": "LogSumExpWeight", "SoftMax": "SumSoftMaxWeight"}
+ALIASES = {"SoftMax": "SumSoftMaxWeight"}
 
 
 def register(kind: ReductionKind) -> ReductionKind:

@@ -37,7 +37,7 @@ def _exp_below(a: np.ndarray, m: np.ndarray) -> np.ndarray:
 
 class _LogSumExpFamily(ReductionKind):
     two_level = True
-    gradient = "pairwise"
+    gradient: str | None = "pairwise"
     #: keeps the softmax denominator Σ_j exp(F_ij - m) too
     softmax = False
 
@@ -152,6 +152,7 @@ class LogSumExp(_LogSumExpFamily):
 class LogSumExpWeight(_LogSumExpFamily):
     name = "LogSumExpWeight"
     needs_weight = True
+    needs_scalar = True
     doc = "log Σ_j exp(F_ij) G_ij (F scalar)"
 
     def grad_seeds(
@@ -165,6 +166,7 @@ class LogSumExpWeight(_LogSumExpFamily):
 class SumSoftMaxWeight(_LogSumExpFamily):
     name = "SumSoftMaxWeight"
     needs_weight = True
+    needs_scalar = True
     softmax = True
     doc = "Σ_j exp(F_ij) G_ij / Σ_j exp(F_ij) (F scalar)"
 
@@ -177,6 +179,46 @@ class SumSoftMaxWeight(_LogSumExpFamily):
         return [(red.weight, cotangent * P), (red.formula, P * call("Scalprod", cotangent, red.weight - out))]
 
 
+class _MaxSumShiftExp(_LogSumExpFamily):
+    """pykeops' raw pair: the running maximum ``m_i = max_j F_ij`` then ``Σ_j exp(F_ij - m_i) G_ij``.
+
+    One output row ``[m, s_1, …, s_E]`` (``G = 1`` without a weight, so ``[m, s]``); ``m + log s`` is
+    the log-sum-exp. Not differentiable (pykeops differentiates the log-sum-exp itself).
+    """
+
+    needs_scalar = True
+    splits_components = False  # the maximum leads every output row: no chunk can omit it
+    gradient = None
+
+    def output_dims(self, red: Reduction) -> list[tuple[int, str]]:
+        return [(1 + self._dims(red)[1], "float")]
+
+    def np_finalize(self, red: Reduction, state: dict, dtype: np.dtype) -> list[np.ndarray]:
+        return [np.concatenate([state["m"], state["s"]], axis=1).astype(dtype)]
+
+    def c_accumulator(self, red: Reduction, p: str) -> CAccumulator:
+        acc = super().c_accumulator(red, p)
+        e = self._dims(red)[1]
+
+        def finalize(of: str, oi: str) -> str:
+            return lines(f"{of}[0] = T({p}_m[0]);", *(f"{of}[{1 + c}] = T({p}_s[{c}]);" for c in range(e)))
+
+        return CAccumulator(acc.fields, p, acc.init, acc.update, acc.merge, finalize)
+
+
+class MaxSumShiftExp(_MaxSumShiftExp):
+    name = "Max_SumShiftExp"
+    doc = "[max_j F_ij, Σ_j exp(F_ij − max)] (F scalar; pykeops' raw pair)"
+
+
+class MaxSumShiftExpWeight(_MaxSumShiftExp):
+    name = "Max_SumShiftExpWeight"
+    needs_weight = True
+    doc = "[max_j F_ij, Σ_j exp(F_ij − max) G_ij] (F scalar)"
+
+
 register(LogSumExp())
 register(LogSumExpWeight())
 register(SumSoftMaxWeight())
+register(MaxSumShiftExp())
+register(MaxSumShiftExpWeight())

@@ -46,7 +46,7 @@ class Reduction:
             raise FormulaError(f"{name} needs a weight formula (formula2)")
         if not kind.needs_weight and self.weight is not None:
             raise FormulaError(f"{name} takes no weight formula (formula2)")
-        if kind.needs_weight and self.formula.dim != 1:
+        if kind.needs_scalar and self.formula.dim != 1:
             raise FormulaError(f"{name} needs a scalar formula, got dimension {self.formula.dim}")
 
     @property

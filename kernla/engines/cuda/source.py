@@ -449,7 +449,7 @@ def _chunks(red: Reduction, single: bool) -> list[tuple[Reduction, int, int]]:
     """(sub-reduction, first component, number of components) covering the output in chunks."""
     full = red.weight.dim if red.weight is not None else red.formula.dim
     size = max(1, STATE_REGISTERS // red.kind.registers(red, single))
-    if full <= size:
+    if full <= size or not red.kind.splits_components:
         return [(red, 0, full)]
     out = []
     for s in range(0, full, size):
