@@ -574,3 +574,16 @@ def test_solve_with_grad_makes_kernelsolve_differentiable():
     assert torch.allclose(a, ref, atol=1e-9)
     for u, v in zip(got, want):
         assert torch.allclose(u, v, rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.requires("torch")
+def test_sqrt_gradient_at_zero_is_the_finite_subgradient():
+    """Σ_j |x_i - x_j| (GeoMLoss' energy distance): the gradient at the zero distance j = i is 0, not NaN."""
+    x = torch.rand(7, 2, dtype=torch.float64, requires_grad=True)
+    d = ((LazyTensor(x[:, None]) - LazyTensor(x.detach()[None])) ** 2).sum(-1)
+    (g,) = torch.autograd.grad(d.sqrt().sum(1).sum(), x)
+    diff = x.detach()[:, None] - x.detach()[None]
+    norm = diff.norm(dim=-1, keepdim=True)
+    expected = torch.where(norm > 0, diff / norm.clamp_min(1e-300), torch.zeros(())).sum(1)
+    assert torch.isfinite(g).all()
+    torch.testing.assert_close(g, expected, rtol=1e-12, atol=1e-12)

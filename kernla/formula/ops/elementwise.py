@@ -82,7 +82,9 @@ def _d_square(n: Node, g: Node) -> tuple:
 
 
 def _d_sqrt(n: Node, g: Node) -> tuple:
-    return (g / (IntCst(2) * n),)
+    # g / (2 √a) through Rsqrt, which is 0 at a = 0 (as KeOps): the subgradient 0 where √ is not
+    # differentiable, so distances |x - y| at x = y give finite gradients, not NaN
+    return (g * call("Rsqrt", n.args[0]) / IntCst(2),)
 
 
 def _d_rsqrt(n: Node, g: Node) -> tuple:
