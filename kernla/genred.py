@@ -19,7 +19,7 @@ from . import arrays as arr
 from . import core
 from .core import Slot, slots_of
 from .engines.cuda.source import build_plan, dtype_name
-from .errors import ShapeError
+from .errors import ArgumentTypeError, ShapeError
 from .formula import parse, parse_aliases
 from .formula.tree import Node
 from .reductions import Reduction
@@ -114,7 +114,7 @@ def _check_compat(kwargs: dict) -> None:
         raise NotImplementedError("ranges= (block-sparse reductions) is not supported by kernla")
     unknown = set(kwargs) - _PYKEOPS_IGNORED - {"ranges"}
     if unknown:
-        raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+        raise ArgumentTypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
 
 
 def cuda_source(
