@@ -15,6 +15,7 @@ array([1, 0])
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -166,8 +167,9 @@ def _run_batches(
 def _refuse_nan(slots: Sequence[Slot], data: list, dtype: np.dtype, xp) -> None:
     """InputValueError for NaN in data or a non-finite parameter (one host sync on the GPU)."""
     # fast path: a finite sum proves there is no NaN (and no infinity); else look closer
-    if xp is np and all(np.isfinite(np.add.reduce(a, axis=None)) for a in data):
-        return
+    with np.errstate(over="ignore", invalid="ignore"):  # valid data near the float range may sum to inf
+        if xp is np and all(np.isfinite(np.add.reduce(a, axis=None)) for a in data):
+            return
     flags = [(~xp.isfinite(a) if s.cat == CAT_PARAM else xp.isnan(a)).any() for s, a in zip(slots, data)]
     if bool(xp.stack(flags).any()):
         for s, flag in zip(slots, flags):
@@ -209,7 +211,7 @@ def slots_of(aliases: dict[str, Node], formulas: Sequence[Node]) -> list[Slot]:
                 f"{CATEGORY_NAMES[cat]}({pos}, {dim})"
             )
         by_pos.setdefault(pos, slot)
-    missing = [p for p in range(max(by_pos, default=-1) + 1) if p not in by_pos]
-    if missing:
-        raise FormulaError(f"no variable is declared at position(s) {missing}")
+    if len(by_pos) != max(by_pos, default=-1) + 1:  # the first gaps only: positions go up to 2**63
+        missing = list(itertools.islice((p for p in range(max(by_pos)) if p not in by_pos), 10))
+        raise FormulaError(f"no variable is declared at position(s) {missing}{' …' if len(missing) == 10 else ''}")
     return [by_pos[p] for p in range(len(by_pos))]

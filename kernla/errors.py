@@ -39,6 +39,10 @@ class InputValueError(KernlaError, ValueError):
     """An input holds values kernla refuses: NaN in data, non-finite parameters."""
 
 
+class ArgumentTypeError(KernlaError, TypeError):
+    """An argument of the wrong type: a number where a formula or a list of aliases is due, an unknown keyword."""
+
+
 class DTypeError(KernlaError, TypeError):
     """Arrays of mixed or unsupported dtypes."""
 

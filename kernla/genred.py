@@ -19,7 +19,7 @@ from . import arrays as arr
 from . import core
 from .core import Slot, slots_of
 from .engines.cuda.source import build_plan, dtype_name
-from .errors import ShapeError
+from .errors import ArgumentTypeError, FormulaError, ShapeError
 from .formula import parse, parse_aliases
 from .formula.tree import Node
 from .reductions import Reduction
@@ -62,6 +62,10 @@ def _reduction(
     """The parsed aliases and the reduction a formula string describes (pykeops' arguments)."""
     if axis not in (0, 1):
         raise ShapeError(f"axis must be 0 (reduce over i) or 1 (reduce over j), got {axis!r}")
+    if not isinstance(reduction_op, str):
+        raise FormulaError(
+            f"reduction_op must be the name of a reduction, like 'Sum', got {type(reduction_op).__name__}"
+        )
     al = parse_aliases(aliases)
     f = parse(formula, al)
     f2 = parse(formula2, al) if formula2 is not None else None
@@ -113,7 +117,7 @@ def _check_compat(kwargs: dict) -> None:
         raise NotImplementedError("ranges= (block-sparse reductions) is not supported by kernla")
     unknown = set(kwargs) - _PYKEOPS_IGNORED - {"ranges"}
     if unknown:
-        raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+        raise ArgumentTypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
 
 
 def cuda_source(

@@ -18,20 +18,33 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..formula.evaluate import evaluate
-from ..formula.tree import CAT_I, CAT_J
+from ..formula.tree import CAT_I, CAT_J, walk_many
 from ..reductions import Reduction
 
 name = "numpy"
 
 #: target number of scalar values in one tile's largest intermediate
 _TILE_ELEMENTS = 1 << 17
+#: most scalar values of all of one tile's intermediates together (evaluation keeps each node's value)
+_TILE_TOTAL_ELEMENTS = 1 << 22
 
 
 def _tiles(red: Reduction, nx: int, ny: int) -> tuple[int, int]:
-    widest = max(n.dim for f in red.formulas for n in f.walk())
-    widest = max(widest, red.K or 1)
-    tj = max(1, min(ny, 4096, _TILE_ELEMENTS // widest))
-    ti = max(1, min(nx, _TILE_ELEMENTS // (tj * widest)))
+    """Rows and columns per tile: the widest intermediate within ``_TILE_ELEMENTS`` values, all of them
+    within ``_TILE_TOTAL_ELEMENTS`` (a tile of one pair at least).
+
+    >>> from kernla.formula import Vi, Vj, call
+    >>> _tiles(Reduction("Sum", call("SqDist", Vi(0, 3), Vj(1, 3))), 10**6, 10**6)
+    (10, 4096)
+    >>> _tiles(Reduction("Sum", call("Sum", call("ElemT", Vi(0, 1), params=(10**4, 0)))), 10**6, 10**6)
+    (1, 13)
+    """
+    nodes = list(walk_many(red.formulas))
+    widest = max(max(n.dim for n in nodes), red.K or 1)
+    total = sum(n.dim for n in nodes) + (red.K or 1)
+    pairs = max(1, min(_TILE_ELEMENTS // widest, _TILE_TOTAL_ELEMENTS // total))
+    tj = max(1, min(ny, 4096, pairs))
+    ti = max(1, min(nx, pairs // tj))
     return ti, tj
 
 

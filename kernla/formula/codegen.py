@@ -3,7 +3,8 @@
 The CPU template and the CUDA templates both call :func:`emit_bodies`: it returns declarations of
 temporaries and, per formula, one C expression per output component, in terms of a scalar type
 ``T`` and the ``kl_*`` maths functions each engine's maths prelude defines. Vector dimensions are
-unrolled at generation time; sub-formulas shared by the formulas are computed once. What an
+unrolled at generation time (up to :data:`~kernla.formula.limits.MAX_UNROLLED` scalar operations:
+:func:`check_unrolled`); sub-formulas shared by the formulas are computed once. What an
 operation becomes in C is its registry entry's business (``OpSpec.c``, and ``OpSpec.c_fast``
 under the ``fast`` option); engine options:
 
@@ -26,8 +27,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
+from ..errors import FormulaError
+from . import limits
 from .ops import get_op
-from .tree import Node
+from .tree import Node, walk_many
 
 Loader = Callable[[Node, int], str]
 _SIMPLE = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*(\[[^\[\]]*\])?$|^T\([-+0-9.e]+\)$")
@@ -101,6 +104,7 @@ def emit_bodies(
     in only the sub-formulas it reads (the argument it rewrites, ``-G * d`` for ``Exp``, is not
     computed unless something else uses it).
     """
+    check_unrolled(formulas)
     e = CEmitter(prefix, fast)
     memo: dict = {}
     if fast:
@@ -113,6 +117,36 @@ def emit_bodies(
     if prune:
         lines = drop_unused(lines, " ".join(x for o in outs for x in o))
     return lines, outs
+
+
+def unrolled_size(formulas: Sequence[Node]) -> int:
+    """The scalar operations the generated code unrolls: each distinct node's components plus those it reads.
+
+    A measure of the size of the C code (and of its compile time), in time linear in the number of
+    nodes; matrix products count their ``n·p`` terms through the matrix they read, and the components
+    of operations compilers are slow on count ``OpSpec.unroll_cost`` times.
+
+    >>> from kernla.formula.tree import Vi, Vj, call
+    >>> unrolled_size([call("SqDist", Vi(0, 3), Vj(1, 3))])  # two loads of 3, then 1 + 3 + 3
+    13
+    >>> unrolled_size([call("OneHot", Vi(0, 1), params=(4,))])  # 1, then 16 * 4 + 1
+    66
+    """
+    return sum(
+        n.dim * (get_op(n.op).unroll_cost if n.args else 1) + sum(a.dim for a in n.args) for n in walk_many(formulas)
+    )
+
+
+def check_unrolled(formulas: Sequence[Node]) -> None:
+    """FormulaError when :func:`unrolled_size` exceeds ``limits.MAX_UNROLLED`` (before any code is generated)."""
+    size = unrolled_size(formulas)
+    if size > limits.MAX_UNROLLED:
+        widest = max(n.dim for n in walk_many(formulas))
+        raise FormulaError(
+            f"the formula unrolls to {size} scalar operations (its widest vector has dimension {widest}), more "
+            f"than the compiled engines' limit of {limits.MAX_UNROLLED} ({limits.how_to_raise('MAX_UNROLLED')}; "
+            "compile time grows faster than the size), or use backend='numpy'"
+        )
 
 
 def drop_unused(lines: list[str], used: str) -> list[str]:

@@ -26,6 +26,7 @@ import weakref
 from collections.abc import Iterable, Iterator
 
 from ..errors import FormulaError
+from . import limits
 
 #: variable categories, as in KeOps: 0 = indexed by i, 1 = indexed by j, 2 = parameter
 CAT_I, CAT_J, CAT_PARAM = 0, 1, 2
@@ -55,7 +56,7 @@ class Node:
     dim: int
 
     def __new__(cls, op: str, args: tuple[Node, ...] = (), params: tuple = (), dim: int | None = None):
-        key = (op, args, tuple(_param_key(p) for p in params))
+        key = (op, args, tuple(map(_param_key, params)) if params else ())
         node = _interned.get(key)
         if node is not None:
             return node
@@ -79,7 +80,10 @@ class Node:
         raise AttributeError("formula nodes are immutable")
 
     def __reduce__(self):
-        return (Node, (self.op, self.args, self.params, self.dim))
+        # the distinct nodes, children first, each naming its arguments by index: pickle never recurses
+        order = list(self.walk())
+        index = {id(n): k for k, n in enumerate(order)}
+        return (_rebuild, ([(n.op, tuple(index[id(a)] for a in n.args), n.params, n.dim) for n in order],))
 
     # -- structure -------------------------------------------------------------------------
     @property
@@ -117,9 +121,9 @@ class Node:
 
     # -- printing --------------------------------------------------------------------------
     def __str__(self) -> str:
-        from .printer import to_string  # cycle inside kernla/formula: printer -> ops -> this module
+        from .printer import display  # cycle inside kernla/formula: printer -> ops -> this module
 
-        return to_string(self)
+        return display(self)
 
     def __repr__(self) -> str:
         return f"Formula({str(self)!r}, dim={self.dim})"
@@ -181,6 +185,14 @@ def walk_many(roots: Iterable[Node]) -> Iterator[Node]:
                 stack.extend((a, False) for a in reversed(node.args) if id(a) not in seen)
 
 
+def _rebuild(table: list[tuple[str, tuple[int, ...], tuple, int]]) -> Node:
+    """The last node of a table written by ``Node.__reduce__`` (interned again)."""
+    built: list[Node] = []
+    for op, args, params, dim in table:
+        built.append(Node(op, tuple(built[k] for k in args), params, dim))
+    return built[-1]
+
+
 def Var(pos: int, dim: int, cat: int) -> Node:
     """Variable number ``pos`` (its position in the argument list) of dimension ``dim``."""
     for name, value in (("position", pos), ("dimension", dim), ("category", cat)):
@@ -190,6 +202,7 @@ def Var(pos: int, dim: int, cat: int) -> Node:
         raise FormulaError(f"variable position must be >= 0, got {pos}")
     if dim < 1:
         raise FormulaError(f"variable dimension must be >= 1, got {dim}")
+    limits.check_dim(dim, "variable dimension")
     if cat not in CATEGORY_NAMES:
         raise FormulaError(f"variable category must be 0 (i), 1 (j) or 2 (parameter), got {cat}")
     return Node("Var", (), (pos, dim, cat), dim)
@@ -213,9 +226,9 @@ def Pm(pos: int, dim: int) -> Node:
 def IntCst(value: int) -> Node:
     """An integer constant (dimension 1); it must fit in a float64, as it is evaluated in floats."""
     value = int(value)
-    if abs(value) > sys.float_info.max:
+    if abs(value) > sys.float_info.max:  # not printed: str() refuses integers of more than 4,300 digits
         raise FormulaError(
-            f"the integer constant {str(value)[:20]}… ({len(str(abs(value)))} digits) "
+            f"an integer constant of about {int(abs(value).bit_length() * math.log10(2)) + 1} digits "
             "is too large for a floating-point number"
         )
     return Node("IntCst", (), (value,), 1)
@@ -264,12 +277,14 @@ def call(op: str, *args: Node | int | float, params: tuple = ()) -> Node:
             raise FormulaError(f"{op}: parameter {pname} must be an integer, got {p!r}")
         if not -(2**31) < p < 2**31:  # compiled engines pass them as C ints
             raise FormulaError(f"{op}: parameter {pname} = {p} is out of range (|{pname}| < 2**31)")
-    spec.output_dim(tuple(a.dim for a in nodes), tuple(params))  # checks dimensions
+    params = tuple(params)
+    dim = spec.output_dim(tuple(a.dim for a in nodes), params)  # checks dimensions
+    limits.check_dim(dim, f"{op}: the dimension")
     if spec.simplify is not None:
-        simplified = spec.simplify(nodes, tuple(params))
+        simplified = spec.simplify(nodes, params)
         if simplified is not None:
             return simplified
-    return Node(op, nodes, tuple(params))
+    return Node(op, nodes, params, dim)
 
 
 def swap_ij(formula: Node) -> Node:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .. import arrays as arr
-from ..errors import ShapeError
+from ..errors import ArgumentTypeError, ShapeError
 from ..formula.tree import Node
 from ..lazy import LazyTensor
 from . import _compute as compute
@@ -70,14 +70,16 @@ class KernelOperator(ArrayKindOperator):
     def __init__(self, formula: str | LazyTensor, /, *, backend: str | None = None, **bindings: Any):
         if isinstance(formula, LazyTensor):
             if bindings:
-                raise TypeError(
+                raise ArgumentTypeError(
                     f"bindings are only taken with a formula string; got a LazyTensor and {', '.join(bindings)}"
                 )
             node, variables, names = from_lazy(formula)
         elif isinstance(formula, str):
             node, variables, names = from_string(formula, bindings)
         else:
-            raise TypeError(f"KernelOperator takes a formula string or a LazyTensor, got {type(formula).__name__}")
+            raise ArgumentTypeError(
+                f"KernelOperator takes a formula string or a LazyTensor, got {type(formula).__name__}"
+            )
         self._init(Kernel.build(node, variables, names, backend), Affine())
 
     @classmethod
@@ -240,7 +242,7 @@ class KernelOperator(ArrayKindOperator):
 
     def __truediv__(self, x):
         if not compute.is_number(x):
-            raise TypeError("a KernelOperator can only be divided by a number")
+            raise ArgumentTypeError("a KernelOperator can only be divided by a number")
         return self._scaled(1.0 / compute.finite_number(x, "the divisor"))
 
     def __neg__(self):
@@ -255,7 +257,7 @@ class KernelOperator(ArrayKindOperator):
                 )
             return self.shifted(other.scale)
         if compute.is_number(other):
-            raise TypeError(
+            raise ArgumentTypeError(
                 "adding a number to a KernelOperator is ambiguous: write K + alpha * "
                 "kernla.linalg.eye(n) or K.shifted(alpha) for K + alpha·I"
             )

@@ -44,6 +44,8 @@ class OpSpec:
     spells it in formula strings (infix for two arguments, prefix for one). ``c_fast``: a faster C
     emitter for float evaluation, used when the engine asks for it (``fast=True`` in
     :mod:`kernla.formula.codegen`); it may call ``kl_*`` functions that only such engines define.
+    ``unroll_cost``: how much each output component weighs in the unrolled size the compiled engines
+    bound (:func:`kernla.formula.codegen.unrolled_size`), for operations C compilers are slow on.
     """
 
     name: str
@@ -59,6 +61,7 @@ class OpSpec:
     elementwise: bool = False
     symbol: str | None = None
     c_fast: FastEmitter | None = None
+    unroll_cost: int = 1  # weight of each output component in codegen.unrolled_size (compile time)
 
     def output_dim(self, dims: tuple[int, ...], params: tuple) -> int:
         try:
