@@ -137,7 +137,9 @@ def test_checksum_is_checked_on_what_is_loaded(cache):
     src = unique_source()
     compile_module(src)
     so = entry(src)
-    so.write_bytes(so.read_bytes()[:-7])  # corrupt, sidecar unchanged
+    corrupt = so.read_bytes()[:-7]  # sidecar unchanged; a new file, as the loaded one stays mapped here
+    so.unlink()
+    so.write_bytes(corrupt)
     lib, _ = reload(src)
     assert lib.add(2, 2) == 4 and compiler._verified(so, Path(str(so) + ".sha256"))
 
