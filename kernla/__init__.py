@@ -11,6 +11,7 @@ True
 from . import kernels
 from ._version import __version__
 from .errors import (
+    ArgumentTypeError,
     ArrayKindError,
     BackendError,
     DTypeError,
@@ -51,6 +52,7 @@ __all__ = [
     "DTypeError",
     "ArrayKindError",
     "BackendError",
+    "ArgumentTypeError",
     "models",
     "NearestNeighbors",
     "KNeighborsClassifier",
