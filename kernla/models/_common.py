@@ -1,4 +1,4 @@
-"""Shared plumbing of the models: input checks, array kinds, the kernel factory, the unfitted error.
+"""Shared plumbing of the models: input checks, array kinds, the kernel factory.
 
 Models keep their heavy data in the caller's array kind (NumPy, torch or CuPy), so the
 reductions run where the data lives; small per-query arrays (k neighbours, votes) are handled
@@ -7,6 +7,9 @@ on the host with NumPy and turned back into the caller's kind with :func:`kernla
 >>> import numpy as np
 >>> as_points([[0, 1], [2, 3]], "X").dtype
 dtype('float64')
+
+The checks raise kernla's errors, which are ``ValueError`` / ``TypeError`` subclasses worded as
+scikit-learn's estimator checks expect (e.g. "X has 3 features, but ... is expecting 4").
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 
 from .. import arrays as arr
 from .. import kernels as _kernels
-from ..errors import DTypeError, InputValueError, KernlaError, ShapeError
+from ..errors import DTypeError, InputValueError, ShapeError
 from ..linalg import KernelOperator
 
 KernelSpec = Union[str, Callable[..., KernelOperator]]
@@ -35,16 +38,6 @@ KERNELS = {
 }
 
 
-class NotFittedError(KernlaError, ValueError, AttributeError):
-    """A model method that needs ``fit`` was called before ``fit``."""
-
-
-def check_fitted(model: Any, attribute: str) -> None:
-    """Raise :class:`NotFittedError` unless ``model`` has ``attribute`` (set by ``fit``)."""
-    if getattr(model, attribute, None) is None:
-        raise NotFittedError(f"this {type(model).__name__} is not fitted yet: call fit(...) first")
-
-
 def kind(a: Any) -> arr.Kind:
     """The :class:`kernla.arrays.Kind` of one array."""
     return arr.common_kind({"array": a})
@@ -55,13 +48,23 @@ def _torch():
 
 
 def as_array(a: Any, what: str) -> Any:
-    """``a`` as a NumPy / torch / CuPy array (lists and tuples become NumPy); ShapeError for numbers."""
-    if isinstance(a, (list, tuple)):
-        a = np.asarray(a)
+    """``a`` as a NumPy / torch / CuPy array (other array-likes become NumPy); errors for numbers and None.
+
+    >>> as_array([[1, 2]], "X").shape
+    (1, 2)
+    """
+    if a is None:
+        raise InputValueError(f"Expected array-like (array or non-string sequence), got None for {what}")
+    if type(a).__module__.startswith("scipy.sparse"):
+        raise DTypeError(f"{what} is a sparse matrix: sparse data is not supported, pass a dense array "
+                         "(e.g. X.toarray())")
     try:
         k = arr.kind_of(a)
     except arr.ArrayKindError:
-        raise arr.ArrayKindError(f"{what} must be a NumPy, torch or CuPy array, got {type(a).__name__}") from None
+        try:
+            a, k = np.asarray(a), "numpy"
+        except (TypeError, ValueError):
+            raise arr.ArrayKindError(f"{what} must be a NumPy, torch or CuPy array, got {type(a).__name__}") from None
     if k == "scalar":
         raise ShapeError(f"{what} must be an array, got the number {a!r}")
     return a
@@ -73,7 +76,9 @@ def to_float(a: Any, what: str, dtype: Optional[np.dtype] = None) -> Any:
     if dt is None:
         raise ShapeError(f"{what} must be an array")
     if dt.kind == "c":
-        raise DTypeError(f"{what} is complex; kernla's models work on real arrays")
+        raise InputValueError(f"Complex data not supported: {what} is complex; kernla's models work on real arrays")
+    if dt.kind == "O":
+        a, dt = a.astype(np.float64), np.dtype(np.float64)  # TypeError/ValueError for non-numbers, as NumPy says
     if dt.kind not in "fiub":
         raise DTypeError(f"{what} has dtype {dt}; expected real numbers")
     target = np.dtype(dtype) if dtype is not None else (dt if dt.kind == "f" else np.dtype(np.float64))
@@ -100,28 +105,28 @@ def all_finite(a: Any) -> bool:
     return bool(np.isfinite(a).all())
 
 
-def as_points(x: Any, what: str, dim: Optional[int] = None, dtype: Optional[np.dtype] = None) -> Any:
-    """Check and shape a point set: (n, D) float array of any kind, n ≥ 1, finite values.
+def as_points(x: Any, what: str, dim: Optional[int] = None, dtype: Optional[np.dtype] = None,
+              model: str = "the model") -> Any:
+    """Check a point set: a 2-D (n, D) float array of any kind, n ≥ 1, D ≥ 1, finite values.
 
-    A 1-D array is taken as n points in dimension 1. ``dim`` (if given) is the dimension the
-    model was fitted with; ``dtype`` converts to the fitted dtype.
+    ``dim`` (if given) is the dimension the model was fitted with (``model`` names it in the
+    message); ``dtype`` converts to the fitted dtype.
 
-    >>> as_points(np.arange(3.0), "x").shape
-    (3, 1)
+    >>> as_points(np.arange(6).reshape(3, 2), "x").shape
+    (3, 2)
     """
     x = as_array(x, what)
     shape = tuple(x.shape)
-    if len(shape) == 1:
-        x = x.reshape(shape[0], 1)
-    elif len(shape) != 2:
-        raise ShapeError(f"{what} must be a 2-D array (points, dimension) or 1-D (points in dimension 1), "
-                         f"got shape {shape}")
+    if len(shape) != 2:
+        hint = ": reshape points of dimension 1 with x.reshape(-1, 1)" if len(shape) == 1 else ""
+        raise ShapeError(f"{what} must be a 2-D array (points, dimension), got shape {shape}{hint}")
     if x.shape[0] == 0:
         raise ShapeError(f"{what} is empty (0 points)")
     if x.shape[1] == 0:
         raise ShapeError(f"{what} has dimension 0")
     if dim is not None and x.shape[1] != dim:
-        raise ShapeError(f"{what} has dimension {x.shape[1]}, but the model was fitted on points of dimension {dim}")
+        raise ShapeError(f"X has {x.shape[1]} features, but {model} is expecting {dim} features as input "
+                         f"({what} has dimension {x.shape[1]}; the model was fitted on points of dimension {dim})")
     x = to_float(x, what, dtype)
     if not all_finite(x):
         raise InputValueError(f"{what} contains NaN or infinite values")
