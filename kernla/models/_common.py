@@ -118,12 +118,12 @@ def as_points(x: Any, what: str, dim: Optional[int] = None, dtype: Optional[np.d
     x = as_array(x, what)
     shape = tuple(x.shape)
     if len(shape) != 2:
-        hint = ": reshape points of dimension 1 with x.reshape(-1, 1)" if len(shape) == 1 else ""
+        hint = ": Reshape your data with x.reshape(-1, 1) for points of dimension 1" if len(shape) == 1 else ""
         raise ShapeError(f"{what} must be a 2-D array (points, dimension), got shape {shape}{hint}")
     if x.shape[0] == 0:
         raise ShapeError(f"{what} is empty (0 points)")
     if x.shape[1] == 0:
-        raise ShapeError(f"{what} has dimension 0")
+        raise ShapeError(f"{what} has dimension 0: 0 feature(s) (shape={shape}) while a minimum of 1 is required.")
     if dim is not None and x.shape[1] != dim:
         raise ShapeError(f"X has {x.shape[1]} features, but {model} is expecting {dim} features as input "
                          f"({what} has dimension {x.shape[1]}; the model was fitted on points of dimension {dim})")
