@@ -26,6 +26,7 @@ array([[0.1, 1.9],
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional
 
 import numpy as np
@@ -87,8 +88,9 @@ class _Search:
             raise InputValueError(f"the {self.metric.name} distances of some queries are NaN or infinite, so their "
                                   "nearest neighbours are undefined (a custom metric that overflows or divides by 0?)")
         dist = self.metric.finish(host(values, np.float64))
-        if self.metric.degree and self.scale != 1.0:
-            dist = dist / self.scale ** self.metric.degree
+        if self.metric.degree and self.scale != 1.0:   # divide by scale**degree, exactly (and to inf, not nan)
+            with np.errstate(over="ignore"):
+                dist = np.ldexp(dist, -int(self.metric.degree) * (math.frexp(self.scale)[1] - 1))
         return dist, idx
 
     def counts(self, radius: float) -> np.ndarray:
@@ -173,7 +175,8 @@ class NearestNeighbors(BaseEstimator):
         return _Search(metric, self._data, metric.prepare(X, "X"), self.backend), kind(X)
 
     def _out(self, dist: np.ndarray, qkind: arr.Kind) -> Any:
-        return arr.wrap(np.ascontiguousarray(dist), qkind, arr.dtype_of(self._fit_X))
+        with np.errstate(over="ignore"):   # float32 data: a distance beyond its range is inf
+            return arr.wrap(np.ascontiguousarray(dist), qkind, arr.dtype_of(self._fit_X))
 
     def kneighbors(self, X: Any = None, n_neighbors: Optional[int] = None, return_distance: bool = True):
         """The ``n_neighbors`` nearest reference points of each query, nearest first.
