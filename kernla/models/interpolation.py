@@ -32,7 +32,7 @@ import numpy as np
 from .. import arrays as arr
 from ..errors import InputValueError
 from ..linalg.cg import default_tol
-from ._common import as_points, as_targets, cast, host, kind, make_kernel, positive, same_kind
+from ._common import as_array, as_points, as_targets, cast, host, kind, make_kernel, positive, same_kind
 from ._sklearn import BaseEstimator, RegressorMixin, check_fitted
 from .knn_predictors import RegressionScore
 from .rbf import (FORMULAS, MIN_DEGREE, SCALE_INVARIANT, default_degree, monomial_powers, polynomial_frame,
@@ -143,9 +143,9 @@ class KernelInterpolation(RegressionScore, RegressorMixin, BaseEstimator):
         if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < -1:
             raise InputValueError(f"degree must be an integer >= -1, got {d!r}")
         low = MIN_DEGREE.get(name or "", -1)
-        if -1 < d < low or (d == -1 and low >= 0):
-            warnings.warn(f"degree should not be below {low} when kernel is {name!r}: the interpolant may not be "
-                          "uniquely solvable (the system is solved by MINRES)", UserWarning, stacklevel=3)
+        if -1 < d < low:   # (as scipy; below the minimum the system is solved by MINRES, -1 included)
+            warnings.warn(f"degree should not be below {low} except -1 when kernel is {name!r}: the interpolant may "
+                          "not be uniquely solvable (the system is solved by MINRES)", UserWarning, stacklevel=3)
         return int(d)
 
     def _smoothing(self, n: int) -> np.ndarray:
@@ -173,7 +173,9 @@ class KernelInterpolation(RegressionScore, RegressorMixin, BaseEstimator):
         degree = self._degree(name)
         x = as_points(x, "X")
         n, dim = int(x.shape[0]), int(x.shape[1])
-        y = as_targets(y, n)
+        y = as_array(y, "y")
+        tail_shape = tuple(y.shape[1:])
+        y = as_targets(y.reshape(n, -1) if len(tail_shape) > 1 and y.shape[0] == n else y, n)
         same_kind(x=x, y=y)
         smoothing = self._smoothing(n)
         powers = monomial_powers(dim, degree)
@@ -193,7 +195,6 @@ class KernelInterpolation(RegressionScore, RegressorMixin, BaseEstimator):
                                   conditionally_pd=name in MIN_DEGREE, definite=degree >= MIN_DEGREE.get(name or "", -1),
                                   columns=lambda idx: host(self._operator(x64, x64[idx]).to_dense(force=True),
                                                            np.float64))
-        tail_shape = tuple(y.shape[1:])
         self.x_ = x
         self.coef_ = arr.wrap(np.ascontiguousarray(C.reshape((n,) + tail_shape)), kind(x), arr.dtype_of(x))
         self.poly_coef_ = D.reshape((powers.shape[0],) + tail_shape)
