@@ -193,8 +193,9 @@ class KernelInterpolation(RegressionScore, RegressorMixin, BaseEstimator):
         C, D, info = solve_saddle(K, smoothing, P, Y, tol=default_tol(arr.dtype_of(x)) if self.tol is None
                                   else self.tol, maxiter=self.maxiter, precond=self.precond, rank=self.rank,
                                   conditionally_pd=name in MIN_DEGREE, definite=degree >= MIN_DEGREE.get(name or "", -1),
-                                  columns=lambda idx: host(self._operator(x64, x64[idx]).to_dense(force=True),
-                                                           np.float64))
+                                  entries=lambda rows, cols: host(self._operator(x64 if rows is None else x64[rows],
+                                                                                 x64[cols]).to_dense(force=True),
+                                                                  np.float64), points=xh)
         self.x_ = x
         self.coef_ = arr.wrap(np.ascontiguousarray(C.reshape((n,) + tail_shape)), kind(x), arr.dtype_of(x))
         self.poly_coef_ = D.reshape((powers.shape[0],) + tail_shape)

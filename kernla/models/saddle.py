@@ -18,13 +18,15 @@ shared products and true-residual checks are reused as they are. When the degree
 kernel's minimum (scipy warns there too) the projected system may be indefinite, and the full
 system is solved by scipy's MINRES instead (one column at a time, unpreconditioned).
 
-Preconditioners (``precond="auto"``): for positive definite kernels, kernla's Nyström
-(:func:`kernla.linalg.precond.make_preconditioner` for ``K + μI``, μ the mean smoothing) between
-two projections; for conditionally positive definite kernels a **projected Nyström**
-preconditioner: r random landmark columns of ``Π K Π`` (an N×r dense block of K, one product
+Preconditioners. ``precond="auto"``: the two-level preconditioner of :mod:`kernla.models.schwarz`
+(overlapping local blocks plus a coarse level), for every kernel; its coarse level is a
+**projected Nyström** approximation: r random landmark columns of ``Π K Π`` (an N×r dense block of K, one product
 K Q), a rank-r eigendecomposition ``U Λ Uᵀ``, and ``M⁻¹ = Π (U diag(1/(λ+μ) − 1/ν) Uᵀ + I/ν) Π``
 (ν = μ, or the smallest kept eigenvalue when μ ≈ 0) — Nyström preconditioning applied to the
-matrix that CG actually sees.
+matrix that CG actually sees (``precond="nystrom"`` uses that level alone for conditionally
+positive definite kernels). Any other choice (``"nystrom"`` and ``"jacobi"`` for positive definite
+kernels, a callable, ...) is kernla's :func:`~kernla.linalg.precond.make_preconditioner` for
+``K + μI`` (μ the mean smoothing), applied between two projections.
 
 >>> import numpy as np
 >>> from kernla.models.rbf import rbf_operator
@@ -52,6 +54,7 @@ from ..errors import InputValueError
 from ..linalg import KernelOperator
 from ..linalg.cg import ConvergenceWarning, SolveInfo, block_cg, default_maxiter
 from ..linalg.precond import default_rank, make_preconditioner
+from .schwarz import BLOCK, OVERLAP, block_inverses, overlapping, spatial_blocks, two_level
 
 
 @dataclass
@@ -98,11 +101,12 @@ class _Projection:
         return scipy.linalg.solve_triangular(self.R, self.Q.T @ resid) if self.m else np.zeros((0, resid.shape[1]))
 
 
-def projected_nystrom(K: KernelOperator, columns: Callable[[np.ndarray], np.ndarray], proj: _Projection, mu: float,
-                      rank: int, seed: int = 0) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
-    """The projected Nyström preconditioner of ``Π (K + μI) Π`` (module docstring) and its description.
+def projected_nystrom_basis(K: KernelOperator, columns: Callable[[np.ndarray], np.ndarray], proj: _Projection,
+                            rank: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(U, λ)``: a rank-r Nyström approximation ``U diag(λ) Uᵀ`` of ``Π K Π`` from random landmarks.
 
-    ``columns(idx)`` returns the dense host block ``K[:, idx]``.
+    ``columns(idx)`` returns the dense host block ``K[:, idx]``; the columns of ``Π K Π`` are
+    ``Π (K[:, L] − (K Q) Q[L]ᵀ)`` (one product K Q). U (N×r') is orthonormal, in range(Π).
     """
     n = K.shape[0]
     rank = int(min(rank, n))
@@ -117,16 +121,21 @@ def projected_nystrom(K: KernelOperator, columns: Callable[[np.ndarray], np.ndar
     lam, W = scipy.linalg.eigh(F.T @ F)
     keep = lam > 1e-12 * max(lam.max(initial=0.0), 0.0)
     lam = lam[keep]
+    return F @ (W[:, keep] / np.sqrt(lam)), lam
+
+
+def nystrom_preconditioner(U: np.ndarray, lam: np.ndarray, proj: _Projection, mu: float
+                           ) -> Callable[[np.ndarray], np.ndarray]:
+    """``R -> Π (U diag(1/(λ+μ) − 1/ν) Uᵀ + I/ν) Π R`` (ν = μ, or the smallest λ when μ ≈ 0)."""
     if lam.size == 0:
-        return (lambda R: R), "none (empty Nyström approximation)"
-    U = F @ (W[:, keep] / np.sqrt(lam))
+        return proj
     nu = mu if mu > 1e-14 * lam.max() else float(lam.min()) + max(mu, 0.0)
     coef = (1.0 / (lam + mu) - 1.0 / nu)[:, None]
 
     def apply(R: np.ndarray) -> np.ndarray:
         return proj(R / nu + U @ (coef * (U.T @ R)))
 
-    return apply, f"projected nystrom(rank {lam.size}, random)"
+    return apply
 
 
 def _kernel_preconditioner(K: KernelOperator, proj: _Projection, precond: Any, mu: float, rank: Optional[int]):
@@ -151,14 +160,17 @@ def _projected_tol(tol: float, Y: np.ndarray, B: np.ndarray) -> float:
 def solve_saddle(K: KernelOperator, smoothing: np.ndarray, P: np.ndarray, Y: np.ndarray, *, tol: float = 1e-10,
                  maxiter: Optional[int] = None, precond: Any = "auto", rank: Optional[int] = None,
                  conditionally_pd: bool = False, definite: bool = True,
-                 columns: Optional[Callable[[np.ndarray], np.ndarray]] = None
+                 entries: Optional[Callable[[Optional[np.ndarray], np.ndarray], np.ndarray]] = None,
+                 points: Optional[np.ndarray] = None, block: int = BLOCK
                  ) -> tuple[np.ndarray, np.ndarray, SaddleSolveInfo]:
     """Solve ``[[K + S, P], [Pᵀ, 0]] [c; d] = [Y; 0]``; returns ``(c (N, t), d (m, t), info)`` on the host.
 
     ``smoothing`` (N,) is S's diagonal; ``conditionally_pd``: K is only conditionally positive
-    definite (projected Nyström for ``precond="auto"``/``"nystrom"``, Jacobi refused);
-    ``definite=False`` (degree below the kernel's minimum): MINRES on the full system.
-    ``columns(idx)``: dense host columns of K for the projected Nyström (default: ``K.columns``).
+    definite — ``precond="auto"``: the two-level preconditioner of :mod:`kernla.models.schwarz`
+    (needs the host ``points`` and ``entries(rows, cols)``, the dense block ``K[rows][:, cols]``,
+    ``rows=None`` for all; ``block`` points per box), ``"nystrom"``: the projected Nyström
+    alone, Jacobi refused. ``definite=False`` (degree below the kernel's minimum): MINRES on
+    the full system.
     """
     start = time.perf_counter()
     proj = _Projection(P)
@@ -172,15 +184,22 @@ def solve_saddle(K: KernelOperator, smoothing: np.ndarray, P: np.ndarray, Y: np.
         name, cg_info = None, None
     else:
         M, name = None, None
-        if conditionally_pd and precond in ("auto", "nystrom"):
-            M, name = projected_nystrom(K, columns or K.columns, proj, float(smoothing.mean()),
-                                        default_rank(K.shape[0]) if rank is None else rank)
+        mu = float(smoothing.mean())
+        if precond == "auto" or (conditionally_pd and precond == "nystrom"):
+            columns = K.columns if entries is None else (lambda idx: entries(None, idx))
+            U, lam = projected_nystrom_basis(K, columns, proj, default_rank(K.shape[0]) if rank is None else rank)
+            if precond == "nystrom" or points is None or entries is None:
+                M, name = nystrom_preconditioner(U, lam, proj, mu), f"projected nystrom(rank {lam.size})"
+            else:
+                boxes = overlapping(points, spatial_blocks(points, block), OVERLAP)
+                M = two_level(proj, boxes, block_inverses(boxes, lambda idx: entries(idx, idx), smoothing), U, lam)
+                name = (f"two-level: {len(boxes)} overlapping blocks of <= {max(map(len, boxes))} points + projected "
+                        f"nystrom(rank {lam.size})")
         elif conditionally_pd and precond == "jacobi":
             raise InputValueError("precond='jacobi' needs a positive diagonal; this kernel's is not (φ(0) <= 0): "
                                   "use precond='auto' (projected Nyström) or None")
-        elif precond is not None:  # "auto": Nyström at every size (Jacobi is weak at small smoothing)
-            M, name = _kernel_preconditioner(K, proj, "nystrom" if precond == "auto" else precond,
-                                             float(smoothing.mean()), rank)
+        elif precond is not None:
+            M, name = _kernel_preconditioner(K, proj, precond, mu, rank)
         B = proj(Y)
         B[:, np.linalg.norm(B, axis=0) <= tol * np.linalg.norm(Y, axis=0)] = 0.0   # polynomial columns: c = 0
         C, cg_info = block_cg(lambda V: proj(system(V)), B, tol=_projected_tol(tol, Y, B), maxiter=maxiter,
@@ -224,4 +243,4 @@ def _minres(system: Callable[[np.ndarray], np.ndarray], P: np.ndarray, Y: np.nda
     return C, D, iterations, converged
 
 
-__all__ = ["SaddleSolveInfo", "solve_saddle", "projected_nystrom"]
+__all__ = ["SaddleSolveInfo", "solve_saddle", "projected_nystrom_basis", "nystrom_preconditioner"]
