@@ -35,8 +35,16 @@ from ..linalg.cg import default_tol
 from ._common import as_array, as_points, as_targets, cast, host, kind, make_kernel, positive, same_kind
 from ._sklearn import BaseEstimator, RegressorMixin, check_fitted
 from .knn_predictors import RegressionScore
-from .rbf import (FORMULAS, MIN_DEGREE, SCALE_INVARIANT, default_degree, monomial_powers, polynomial_frame,
-                  polynomial_matrix, rbf_operator)
+from .rbf import (
+    FORMULAS,
+    MIN_DEGREE,
+    SCALE_INVARIANT,
+    default_degree,
+    monomial_powers,
+    polynomial_frame,
+    polynomial_matrix,
+    rbf_operator,
+)
 from .saddle import solve_saddle
 
 #: kernel names that are other names of scipy's kernels
@@ -190,12 +198,13 @@ class KernelInterpolation(RegressionScore, RegressorMixin, BaseEstimator):
         x64 = x if arr.dtype_of(x) == np.float64 else cast(x, np.float64)   # CG needs float64 products
         K = self._operator(x64, x64)
         Y = host(y, np.float64).reshape(n, -1)
-        C, D, info = solve_saddle(K, smoothing, P, Y, tol=default_tol(arr.dtype_of(x)) if self.tol is None
-                                  else self.tol, maxiter=self.maxiter, precond=self.precond, rank=self.rank,
-                                  conditionally_pd=name in MIN_DEGREE, definite=degree >= MIN_DEGREE.get(name or "", -1),
-                                  entries=lambda rows, cols: host(self._operator(x64 if rows is None else x64[rows],
-                                                                                 x64[cols]).to_dense(force=True),
-                                                                  np.float64), points=xh)
+        def entries(rows, cols):  # the dense block K[rows][:, cols] (rows None: all), for the preconditioner
+            return host(self._operator(x64 if rows is None else x64[rows], x64[cols]).to_dense(force=True), np.float64)
+
+        tol = default_tol(arr.dtype_of(x)) if self.tol is None else self.tol
+        C, D, info = solve_saddle(K, smoothing, P, Y, tol=tol, maxiter=self.maxiter, precond=self.precond,
+                                  rank=self.rank, conditionally_pd=name in MIN_DEGREE,
+                                  definite=degree >= MIN_DEGREE.get(name or "", -1), entries=entries, points=xh)
         self.x_ = x
         self.coef_ = arr.wrap(np.ascontiguousarray(C.reshape((n,) + tail_shape)), kind(x), arr.dtype_of(x))
         self.poly_coef_ = D.reshape((powers.shape[0],) + tail_shape)

@@ -8,7 +8,8 @@ Schwarz):
 
 - **fine level**: the points are split into spatial boxes of at most ``block`` points (recursive
   median splits along the widest axis), each grown by ``overlap`` (20 %) of its width on every
-  side; each diagonal block ``K_II`` of a grown box (dense) is replaced by ``|K_II|`` (its eigenvectors with the absolute eigenvalues, plus the smoothing):
+  side; each diagonal block ``K_II`` of a grown box (dense) is replaced by ``|K_II|`` (its
+  eigenvectors with the absolute eigenvalues, plus the smoothing):
   a conditionally positive definite kernel's block has at most a few negative eigenvalues, and
   the absolute value makes every block positive definite;
 - **coarse level**: the projected Nyström approximation ``U Λ Uᵀ`` of ``Π K Π`` (see
