@@ -30,7 +30,7 @@ except ImportError:  # scikit-learn is optional until a model is constructed
 
         def __new__(cls, *args: Any, **kwargs: Any):
             raise ImportError(f"kernla.models.{cls.__name__} is a scikit-learn estimator and needs scikit-learn: "
-                              "pip install scikit-learn")
+                              "pip install scikit-learn (or kernla[models])")
 
     class ClassifierMixin:  # type: ignore[no-redef]
         """Stand-in for ``sklearn.base.ClassifierMixin``."""
