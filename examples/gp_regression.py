@@ -10,7 +10,8 @@ extrapolates scikit-learn's measured cost to say where it stops being practical.
 the best of two runs (the machine may be shared).
 
 Writes ``gp_regression.png`` (posterior at N = 10 000; timings against N) next to this script
-(or into ``$KERNLA_FIGURES``, or ``--out``) and prints the timings. scikit-learn runs only up to ``--sk-max`` points (default 4000; never beyond 5000).
+(or into ``$KERNLA_FIGURES``, or ``--out``) and prints the timings. scikit-learn runs only up to
+``--sk-max`` points (default 4000; never beyond 5000).
 
     python examples/gp_regression.py [--n 10000] [--std-points 200] [--sk-max 4000] [--out FILE.png]
 """
@@ -26,7 +27,7 @@ from _common import figure_path
 
 from kernla.models import GaussianProcessRegressor
 
-AMPLITUDE, SIGMA, NOISE = 1.0, 0.25, 0.2 ** 2
+AMPLITUDE, SIGMA, NOISE = 1.0, 0.25, 0.2**2
 
 
 def target(x: np.ndarray) -> np.ndarray:
@@ -95,10 +96,14 @@ def main() -> None:
     # -- side by side where the dense GP still runs -------------------------------------------
     sizes = [s for s in (1000, 2000, 4000, 5000) if s <= sk_max]
     rows = []
-    print(f"GP regression, Gaussian kernel (sigma={SIGMA}, amplitude={AMPLITUDE}, noise={NOISE}), "
-          f"mean at {args.grid} points, std at {args.std_points}")
-    print(f"{'N':>6} {'library':>8} {'fit (s)':>8} {'mean (s)':>9} {'std (s)':>8} {'total (s)':>10} "
-          f"{'max|Δmean|':>11} {'max|Δstd|/std':>14}")
+    print(
+        f"GP regression, Gaussian kernel (sigma={SIGMA}, amplitude={AMPLITUDE}, noise={NOISE}), "
+        f"mean at {args.grid} points, std at {args.std_points}"
+    )
+    print(
+        f"{'N':>6} {'library':>8} {'fit (s)':>8} {'mean (s)':>9} {'std (s)':>8} {'total (s)':>10} "
+        f"{'max|Δmean|':>11} {'max|Δstd|/std':>14}"
+    )
     for n in sizes:
         X, y = make_data(n)
         # best of two runs each: the first kernla run includes compiling its kernels, and other
@@ -112,8 +117,10 @@ def main() -> None:
         dm = float(np.abs(m_k - m_s).max())
         ds = float(np.abs(s_k / s_s - 1).max())
         for name, t in (("kernla", t_k), ("sklearn", t_s)):
-            print(f"{n:>6} {name:>8} {t['fit']:>8.2f} {t['mean']:>9.3f} {t['std']:>8.2f} {sum(t.values()):>10.2f} "
-                  f"{dm:>11.1e} {ds:>14.1e}")
+            print(
+                f"{n:>6} {name:>8} {t['fit']:>8.2f} {t['mean']:>9.3f} {t['std']:>8.2f} {sum(t.values()):>10.2f} "
+                f"{dm:>11.1e} {ds:>14.1e}"
+            )
         rows.append((n, sum(t_k.values()), sum(t_s.values()), t_s["fit"]))
 
     # -- kernla alone at N ----------------------------------------------------------------------
@@ -123,15 +130,19 @@ def main() -> None:
     lml, lml_err = gp.log_marginal_likelihood(method="slq", return_error=True)
     t_lml = time.perf_counter() - t0
     info = gp.solve_info_
-    print(f"\nkernla at N={args.n}: fit {t['fit']:.2f} s ({info.iterations} CG iterations, "
-          f"{info.kernel_products} kernel products), mean at {args.grid} points {t['mean']:.3f} s, "
-          f"std at {args.std_points} points {t['std']:.2f} s")
+    print(
+        f"\nkernla at N={args.n}: fit {t['fit']:.2f} s ({info.iterations} CG iterations, "
+        f"{info.kernel_products} kernel products), mean at {args.grid} points {t['mean']:.3f} s, "
+        f"std at {args.std_points} points {t['std']:.2f} s"
+    )
     print(f"  log marginal likelihood (SLQ estimate) {lml:.2f} ± {lml_err:.2g} (standard error) in {t_lml:.2f} s")
     g = grid[:, 0]
     inside = (g >= 0) & (g <= 10) & ~(((g > 3.0) & (g < 3.8)) | ((g > 6.5) & (g < 7.0)))
     rmse = float(np.sqrt(np.mean((mean - target(g))[inside] ** 2)))
-    print(f"  RMSE of the posterior mean against the noise-free function where there is data: {rmse:.4f} "
-          f"(noise std {np.sqrt(NOISE):.2f})")
+    print(
+        f"  RMSE of the posterior mean against the noise-free function where there is data: {rmse:.4f} "
+        f"(noise std {np.sqrt(NOISE):.2f})"
+    )
 
     # -- where the dense GP stops being practical --------------------------------------------------
     mem = total_memory_gb()
@@ -139,10 +150,10 @@ def main() -> None:
         n_ref, _, _, fit_ref = rows[-1]
         # scikit-learn holds K, its Cholesky factor and a copy during fit: about 3 dense N×N float64
         n_mem = int(np.sqrt(mem * 1e9 / (3 * 8)))
-        n_time = int(n_ref * (600.0 / max(fit_ref, 1e-3)) ** (1 / 3))   # O(N³) fit: where it exceeds 10 min
+        n_time = int(n_ref * (600.0 / max(fit_ref, 1e-3)) ** (1 / 3))  # O(N³) fit: where it exceeds 10 min
         t_at_n = fit_ref * (args.n / n_ref) ** 3
         print(f"\nscikit-learn's dense GP (measured up to N={n_ref}, fit {fit_ref:.2f} s; O(N³) time, ~3 N² floats):")
-        print(f"  at N={args.n}: about {3 * 8 * args.n ** 2 / 1e9:.1f} GB and ~{t_at_n:.0f} s to fit (extrapolated)")
+        print(f"  at N={args.n}: about {3 * 8 * args.n**2 / 1e9:.1f} GB and ~{t_at_n:.0f} s to fit (extrapolated)")
         print(f"  fit beyond 10 minutes from N ≈ {n_time:,}; out of this machine's {mem:.0f} GB from N ≈ {n_mem:,}")
 
     import matplotlib
@@ -157,11 +168,13 @@ def main() -> None:
     ax.plot(grid[:, 0], target(grid[:, 0]), "k--", lw=1, label="noise-free function")
     ax.plot(grid[:, 0], mean, "C0", lw=1.5, label="posterior mean")
     m_std = np.interp(std_grid[:, 0], grid[:, 0], mean)
-    latent = np.sqrt(np.maximum(std ** 2 - NOISE, 0.0))   # std of f itself (the noise variance removed)
-    ax.fill_between(std_grid[:, 0], m_std - 2 * std, m_std + 2 * std, color="C0", alpha=0.12,
-                    label="± 2 std, new noisy observation")
-    ax.fill_between(std_grid[:, 0], m_std - 2 * latent, m_std + 2 * latent, color="C0", alpha=0.35,
-                    label="± 2 std of f")
+    latent = np.sqrt(np.maximum(std**2 - NOISE, 0.0))  # std of f itself (the noise variance removed)
+    ax.fill_between(
+        std_grid[:, 0], m_std - 2 * std, m_std + 2 * std, color="C0", alpha=0.12, label="± 2 std, new noisy observation"
+    )
+    ax.fill_between(
+        std_grid[:, 0], m_std - 2 * latent, m_std + 2 * latent, color="C0", alpha=0.35, label="± 2 std of f"
+    )
     for a, b in ((3.0, 3.8), (6.5, 7.0)):
         ax.axvspan(a, b, color="C1", alpha=0.08)
     ax.set_title(f"kernla GP regression, N = {args.n}")

@@ -17,11 +17,10 @@ import argparse
 import time
 
 import numpy as np
+from _common import figure_path
 
 from kernla import Genred, KernelSolve
 from kernla.engines import resolve_backend
-
-from _common import figure_path
 
 SIGMA, ALPHA = 0.1, 1.0
 FORMULA = "Exp(-g * SqDist(x, y)) * b"
@@ -39,7 +38,7 @@ def main() -> None:
     n = args.n
     x = rng.uniform(size=(n, 1))
     b = x + 0.5 * np.sin(6 * x) + 0.1 * np.sin(20 * x) + 0.05 * rng.standard_normal((n, 1))
-    g = np.array([1 / (2 * SIGMA ** 2)])
+    g = np.array([1 / (2 * SIGMA**2)])
 
     Kinv = KernelSolve(FORMULA, ALIASES, "b", axis=1)
     precond = None if args.precond == "none" else args.precond

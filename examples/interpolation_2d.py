@@ -17,11 +17,10 @@ import argparse
 import time
 
 import numpy as np
+from _common import figure_path
 
 from kernla import Genred, KernelSolve
 from kernla.engines import resolve_backend
-
-from _common import figure_path
 
 SIGMA, ALPHA = 0.1, 10.0
 FORMULA = "Exp(-g * Norm2(x - y)) * b"
@@ -29,7 +28,7 @@ ALIASES = ["x = Vi(2)", "y = Vj(2)", "b = Vj(1)", "g = Pm(1)"]
 
 
 def target(x: np.ndarray) -> np.ndarray:
-    return (np.sin(6 * x[:, :1]) * np.cos(5 * x[:, 1:]) + 0.5 * (x[:, :1] - x[:, 1:]))
+    return np.sin(6 * x[:, :1]) * np.cos(5 * x[:, 1:]) + 0.5 * (x[:, :1] - x[:, 1:])
 
 
 def main() -> None:
@@ -74,8 +73,9 @@ def main() -> None:
     shown = rng.choice(n, size=min(n, 3000), replace=False)
     sc = axes[0].scatter(x[shown, 0], x[shown, 1], c=b[shown, 0], s=4, cmap="viridis")
     axes[0].set_title(f"samples ({len(shown)} of {n} shown)")
-    im = axes[1].imshow(f_grid, origin="lower", extent=(0, 1, 0, 1), cmap="viridis",
-                        vmin=sc.get_clim()[0], vmax=sc.get_clim()[1])
+    im = axes[1].imshow(
+        f_grid, origin="lower", extent=(0, 1, 0, 1), cmap="viridis", vmin=sc.get_clim()[0], vmax=sc.get_clim()[1]
+    )
     axes[1].set_title(f"Laplacian-kernel interpolant ({t_solve:.1f} s, residual {residual:.0e})")
     fig.colorbar(im, ax=axes, shrink=0.85)
     for ax in axes:

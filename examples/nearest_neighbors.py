@@ -41,9 +41,10 @@ def to_ball(x: np.ndarray) -> np.ndarray:
 
 def metrics():
     """name -> (prepare data, symbolic distance between LazyTensors, dense NumPy distance)."""
+
     def hyp_dense(a, b):
         num = ((a[:, None, :] - b[None]) ** 2).sum(-1)
-        return num / ((1 - (a ** 2).sum(1))[:, None] * (1 - (b ** 2).sum(1))[None])
+        return num / ((1 - (a**2).sum(1))[:, None] * (1 - (b**2).sum(1))[None])
 
     def cos_dense(a, b):
         an = a / np.linalg.norm(a, axis=1, keepdims=True)
@@ -51,10 +52,16 @@ def metrics():
         return -an @ bn.T
 
     return {
-        "euclidean": (lambda x: x, lambda a, b: ((a - b) ** 2).sum(-1),
-                      lambda a, b: ((a[:, None] - b[None]) ** 2).sum(-1)),
-        "manhattan": (lambda x: x, lambda a, b: (a - b).abs().sum(-1),
-                      lambda a, b: np.abs(a[:, None] - b[None]).sum(-1)),
+        "euclidean": (
+            lambda x: x,
+            lambda a, b: ((a - b) ** 2).sum(-1),
+            lambda a, b: ((a[:, None] - b[None]) ** 2).sum(-1),
+        ),
+        "manhattan": (
+            lambda x: x,
+            lambda a, b: (a - b).abs().sum(-1),
+            lambda a, b: np.abs(a[:, None] - b[None]).sum(-1),
+        ),
         "cosine": (lambda x: x, lambda a, b: -(a.normalize() | b.normalize()), cos_dense),
         # arcosh(1 + 2u) is increasing in u, so neighbours by u are neighbours by distance
         "hyperbolic": (to_ball, lambda a, b: a.sqdist(b) / ((1 - a.sqnorm2()) * (1 - b.sqnorm2())), hyp_dense),
@@ -70,8 +77,8 @@ def main() -> None:
     args = parser.parse_args()
 
     x, labels = make_data(args.n + args.queries)
-    train, test = x[: args.n], x[args.n:]
-    y_train, y_test = labels[: args.n], labels[args.n:]
+    train, test = x[: args.n], x[args.n :]
+    y_train, y_test = labels[: args.n], labels[args.n :]
     check = min(200, args.queries)
     print(f"{args.n} points, {args.queries} queries, D={x.shape[1]}, K={args.k}, backend={args.backend}")
     print(f"{'metric':<11} {'time (s)':>9} {'exact vs brute force':>21} {'kNN accuracy':>13}")

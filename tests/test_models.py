@@ -7,13 +7,10 @@ whole file runs in well under 30 s on two cores.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 
 import kernla
-from kernla import LazyTensor
 from kernla.errors import ArrayKindError, InputValueError, ShapeError
 from kernla.models import KNeighborsClassifier, KNeighborsRegressor, NearestNeighbors, NotFittedError
 
@@ -52,13 +49,13 @@ def test_kneighbors_matches_sklearn(knn_data, metric):
     k = 7
     ref = sk_neighbors.NearestNeighbors(n_neighbors=k, metric=metric, algorithm="brute").fit(X)
     d_ref, i_ref = ref.kneighbors(Q)
-    d, i = NearestNeighbors(k=k, metric=metric).fit(X).kneighbors(Q)
+    d, i = NearestNeighbors(n_neighbors=k, metric=metric).fit(X).kneighbors(Q)
     assert i.dtype == np.int64 and i.shape == (150, k) and d.shape == (150, k)
     np.testing.assert_array_equal(i, i_ref)
     np.testing.assert_allclose(d, d_ref, rtol=1e-10, atol=1e-12)
     # no queries: the fitted points, each without itself
     d_ref, i_ref = ref.kneighbors()
-    d, i = NearestNeighbors(k=k, metric=metric).fit(X).kneighbors()
+    d, i = NearestNeighbors(n_neighbors=k, metric=metric).fit(X).kneighbors()
     np.testing.assert_array_equal(i, i_ref)
     np.testing.assert_allclose(d, d_ref, rtol=1e-10, atol=1e-12)
 
@@ -70,7 +67,7 @@ def test_classifier_and_regressor_match_sklearn(knn_data, metric, weights):
     X, Q, labels, targets = knn_data
     k = 7
     names = np.array(["low", "mid", "high"])[labels]  # string labels
-    clf = KNeighborsClassifier(k=k, weights=weights, metric=metric).fit(X, names)
+    clf = KNeighborsClassifier(n_neighbors=k, weights=weights, metric=metric).fit(X, names)
     ref = sk_neighbors.KNeighborsClassifier(n_neighbors=k, weights=weights, metric=metric, algorithm="brute").fit(
         X, names
     )
@@ -81,7 +78,7 @@ def test_classifier_and_regressor_match_sklearn(knn_data, metric, weights):
     assert clf.score(X, names) == pytest.approx(ref.score(X, names))
 
     for y in (targets, targets[:, 0]):
-        reg = KNeighborsRegressor(k=k, weights=weights, metric=metric).fit(X, y)
+        reg = KNeighborsRegressor(n_neighbors=k, weights=weights, metric=metric).fit(X, y)
         sk = sk_neighbors.KNeighborsRegressor(n_neighbors=k, weights=weights, metric=metric, algorithm="brute").fit(
             X, y
         )
@@ -96,12 +93,12 @@ def test_distance_weights_with_exact_matches():
     X = np.array([[0.0], [1.0], [2.0], [3.0]])
     y = np.array([0, 1, 1, 1])
     # the query sits on point 0: only that point votes, whatever the other neighbours say
-    clf = KNeighborsClassifier(k=3, weights="distance").fit(X, y)
+    clf = KNeighborsClassifier(n_neighbors=3, weights="distance").fit(X, y)
     np.testing.assert_array_equal(clf.predict(np.array([[0.0]])), [0])
-    reg = KNeighborsRegressor(k=3, weights="distance").fit(X, y.astype(float))
+    reg = KNeighborsRegressor(n_neighbors=3, weights="distance").fit(X, y.astype(float))
     w = 1 / np.array([0.4, 0.6, 1.4])  # neighbours 1, 2, 0 of the query 1.4
     np.testing.assert_allclose(reg.predict(np.array([[0.0], [1.4]])), [0.0, (w[0] + w[1]) / w.sum()])
-    reg = KNeighborsRegressor(k=2, weights=lambda d: np.exp(-d)).fit(X, X[:, 0])
+    reg = KNeighborsRegressor(n_neighbors=2, weights=lambda d: np.exp(-d)).fit(X, X[:, 0])
     w = np.exp(-np.array([0.25, 0.75]))
     np.testing.assert_allclose(reg.predict(np.array([[0.25]])), [(w @ [0.0, 1.0]) / w.sum()])
 
@@ -118,7 +115,7 @@ def test_hyperbolic_and_poincare_vs_dense_numpy():
     sq = ((Q[:, None] - X[None]) ** 2).sum(-1)
     D = _acosh(1 + sq / (2 * Q[:, :1] * X[None, :, 0]))
     i_ref = np.argsort(D, axis=1)[:, :5]
-    d, i = NearestNeighbors(k=5, metric="hyperbolic").fit(X).kneighbors(Q)
+    d, i = NearestNeighbors(n_neighbors=5, metric="hyperbolic").fit(X).kneighbors(Q)
     np.testing.assert_array_equal(i, i_ref)
     np.testing.assert_allclose(d, np.take_along_axis(D, i_ref, 1), rtol=1e-9)
     # Poincaré ball
@@ -128,7 +125,7 @@ def test_hyperbolic_and_poincare_vs_dense_numpy():
     sq = ((P[:, None] - B[None]) ** 2).sum(-1)
     D = _acosh(1 + 2 * sq / ((1 - (P**2).sum(1))[:, None] * (1 - (B**2).sum(1))[None]))
     i_ref = np.argsort(D, axis=1)[:, :5]
-    d, i = NearestNeighbors(k=5, metric="poincare").fit(B).kneighbors(P)
+    d, i = NearestNeighbors(n_neighbors=5, metric="poincare").fit(B).kneighbors(P)
     np.testing.assert_array_equal(i, i_ref)
     np.testing.assert_allclose(d, np.take_along_axis(D, i_ref, 1), rtol=1e-9)
     # points outside the model's domain are refused
@@ -146,40 +143,40 @@ def test_custom_metric_callable(knn_data):
     def weighted(x_i, y_j):
         return (((x_i - y_j) ** 2) * w).sum(-1)
 
-    d, i = NearestNeighbors(k=4, metric=weighted).fit(X).kneighbors(Q)
+    d, i = NearestNeighbors(n_neighbors=4, metric=weighted).fit(X).kneighbors(Q)
     D = (((Q[:, None] - X[None]) ** 2) * w).sum(-1)
     i_ref = np.argsort(D, axis=1)[:, :4]
     np.testing.assert_array_equal(i, i_ref)
     np.testing.assert_allclose(d, np.take_along_axis(D, i_ref, 1), rtol=1e-10)
-    clf = KNeighborsClassifier(k=5, metric=weighted).fit(X, labels)
+    clf = KNeighborsClassifier(n_neighbors=5, metric=weighted).fit(X, labels)
     ref = sk_neighbors.KNeighborsClassifier(n_neighbors=5, algorithm="brute", metric="euclidean")
     ref.fit(X * np.sqrt(w), labels)
     np.testing.assert_array_equal(clf.predict(Q), ref.predict(Q * np.sqrt(w)))
     with pytest.raises(ShapeError, match="scalar LazyTensor"):
-        NearestNeighbors(k=2, metric=lambda a, b: a - b).fit(X).kneighbors(Q)
+        NearestNeighbors(n_neighbors=2, metric=lambda a, b: a - b).fit(X).kneighbors(Q)
 
 
 def test_knn_float32_and_torch(knn_data):
     torch = pytest.importorskip("torch")
     X, Q, labels, targets = knn_data
-    d64, i64 = NearestNeighbors(k=3).fit(X).kneighbors(Q)
-    d, i = NearestNeighbors(k=3).fit(torch.from_numpy(X)).kneighbors(torch.from_numpy(Q))
+    d64, i64 = NearestNeighbors(n_neighbors=3).fit(X).kneighbors(Q)
+    d, i = NearestNeighbors(n_neighbors=3).fit(torch.from_numpy(X)).kneighbors(torch.from_numpy(Q))
     assert isinstance(d, torch.Tensor) and isinstance(i, torch.Tensor) and i.dtype == torch.int64
     assert d.dtype == torch.float64
     np.testing.assert_array_equal(i.numpy(), i64)
     np.testing.assert_allclose(d.numpy(), d64, rtol=1e-12)
-    reg = KNeighborsRegressor(k=3).fit(torch.from_numpy(X), torch.from_numpy(targets))
+    reg = KNeighborsRegressor(n_neighbors=3).fit(torch.from_numpy(X), torch.from_numpy(targets))
     out = reg.predict(torch.from_numpy(Q))
     assert isinstance(out, torch.Tensor) and out.shape == (150, 2)
-    clf = KNeighborsClassifier(k=3).fit(torch.from_numpy(X), torch.from_numpy(labels))
+    clf = KNeighborsClassifier(n_neighbors=3).fit(torch.from_numpy(X), torch.from_numpy(labels))
     assert isinstance(clf.predict(torch.from_numpy(Q)), torch.Tensor)
     assert isinstance(clf.predict_proba(torch.from_numpy(Q)), torch.Tensor)
     # float32 data: same neighbours here (well separated), float64 queries are cast
-    d32, i32 = NearestNeighbors(k=3).fit(X.astype(np.float32)).kneighbors(Q)
+    d32, i32 = NearestNeighbors(n_neighbors=3).fit(X.astype(np.float32)).kneighbors(Q)
     assert d32.dtype == np.float32
     np.testing.assert_array_equal(i32, i64)
     with pytest.raises(ArrayKindError, match="fitted on numpy"):
-        NearestNeighbors(k=3).fit(X).kneighbors(torch.from_numpy(Q))
+        NearestNeighbors(n_neighbors=3).fit(X).kneighbors(torch.from_numpy(Q))
 
 
 def test_knn_errors(knn_data):
@@ -190,19 +187,19 @@ def test_knn_errors(knn_data):
         KNeighborsClassifier().predict(Q)
     with pytest.raises(NotFittedError):
         KNeighborsRegressor().predict(Q)
-    nn = NearestNeighbors(k=3).fit(X)
+    nn = NearestNeighbors(n_neighbors=3).fit(X)
     with pytest.raises(ShapeError, match="dimension 3"):
         nn.kneighbors(Q[:, :3])
     with pytest.raises(ShapeError, match="k=401"):
-        nn.kneighbors(Q, k=401)
+        nn.kneighbors(Q, n_neighbors=401)
     with pytest.raises(ShapeError, match="k=400"):
-        nn.kneighbors(k=400)  # the point itself does not count
+        nn.kneighbors(n_neighbors=400)  # the point itself does not count
     with pytest.raises(InputValueError, match="positive integer"):
-        NearestNeighbors(k=0)
+        NearestNeighbors(n_neighbors=0).fit(X)
     with pytest.raises(InputValueError, match="unknown metric"):
-        NearestNeighbors(metric="mahalanobis")
+        NearestNeighbors(metric="mahalanobis").fit(X)
     with pytest.raises(InputValueError, match="weights"):
-        KNeighborsClassifier(weights="inverse")
+        KNeighborsClassifier(weights="inverse").fit(X, labels)
     with pytest.raises(ShapeError, match="labels"):
         KNeighborsClassifier().fit(X, labels[:-1])
     with pytest.raises(ShapeError, match=r"\(400,\)"):
@@ -243,12 +240,12 @@ def test_interpolation_matches_scipy_rbf(n, kernel, scipy_name, to_sigma):
     x, y, xn = _smooth_data(n)
     eps, smoothing = 3.0, 1e-3
     ref = RBFInterpolator(x, y, kernel=scipy_name, epsilon=eps, smoothing=smoothing, degree=-1)
-    model = KernelInterpolation(kernel=kernel, sigma=to_sigma(eps), alpha=smoothing).fit(x, y)
+    model = KernelInterpolation(kernel=kernel, sigma=to_sigma(eps), smoothing=smoothing, degree=-1).fit(x, y)
     assert model.coef_.shape == (n, 2) and model.solve_info_.converged
     assert len(model.solve_info_.residual_norms) == 2  # both columns in one block solve
     np.testing.assert_allclose(model.predict(xn), ref(xn), rtol=1e-7, atol=1e-8)
     np.testing.assert_allclose(model(x[:5, :]), ref(x[:5]), rtol=1e-7, atol=1e-8)
-    one = KernelInterpolation(kernel=kernel, sigma=to_sigma(eps), alpha=smoothing).fit(x, y[:, 0])
+    one = KernelInterpolation(kernel=kernel, sigma=to_sigma(eps), smoothing=smoothing, degree=-1).fit(x, y[:, 0])
     assert one.predict(xn).shape == (80,)
     np.testing.assert_allclose(one.predict(xn), ref(xn)[:, 0], rtol=1e-7, atol=1e-8)
 
@@ -262,7 +259,7 @@ def test_interpolation_matern_vs_dense_solve(kernel, nu):
     coef = np.linalg.solve(ref_k(x) + alpha * np.eye(200), y)
     expected = ref_k(xn, x) @ coef
     model = KernelInterpolation(
-        kernel=kernel, nu=1.5 if nu is None else nu, sigma=sigma, alpha=alpha, precond="nystrom"
+        kernel=kernel, nu=1.5 if nu is None else nu, sigma=sigma, smoothing=alpha, precond="nystrom"
     ).fit(x, y)
     np.testing.assert_allclose(model.predict(xn), expected, rtol=1e-8, atol=1e-9)
 
@@ -272,17 +269,19 @@ def test_interpolation_exact_custom_kernel_and_torch():
     x = np.linspace(0, 1, 30)[:, None]
     y = np.cos(5 * x[:, 0])
     # alpha = 0: the interpolant goes through the data
-    model = KernelInterpolation(kernel="laplacian", sigma=0.3, alpha=0.0).fit(x, y)
+    model = KernelInterpolation(kernel="laplacian", sigma=0.3, smoothing=0.0).fit(x, y)
     np.testing.assert_allclose(model.predict(x), y, atol=1e-8)
 
     def double_gaussian(a, b, sigma):
         return 2.0 * kernla.kernels.gaussian(a, b, sigma=sigma)
 
-    custom = KernelInterpolation(kernel=double_gaussian, sigma=0.2, alpha=2e-2).fit(x, y)
-    plain = KernelInterpolation(kernel="gaussian", sigma=0.2, alpha=1e-2).fit(x, y)
+    custom = KernelInterpolation(kernel=double_gaussian, sigma=0.2, smoothing=2e-2).fit(x, y)
+    plain = KernelInterpolation(kernel="gaussian", sigma=0.2, smoothing=1e-2, degree=-1).fit(x, y)
     xn = np.array([[0.33], [0.71]])
     np.testing.assert_allclose(custom.predict(xn), plain.predict(xn), rtol=1e-9)
-    t = KernelInterpolation(sigma=0.2, alpha=1e-2).fit(torch.from_numpy(x), torch.from_numpy(y))
+    t = KernelInterpolation(kernel="gaussian", sigma=0.2, smoothing=1e-2, degree=-1).fit(
+        torch.from_numpy(x), torch.from_numpy(y)
+    )
     out = t.predict(torch.from_numpy(xn))
     assert isinstance(out, torch.Tensor) and out.dtype == torch.float64
     np.testing.assert_allclose(out.numpy(), plain.predict(xn), rtol=1e-9)
@@ -293,14 +292,14 @@ def test_interpolation_errors():
     with pytest.raises(NotFittedError):
         KernelInterpolation().predict(xn)
     with pytest.raises(InputValueError, match="unknown kernel"):
-        KernelInterpolation(kernel="polyharmonic")
+        KernelInterpolation(kernel="polyharmonic").fit(x, y)
     with pytest.raises(InputValueError, match="sigma"):
-        KernelInterpolation(sigma=-1.0)
-    with pytest.raises(InputValueError, match="alpha"):
-        KernelInterpolation(alpha=float("nan"))
+        KernelInterpolation(sigma=-1.0).fit(x, y)
+    with pytest.raises(InputValueError, match="smoothing"):  # scipy's name of the former alpha
+        KernelInterpolation(smoothing=float("nan")).fit(x, y)
     with pytest.raises(ShapeError, match=r"\(50,\)"):
         KernelInterpolation().fit(x, y[:-1])
-    model = KernelInterpolation(sigma=0.3, alpha=1e-2).fit(x, y)
+    model = KernelInterpolation(sigma=0.3, smoothing=1e-2).fit(x, y)
     with pytest.raises(ShapeError, match="dimension 3"):
         model.predict(np.zeros((4, 3)))
     with pytest.raises(InputValueError, match="NaN"):
@@ -418,11 +417,11 @@ def test_gp_errors(gp_data):
     with pytest.raises(NotFittedError):
         GaussianProcessRegressor().log_marginal_likelihood()
     with pytest.raises(InputValueError, match="noise"):
-        GaussianProcessRegressor(noise=-1.0)
+        GaussianProcessRegressor(noise=-1.0).fit(X, y)
     with pytest.raises(InputValueError, match="amplitude"):
-        GaussianProcessRegressor(amplitude=0.0)
+        GaussianProcessRegressor(amplitude=0.0).fit(X, y)
     with pytest.raises(InputValueError, match="batch_size"):
-        GaussianProcessRegressor(batch_size=0)
+        GaussianProcessRegressor(batch_size=0).fit(X, y)
     with pytest.raises(InputValueError, match="nu"):
         GaussianProcessRegressor(kernel="matern", nu=3.0).fit(X, y)
     gp = GaussianProcessRegressor(sigma=0.3).fit(X[:50], y[:50])

@@ -36,7 +36,7 @@ std includes the white noise (``include_noise=True`` here).
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import scipy.linalg
@@ -46,8 +46,9 @@ from ..errors import InputValueError
 from ..linalg import KernelOperator
 from ..linalg.precond import make_preconditioner
 from ..linalg.slq import slq_logdet
-from ._common import (KernelSpec, as_points, as_targets, check_fitted, check_kernel, host, kind, make_kernel,
-                      positive, same_kind)
+from ._common import KernelSpec, as_points, as_targets, check_kernel, host, kind, make_kernel, positive, same_kind
+from ._sklearn import BaseEstimator, RegressorMixin, check_fitted
+from .knn_predictors import RegressionScore
 
 #: largest N for which log_marginal_likelihood(method="exact") builds the dense matrix
 MAX_EXACT_SIZE = 5000
@@ -56,8 +57,8 @@ MAX_EXACT_SIZE = 5000
 _BATCH_ENTRIES = 1 << 22
 
 
-class GaussianProcessRegressor:
-    """GP regression with fixed hyperparameters (see the module docstring for the formulas).
+class GaussianProcessRegressor(RegressionScore, RegressorMixin, BaseEstimator):
+    """GP regression with fixed hyperparameters (see the module docstring), a scikit-learn regressor.
 
     Parameters
     ----------
@@ -78,6 +79,9 @@ class GaussianProcessRegressor:
         cross-kernel block stays around 4 M entries).
     backend : engine of every reduction (``None``: automatic).
 
+    The parameters are stored as given and checked by ``fit``. After ``fit``: ``X_train_``,
+    ``alpha_`` (the coefficients ``A⁻¹ y``), ``solve_info_``, ``n_features_in_``.
+
     Data may be NumPy, torch or CuPy (X and y of one kind); results come back in the kind of
     ``X_new``. Hyperparameters are not optimised and no gradients flow through the model.
 
@@ -91,42 +95,82 @@ class GaussianProcessRegressor:
     True
     """
 
-    def __init__(self, kernel: KernelSpec = "gaussian", sigma: float = 1.0, amplitude: float = 1.0,
-                 noise: float = 1e-2, nu: float = 1.5, normalize_y: bool = False, precond: Any = "auto",
-                 rank: Optional[int] = None, tol: Optional[float] = None, maxiter: Optional[int] = None,
-                 batch_size: int = 256, backend: Optional[str] = None):
-        self.kernel = check_kernel(kernel)
-        self.sigma = positive(sigma, "sigma")
-        self.amplitude = positive(amplitude, "amplitude")
-        self.noise = positive(noise, "noise", allow_zero=True)
+    def __init__(
+        self,
+        kernel: KernelSpec = "gaussian",
+        sigma: float = 1.0,
+        amplitude: float = 1.0,
+        noise: float = 1e-2,
+        nu: float = 1.5,
+        normalize_y: bool = False,
+        precond: Any = "auto",
+        rank: int | None = None,
+        tol: float | None = None,
+        maxiter: int | None = None,
+        batch_size: int = 256,
+        backend: str | None = None,
+    ):
+        self.kernel = kernel
+        self.sigma = sigma
+        self.amplitude = amplitude
+        self.noise = noise
         self.nu = nu
-        self.normalize_y = bool(normalize_y)
+        self.normalize_y = normalize_y
         self.precond = precond
         self.rank = rank
         self.tol = tol
         self.maxiter = maxiter
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise InputValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self.batch_size = int(batch_size)
+        self.batch_size = batch_size
         self.backend = backend
-        self.alpha_ = None
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state.pop("_precond", None)  # a closure over the operator's namespace: rebuilt when needed
+        return state
+
+    def _check_params(self) -> None:
+        check_kernel(self.kernel)
+        self._sigma = positive(self.sigma, "sigma")
+        self._amplitude = positive(self.amplitude, "amplitude")
+        self._noise = positive(self.noise, "noise", allow_zero=True)
+        b = self.batch_size
+        if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1:
+            raise InputValueError(f"batch_size must be a positive integer, got {b!r}")
 
     # -- the covariance --------------------------------------------------------------------------
     def _kernel(self, x: Any, y: Any = None) -> KernelOperator:
         """``a·k(x, y)`` as an operator (``y=None``: y = x)."""
-        K = make_kernel(self.kernel, x, y, self.sigma, self.nu, self.backend)
-        return K if self.amplitude == 1.0 else self.amplitude * K
+        K = make_kernel(self.kernel, x, y, self._sigma, self.nu, self.backend)
+        return K if self._amplitude == 1.0 else K * self._amplitude
 
-    def _solve(self, B: Any, return_info: bool = False):
-        return self.K_.solve(B, alpha=self.noise, tol=self.tol, maxiter=self.maxiter, precond=self._precond,
-                             return_info=return_info)
+    def _preconditioner(self, K: KernelOperator) -> Any:
+        """The preconditioner of ``a·K + noise·I``, built once (at ``fit``, or after unpickling)."""
+        if getattr(self, "_precond", None) is None:
+            self._precond = make_preconditioner(self.precond, K, self._noise, rank=self.rank)
+        return self._precond
+
+    def _solve(self, K: KernelOperator, B: Any, return_info: bool = False):
+        return K.solve(
+            B,
+            alpha=self._noise,
+            tol=self.tol,
+            maxiter=self.maxiter,
+            precond=self._preconditioner(K),
+            return_info=return_info,
+        )
 
     # -- fitting -----------------------------------------------------------------------------------
-    def fit(self, X: Any, y: Any) -> "GaussianProcessRegressor":
+    def fit(self, X: Any, y: Any) -> GaussianProcessRegressor:
         """Condition on training points X (N, D) and targets y (N,) or (N, k). Returns self.
 
         Builds the preconditioner once and solves ``A α = y`` (one block CG for all columns).
         """
+        self._check_params()
         X = as_points(X, "X")
         y = as_targets(y, int(X.shape[0]))
         same_kind(X=X, y=y)
@@ -140,12 +184,12 @@ class GaussianProcessRegressor:
             std = np.ones(y_host.shape[1:])
         self._y_mean, self._y_std = mean, std
         y_norm = (y_host - mean) / std
-        self.K_ = self._kernel(X)
-        self._precond = make_preconditioner(self.precond, self.K_, self.noise, rank=self.rank)
+        K = self._kernel(X)
+        self._precond = None
+        self._precond = self._preconditioner(K)
         self.X_train_ = X
-        self._y_norm = y_norm                       # host float64, (N,) or (N, k)
-        self._kind = kind(X)
-        alpha, info = self._solve(arr.wrap(np.ascontiguousarray(y_norm), self._kind), return_info=True)
+        self._y_norm = y_norm  # host float64, (N,) or (N, k)
+        alpha, info = self._solve(K, arr.wrap(np.ascontiguousarray(y_norm), kind(X)), return_info=True)
         self.alpha_ = alpha
         self.solve_info_ = info
         self.n_features_in_ = int(X.shape[1])
@@ -153,7 +197,9 @@ class GaussianProcessRegressor:
 
     # -- prediction --------------------------------------------------------------------------------
     def _new_points(self, X_new: Any) -> Any:
-        X_new = as_points(X_new, "X_new", dim=self.n_features_in_, dtype=arr.dtype_of(self.X_train_))
+        X_new = as_points(
+            X_new, "X_new", dim=self.n_features_in_, dtype=arr.dtype_of(self.X_train_), model=type(self).__name__
+        )
         same_kind(X_new=X_new, X_train=self.X_train_)
         return X_new
 
@@ -182,29 +228,36 @@ class GaussianProcessRegressor:
             return mean_out
         var = self._latent_variance(X_new)
         if include_noise:
-            var = var + self.noise
+            var = var + self._noise
         std = np.sqrt(var)
         std = std * float(self._y_std) if np.ndim(self._y_std) == 0 else std[:, None] * self._y_std
         return mean_out, arr.wrap(np.ascontiguousarray(std), out_kind, dtype)
 
     def _latent_variance(self, X_new: Any) -> np.ndarray:
         """``a·k(x, x) − k_*ᵀ A⁻¹ k_*`` at each new point (host float64), batched over the points."""
-        n = self.K_.shape[0]
+        K = self._kernel(self.X_train_)
+        n = K.shape[0]
         m = int(X_new.shape[0])
         b = int(max(1, min(self.batch_size, _BATCH_ENTRIES // n, m)))
         var = np.empty(m)
         for s in range(0, m, b):
-            batch = X_new[s:s + b]
+            batch = X_new[s : s + b]
             prior = host(self._kernel(batch).diag(), np.float64)
-            C = self._kernel(self.X_train_, batch).to_dense()          # N×b, the only dense block
-            V = self._solve(C)
-            var[s:s + b] = prior - (host(C, np.float64) * host(V, np.float64)).sum(axis=0)
-        return np.maximum(var, 0.0)                                     # rounding can go below 0
+            C = self._kernel(self.X_train_, batch).to_dense()  # N×b, the only dense block
+            V = self._solve(K, C)
+            var[s : s + b] = prior - (host(C, np.float64) * host(V, np.float64)).sum(axis=0)
+        return np.maximum(var, 0.0)  # rounding can go below 0
 
     # -- evidence ----------------------------------------------------------------------------------
-    def log_marginal_likelihood(self, method: str = "exact", max_exact_size: int = MAX_EXACT_SIZE,
-                                num_probes: int = 32, lanczos_steps: int = 40, seed: Optional[int] = 0,
-                                return_error: bool = False):
+    def log_marginal_likelihood(
+        self,
+        method: str = "exact",
+        max_exact_size: int = MAX_EXACT_SIZE,
+        num_probes: int = 32,
+        lanczos_steps: int = 40,
+        seed: int | None = 0,
+        return_error: bool = False,
+    ):
         """log p(y | X) of the fitted data (of the normalised targets with ``normalize_y``).
 
         ``log p = −½ Σ_k y_kᵀ A⁻¹ y_k − (t/2) log det A − (t N / 2) log 2π`` for t output columns.
@@ -229,7 +282,8 @@ class GaussianProcessRegressor:
         True
         """
         check_fitted(self, "alpha_")
-        n = self.K_.shape[0]
+        K = self._kernel(self.X_train_)
+        n = K.shape[0]
         y = self._y_norm.reshape(n, -1)
         t = y.shape[1]
         if method == "exact":
@@ -237,21 +291,25 @@ class GaussianProcessRegressor:
                 raise InputValueError(
                     f"method='exact' builds the dense {n}x{n} matrix and is limited to max_exact_size="
                     f"{max_exact_size} points; pass a larger max_exact_size if you have the memory, or "
-                    "method='slq' for a stochastic estimate in linear memory")
-            A = host(self.K_.to_dense(force=True), np.float64)
-            A[np.diag_indices(n)] += self.noise
+                    "method='slq' for a stochastic estimate in linear memory"
+                )
+            A = host(K.to_dense(force=True), np.float64)
+            A[np.diag_indices(n)] += self._noise
             try:
                 L = scipy.linalg.cholesky(A, lower=True)
             except np.linalg.LinAlgError:
-                raise InputValueError("the training covariance a·K + noise·I is not positive definite to "
-                                      "machine precision; increase noise") from None
+                raise InputValueError(
+                    "the training covariance a·K + noise·I is not positive definite to "
+                    "machine precision; increase noise"
+                ) from None
             a = scipy.linalg.cho_solve((L, True), y)
-            value = (-0.5 * float((y * a).sum()) - t * float(np.log(np.diag(L)).sum())
-                     - 0.5 * t * n * math.log(2 * math.pi))
+            value = (
+                -0.5 * float((y * a).sum()) - t * float(np.log(np.diag(L)).sum()) - 0.5 * t * n * math.log(2 * math.pi)
+            )
             return (value, 0.0) if return_error else value
         if method != "slq":
             raise InputValueError(f"method must be 'exact' or 'slq', got {method!r}")
-        logdet, err = slq_logdet(self.K_, self.noise, self.rank, num_probes, lanczos_steps, seed)
+        logdet, err = slq_logdet(K, self._noise, self.rank, num_probes, lanczos_steps, seed)
         fit = float((y * host(self.alpha_, np.float64).reshape(n, -1)).sum())
         value = -0.5 * fit - 0.5 * t * logdet - 0.5 * t * n * math.log(2 * math.pi)
         return (value, 0.5 * t * err) if return_error else value
