@@ -46,18 +46,22 @@ def correctness(to_dev, label, n=3000):
     y = np.sin(4 * X[:, 0]) * X[:, 1] + 0.05 * r.normal(size=n)
     labels = (X[:, 0] > 0.5).astype(np.int64)
     for metric in ("euclidean", "manhattan", "cosine"):
-        d0, i0 = NearestNeighbors(k=8, metric=metric).fit(X).kneighbors(Q)
-        d1, i1 = NearestNeighbors(k=8, metric=metric).fit(to_dev(X)).kneighbors(to_dev(Q))
+        d0, i0 = NearestNeighbors(n_neighbors=8, metric=metric).fit(X).kneighbors(Q)
+        d1, i1 = NearestNeighbors(n_neighbors=8, metric=metric).fit(to_dev(X)).kneighbors(to_dev(Q))
         check(
             f"{label} kNN {metric}",
             (host(i1) == i0).all() and np.allclose(host(d1), d0, rtol=1e-10),
             f"(type {type(i1).__module__})",
         )
-    p0 = KNeighborsClassifier(k=8, weights="distance").fit(X, labels).predict_proba(Q)
-    p1 = KNeighborsClassifier(k=8, weights="distance").fit(to_dev(X), to_dev(labels)).predict_proba(to_dev(Q))
+    p0 = KNeighborsClassifier(n_neighbors=8, weights="distance").fit(X, labels).predict_proba(Q)
+    p1 = KNeighborsClassifier(n_neighbors=8, weights="distance").fit(to_dev(X), to_dev(labels)).predict_proba(to_dev(Q))
     check(f"{label} kNN classifier proba", np.allclose(host(p1), p0, rtol=1e-12))
-    f0 = KernelInterpolation(sigma=0.2, alpha=1e-3).fit(X, y).predict(Q)
-    f1 = KernelInterpolation(sigma=0.2, alpha=1e-3).fit(to_dev(X), to_dev(y)).predict(to_dev(Q))
+    f0 = KernelInterpolation(kernel="gaussian", sigma=0.2, smoothing=1e-3, degree=-1).fit(X, y).predict(Q)
+    f1 = (
+        KernelInterpolation(kernel="gaussian", sigma=0.2, smoothing=1e-3, degree=-1)
+        .fit(to_dev(X), to_dev(y))
+        .predict(to_dev(Q))
+    )
     err = np.abs(host(f1) - f0).max() / np.abs(f0).max()
     check(f"{label} interpolation", err < 1e-8, f"rel err {err:.1e}")
     for kernel in ("gaussian", "matern"):
@@ -80,7 +84,7 @@ def timings(torch, device, small):
     n_pts, n_q = (100_000, 10_000) if small else (1_000_000, 100_000)
     X = torch.from_numpy(r.normal(size=(n_pts, 16)).astype(np.float32)).to(device)
     Q = torch.from_numpy(r.normal(size=(n_q, 16)).astype(np.float32)).to(device)
-    nn = NearestNeighbors(k=10).fit(X)
+    nn = NearestNeighbors(n_neighbors=10).fit(X)
     nn.kneighbors(Q[:100])
     sync()
     t = time.perf_counter()
