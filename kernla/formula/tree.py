@@ -23,7 +23,9 @@ import math
 import sys
 import threading
 import weakref
+from _weakref import _remove_dead_weakref  # type: ignore[attr-defined]  # the C helper WeakValueDictionary uses
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from ..errors import FormulaError
 from . import limits
@@ -32,8 +34,24 @@ from . import limits
 CAT_I, CAT_J, CAT_PARAM = 0, 1, 2
 CATEGORY_NAMES = {CAT_I: "Vi", CAT_J: "Vj", CAT_PARAM: "Pm"}
 
-_interned: weakref.WeakValueDictionary[tuple, Node] = weakref.WeakValueDictionary()
+#: the live nodes, by (op, args, parameter keys); an entry goes when its node dies (see _forget)
+_interned: dict[tuple, _NodeRef] = {}
 _intern_lock = threading.Lock()
+_set = object.__setattr__
+
+
+class _NodeRef(weakref.ref):
+    """A weak reference to an interned node that knows the node's key (as ``weakref.KeyedRef``, built faster)."""
+
+    __slots__ = ("key",)
+    key: tuple
+
+
+def _forget(ref: _NodeRef) -> None:
+    # called when a node dies, in whatever thread, possibly inside _intern_lock: so no lock here, but a step
+    # that is atomic under the GIL and removes the entry only if it still holds a dead reference (a new
+    # node of the same key may have taken its place)
+    _remove_dead_weakref(_interned, ref.key)
 
 
 def _param_key(p: object) -> tuple:
@@ -57,23 +75,25 @@ class Node:
 
     def __new__(cls, op: str, args: tuple[Node, ...] = (), params: tuple = (), dim: int | None = None):
         key = (op, args, tuple(map(_param_key, params)) if params else ())
-        node = _interned.get(key)
+        ref = _interned.get(key)
+        node = None if ref is None else ref()
         if node is not None:
             return node
         if dim is None:
-            from .ops import get_op  # cycle inside kernla/formula: the registry imports this module
-
-            dim = get_op(op).output_dim(tuple(a.dim for a in args), params)
+            dim = _spec(op).output_dim(tuple(a.dim for a in args), params)
         with _intern_lock:  # two threads building the same formula must get one node
-            node = _interned.get(key)
+            ref = _interned.get(key)
+            node = None if ref is None else ref()
             if node is not None:
                 return node
             node = object.__new__(cls)
-            object.__setattr__(node, "op", op)
-            object.__setattr__(node, "args", args)
-            object.__setattr__(node, "params", params)
-            object.__setattr__(node, "dim", dim)
-            _interned[key] = node
+            _set(node, "op", op)
+            _set(node, "args", args)
+            _set(node, "params", params)
+            _set(node, "dim", dim)
+            ref = _NodeRef(node, _forget)
+            ref.key = key
+            _interned[key] = ref
         return node
 
     def __setattr__(self, name, value):
@@ -255,16 +275,34 @@ def as_node(value: object) -> Node:
     raise FormulaError(f"cannot use {type(value).__name__} {value!r} in a formula")
 
 
+#: the registry's table of operations, bound by :func:`_spec` on first use
+_ops: dict[str, Any] = {}
+
+
+def _spec(op: str) -> Any:
+    """The registry entry (an ``OpSpec``) of operation ``op``; FormulaError for unknown names."""
+    global _ops
+    spec = _ops.get(op)
+    if spec is None:
+        from .ops import OPS, get_op  # cycle inside kernla/formula: the registry imports this module
+
+        _ops = OPS
+        spec = get_op(op)
+    return spec
+
+
 def call(op: str, *args: Node | int | float, params: tuple = ()) -> Node:
     """Apply operation ``op`` (a name from the registry) to formula arguments.
 
     Integer compile-time parameters (``Pow``'s exponent, ``Elem``'s index, …) go in ``params``;
     the operation's simplification rules run first (``x * 1`` is ``x``, constants fold, …).
     """
-    from .ops import get_op  # cycle inside kernla/formula: the registry imports this module
-
-    spec = get_op(op)
-    nodes = tuple(as_node(a) for a in args)
+    spec = _ops.get(op) or _spec(op)
+    nodes: tuple = args
+    for a in args:
+        if not isinstance(a, Node):
+            nodes = tuple(as_node(a) for a in args)
+            break
     if len(nodes) != spec.arity:
         raise FormulaError(f"{op} takes {spec.arity} formula argument(s), got {len(nodes)}")
     if len(params) != len(spec.param_names):
@@ -272,14 +310,17 @@ def call(op: str, *args: Node | int | float, params: tuple = ()) -> Node:
             f"{op} takes {len(spec.param_names)} integer parameter(s) "
             f"({', '.join(spec.param_names) or 'none'}), got {len(params)}"
         )
-    for pname, p in zip(spec.param_names, params):
-        if not isinstance(p, int) or isinstance(p, bool):
-            raise FormulaError(f"{op}: parameter {pname} must be an integer, got {p!r}")
-        if not -(2**31) < p < 2**31:  # compiled engines pass them as C ints
-            raise FormulaError(f"{op}: parameter {pname} = {p} is out of range (|{pname}| < 2**31)")
+    if params:
+        for pname, p in zip(spec.param_names, params):
+            if not isinstance(p, int) or isinstance(p, bool):
+                raise FormulaError(f"{op}: parameter {pname} must be an integer, got {p!r}")
+            if not -(2**31) < p < 2**31:  # compiled engines pass them as C ints
+                raise FormulaError(f"{op}: parameter {pname} = {p} is out of range (|{pname}| < 2**31)")
     params = tuple(params)
-    dim = spec.output_dim(tuple(a.dim for a in nodes), params)  # checks dimensions
-    limits.check_dim(dim, f"{op}: the dimension")
+    dims = (nodes[0].dim, nodes[1].dim) if len(nodes) == 2 else tuple([a.dim for a in nodes])
+    dim = spec.output_dim(dims, params)  # checks dimensions
+    if dim > limits.MAX_DIM:
+        limits.check_dim(dim, f"{op}: the dimension")
     if spec.simplify is not None:
         simplified = spec.simplify(nodes, params)
         if simplified is not None:
