@@ -23,6 +23,7 @@ Variables are named by aliases (``"X = Vi(3)"``, ``"Y = Vj(1, 3)"``, ``"G = Pm(1
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -33,10 +34,16 @@ from .diff import grad
 from .ops import OPS, get_op
 from .tree import CAT_I, CAT_J, CAT_PARAM, IntCst, Node, RealCst, Var, call
 
-_TOKEN = re.compile(
-    r"\s*(?:(?P<real>(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[0-9]+[eE][+-]?[0-9]+)"
-    r"|(?P<int>[0-9]+)|(?P<name>[A-Za-z_][A-Za-z_0-9]*)|(?P<punct>[-+*/|(),=])|(?P<bad>\S))"
-)
+_REAL = r"(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[0-9]+[eE][+-]?[0-9]+"
+_INT = r"[0-9]+"
+_NAME = r"[A-Za-z_][A-Za-z_0-9]*"
+_PUNCT = r"[-+*/|(),=]"
+#: one token (after blanks), by kind; a non-blank character that starts no token is ``bad``
+_TOKEN = re.compile(rf"\s*(?:(?P<real>{_REAL})|(?P<int>{_INT})|(?P<name>{_NAME})|(?P<punct>{_PUNCT})|(?P<bad>\S))")
+#: the same tokens as bare strings, for ``findall`` (their kinds follow from their first characters)
+_TOKEN_TEXT = re.compile(rf"\s*({_REAL}|{_INT}|{_NAME}|{_PUNCT}|\S)")
+_DIGITS = frozenset("0123456789")
+_NAME_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
 _VAR_MAKERS = {"Vi": CAT_I, "Vj": CAT_J, "Pm": CAT_PARAM}
 #: names the language reserves besides the operations: variable makers, ``IntCst`` and ``Grad``
 _KEYWORDS = frozenset({"Var", "IntCst", "Grad", *_VAR_MAKERS})
@@ -59,22 +66,49 @@ def _int_value(digits: str) -> int:
     return int(digits)
 
 
+def _kind(token: str) -> str:
+    """The kind of a token of ``_TOKEN_TEXT`` (the group of ``_TOKEN`` that matches it); ``end`` for ``""``."""
+    if not token:
+        return "end"
+    first = token[0]
+    if first in _NAME_START:
+        return "name"
+    if first in _DIGITS or (first == "." and len(token) > 1):
+        return "int" if token.isdigit() else "real"
+    return "punct" if len(token) == 1 and token in "-+*/|(),=" else "bad"
+
+
+def check_characters(text: str) -> None:
+    """FormulaSyntaxError at the first character of ``text`` that starts no token."""
+    for m in _TOKEN.finditer(text):
+        if m.lastgroup == "bad":
+            raise FormulaSyntaxError(f"unexpected character {m.group('bad')!r}", text, m.start("bad"))
+
+
 class _Tokens:
-    """The tokens of a formula string, read in one linear pass, as ``(kind, text, position)``."""
+    """The tokens of a formula string, read in one linear pass (``re.findall``), with their kinds.
+
+    Tokens are named by their index (the end by ``len(tokens)``); :meth:`error` finds the
+    character position of one, by reading the string again, only when there is an error to report.
+    """
 
     def __init__(self, text: str):
         self.text = text
-        self.items: list[tuple[str, str, int]] = []
-        for m in _TOKEN.finditer(text):  # every character is blank or in a token: the matches are contiguous
-            kind = m.lastgroup
-            assert kind is not None  # every alternative of _TOKEN is a named group
-            if kind == "bad":
-                raise FormulaSyntaxError(f"unexpected character {m.group(kind)!r}", text, m.start(kind))
-            self.items.append((kind, m.group(kind), m.start(kind)))
+        self.items: list[str] = _TOKEN_TEXT.findall(text)  # every character is blank or in a token
+        self.n = len(self.items)
+        self.items.append("")  # the end
+        self.kinds = {"": "end"}
         self.i = 0
 
+    def kind(self, token: str) -> str:
+        kind = self.kinds.get(token)
+        if kind is None:
+            kind = self.kinds[token] = _kind(token)
+        return kind
+
     def peek(self) -> tuple[str, str, int]:
-        return self.items[self.i] if self.i < len(self.items) else ("end", "", len(self.text))
+        token = self.items[min(self.i, self.n)]
+        return self.kind(token), token, min(self.i, self.n)
 
     def next(self) -> tuple[str, str, int]:
         tok = self.peek()
@@ -82,28 +116,37 @@ class _Tokens:
         return tok
 
     def expect(self, value: str) -> None:
-        kind, text, pos = self.next()
+        kind, text, index = self.next()
         if text != value:
             found = "the end of the formula" if kind == "end" else repr(text)
-            raise FormulaSyntaxError(f"expected {value!r}, found {found}", self.text, pos)
+            raise self.error(f"expected {value!r}, found {found}", index)
 
-    def error(self, message: str, pos: int) -> FormulaSyntaxError:
-        return FormulaSyntaxError(message, self.text, pos)
+    def position(self, index: int) -> int:
+        """The character position of token ``index``."""
+        if index >= self.n:
+            return len(self.text)
+        m = next(itertools.islice(_TOKEN.finditer(self.text), index, None))
+        assert m.lastgroup is not None  # every alternative of _TOKEN is a named group
+        return m.start(m.lastgroup)
+
+    def error(self, message: str, index: int) -> FormulaSyntaxError:
+        return FormulaSyntaxError(message, self.text, self.position(index))
 
 
 class _Group:
-    """An open bracket: a parenthesis (``name`` None) or the argument list of operation ``name``."""
+    """The open argument list of operation ``name`` (or ``Grad``), opened at token ``pos``."""
 
     __slots__ = ("name", "pos", "args", "start")
 
-    def __init__(self, name: str | None, pos: int, start: int = 0):
+    def __init__(self, name: str, pos: int, start: int):
         self.name = name
         self.pos = pos
-        self.args: list[tuple[Node, int]] = []  # the arguments read so far, with their positions
-        self.start = start  # the position of the argument being read
+        self.args: list[tuple[Node, int]] = []  # the arguments read so far, with their token indices
+        self.start = start  # the token index of the argument being read
 
 
-#: a pending operator or open bracket: ("binary" | "prefix", symbol, position) or ("group", _Group, position)
+#: a pending operator or open bracket, with its token index: ("binary" | "prefix", symbol, index),
+#: ("paren", None, index) or ("group", _Group, index)
 _Pending = tuple[str, Any, int]
 
 
@@ -114,93 +157,113 @@ class _Parser:
     read. A prefix operator binds tighter than every infix one: it applies as soon as its operand
     is complete. An infix operator waits until the next one is known to bind no tighter (all are
     left-associative); a closing bracket or the end applies every operator back to its bracket.
+    Positions are token indices until an error needs a character position. Within one parse,
+    ``leaves`` remembers the node of each number or alias and ``memo`` the node of each operation
+    applied, so repeated sub-formulas are built once.
     """
 
     def __init__(self, text: str, aliases: Mapping[str, Node]):
         self.t = _Tokens(text)
         self.aliases = aliases
+        self.leaves: dict[str, Node] = {}
+        self.memo: dict[tuple, Node] = {}
 
     def parse(self) -> Node:
+        tokens, leaves = self.t.items, self.leaves
         ops: list[_Pending] = []
         values: list[Node] = []
         operand = True  # whether the next token starts an operand
+        i = 0  # the index of the next token
         while True:
-            kind, text, pos = self.t.next()
+            token = tokens[i]
+            i += 1
             if operand:
-                operand = not self._operand(kind, text, pos, ops, values)
-                if not operand:
-                    self._apply_prefixes(ops, values)
-            elif text in _LEVEL:
-                self._apply_infix(ops, values, _LEVEL[text])
-                ops.append(("binary", text, pos))
+                node = leaves.get(token)
+                if node is None or tokens[i] == "(":
+                    self.t.i = i
+                    node = self._operand(token, i - 1, ops)
+                    i = self.t.i
+                    if node is None:
+                        continue
+            elif token in _LEVEL:
+                self._apply_infix(ops, values, _LEVEL[token])
+                ops.append(("binary", token, i - 1))
                 operand = True
+                continue
             else:
                 self._apply_infix(ops, values, 0)
                 if not ops:
-                    if kind == "end":
+                    if not token:
                         return values.pop()
-                    raise self.t.error(f"unexpected {text!r} after a complete formula", pos)
-                operand = self._close(kind, text, pos, ops, values)
+                    raise self.t.error(f"unexpected {token!r} after a complete formula", i - 1)
+                self.t.i = i
+                node = self._close(token, i - 1, ops, values)
+                i = self.t.i
+                if node is None:
+                    operand = True
+                    continue
+            while ops and ops[-1][0] == "prefix":  # the complete operand ends the prefix operators before it
+                _, symbol, index = ops.pop()
+                node = self._apply(_PREFIX[symbol], (node,), (), index)
+            values.append(node)
+            operand = False
 
-    def _operand(self, kind: str, text: str, pos: int, ops: list[_Pending], values: list[Node]) -> bool:
-        """Read the start of an operand; whether it is complete (pushed on ``values``)."""
-        if text in _PREFIX:
-            ops.append(("prefix", text, pos))
-            return False
-        if text == "+":  # unary plus
-            return False
-        if text == "(":
-            ops.append(("group", _Group(None, pos), pos))
-            return False
+    def _operand(self, token: str, index: int, ops: list[_Pending]) -> Node | None:
+        """Read the start of an operand: the operand if it is complete, else None (an operator or bracket pushed)."""
+        if token in _PREFIX:
+            ops.append(("prefix", token, index))
+            return None
+        if token == "+":  # unary plus
+            return None
+        if token == "(":
+            ops.append(("paren", None, index))
+            return None
+        kind = self.t.kind(token)
         if kind == "name" and self.t.peek()[1] == "(":
-            if text in _VAR_MAKERS or text in ("Var", "IntCst"):
-                values.append(self._integer_call(text, pos))
-                return True
-            if text != "Grad" and text not in OPS:
-                raise self.t.error(f"unknown operation {text!r}", pos)
+            if token in _VAR_MAKERS or token in ("Var", "IntCst"):
+                return self._integer_call(token, index)
+            if token != "Grad" and token not in OPS:
+                raise self.t.error(f"unknown operation {token!r}", index)
             self.t.next()
-            group = _Group(text, pos, self.t.peek()[2])
+            group = _Group(token, index, self.t.peek()[2])
             if self.t.peek()[1] == ")":
                 self.t.next()
-                values.append(self._call(group))
-                return True
-            ops.append(("group", group, pos))
-            return False
-        values.append(self._leaf(kind, text, pos))
-        return True
+                return self._call(group)
+            ops.append(("group", group, index))
+            return None
+        node = self.leaves[token] = self._leaf(kind, token, index)
+        return node
 
-    def _close(self, kind: str, text: str, pos: int, ops: list[_Pending], values: list[Node]) -> bool:
-        """After a complete operand inside the bracket ``ops[-1]``: read ``,`` or ``)``; whether an operand follows."""
-        group = ops[-1][1]
-        if group.name is None:
-            if text != ")":
-                found = "the end of the formula" if kind == "end" else repr(text)
-                raise self.t.error(f"expected ')', found {found}", pos)
+    def _close(self, token: str, index: int, ops: list[_Pending], values: list[Node]) -> Node | None:
+        """After a complete operand inside the bracket ``ops[-1]``: read ``,`` or ``)``.
+
+        The operand the closed bracket makes, or None after a ``,`` (an operand follows).
+        """
+        what, group, _ = ops[-1]
+        if what == "paren":
+            if token != ")":
+                found = "the end of the formula" if not token else repr(token)
+                raise self.t.error(f"expected ')', found {found}", index)
             ops.pop()
-            self._apply_prefixes(ops, values)
-            return False
+            return values.pop()
         group.args.append((values.pop(), group.start))
-        if text == ",":
+        if token == ",":
             group.start = self.t.peek()[2]
-            return True
-        if text != ")":
-            raise self.t.error(f"expected ',' or ')', found {text!r}", pos)
+            return None
+        if token != ")":
+            raise self.t.error(f"expected ',' or ')', found {token!r}", index)
         ops.pop()
-        values.append(self._call(group))
-        self._apply_prefixes(ops, values)
-        return False
-
-    def _apply_prefixes(self, ops: list[_Pending], values: list[Node]) -> None:
-        while ops and ops[-1][0] == "prefix":
-            _, symbol, pos = ops.pop()
-            values.append(self._apply(_PREFIX[symbol], (values.pop(),), (), pos))
+        return self._call(group)
 
     def _apply_infix(self, ops: list[_Pending], values: list[Node], level: int) -> None:
         """Apply the pending infix operators that bind at least as tightly as ``level``."""
-        while ops and ops[-1][0] == "binary" and _LEVEL[ops[-1][1]] >= level:
-            _, symbol, pos = ops.pop()
+        while ops:
+            what, symbol, index = ops[-1]
+            if what != "binary" or _LEVEL[symbol] < level:
+                return
+            ops.pop()
             right = values.pop()
-            values.append(self._apply(_INFIX[symbol], (values.pop(), right), (), pos))
+            values[-1] = self._apply(_INFIX[symbol], (values[-1], right), (), index)
 
     def _leaf(self, kind: str, text: str, pos: int) -> Node:
         """A number or an alias."""
@@ -275,10 +338,14 @@ class _Parser:
         return self._apply(name, formulas, tuple(params), pos)
 
     def _apply(self, name: str, args: tuple, params: tuple, pos: int) -> Node:
-        try:
-            return call(name, *args, params=params)
-        except FormulaError as err:
-            raise self.t.error(str(err), pos) from None
+        key = (name, args, params)
+        node = self.memo.get(key)
+        if node is None:
+            try:
+                node = self.memo[key] = call(name, *args, params=params)
+            except FormulaError as err:
+                raise self.t.error(str(err), pos) from None
+        return node
 
 
 def _make_var(maker: str, ints: list[int], default_pos: int | None = None) -> Node:
@@ -355,4 +422,8 @@ def parse(text: str, aliases: Mapping[str, Node] | Iterable[str] = ()) -> Node:
         aliases = parse_aliases(aliases)
     if not text.strip():
         raise FormulaSyntaxError("empty formula", text, 0)
-    return _Parser(text, aliases).parse()
+    try:
+        return _Parser(text, aliases).parse()
+    except Exception:
+        check_characters(text)  # a character that starts no token is the first error, wherever it is
+        raise
