@@ -32,7 +32,7 @@ from ..errors import FormulaError, FormulaSyntaxError
 from . import limits
 from .diff import grad
 from .ops import OPS, get_op
-from .tree import CAT_I, CAT_J, CAT_PARAM, IntCst, Node, RealCst, Var, call
+from .tree import CAT_I, CAT_J, CAT_PARAM, IntCst, Node, RealCst, Var, apply
 
 _REAL = r"(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[0-9]+[eE][+-]?[0-9]+"
 _INT = r"[0-9]+"
@@ -166,7 +166,7 @@ class _Parser:
         self.t = _Tokens(text)
         self.aliases = aliases
         self.leaves: dict[str, Node] = {}
-        self.memo: dict[tuple, Node] = {}
+        self.memo: dict[tuple[str, tuple], dict[tuple, Node]] = {}
 
     def parse(self) -> Node:
         tokens, leaves = self.t.items, self.leaves
@@ -338,11 +338,13 @@ class _Parser:
         return self._apply(name, formulas, tuple(params), pos)
 
     def _apply(self, name: str, args: tuple, params: tuple, pos: int) -> Node:
-        key = (name, args, params)
-        node = self.memo.get(key)
+        memo = self.memo.get((name, params))  # by operation, then by arguments: no key tuple kept per node
+        if memo is None:
+            memo = self.memo[name, params] = {}
+        node = memo.get(args)
         if node is None:
             try:
-                node = self.memo[key] = call(name, *args, params=params)
+                node = memo[args] = apply(name, args, params)
             except FormulaError as err:
                 raise self.t.error(str(err), pos) from None
         return node

@@ -297,8 +297,18 @@ def call(op: str, *args: Node | int | float, params: tuple = ()) -> Node:
     Integer compile-time parameters (``Pow``'s exponent, ``Elem``'s index, …) go in ``params``;
     the operation's simplification rules run first (``x * 1`` is ``x``, constants fold, …).
     """
+    return apply(op, args, params)
+
+
+def apply(op: str, args: tuple, params: tuple = ()) -> Node:
+    """:func:`call` with the arguments in a tuple (which a new node keeps as its ``args``: no copy).
+
+    >>> x = Vi(0, 1)
+    >>> apply("Add", (x, x)) is call("Add", x, x)
+    True
+    """
     spec = _ops.get(op) or _spec(op)
-    nodes: tuple = args
+    nodes = args
     for a in args:
         if not isinstance(a, Node):
             nodes = tuple(as_node(a) for a in args)
