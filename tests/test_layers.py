@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("lazy", ("kernla.lazy",)),
     ("linalg", ("kernla.linalg", "kernla.kernels")),
     ("models", ("kernla.models",)),
+    ("distributed", ("kernla.distributed",)),
     ("front doors", ("kernla", "kernla.numpy", "kernla.torch")),
 ]
 
