@@ -26,6 +26,7 @@ from kernla.models import NearestNeighbors
 try:
     import dask.array as da
     from distributed import Client, LocalCluster
+    from distributed.scheduler import KilledWorker
 
     from kernla import distributed as kd
 except ImportError:  # optional: the whole module needs dask[distributed]
@@ -37,7 +38,7 @@ RTOL = 1e-12
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
     c = Client(cluster)
     yield c
     c.close()
@@ -82,6 +83,15 @@ def test_rectangular_kernel_with_two_point_sets(client, mode):
     assert close(D @ V, K @ V)
     assert close(D.T @ U, K.T @ U)
     assert close(D.rmatmat(U), K.rmatmat(U))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_new_rows_against_the_columns_already_placed(client, points, mode):
+    """What a model's predict needs: K(x_new, x) @ a with x's blocks reused."""
+    D = kd.distribute(2.0 * kernels.gaussian(points, sigma=0.2), client, broadcast_bytes=MODES[mode])
+    new = np.random.default_rng(11).uniform(size=(77, 2))
+    a = np.random.default_rng(12).normal(size=601)
+    assert close(D.with_rows(new, blocks=[10, 67]) @ a, 2.0 * kernels.gaussian(new, points, sigma=0.2) @ a)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -175,6 +185,17 @@ def test_importing_kernla_does_not_import_dask():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ)
     assert out.stdout.strip() == "False"
+
+
+def test_a_loss_dask_cannot_repair_is_a_clear_error(client, points, monkeypatch):
+    D = kd.distribute(kernels.gaussian(points), client)
+
+    def lost(futures):  # what Dask raises once a task's workers died more often than allowed-failures
+        raise KilledWorker("kernla-matvec-0", "tcp://127.0.0.1:1", 3)
+
+    monkeypatch.setattr(client, "gather", lost)
+    with pytest.raises(kd.DistributedError, match="died 4 times"):
+        D @ np.ones(601)
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -52,7 +52,7 @@ def KernelOperator(
 
     >>> import numpy as np
     >>> from distributed import Client, LocalCluster
-    >>> client = Client(LocalCluster(n_workers=1, processes=False, dashboard_address=None))
+    >>> client = Client(LocalCluster(n_workers=1, processes=False, dashboard_address=":0"))
     >>> x = np.linspace(0, 1, 20)[:, None]
     >>> K = KernelOperator("Exp(-SqDist(X, Y))", X=Vi(x), Y=Vj(x), client=client)
     >>> K.shape, K.broadcast

@@ -7,7 +7,7 @@ exactly (:func:`kernla.distributed.tasks.merge_kmin`), so the result is the sing
 
 >>> import numpy as np
 >>> from distributed import Client, LocalCluster
->>> client = Client(LocalCluster(n_workers=1, processes=False, dashboard_address=None))
+>>> client = Client(LocalCluster(n_workers=1, processes=False, dashboard_address=":0"))
 >>> points = np.array([[0.0], [1.0], [3.0], [7.0]])
 >>> dist, idx = knn(np.array([[2.9], [0.2]]), points, 2, client, broadcast_bytes=0)
 >>> idx, dist.round(2)

@@ -20,7 +20,7 @@ single-process :class:`~kernla.linalg.KernelOperator` up to rounding (sums in an
 >>> import numpy as np
 >>> from distributed import Client, LocalCluster
 >>> from kernla import kernels
->>> client = Client(LocalCluster(n_workers=1, processes=False, dashboard_address=None))
+>>> client = Client(LocalCluster(n_workers=1, processes=False, dashboard_address=":0"))
 >>> K = kernels.gaussian(np.linspace(0, 1, 30)[:, None], sigma=0.2)
 >>> D = distribute(K, client, blocks=3)
 >>> bool(np.allclose(D @ np.ones(30), K @ np.ones(30), rtol=1e-13))
@@ -37,8 +37,9 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
-from distributed import Client, Future
-from distributed.client import FutureCancelledError
+from distributed import Client, Future, wait
+from distributed.client import CancelledError
+from distributed.scheduler import KilledWorker
 from scipy.sparse.linalg import LinearOperator
 
 from ..errors import InputValueError, KernlaError, ShapeError
@@ -49,7 +50,7 @@ from ..linalg.affine import Affine
 from ..linalg.operator_solve import _solve_plain
 from ..linalg.precond import make_preconditioner
 from . import tasks
-from .placement import Side, held_rows, place, split_rows, whole_copy
+from .placement import Side, held_rows, place, split_rows, stand_in, whole_copy
 from .tasks import KernelSpec
 
 #: default broadcast limit, as a fraction of the smallest worker memory limit
@@ -145,6 +146,36 @@ class DistributedKernelOperator(LinearOperator):
     def _adjoint(self) -> DistributedKernelOperator:
         return self._transpose()
 
+    def with_rows(self, *arrays: Any, blocks: int | Sequence[int] | None = None) -> DistributedKernelOperator:
+        """K on new rows against the same columns (already on the workers: nothing of theirs moves).
+
+        ``arrays``: the new rows' i-variables in the formula's order (NumPy, or Dask stand-ins), e.g.
+        a model's prediction points against its training points. The scale is kept, the shift
+        dropped (a cross kernel has no diagonal).
+
+        >>> import numpy as np
+        >>> from distributed import Client, LocalCluster
+        >>> from kernla import kernels
+        >>> client = Client(LocalCluster(n_workers=1, processes=False, dashboard_address=":0"))
+        >>> x, new = np.linspace(0, 1, 20)[:, None], np.array([[0.5], [2.0]])
+        >>> D = distribute(kernels.gaussian(x, sigma=0.3).shifted(1.0), client)
+        >>> bool(np.allclose(D.with_rows(new) @ np.ones(20), kernels.gaussian(new, x, sigma=0.3) @ np.ones(20)))
+        True
+        >>> client.close(); client.cluster.close()
+        """
+        if len(arrays) != len(self.spec.positions(CAT_I)):
+            raise ShapeError(f"the formula has {len(self.spec.positions(CAT_I))} row variable(s), got {len(arrays)}")
+        arrays = tuple(
+            a if getattr(stand_in(a), "dask", None) is not None else np.asarray(a, self.dtype).reshape(len(a), -1)
+            for a in arrays
+        )
+        n = int(arrays[0].shape[0])
+        workers = sorted(self.client.scheduler_info()["workers"])
+        bounds = split_rows(n, blocks if blocks is not None else min(n, len(workers)))
+        rows = place(self.client, [stand_in(a) for a in arrays], bounds, workers, self.rows.device)
+        _wait_placed(rows.blocks)
+        return DistributedKernelOperator(self.client, self.spec, rows, self.cols, Affine(self.scale, 0.0))
+
     def astype(self, dtype: Any) -> DistributedKernelOperator:
         """The same operator computing in ``dtype`` on the workers (the blocks are cast in each task)."""
         op = DistributedKernelOperator(self.client, self.spec.with_dtype(dtype), self.rows, self.cols, self._affine)
@@ -183,18 +214,16 @@ class DistributedKernelOperator(LinearOperator):
         return held[0]
 
     def _gather(self, futures: Any) -> Any:
-        """The futures' results; a failure Dask could not repair becomes a :class:`DistributedError`."""
+        """The futures' results; a loss Dask could not repair becomes a :class:`DistributedError`."""
         try:
             return self.client.gather(futures)
-        except FutureCancelledError as err:
+        except KilledWorker as err:
+            raise DistributedError(
+                f"a kernla task ({err.task}) was running on workers that died {err.allowed_failures + 1} times "
+                "(Dask's distributed.scheduler.allowed-failures); its blocks could not be recomputed"
+            ) from err
+        except CancelledError as err:
             raise DistributedError(f"a distributed kernel computation was cancelled: {err}") from err
-        except Exception as err:
-            if type(err).__name__ in ("KilledWorker", "CancelledError", "CommClosedError"):
-                raise DistributedError(
-                    f"a distributed kernel computation failed ({type(err).__name__}: {err}); the workers that held "
-                    "its data were lost more often than Dask retries a task"
-                ) from err
-            raise
 
     # -- K's products ----------------------------------------------------------------------------
     def _kv(self, V: np.ndarray) -> np.ndarray:
@@ -534,4 +563,14 @@ def distribute(
     else:
         cols_bounds = rows_bounds if m == n else split_rows(m, min(m, rows.n_blocks))
         cols = place(client, side_arrays[CAT_J], cols_bounds, workers, device, whole=whole)
-    return DistributedKernelOperator(client, spec, rows, cols, op.affine)
+    D = DistributedKernelOperator(client, spec, rows, cols, op.affine)
+    _wait_placed(rows.blocks + cols.blocks + list((cols.copies or {}).values()))
+    return D
+
+
+def _wait_placed(futures: list[Future]) -> None:
+    """Wait for blocks to be on the workers; a block that could not be made (a bad Dask array) raises now."""
+    wait(futures)
+    for f in futures:
+        if f.status == "error":
+            f.result()
