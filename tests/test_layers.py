@@ -29,8 +29,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("genred", ("kernla.genred",)),
     ("lazy", ("kernla.lazy",)),
     ("linalg", ("kernla.linalg", "kernla.kernels")),
-    ("models", ("kernla.models",)),
     ("distributed", ("kernla.distributed",)),
+    ("models", ("kernla.models",)),
     ("front doors", ("kernla", "kernla.numpy", "kernla.torch")),
 ]
 

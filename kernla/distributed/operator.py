@@ -35,8 +35,10 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
+from dask import delayed
 from distributed import Client, Future, wait
 from distributed.client import CancelledError
 from distributed.scheduler import KilledWorker
@@ -47,6 +49,7 @@ from ..formula import CAT_I, CAT_J
 from ..linalg import KernelOperator as LocalKernelOperator
 from ..linalg import _compute as compute
 from ..linalg.affine import Affine
+from ..linalg.kernel import COLUMN_CHUNK
 from ..linalg.operator_solve import _solve_plain
 from ..linalg.precond import make_preconditioner
 from . import tasks
@@ -55,6 +58,12 @@ from .tasks import KernelSpec
 
 #: default broadcast limit, as a fraction of the smallest worker memory limit
 BROADCAST_FRACTION = 0.1
+
+#: seconds between checks that the workers a computation is pinned to are still there
+PIN_CHECK_SECONDS = 0.5
+
+#: a computation is made again (on the recomputed blocks) at most this many times when workers leave
+ATTEMPTS = 3
 
 #: broadcast limit when the workers report no memory limit (bytes)
 BROADCAST_DEFAULT = 256 << 20
@@ -225,48 +234,84 @@ class DistributedKernelOperator(LinearOperator):
         except CancelledError as err:
             raise DistributedError(f"a distributed kernel computation was cancelled: {err}") from err
 
+    # -- running tasks pinned to the workers that hold their blocks --------------------------------
+    def _run(self, submit: Callable[[], tuple[list[Future], set[str]]]) -> list:
+        """The results of the tasks ``submit()`` makes, each pinned to a worker (the pinned set returned).
+
+        Tasks are pinned to the worker holding their row block (strict restrictions): Dask's work
+        stealing would otherwise move a task, with the blocks it reads, to another worker, which
+        would then hold more than its share (all N points, in the end). A task pinned to a worker
+        that dies waits for ever, so the wait watches the workers: when one leaves, the tasks are
+        cancelled and made again on the blocks as Dask recomputed them.
+        """
+        for _ in range(ATTEMPTS):
+            futures, pinned = submit()
+            try:
+                got = self._gather_pinned(futures, pinned)
+            finally:
+                self.cols.pieces.clear()
+            if got is not None:
+                return got
+        raise DistributedError(f"workers left during each of {ATTEMPTS} attempts at a distributed kernel computation")
+
+    def _gather_pinned(self, futures: list[Future], pinned: set[str]) -> list | None:
+        """The futures' results, or None (the futures cancelled) when one of the ``pinned`` workers left."""
+        while True:
+            try:
+                wait(futures, timeout=PIN_CHECK_SECONDS)
+            except TimeoutError:
+                if pinned <= set(self.client.scheduler_info()["workers"]):
+                    continue
+                self.client.cancel(futures)
+                return None
+            return self._gather(futures)
+
+    def _placed(self, side: Side) -> dict[Any, list[str]]:
+        """Where the side's blocks (and the columns' copies) are, once they are all in memory."""
+        futures = side.blocks + list((self.cols.copies or {}).values())
+        wait(futures)  # blocks being recomputed after a loss: their new place first
+        return self._where(futures)
+
+    def _per_block(self, what: str, task: Callable, args: Callable[[int, str, dict], tuple]) -> list:
+        """``task(spec, block_b, *args(b, worker, where))`` for each row block b, on its worker; in block order."""
+
+        def submit() -> tuple[list[Future], set[str]]:
+            where = self._placed(self.rows)
+            futures, pinned = [], set()
+            for b, block in enumerate(self.rows.blocks):
+                w = self._holder(block, where, self.rows.owners[b])
+                extra = args(b, w, where)
+                futures.append(_quiet_submit(self.client, task, self.spec, block, *extra, key=_key(what), workers=[w]))
+                pinned.add(w)
+            return futures, pinned
+
+        return self._run(submit)
+
+    def _copy(self, w: str, where: dict) -> Future:
+        assert self.cols.copies is not None
+        return self.cols.copy_for(self.client, w, where)
+
     # -- K's products ----------------------------------------------------------------------------
     def _kv(self, V: np.ndarray) -> np.ndarray:
         """``K @ V`` (no scale or shift) for a host (m, w) array."""
-        if self.cols.copies is not None:
-            return np.concatenate(self._gather(self._broadcast_tasks(V)), axis=0)
-        finals = self._partitioned(tasks.chain_product, V, ())
-        return np.concatenate([f for per_worker in finals for f in per_worker[1]], axis=0)[self._order(finals)]
-
-    def _broadcast_tasks(self, V: np.ndarray) -> list[Future]:
-        """One task ``K(x_a, y) @ V`` per row block, on the worker holding the block and a copy of y."""
-        assert self.cols.copies is not None
+        if self.cols.copies is None:
+            finals = self._partitioned(tasks.chain_product, V, ())
+            return np.concatenate([f for _, res in finals for f in res], axis=0)[self._order(finals)]
         vec = _quiet_submit(self.client, tasks.identity, V, key=_key("vector"), pure=False)
-        where = self._where(self.rows.blocks + list(self.cols.copies.values()))
-        out = []
-        for b, block in enumerate(self.rows.blocks):
-            w = self._holder(block, where, self.rows.owners[b])
-            cols = self.cols.copy_for(self.client, w, where)
-            out.append(self.client.submit(tasks.block_product, self.spec, block, cols, vec, key=_key("matvec")))
-        return out
+        # one task K(x_a, y) @ V per row block, on the worker holding the block and a copy of y
+        parts = self._per_block("matvec", tasks.block_product, lambda b, w, where: (self._copy(w, where), vec))
+        return np.concatenate(parts, axis=0)
 
     def _kTu(self, U: np.ndarray) -> np.ndarray:
         """``Kᵀ @ U`` for a host (n, w) array: partial products of the row blocks, summed."""
         if self.cols.copies is None:  # partitioned: the transposed operator's product streams the rows
             return self._transpose()._kv(U)
-        where = self._where(self.rows.blocks + list(self.cols.copies.values()))
-        parts = []
-        for b, block in enumerate(self.rows.blocks):
+
+        def args(b: int, w: str, where: dict) -> tuple:
             lo, hi = self.rows.rows_of(b)
-            cols = self.cols.copy_for(self.client, self._holder(block, where, self.rows.owners[b]), where)
-            parts.append(
-                _quiet_submit(
-                    self.client,
-                    tasks.block_product,
-                    self.spec,
-                    block,
-                    cols,
-                    np.ascontiguousarray(U[lo:hi]),
-                    True,
-                    key=_key("rmatvec"),
-                )
-            )
-        return np.sum(self._gather(parts), axis=0)
+            return self._copy(w, where), np.ascontiguousarray(U[lo:hi]), True
+
+        return np.sum(self._per_block("rmatvec", tasks.block_product, args), axis=0)
 
     def _order(self, finals: list[tuple[list[int], list]]) -> np.ndarray:
         """Row permutation from the per-worker concatenation of :meth:`_partitioned` back to row order."""
@@ -277,52 +322,43 @@ class DistributedKernelOperator(LinearOperator):
         """Each worker's row blocks reduced against every column block, one streamed piece at a time.
 
         ``step(spec, blocks, piece, *args, offset, acc)`` folds one piece (a column block and its slice
-        of ``V``) into the worker's accumulators. Returns ``(row block indices, results)`` per worker.
+        of ``V``, made on the block's worker and freed by Dask once the step ran) into the worker's
+        accumulators; the steps of a worker form a chain, so that it holds one foreign block at a
+        time. Returns ``(row block indices, results)`` per worker.
         """
         rows, cols = self.rows, self.cols
-        where = self._where(rows.blocks + cols.blocks)
         groups: dict[str, list[int]] = {}
-        for b, block in enumerate(rows.blocks):
-            groups.setdefault(self._holder(block, where, rows.owners[b]), []).append(b)
-        holders = [self._holder(f, where, cols.owners[c]) for c, f in enumerate(cols.blocks)]
-        chains = []
-        for w, own in groups.items():
-            acc = None
-            # its own column blocks first (no transfer), then the others in column order
-            order = sorted(range(cols.n_blocks), key=lambda c: (holders[c] != w, c))
-            for c in order:
-                lo, hi = cols.rows_of(c)
-                vec = None if V is None else np.ascontiguousarray(V[lo:hi])
-                piece = _quiet_submit(
-                    self.client,
-                    tasks.with_vector,
-                    cols.blocks[c],
-                    vec,
-                    key=_key("piece"),
-                    workers=[holders[c]],
-                    allow_other_workers=True,
-                    pure=False,
-                )
-                cols.pieces[piece.key] = (lo, hi)
-                acc = self.client.submit(
-                    step,
-                    self.spec,
-                    [rows.blocks[b] for b in own],
-                    piece,
-                    *args,
-                    lo,
-                    acc,
-                    key=_key("step"),
-                    workers=[w],
-                    allow_other_workers=True,
-                )
-                del piece  # held by its step only: Dask frees it (and its copy on w) once the step ran
-            chains.append((own, acc))
-        try:
-            results = self._gather([acc for _, acc in chains])
-        finally:
-            cols.pieces.clear()
-        return [(own, res) for (own, _), res in zip(chains, results)]
+
+        def submit() -> tuple[list[Future], set[str]]:
+            where = {**self._placed(rows), **self._placed(cols)}
+            groups.clear()
+            for b, block in enumerate(rows.blocks):
+                groups.setdefault(self._holder(block, where, rows.owners[b]), []).append(b)
+            holders = [self._holder(f, where, cols.owners[c]) for c, f in enumerate(cols.blocks)]
+            chains: list[Any] = []
+            for w, own in groups.items():
+                # one graph per worker: only its last step is a future of the client, so Dask frees each
+                # piece (and its copy on w), and each intermediate result, as soon as the next step ran
+                acc = None
+                blocks = [rows.blocks[b] for b in own]
+                # its own column blocks first (no transfer), then the others in column order
+                for c in sorted(range(cols.n_blocks), key=lambda c: (holders[c] != w, c)):
+                    lo, hi = cols.rows_of(c)
+                    vec = None if V is None else np.ascontiguousarray(V[lo:hi])
+                    name = _key("piece")
+                    cols.pieces[name] = (lo, hi)
+                    with dask.annotate(workers=[holders[c]], allow_other_workers=False):
+                        piece = delayed(tasks.with_vector, pure=False)(cols.blocks[c], vec, dask_key_name=name)
+                    with dask.annotate(workers=[w], allow_other_workers=False):
+                        step_of = delayed(step, pure=False)
+                        acc = step_of(self.spec, blocks, piece, *args, lo, acc, dask_key_name=_key("step"))
+                with warnings.catch_warnings():  # the vectors travel in the graph on purpose (see _quiet_submit)
+                    warnings.filterwarnings("ignore", message=".*[Ll]arge.*")
+                    chains.append(self.client.compute(acc, optimize_graph=False))
+            return chains, set(groups) | set(holders)
+
+        results = self._run(submit)
+        return [(own, res) for own, res in zip(groups.values(), results)]
 
     # -- the operator's products -----------------------------------------------------------------
     def product(self, V: np.ndarray, transpose: bool = False) -> np.ndarray:
@@ -391,35 +427,40 @@ class DistributedKernelOperator(LinearOperator):
         if self.shape[0] != self.shape[1]:
             raise ShapeError(f"the diagonal is defined for square operators; this one is {self.shape}")
         rows, cols = self.rows, self.cols
-        where = self._where(rows.blocks + list((cols.copies or {}).values()))
-        parts = []
-        for b, block in enumerate(rows.blocks):
+        if cols.copies is None and cols.bounds != rows.bounds:
+            raise ShapeError("the diagonal of a partitioned operator needs its rows and columns in the same blocks")
+
+        def args(b: int, w: str, where: dict) -> tuple:
             lo, hi = rows.rows_of(b)
             if cols.copies is not None:
-                src, a, z = cols.copy_for(self.client, self._holder(block, where, rows.owners[b]), where), lo, hi
-            elif cols.bounds == rows.bounds:
-                src, a, z = cols.blocks[b], 0, hi - lo
-            else:
-                raise ShapeError("the diagonal of a partitioned operator needs its rows and columns in the same blocks")
-            parts.append(self.client.submit(tasks.block_diagonal, self.spec, block, src, a, z, key=_key("diagonal")))
-        d = np.concatenate(self._gather(parts))
+                return self._copy(w, where), lo, hi
+            return cols.blocks[b], 0, hi - lo  # the same points' block: on the same worker
+
+        d = np.concatenate(self._per_block("diagonal", tasks.block_diagonal, args))
         return self._affine.product(d.astype(self.dtype, copy=False), 1.0)
 
     def _column_points(self, index: np.ndarray) -> list:
         """The columns' points at ``index`` (host arrays, gathered from the blocks that hold them)."""
         cols = self.cols
         block_of = np.searchsorted(np.asarray(cols.bounds), index, side="right") - 1
-        parts, where = [], []
-        for c in np.unique(block_of):
-            sel = np.flatnonzero(block_of == c)
-            lo = cols.bounds[c]
-            parts.append(self.client.submit(tasks.take_rows, cols.blocks[c], index[sel] - lo, key=_key("take")))
-            where.append(sel)
-        got = self._gather(parts)
-        order = np.argsort(np.concatenate(where), kind="stable")
+        wanted = [(int(c), np.flatnonzero(block_of == c)) for c in np.unique(block_of)]
+
+        def submit() -> tuple[list[Future], set[str]]:
+            where = self._placed(cols)
+            holders = [self._holder(cols.blocks[c], where, cols.owners[c]) for c, _ in wanted]
+            futures = [
+                self.client.submit(
+                    tasks.take_rows, cols.blocks[c], index[sel] - cols.bounds[c], key=_key("take"), workers=[w]
+                )
+                for (c, sel), w in zip(wanted, holders)
+            ]
+            return futures, set(holders)
+
+        got = self._run(submit)
+        order = np.argsort(np.concatenate([sel for _, sel in wanted]), kind="stable")
         return [np.concatenate([g[k] for g in got])[order] for k in range(len(got[0]))]
 
-    def columns(self, cols: Sequence[int], chunk: int = 16) -> np.ndarray:
+    def columns(self, cols: Sequence[int], chunk: int = COLUMN_CHUNK) -> np.ndarray:
         """The columns ``c · K[:, cols]`` (no shift) as a host float64 array: the selected points are
         gathered, then each row block multiplies them by an indicator block on its worker."""
         index = np.asarray(cols, dtype=np.int64).reshape(-1)
@@ -431,11 +472,8 @@ class DistributedKernelOperator(LinearOperator):
             sel = index[c0 : c0 + chunk]
             points = self._column_points(sel)
             eye = np.eye(sel.size, dtype=self.dtype)
-            parts = [
-                self.client.submit(tasks.block_product, self.spec, block, points, eye, key=_key("columns"))
-                for block in self.rows.blocks
-            ]
-            out[:, c0 : c0 + sel.size] = np.concatenate(self._gather(parts))
+            parts = self._per_block("columns", tasks.block_product, lambda b, w, where: (points, eye))
+            out[:, c0 : c0 + sel.size] = np.concatenate(parts)
         return self._affine.entries(out)
 
     # -- solves and k-selections -----------------------------------------------------------------
@@ -486,12 +524,7 @@ class DistributedKernelOperator(LinearOperator):
             raise InputValueError(f"k must be an integer in [1, {self.shape[1]}], got {k!r}")
         k = int(k)
         if self.cols.copies is not None:
-            where = self._where(self.rows.blocks + list(self.cols.copies.values()))
-            parts = []
-            for b, block in enumerate(self.rows.blocks):
-                cols = self.cols.copy_for(self.client, self._holder(block, where, self.rows.owners[b]), where)
-                parts.append(self.client.submit(tasks.block_kmin, self.spec, block, cols, k, key=_key("kmin")))
-            got = self._gather(parts)
+            got = self._per_block("kmin", tasks.block_kmin, lambda b, w, where: (self._copy(w, where), k))
         else:
             finals = self._partitioned(tasks.chain_kmin, None, (k,))
             order = self._order(finals)
@@ -553,10 +586,10 @@ def distribute(
     n, m = kernel.shape
     rows_bounds = split_rows(n, blocks if blocks is not None else min(n, len(workers) * (1 if whole else 2)))
     rows = place(client, side_arrays[CAT_I], rows_bounds, workers, device)
-    same = len(side_arrays[CAT_I]) == len(side_arrays[CAT_J]) and all(
-        a is b for a, b in zip(side_arrays[CAT_I], side_arrays[CAT_J])
-    )
-    if same:  # one set of points on both sides (K(x, x)): one storage serves both
+    # the same points on both sides (K(x, x); for Dask, the same array behind two stand-ins): one storage
+    ids_i, ids_j = ([id(getattr(a, "dask", a)) for a in side_arrays[c]] for c in (CAT_I, CAT_J))
+    same = ids_i == ids_j
+    if same:
         cols = rows
         if whole:
             rows.copies = {w: whole_copy(client, rows.blocks, device, w) for w in workers}

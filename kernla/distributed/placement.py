@@ -98,7 +98,7 @@ class Side:
         """Every key holding rows of this side, with the rows it holds."""
         out = {f.key: self.rows_of(b) for b, f in enumerate(self.blocks)}
         out.update({f.key: (0, self.n) for f in (self.copies or {}).values()})
-        out.update(self.pieces)
+        out.update(self.pieces.copy())  # (the client may add pieces meanwhile, from another thread)
         return out
 
     def copy_for(self, client: Client, worker: str, where: dict[Any, list[str]]) -> Future:
