@@ -182,7 +182,7 @@ class DistributedKernelOperator(LinearOperator):
         workers = sorted(self.client.scheduler_info()["workers"])
         bounds = split_rows(n, blocks if blocks is not None else min(n, len(workers)))
         rows = place(self.client, [stand_in(a) for a in arrays], bounds, workers, self.rows.device)
-        _wait_placed(rows.blocks)
+        rows.settle(self.client)
         return DistributedKernelOperator(self.client, self.spec, rows, self.cols, Affine(self.scale, 0.0))
 
     def astype(self, dtype: Any) -> DistributedKernelOperator:
@@ -597,13 +597,6 @@ def distribute(
         cols_bounds = rows_bounds if m == n else split_rows(m, min(m, rows.n_blocks))
         cols = place(client, side_arrays[CAT_J], cols_bounds, workers, device, whole=whole)
     D = DistributedKernelOperator(client, spec, rows, cols, op.affine)
-    _wait_placed(rows.blocks + cols.blocks + list((cols.copies or {}).values()))
+    for side in {id(rows): rows, id(cols): cols}.values():
+        side.settle(client)
     return D
-
-
-def _wait_placed(futures: list[Future]) -> None:
-    """Wait for blocks to be on the workers; a block that could not be made (a bad Dask array) raises now."""
-    wait(futures)
-    for f in futures:
-        if f.status == "error":
-            f.result()

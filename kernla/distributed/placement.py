@@ -21,7 +21,7 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
-from distributed import Client, Future
+from distributed import Client, Future, wait
 
 from ..errors import InputValueError, ShapeError
 from .tasks import concat_rows, to_device
@@ -82,6 +82,31 @@ class Side:
     copies: dict[str, Future] | None = None
     pieces: dict[Any, tuple[int, int]] = field(default_factory=dict)
     device: str = "cpu"
+    sources: list = field(default_factory=list, repr=False)  # Dask chunks the blocks are made from
+
+    def settle(self, client: Client) -> None:
+        """Wait until the blocks and copies are on their workers, then let Dask recompute them anywhere.
+
+        They are submitted pinned to their workers (strict restrictions: work stealing would move a
+        waiting block task to an idle worker, piling blocks up there); once placed, the pin is
+        loosened on the scheduler, so that a block whose worker dies is recomputed on another one
+        instead of waiting for it. A block that could not be made (a bad Dask array) raises here.
+        """
+        futures = self.blocks + list((self.copies or {}).values())
+        wait(futures)
+        for f in futures:
+            if f.status == "error":
+                f.result()
+        keys = [f.key for f in futures]
+
+        def loosen(dask_scheduler: Any) -> None:  # the blocks, the copies and the joins the copies come from
+            for key in keys:
+                ts = dask_scheduler.tasks.get(key)
+                for t in [ts, *ts.dependencies] if ts is not None else []:
+                    t.loose_restrictions = True
+
+        client.run_on_scheduler(loosen)
+        self.sources.clear()  # the chunks are in the blocks now: Dask may free them
 
     @property
     def n(self) -> int:
@@ -108,7 +133,8 @@ class Side:
             if worker in where.get(f.key, ()):
                 return f
         if worker not in self.copies:
-            self.copies[worker] = whole_copy(client, self.blocks, self.device, worker)
+            # a worker that joined later (a restarted one): not pinned, so that its loss cannot block a wait
+            self.copies[worker] = whole_copy(client, self.blocks, self.device, worker, strict=False)
         return self.copies[worker]
 
 
@@ -116,10 +142,11 @@ def _key(what: str) -> str:
     return f"kernla-{what}-{uuid.uuid4().hex[:12]}"
 
 
-def whole_copy(client: Client, blocks: list[Future], device: str, worker: str) -> Future:
-    """A task that joins the blocks into the whole side, placed on ``worker`` (elsewhere if it dies)."""
-    joined = client.submit(concat_rows, blocks, key=_key("join"), workers=[worker], allow_other_workers=True)
-    return client.submit(to_device, joined, device, key=_key("copy"), workers=[worker], allow_other_workers=True)
+def whole_copy(client: Client, blocks: list[Future], device: str, worker: str, strict: bool = True) -> Future:
+    """A task that joins the blocks into the whole side on ``worker`` (``strict=False``: or elsewhere)."""
+    loose = not strict
+    joined = client.submit(concat_rows, blocks, key=_key("join"), workers=[worker], allow_other_workers=loose)
+    return client.submit(to_device, joined, device, key=_key("copy"), workers=[worker], allow_other_workers=loose)
 
 
 def place(
@@ -133,11 +160,13 @@ def place(
     """The side made of ``arrays`` (NumPy, or :class:`DaskBacked` stand-ins), cut at ``bounds``.
 
     Block ``b`` is placed on ``workers[b * len(workers) // n_blocks]`` (contiguous groups, uneven
-    sizes allowed); ``whole=True`` adds one copy of the whole side per worker.
+    sizes allowed); ``whole=True`` adds one copy of the whole side per worker. Call
+    :meth:`Side.settle` before using it.
     """
     n_blocks = len(bounds) - 1
     sizes = tuple(bounds[b + 1] - bounds[b] for b in range(n_blocks))
     pieces: list[list[Any]] = [[] for _ in range(n_blocks)]
+    sources: list[Any] = []
     for a in arrays:
         if int(a.shape[0]) != bounds[-1]:
             raise ShapeError(f"a block side has {a.shape[0]} rows, expected {bounds[-1]}")
@@ -149,13 +178,13 @@ def place(
         chunks = source.rechunk({0: sizes, 1: -1}).to_delayed().reshape(-1)
         for b, f in enumerate(client.compute(list(chunks))):
             pieces[b].append(f)
+            sources.append(f)
     owners = [workers[b * len(workers) // n_blocks] for b in range(n_blocks)]
     blocks = [
-        client.submit(to_device, pieces[b], device, key=_key("block"), workers=[owners[b]], allow_other_workers=True)
-        for b in range(n_blocks)
+        client.submit(to_device, pieces[b], device, key=_key("block"), workers=[owners[b]]) for b in range(n_blocks)
     ]
     copies = {w: whole_copy(client, blocks, device, w) for w in workers} if whole else None
-    return Side(bounds, blocks, owners, copies, device=device)
+    return Side(bounds, blocks, owners, copies, device=device, sources=sources)
 
 
 def held_rows(client: Client, sides: dict[str, Side]) -> dict[str, dict[str, int]]:
