@@ -218,9 +218,11 @@ class DistributedKernelOperator(LinearOperator):
     def _where(self, futures: Sequence[Future]) -> dict[Any, list[str]]:
         return {k: list(v) for k, v in self.client.who_has(list(futures)).items()}
 
-    def _holder(self, f: Future, where: dict[Any, list[str]], fallback: str) -> str:
-        held = where.get(f.key) or [fallback]
-        return held[0]
+    def _holder(self, f: Future, where: dict[Any, list[str]], owner: str) -> str:
+        """The worker a task on ``f`` runs on: its intended ``owner`` if that holds it (blocks have short-lived
+        replicas, e.g. while the columns' copies are made), else one that does, else the owner."""
+        held = where.get(f.key) or [owner]
+        return owner if owner in held else held[0]
 
     def _gather(self, futures: Any) -> Any:
         """The futures' results; a loss Dask could not repair becomes a :class:`DistributedError`."""
