@@ -172,6 +172,16 @@ def test_no_worker_ever_holds_all_the_points(client):
     assert 1000 <= most < n  # a worker's own half, at times plus a streamed block of 500: never all 2000
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_each_worker_computes_its_own_blocks(client, points, mode):
+    """Blocks are spread over both workers, and their tasks run where they were placed."""
+    D = kd.distribute(kernels.gaussian(points), client, broadcast_bytes=MODES[mode])
+    D @ np.ones(601)  # (the columns' copies leave short-lived replicas of every block)
+    where = D._placed(D.rows)
+    assert len(set(D.rows.owners)) == 2
+    assert [D._holder(f, where, w) for f, w in zip(D.rows.blocks, D.rows.owners)] == D.rows.owners
+
+
 def test_the_spec_shipped_with_every_task_has_no_points(client):
     x = np.random.default_rng(9).uniform(size=(20000, 3))
     D = kd.distribute(kernels.gaussian(x), client)
