@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("genred", ("kernla.genred",)),
     ("lazy", ("kernla.lazy",)),
     ("linalg", ("kernla.linalg", "kernla.kernels")),
+    ("distributed", ("kernla.distributed",)),
     ("models", ("kernla.models",)),
     ("front doors", ("kernla", "kernla.numpy", "kernla.torch")),
 ]
