@@ -28,7 +28,7 @@ import pytest
 from kernla.engines import numpy_engine
 from kernla.engines.cuda import source as cs
 from kernla.formula import CAT_I, CAT_J, parse, parse_aliases
-from kernla.reductions import Reduction
+from kernla.reductions import KINDS, REDUCTIONS, Reduction
 
 CXX = shutil.which("g++")
 _RUNS = itertools.count()
@@ -116,27 +116,11 @@ POWERS = (
 
 
 def _cases():
-    scalar_ops = [
-        "Sum",
-        "Min",
-        "Max",
-        "ArgMin",
-        "ArgMax",
-        "Min_ArgMin",
-        "Max_ArgMax",
-        "KMin",
-        "ArgKMin",
-        "KMin_ArgKMin",
-        "LogSumExp",
-        "LogSumExpWeight",
-        "SumSoftMaxWeight",
-        "Max_SumShiftExp",
-        "Max_SumShiftExpWeight",
-    ]
+    scalar_ops = list(REDUCTIONS)  # every registered reduction, new ones included
     f32 = [("gauss", _red(*GAUSS, "Sum"))]
     for op in scalar_ops:
-        opt = 3 if "K" in op and "Max" not in op else None
-        f2 = "B" if op.endswith("Weight") else None
+        opt = 3 if KINDS[op].needs_k else None
+        f2 = "B" if KINDS[op].needs_weight else None
         f32.append((f"scalar_{op}", _red(*SCALAR, op, opt, f2)))
     f32 += [
         ("vector_Sum", _red(*VECTOR, "Sum")),
