@@ -20,8 +20,9 @@ import pytest
 from kernla import Vi as local_Vi
 from kernla import Vj as local_Vj
 from kernla import kernels
+from kernla.errors import InputValueError
 from kernla.linalg import KernelOperator as LocalKernelOperator
-from kernla.models import NearestNeighbors
+from kernla.models import KernelInterpolation, NearestNeighbors
 
 try:
     import dask.array as da
@@ -225,3 +226,17 @@ def test_a_worker_killed_during_a_solve_is_recomputed(client, points, mode):
     assert close(a, K.solve(b, alpha=1.0, tol=1e-13))
     client.wait_for_workers(2, timeout=60)  # the nanny restarts the worker for the next tests
     assert victim not in client.run(os.getpid).values()  # it did die, during the solve
+
+
+@pytest.mark.parametrize("kernel", ["thin_plate_spline", "gaussian"])
+def test_interpolation_fits_and_predicts_on_the_cluster(client, points, kernel):
+    y = np.column_stack([np.sin(4 * points[:, 0]), points.prod(axis=1)])
+    new = np.random.default_rng(3).uniform(size=(37, 2))
+    params = {"kernel": kernel, "epsilon": 3.0, "smoothing": 1e-6, "tol": 1e-12}
+    local = KernelInterpolation(**params).fit(points, y)
+    spread = KernelInterpolation(**params, client=client).fit(points, y)
+    assert spread.solve_info_.converged
+    assert close(spread.coef_, local.coef_, 1e-8) and close(spread.predict(new), local.predict(new), 1e-9)
+    torch = pytest.importorskip("torch")
+    with pytest.raises(InputValueError, match="NumPy data"):
+        KernelInterpolation(client=client).fit(torch.as_tensor(points), torch.as_tensor(y))

@@ -77,6 +77,10 @@ class KernelInterpolation(RegressionScore, RegressorMixin, BaseEstimator):
         preconditioner as :meth:`kernla.KernelOperator.solve` takes; ``rank``: Nyström rank.
     tol, maxiter : CG tolerance (relative residual of the projected system) and iteration limit.
     backend : engine of every reduction (``None``: automatic).
+    client : a ``dask.distributed.Client``: the system's kernel products run on its workers (the
+        points placed once at ``fit``, only vectors move per CG iteration; :mod:`kernla.distributed`),
+        and so do predictions (the new points against the training points already placed). The
+        preconditioner's small dense blocks are computed here. NumPy data only. Default: this process.
 
     After ``fit``: ``coef_`` (N, ...) (c), ``poly_coef_`` (m, ...) (d), ``powers_`` (the tail's
     monomial exponents), ``epsilon_`` (ε; 1/σ for kernla's kernels), ``degree_``, ``solve_info_``
@@ -104,6 +108,7 @@ class KernelInterpolation(RegressionScore, RegressorMixin, BaseEstimator):
         tol: float | None = None,
         maxiter: int | None = None,
         backend: str | None = None,
+        client: Any = None,
     ):
         self.kernel = kernel
         self.epsilon = epsilon
@@ -116,6 +121,7 @@ class KernelInterpolation(RegressionScore, RegressorMixin, BaseEstimator):
         self.tol = tol
         self.maxiter = maxiter
         self.backend = backend
+        self.client = client
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -191,6 +197,16 @@ class KernelInterpolation(RegressionScore, RegressorMixin, BaseEstimator):
             return rbf_operator(name, x, y, self._shape_param, self.backend)
         return make_kernel(name or self.kernel, x, y, self._shape_param, self.nu, self.backend)
 
+    def _distributed(self, K: Any, x: Any) -> Any:
+        """``K`` with its points placed on the workers of ``self.client``."""
+        if kind(x).kind != "numpy":
+            raise InputValueError(
+                f"client= takes NumPy data (the workers receive host arrays), got {kind(x).kind} data"
+            )
+        from ..distributed import distribute  # optional dependency (dask[distributed]), imported on use
+
+        return distribute(K, self.client)
+
     # -- fit / predict -----------------------------------------------------------------------------
     def fit(self, x: Any, y: Any) -> KernelInterpolation:
         """Solve the interpolation system for points x (N, D) and values y (N, ...). Returns self."""
@@ -217,6 +233,8 @@ class KernelInterpolation(RegressionScore, RegressorMixin, BaseEstimator):
         self.epsilon_ = shape if name in FORMULAS else 1.0 / shape
         x64 = x if arr.dtype_of(x) == np.float64 else cast(x, np.float64)  # CG needs float64 products
         K = self._operator(x64, x64)
+        if self.client is not None:
+            K = self._distributed(K, x)
         Y = host(y, np.float64).reshape(n, -1)
 
         def entries(rows, cols):  # the dense block K[rows][:, cols] (rows None: all), for the preconditioner
@@ -238,6 +256,7 @@ class KernelInterpolation(RegressionScore, RegressorMixin, BaseEstimator):
             points=xh,
         )
         self.x_ = x
+        self._placed = K if self.client is not None else None
         self.coef_ = arr.wrap(np.ascontiguousarray(C.reshape((n,) + tail_shape)), kind(x), arr.dtype_of(x))
         self.poly_coef_ = D.reshape((powers.shape[0],) + tail_shape)
         self.powers_ = powers
@@ -259,7 +278,8 @@ class KernelInterpolation(RegressionScore, RegressorMixin, BaseEstimator):
         same_kind(x_new=x, x=self.x_)
         m = int(x.shape[0])
         tail = tuple(self.coef_.shape[1:])
-        out = host(self._operator(x, self.x_) @ self.coef_.reshape(self.coef_.shape[0], -1), np.float64)
+        cross = self._operator(x, self.x_) if self._placed is None else self._placed.with_rows(host(x, np.float64))
+        out = host(cross @ self.coef_.reshape(self.coef_.shape[0], -1), np.float64)
         if self.powers_.shape[0]:
             P = polynomial_matrix(host(x, np.float64), self._shift, self._scale, self.powers_)
             out = out + P @ self.poly_coef_.reshape(self.powers_.shape[0], -1)
