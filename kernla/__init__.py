@@ -8,6 +8,8 @@
 True
 """
 
+import importlib
+
 from . import kernels
 from ._version import __version__
 from .errors import (
@@ -24,12 +26,14 @@ from .errors import (
 from .genred import Genred, cuda_source
 from .lazy import LazyTensor, Pm, Vi, Vj
 from .linalg import ConvergenceWarning, KernelOperator, KernelSolve
-from .models import (
-    GaussianProcessRegressor,
-    KernelInterpolation,
-    KNeighborsClassifier,
-    KNeighborsRegressor,
-    NearestNeighbors,
+
+#: the estimators, imported on first use: they need scikit-learn, which takes most of a second to import
+_MODELS = (
+    "GaussianProcessRegressor",
+    "KernelInterpolation",
+    "KNeighborsClassifier",
+    "KNeighborsRegressor",
+    "NearestNeighbors",
 )
 
 __all__ = [
@@ -60,3 +64,15 @@ __all__ = [
     "KernelInterpolation",
     "GaussianProcessRegressor",
 ]
+
+
+def __getattr__(name: str):
+    """``kernla.models`` and its estimators, imported on first access (PEP 562)."""
+    if name == "models" or name in _MODELS:
+        models = importlib.import_module(".models", __name__)  # scikit-learn: imported only when used
+        return models if name == "models" else getattr(models, name)
+    raise AttributeError(f"module 'kernla' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
