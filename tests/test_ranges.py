@@ -181,7 +181,8 @@ def test_dense_float64_formulas_with_the_mask(engine):
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_batches_index_the_stacked_entries(engine):
-    """With batch dimensions, ranges index rows b·N + i and columns b·M + j (pykeops' batch layout)."""
+    """With batch dimensions, ranges index rows b·N + i and columns b·M + j (pykeops' batch layout),
+    or, when all their indices lie in one problem, apply to every entry."""
     rng = np.random.default_rng(8)
     B, n, m = 3, 19, 26
     x = rng.normal(size=(B, n, 3))
@@ -207,8 +208,12 @@ def test_batches_index_the_stacked_entries(engine):
         D = np.where(mask_of(parts[e], n, m), ((x[e][:, None] - y[e][None]) ** 2).sum(-1), np.inf)
         want = np.where(np.isinf(D.min(0)), -1, D.argmin(0))
         np.testing.assert_array_equal(got[e].ravel(), want)
+    shared = g(x, y, b, backend=engine, ranges=parts[1])  # indices of one problem: the same blocks in every entry
+    for e in range(B):
+        K = np.exp(-((x[e][:, None] - y[e][None]) ** 2).sum(-1)) * mask_of(parts[1], n, m)
+        np.testing.assert_allclose(shared[e], K @ b[e], atol=1e-13)
     with pytest.raises(InputValueError, match="batch entr"):
-        g(x, y, b, backend=engine, ranges=parts[0][:2] + (parts[0][2] + m,) + parts[0][3:])
+        g(x, y, b, backend=engine, ranges=parts[0][:2] + (parts[0][2] + m + 1,) + parts[0][3:])
     with pytest.raises(InputValueError, match=f"<= {n} "):
         g(x[0], y[0], b[0], backend=engine, ranges=tuple(stacked))  # indices past one problem
 
