@@ -19,12 +19,15 @@ import functools
 import os
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from ...formula.tree import CAT_J
 from ...reductions import Reduction
 from .. import numpy_engine
+from . import tiles
 from .compiler import CompilerUnavailableError, compile_module
 from .source import kernel_source
 
@@ -66,12 +69,29 @@ def _configured_threads() -> int:
         return os.cpu_count() or 1
 
 
-def kernel(red: Reduction, dtype: np.dtype):
-    """``(kl_reduce, run-time width, j-variable positions, output dims)`` for ``red`` on ``dtype``, compiled once."""
-    key = (red, dtype.str)
+@dataclass(frozen=True)
+class Kernel:
+    """One compiled kernel and what its caller needs to know."""
+
+    fn: Any  # kl_reduce
+    width: int  # the run-time width E of a kernel product, else 1
+    transposed: frozenset  # positions of the j-variables the kernel reads transposed, (D, ny)
+    dims: list  # the reduction's output dims
+    tiles: tiles.TilePlan | None  # the inner products it computes by matrix-multiply tiles
+
+
+def kernel(red: Reduction, dtype: np.dtype, min_dim: int = 0) -> Kernel:
+    """The kernel of ``red`` on ``dtype``, compiled once; inner products of dimension ≥ ``min_dim`` by tiles."""
+    key = (red, dtype.str, min_dim)
     entry = _kernels.get(key)
     if entry is None:
-        lib = compile_module(kernel_source(red, dtype.name))
+        product = red.kernel_product()
+        formulas = (product[0],) if product else red.formulas
+        base = 1 + max((v.params[0] for f in red.formulas for v in f.variables()), default=-1)
+        plan = tiles.plan(formulas, min_dim, base) if dtype.name in tiles.PANEL else None
+        if plan is not None:
+            formulas = plan.formulas
+        lib = compile_module(kernel_source(red, dtype.name, plan))
         fn = lib.kl_reduce
         fn.restype = ctypes.c_int
         fn.argtypes = [
@@ -83,9 +103,9 @@ def kernel(red: Reduction, dtype: np.dtype):
             ctypes.c_int64,
             ctypes.c_int,
         ]
-        product = red.kernel_product()
-        j_positions = frozenset(v.params[0] for f in red.formulas for v in f.variables() if v.params[2] == CAT_J)
-        entry = _kernels[key] = (fn, product[1].dim if product else 1, j_positions, red.output_dims())
+        read = {v.params[0] for f in formulas for v in f.variables() if v.params[2] == CAT_J}
+        transposed = frozenset(p for p in read if plan is None or p < plan.base)
+        entry = _kernels[key] = Kernel(fn, product[1].dim if product else 1, transposed, red.output_dims(), plan)
     return entry
 
 
@@ -96,19 +116,26 @@ def run(
     global _warned
     dtype = np.result_type(*arrays) if len(arrays) else np.dtype(np.float64)
     try:
-        fn, width, j_positions, dims = kernel(red, dtype)
+        k = kernel(red, dtype, tiles.MIN_DIM)
+        extra = [] if k.tiles is None else tiles.operands(k.tiles, arrays, nx, ny, dtype)
+        if extra is None:  # a non-finite operand: the exact per-component path
+            k, extra = kernel(red, dtype), []
     except CompilerUnavailableError as err:
         if not _warned:
             warnings.warn(f"{err}; using the NumPy engine instead", RuntimeWarning, stacklevel=3)
             _warned = True
         return numpy_engine.run(red, arrays, nx, ny, out)
+    fn, width, dims = k.fn, k.width, k.dims
+    base = len(arrays) if k.tiles is None else k.tiles.base  # the tile operands follow the variables
     keep = []
-    ptrs = (ctypes.c_void_p * max(len(arrays), 1))()
+    ptrs = (ctypes.c_void_p * max(len(arrays), base + len(extra), 1))()
     for pos, a in enumerate(arrays):
         # j-variables go transposed, (D, ny): contiguous along j for the vector loop
-        a = np.ascontiguousarray(a.T if pos in j_positions and a.shape[1] > 1 else a)
+        a = np.ascontiguousarray(a.T if pos in k.transposed and a.shape[1] > 1 else a)
         keep.append(a)
         ptrs[pos] = a.ctypes.data
+    for q, a in enumerate(extra):  # (over positions no formula reads, if any)
+        ptrs[base + q] = a.ctypes.data
     if out is None:
         out = [np.empty((nx, w), dtype if kind == "float" else np.int64) for w, kind in dims]
     out_f = next((o for o, (w, k) in zip(out, dims) if k == "float"), None)
