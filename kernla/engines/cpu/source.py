@@ -58,7 +58,9 @@ def _preloads(ctx: dict) -> str:
     lines = []
     for name, (pos, dim, cat, k) in sorted(ctx.items()):
         if cat == "tile":
-            lines.append(f"const T* __restrict {name} = buf + BUF_F + BUF_P + ({pos} * IB + i - ibeg) * LDG + j0 % KL_NR;")
+            lines.append(
+                f"const T* __restrict {name} = buf + BUF_F + BUF_P + ({pos} * IB + i - ibeg) * LDG + j0 % KL_NR;"
+            )
             continue
         src = f"a{pos}[i * {dim} + {k}]" if cat == CAT_I else f"a{pos}[{k}]"
         lines.append(f"const T {name} = {src};")

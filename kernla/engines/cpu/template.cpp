@@ -21,12 +21,13 @@ static const bool IS_PRODUCT = @IS_PRODUCT@;
 static const int64_t TJ = @TJ@;    // columns per tile
 static const int64_t IB = @IB@;    // rows per block
 static const int64_t SUB = 256;    // columns per sub-tile of a many-column kernel product
+static const int64_t LDK = SUB + 8;  // row stride of k on a sub-tile (not a multiple of 4 KiB: no L1 set conflicts)
 static const int WIDTH = @WIDTH@;  // formula components per pair
 static const int NSITES = @NSITES@;  // inner products computed by matrix-multiply tiles (kl_tiles.h)
 static const int64_t LDG = TJ + 2 * KL_NR;  // row stride of one block of inner products
 // scratch per thread: the formula on one tile, or k on one sub-tile for every row of a block; then B's
 // panel and the C tile of a many-column product; then the inner products of the block for each site
-static const int64_t BUF_F = std::max<int64_t>((WIDTH > 0 ? WIDTH : 1) * TJ, IS_PRODUCT ? IB * SUB : 0);
+static const int64_t BUF_F = std::max<int64_t>((WIDTH > 0 ? WIDTH : 1) * TJ, IS_PRODUCT ? IB * LDK : 0);
 static const int64_t BUF_P = IS_PRODUCT ? (SUB + KL_MR) * KL_NR : 0;
 static const int64_t BUF = BUF_F + BUF_P + NSITES * IB * LDG;
 
@@ -69,7 +70,7 @@ static void run_block(const void** args, int64_t ny, int64_t E, int64_t ibeg, in
                 const int64_t ts = std::min(SUB, tj - sub0);
                 for (int64_t i = ibeg; i < iend; i++) {
 @PRELOAD@
-                    T* __restrict kb = buf + (i - ibeg) * SUB;
+                    T* __restrict kb = buf + (i - ibeg) * LDK;
 #pragma omp simd
                     for (int64_t jj = 0; jj < ts; jj++) {
                         const int64_t j = j0 + sub0 + jj;
@@ -77,7 +78,7 @@ static void run_block(const void** args, int64_t ny, int64_t E, int64_t ibeg, in
                         kb[jj] = @STORE_K@;
                     }
                 }
-                kl_product_tile<TACC>(ibeg, iend, ts, buf, SUB, bmat + (j0 + sub0) * E, E, buf + BUF_F,
+                kl_product_tile<TACC>(ibeg, iend, ts, buf, LDK, bmat + (j0 + sub0) * E, E, buf + BUF_F,
                                       buf + BUF_F + SUB * KL_NR, slots);
             }
             continue;
