@@ -19,6 +19,8 @@ import functools
 import os
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +28,7 @@ from ...formula.tree import CAT_J
 from ...reductions import Reduction
 from .. import numpy_engine
 from ..ranges import Blocks
+from . import tiles
 from .compiler import CompilerUnavailableError, compile_module
 from .source import kernel_source
 
@@ -67,12 +70,30 @@ def _configured_threads() -> int:
         return os.cpu_count() or 1
 
 
-def kernel(red: Reduction, dtype: np.dtype):
-    """``(kl_reduce, run-time width, j-variable positions, output dims)`` for ``red`` on ``dtype``, compiled once."""
-    key = (red, dtype.str)
+@dataclass(frozen=True)
+class Kernel:
+    """One compiled kernel and what its caller needs to know."""
+
+    fn: Any  # kl_reduce
+    ranges_fn: Any  # kl_reduce_ranges (the block-sparse driver, same library)
+    width: int  # the run-time width E of a kernel product, else 1
+    transposed: frozenset  # positions of the j-variables the kernel reads transposed, (D, ny)
+    dims: list  # the reduction's output dims
+    tiles: tiles.TilePlan | None  # the inner products it computes by matrix-multiply tiles
+
+
+def kernel(red: Reduction, dtype: np.dtype, min_dim: int = 0) -> Kernel:
+    """The kernel of ``red`` on ``dtype``, compiled once; inner products of dimension ≥ ``min_dim`` by tiles."""
+    key = (red, dtype.str, min_dim)
     entry = _kernels.get(key)
     if entry is None:
-        lib = compile_module(kernel_source(red, dtype.name))
+        product = red.kernel_product()
+        formulas = (product[0],) if product else red.formulas
+        base = 1 + max((v.params[0] for f in red.formulas for v in f.variables()), default=-1)
+        plan = tiles.plan(formulas, min_dim, base) if dtype.name in tiles.PANEL else None
+        if plan is not None:
+            formulas = plan.formulas
+        lib = compile_module(kernel_source(red, dtype.name, plan))
         fn = lib.kl_reduce
         fn.restype = ctypes.c_int
         fn.argtypes = [
@@ -84,9 +105,14 @@ def kernel(red: Reduction, dtype: np.dtype):
             ctypes.c_int64,
             ctypes.c_int,
         ]
-        product = red.kernel_product()
-        j_positions = frozenset(v.params[0] for f in red.formulas for v in f.variables() if v.params[2] == CAT_J)
-        entry = _kernels[key] = (fn, product[1].dim if product else 1, j_positions, red.output_dims())
+        ranges_fn = lib.kl_reduce_ranges
+        ranges_fn.restype = ctypes.c_int
+        ranges_fn.argtypes = fn.argtypes + [ctypes.c_int64, _c_int64_p, _c_int64_p, _c_int64_p]
+        read = {v.params[0] for f in formulas for v in f.variables() if v.params[2] == CAT_J}
+        transposed = frozenset(p for p in read if plan is None or p < plan.base)
+        entry = _kernels[key] = Kernel(
+            fn, ranges_fn, product[1].dim if product else 1, transposed, red.output_dims(), plan
+        )
     return entry
 
 
@@ -105,60 +131,40 @@ def run(
     global _warned
     dtype = np.result_type(*arrays) if len(arrays) else np.dtype(np.float64)
     try:
-        fn, width, j_positions, dims = kernel(red, dtype)
+        k = kernel(red, dtype, tiles.MIN_DIM)
+        extra = [] if k.tiles is None else tiles.operands(k.tiles, arrays, nx, ny, dtype)
+        if extra is None:  # a non-finite operand: the exact per-component path
+            k, extra = kernel(red, dtype), []
     except CompilerUnavailableError as err:
         if not _warned:
             warnings.warn(f"{err}; using the NumPy engine instead", RuntimeWarning, stacklevel=3)
             _warned = True
         return numpy_engine.run(red, arrays, nx, ny, out, ranges)
+    width, dims = k.width, k.dims
+    base = len(arrays) if k.tiles is None else k.tiles.base  # the tile operands follow the variables
     keep = []
-    ptrs = (ctypes.c_void_p * max(len(arrays), 1))()
+    ptrs = (ctypes.c_void_p * max(len(arrays), base + len(extra), 1))()
     for pos, a in enumerate(arrays):
         # j-variables go transposed, (D, ny): contiguous along j for the vector loop
-        a = np.ascontiguousarray(a.T if pos in j_positions and a.shape[1] > 1 else a)
+        a = np.ascontiguousarray(a.T if pos in k.transposed and a.shape[1] > 1 else a)
         keep.append(a)
         ptrs[pos] = a.ctypes.data
+    for q, a in enumerate(extra):  # (over positions no formula reads, if any)
+        ptrs[base + q] = a.ctypes.data
     if out is None:
         out = [np.empty((nx, w), dtype if kind == "float" else np.int64) for w, kind in dims]
     out_f = next((o for o, (w, k) in zip(out, dims) if k == "float"), None)
     out_i = next((o for o, (w, k) in zip(out, dims) if k == "index"), None)
+    out_ptrs = [None if o is None else o.ctypes.data for o in (out_f, out_i)]
     # small problems: waking threads costs more than it saves
-    workers = max(1, min(threads(), (nx * ny * width) // _PAIRS_PER_THREAD))
-    if ranges is not None:
-        out_ptrs = [None if o is None else o.ctypes.data for o in (out_f, out_i)]
-        return _run_ranges(red, dtype, ranges, nx, ny, ptrs, out_ptrs, width, out)
-    status = fn(
-        nx,
-        ny,
-        ptrs,
-        None if out_f is None else out_f.ctypes.data,
-        None if out_i is None else out_i.ctypes.data,
-        width,
-        workers,
-    )
+    pairs = nx * ny if ranges is None else ranges.pairs
+    workers = max(1, min(threads(), (pairs * width) // _PAIRS_PER_THREAD))
+    if ranges is None:
+        status = k.fn(nx, ny, ptrs, *out_ptrs, width, workers)
+    else:
+        tables = [np.ascontiguousarray(a, dtype=np.int64) for a in (ranges.rows, ranges.slices, ranges.cols)]
+        pointers = [a.ctypes.data_as(_c_int64_p) for a in tables]
+        status = k.ranges_fn(nx, ny, ptrs, *out_ptrs, width, workers, len(ranges.rows), *pointers)
     if status != 0:
         raise MemoryError(f"the cpu engine ran out of memory for a reduction of {nx} rows")
-    return out
-
-
-_ranges_kernels: dict = {}
-
-
-def _run_ranges(
-    red: Reduction, dtype: np.dtype, ranges: Blocks, nx: int, ny: int, ptrs, out_ptrs: list, E: int, out: list
-) -> list[np.ndarray]:
-    """``out`` computed by the block-sparse driver ``kl_reduce_ranges`` of ``red``'s kernel (same library)."""
-    key = (red, dtype.str)
-    fn = _ranges_kernels.get(key)
-    if fn is None:
-        fn = compile_module(kernel_source(red, dtype.name)).kl_reduce_ranges
-        fn.restype = ctypes.c_int
-        fn.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
-        fn.argtypes += [ctypes.c_int64, ctypes.c_int, ctypes.c_int64, _c_int64_p, _c_int64_p, _c_int64_p]
-        _ranges_kernels[key] = fn
-    workers = max(1, min(threads(), (ranges.pairs * E) // _PAIRS_PER_THREAD))
-    tables = [np.ascontiguousarray(a, dtype=np.int64) for a in (ranges.rows, ranges.slices, ranges.cols)]
-    pointers = [a.ctypes.data_as(_c_int64_p) for a in tables]
-    if fn(nx, ny, ptrs, *out_ptrs, E, workers, len(ranges.rows), *pointers) != 0:
-        raise MemoryError(f"the cpu engine ran out of memory for a block-sparse reduction of {nx} rows")
     return out

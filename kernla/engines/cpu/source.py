@@ -5,7 +5,10 @@ Layout the kernel expects (the engine prepares it): i-variables row-major (nx, D
 (D,). Rows are processed in blocks of ``IB`` against tiles of ``TJ`` columns (the tile stays in
 cache while every row of the block uses it); for each (row, tile) the formula fills a small
 buffer in a ``#pragma omp simd`` loop, then the reduction folds the buffer. Sum and LogSumExp
-fold inside the vector loop; the kernel product Σ_j k_ij B_j takes B's width at run time.
+fold inside the vector loop; the kernel product Σ_j k_ij B_j takes B's width at run time, and
+multiplies a block of k by B's rows with the micro-kernel of ``kl_tiles.h`` when B has several
+columns. With a :class:`~kernla.engines.cpu.tiles.TilePlan`, the inner products it found are computed
+for the whole (block × tile) by that micro-kernel first, and the formula reads them as scalars.
 
 >>> from kernla.formula import Vi, Vj, call
 >>> from kernla.reductions import Reduction
@@ -22,21 +25,28 @@ from ...formula.codegen import emit_bodies
 from ...formula.tree import CAT_I, CAT_J, Node
 from ...reductions import Reduction
 from .._template import fill, indent
+from .tiles import TilePlan
 
 _HERE = Path(__file__).resolve().parent
 MATH_HEADER = (_HERE / "kl_math.h").read_text()
 TEMPLATE = (_HERE / "template.cpp").read_text()
+TILES_HEADER = (_HERE / "kl_tiles.h").read_text()
 #: the block-sparse driver (``kl_reduce_ranges``), appended to every kernel's translation unit
 RANGES_DRIVER = (_HERE / "ranges_driver.cpp").read_text()
 
 _CTYPES = {"float32": ("float", "double"), "float64": ("double", "double")}
 
 
-def _loader(ctx: dict):
-    """Variable reads: i-variables and parameters from preloaded scalars, j-variables from tiles."""
+def _loader(ctx: dict, tiles: TilePlan | None):
+    """Variable reads: i-variables and parameters from preloaded scalars, j-variables from tiles,
+    tile values from the row's block of inner products."""
 
     def load(var: Node, k: int) -> str:
         pos, dim, cat = var.params
+        if tiles is not None and tiles.is_tile_value(var):
+            name = f"g{pos - tiles.base}"
+            ctx[name] = (pos - tiles.base, 1, "tile", 0)
+            return f"{name}[j - j0]"
         if cat == CAT_J:
             return f"a{pos}[(int64_t){k} * ny + j]"
         name = f"x{pos}_{k}" if cat == CAT_I else f"p{pos}_{k}"
@@ -49,6 +59,11 @@ def _loader(ctx: dict):
 def _preloads(ctx: dict) -> str:
     lines = []
     for name, (pos, dim, cat, k) in sorted(ctx.items()):
+        if cat == "tile":
+            lines.append(
+                f"const T* __restrict {name} = buf + BUF_F + BUF_P + ({pos} * IB + i - ibeg) * LDG + j0 % KL_NR;"
+            )
+            continue
         src = f"a{pos}[i * {dim} + {k}]" if cat == CAT_I else f"a{pos}[{k}]"
         lines.append(f"const T {name} = {src};")
     return "\n".join(lines)
@@ -61,14 +76,34 @@ def _tile_size(formulas: tuple) -> int:
     return max(64, min(1024, tj // 64 * 64))
 
 
-def kernel_source(red: Reduction, dtype: str) -> str:
-    """The complete C++ translation unit for ``red`` on ``dtype`` ('float32' or 'float64')."""
+def _tile_fill(tiles: TilePlan | None) -> str:
+    """Per (block, tile): each site's inner products (or squared distances) into its block of ``buf``."""
+    if tiles is None:
+        return ""
+    calls = []
+    for s, site in enumerate(tiles.sites):
+        a, b, na, nb = (f"(const T*)args[{tiles.base + 4 * s + q}]" for q in range(4))
+        norms = f"{na}, {nb}" if site.kind == "sqdist" else "nullptr, nullptr"
+        calls.append(
+            f"kl_gram({site.dim}, {a}, {b}, {norms}, ibeg, iend, j0, tj, buf + BUF_F + BUF_P + {s} * IB * LDG, LDG);"
+        )
+    return "\n".join(calls)
+
+
+def kernel_source(red: Reduction, dtype: str, tiles: TilePlan | None = None) -> str:
+    """The complete C++ translation unit for ``red`` on ``dtype`` ('float32' or 'float64').
+
+    ``tiles``: the plan (from :func:`kernla.engines.cpu.tiles.plan`) whose sites this kernel computes
+    by matrix-multiply tiles; its formulas replace the reduction's (or the kernel product's k).
+    """
     T, TACC = _CTYPES[dtype]
     product = red.kernel_product()
     formulas = (product[0],) if product else red.formulas
+    if tiles is not None:
+        formulas = tiles.formulas
     ctx: dict = {}
-    body, outs = emit_bodies(formulas, _loader(ctx))
-    positions = sorted({v.params[0] for f in formulas for v in f.variables()})
+    body, outs = emit_bodies(formulas, _loader(ctx, tiles))
+    positions = sorted({v.params[0] for f in formulas for v in f.variables() if not (tiles and tiles.is_tile_value(v))})
     unpack = "\n".join(f"const T* __restrict a{p} = (const T*)args[{p}];" for p in positions)
     flat = [x for o in outs for x in o]
     width = len(flat)
@@ -106,7 +141,11 @@ def kernel_source(red: Reduction, dtype: str) -> str:
         "TACC": TACC,
         "MODE": mode,
         "WIDTH": str(width),
-        "TJ": str(_tile_size(formulas)),
+        "TJ": str(min(_tile_size(formulas), 256) if tiles else _tile_size(formulas)),
+        "IB": "48" if tiles or product else "16",
+        "NSITES": str(len(tiles.sites) if tiles else 0),
+        "TILE_FILL": indent(_tile_fill(tiles), 8),
+        "TILES": TILES_HEADER,
         "MATH": MATH_HEADER,
         "ACC_DECL": decl,
         "ACC_INIT": indent(init, 4),

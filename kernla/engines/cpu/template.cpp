@@ -13,16 +13,23 @@
 
 typedef @T@ T;
 typedef @TACC@ TACC;
+@TILES@
 #define KL_INF std::numeric_limits<T>::infinity()
 #define MODE_@MODE@ 1
 static const bool IS_PRODUCT = @IS_PRODUCT@;
 
 static const int64_t TJ = @TJ@;    // columns per tile
-static const int64_t IB = 16;      // rows per block
+static const int64_t IB = @IB@;    // rows per block
 static const int64_t SUB = 256;    // columns per sub-tile of a many-column kernel product
+static const int64_t LDK = SUB + 8;  // row stride of k on a sub-tile (not a multiple of 4 KiB: no L1 set conflicts)
 static const int WIDTH = @WIDTH@;  // formula components per pair
-// scratch per thread: the formula on one tile, or k on one sub-tile for every row of a block
-static const int64_t BUF = std::max<int64_t>((WIDTH > 0 ? WIDTH : 1) * TJ, IS_PRODUCT ? IB * SUB : 0);
+static const int NSITES = @NSITES@;  // inner products computed by matrix-multiply tiles (kl_tiles.h)
+static const int64_t LDG = TJ + 2 * KL_NR;  // row stride of one block of inner products
+// scratch per thread: the formula on one tile, or k on one sub-tile for every row of a block; then B's
+// panel and the C tile of a many-column product; then the inner products of the block for each site
+static const int64_t BUF_F = std::max<int64_t>((WIDTH > 0 ? WIDTH : 1) * TJ, IS_PRODUCT ? IB * LDK : 0);
+static const int64_t BUF_P = IS_PRODUCT ? (SUB + KL_MR) * KL_NR : 0;
+static const int64_t BUF = BUF_F + BUF_P + NSITES * IB * LDG;
 
 struct Acc { @ACC_DECL@ };
 
@@ -54,15 +61,16 @@ static void run_block(const void** args, int64_t ny, int64_t E, int64_t ibeg, in
 #endif
     for (int64_t j0 = jbeg; j0 < jend; j0 += TJ) {
         const int64_t tj = std::min(TJ, jend - j0);
+@TILE_FILL@
 #if MODE_PRODUCT
         if (E > 1) {
-            // several columns: k for all rows of the block on a sub-tile (kept in L1), then
-            // each row of B's sub-tile is loaded once and used by every row of the block
+            // several columns: k for all rows of the block on a sub-tile (kept in L2), then the
+            // matrix product of that (rows x sub-tile) block by B's rows (B is (ny, E) row-major)
             for (int64_t sub0 = 0; sub0 < tj; sub0 += SUB) {
                 const int64_t ts = std::min(SUB, tj - sub0);
                 for (int64_t i = ibeg; i < iend; i++) {
 @PRELOAD@
-                    T* __restrict kb = buf + (i - ibeg) * SUB;
+                    T* __restrict kb = buf + (i - ibeg) * LDK;
 #pragma omp simd
                     for (int64_t jj = 0; jj < ts; jj++) {
                         const int64_t j = j0 + sub0 + jj;
@@ -70,37 +78,8 @@ static void run_block(const void** args, int64_t ny, int64_t E, int64_t ibeg, in
                         kb[jj] = @STORE_K@;
                     }
                 }
-                for (int64_t e = 0; e < E; e++) {
-                    const T* __restrict be = bmat + e * ny + j0 + sub0;
-                    int64_t i = ibeg;
-                    for (; i + 4 <= iend; i += 4) {  // four rows share each load of B
-                        const T* __restrict k0 = buf + (i - ibeg) * SUB;
-                        const T* __restrict k1 = k0 + SUB;
-                        const T* __restrict k2 = k1 + SUB;
-                        const T* __restrict k3 = k2 + SUB;
-                        T s0 = T(0), s1 = T(0), s2 = T(0), s3 = T(0);
-#pragma omp simd reduction(+ : s0, s1, s2, s3)
-                        for (int64_t jj = 0; jj < ts; jj++) {
-                            const T b = be[jj];
-                            s0 += k0[jj] * b;
-                            s1 += k1[jj] * b;
-                            s2 += k2[jj] * b;
-                            s3 += k3[jj] * b;
-                        }
-                        TACC* acc = slots + (i - ibeg) * E + e;
-                        acc[0] += TACC(s0);
-                        acc[E] += TACC(s1);
-                        acc[2 * E] += TACC(s2);
-                        acc[3 * E] += TACC(s3);
-                    }
-                    for (; i < iend; i++) {
-                        const T* __restrict kb = buf + (i - ibeg) * SUB;
-                        T s = T(0);
-#pragma omp simd reduction(+ : s)
-                        for (int64_t jj = 0; jj < ts; jj++) s += kb[jj] * be[jj];
-                        slots[(i - ibeg) * E + e] += TACC(s);
-                    }
-                }
+                kl_product_tile<TACC>(ibeg, iend, ts, buf, LDK, bmat + (j0 + sub0) * E, E, buf + BUF_F,
+                                      buf + BUF_F + SUB * KL_NR, slots);
             }
             continue;
         }
@@ -178,8 +157,9 @@ static inline void finish_row(const Slot* slot, int64_t E, int64_t i, T* out_f, 
 #endif
 }
 
-// Reduce over j for rows 0..nx-1. args[p]: i-variables (nx, D), j-variables transposed (D, ny),
-// parameters (D,). E: run-time width of the kernel product (1 otherwise).
+// Reduce over j for rows 0..nx-1. args[p]: i-variables (nx, D), j-variables transposed (D, ny) but the B
+// of a kernel product (ny, E), parameters (D,); after the variables, four arrays per tile site (see
+// tiles.py). E: run-time width of the kernel product (1 otherwise).
 // Returns 0, or 1 when memory ran out.
 extern "C" int kl_reduce(int64_t nx, int64_t ny, const void** args, T* out_f, int64_t* out_i,
                          int64_t E, int nthreads) {

@@ -1,0 +1,129 @@
+// kernla CPU matrix-multiply tiles (included by template.cpp after the typedef of T).
+// One register-blocked micro-kernel, C (MR x NR) = A (MR x K, row stride lda) . B (K x NR, row stride ldb),
+// NR = two 32-byte vectors; kl_gram fills a (rows x tile) block of inner products from B packed in
+// panels of NR columns; kl_product_tile adds a (rows x ts) block of k times B (ts x E) to E sums per row.
+#include <cstring>
+#if defined(__AVX__) || defined(__FMA__)
+#include <immintrin.h>
+#endif
+
+static const int KL_VW = 32 / (int)sizeof(T);  // lanes of one vector
+static const int KL_NR = 2 * KL_VW;            // columns of one panel
+static const int KL_MR = 6;                    // rows of one micro-kernel call
+typedef T kl_vec __attribute__((vector_size(32)));
+
+static inline kl_vec kl_vload(const T* p) {
+    kl_vec v;
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+// every lane x (not kl_vec{} + x: without fast maths that is a real addition of 0)
+static inline kl_vec kl_vset1(T x) {
+#if defined(__AVX__)
+    if constexpr (sizeof(T) == 4) return (kl_vec)_mm256_set1_ps(x);
+    else return (kl_vec)_mm256_set1_pd(x);
+#else
+    kl_vec v;
+    for (int l = 0; l < KL_VW; l++) v[l] = x;
+    return v;
+#endif
+}
+
+static inline kl_vec kl_fmadd(kl_vec a, kl_vec b, kl_vec c) {
+#if defined(__FMA__)
+    if constexpr (sizeof(T) == 4) return (kl_vec)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+    else return (kl_vec)_mm256_fmadd_pd((__m256d)a, (__m256d)b, (__m256d)c);
+#else
+    return a * b + c;
+#endif
+}
+
+static const int64_t KL_KC = 256;             // inner-product terms per pass (a panel's slice stays in L1)
+
+// C = A.B, or C += A.B with add
+template <int MR>
+static inline void kl_micro(int64_t K, const T* __restrict A, int64_t lda, const T* __restrict B, int64_t ldb,
+                            T* __restrict C, int64_t ldc, bool add) {
+    kl_vec c[MR][2] = {};
+    for (int64_t k = 0; k < K; k++) {
+        const kl_vec b0 = kl_vload(B + k * ldb), b1 = kl_vload(B + k * ldb + KL_VW);
+        for (int r = 0; r < MR; r++) {
+            const kl_vec a = kl_vset1(A[r * lda + k]);
+            c[r][0] = kl_fmadd(a, b0, c[r][0]);
+            c[r][1] = kl_fmadd(a, b1, c[r][1]);
+        }
+    }
+    for (int r = 0; r < MR; r++) {
+        if (add) {
+            c[r][0] += kl_vload(C + r * ldc);
+            c[r][1] += kl_vload(C + r * ldc + KL_VW);
+        }
+        std::memcpy(C + r * ldc, &c[r][0], sizeof(kl_vec));
+        std::memcpy(C + r * ldc + KL_VW, &c[r][1], sizeof(kl_vec));
+    }
+}
+
+// rows [0, rows) of A against one panel, KL_MR rows at a time
+static inline void kl_micro_rows(int64_t rows, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C,
+                                 int64_t ldc, bool add = false) {
+    int64_t r = 0;
+    for (; r + KL_MR <= rows; r += KL_MR) kl_micro<KL_MR>(K, A + r * lda, lda, B, ldb, C + r * ldc, ldc, add);
+    A += r * lda;
+    C += r * ldc;
+    switch (rows - r) {
+        case 5: kl_micro<5>(K, A, lda, B, ldb, C, ldc, add); break;
+        case 4: kl_micro<4>(K, A, lda, B, ldb, C, ldc, add); break;
+        case 3: kl_micro<3>(K, A, lda, B, ldb, C, ldc, add); break;
+        case 2: kl_micro<2>(K, A, lda, B, ldb, C, ldc, add); break;
+        case 1: kl_micro<1>(K, A, lda, B, ldb, C, ldc, add); break;
+        default: break;
+    }
+}
+
+// g[(i - ibeg) * ldg + c] = <a_i, b_j> for j = j0 - (j0 % KL_NR) + c, columns covering [j0, j0 + tj):
+// a (nx, D) row-major, bp packed (panels, D, KL_NR). With na/nb (squared norms), the squared distance
+// max(na_i + nb_j - 2 <a_i, b_j>, 0) instead (NaN kept).
+static void kl_gram(int64_t D, const T* a, const T* bp, const T* na, const T* nb, int64_t ibeg, int64_t iend,
+                    int64_t j0, int64_t tj, T* g, int64_t ldg) {
+    const int64_t p0 = j0 / KL_NR, p1 = (j0 + tj + KL_NR - 1) / KL_NR;
+    for (int64_t k0 = 0; k0 < D; k0 += KL_KC) {
+        const int64_t kc = std::min<int64_t>(KL_KC, D - k0);
+        for (int64_t p = p0; p < p1; p++)
+            kl_micro_rows(iend - ibeg, kc, a + ibeg * D + k0, D, bp + (p * D + k0) * KL_NR, KL_NR,
+                          g + (p - p0) * KL_NR, ldg, k0 > 0);
+    }
+    if (na == nullptr) return;
+    const int64_t off = j0 % KL_NR;
+    for (int64_t i = ibeg; i < iend; i++) {
+        T* __restrict gr = g + (i - ibeg) * ldg + off;
+        const T nai = na[i];
+        const T* __restrict nbj = nb + j0;
+#pragma omp simd
+        for (int64_t jj = 0; jj < tj; jj++) {
+            const T d = nai + nbj[jj] - T(2) * gr[jj];
+            gr[jj] = d < T(0) ? T(0) : d;
+        }
+    }
+}
+
+// acc[(i - ibeg) * E + e] += sum_jj k[(i - ibeg) * ldk + jj] * b[jj * E + e] for e < E, jj < ts: B's
+// columns go through a zero-padded panel (pack, ts x KL_NR) so the micro-kernel reads it contiguously.
+template <typename TA>
+static void kl_product_tile(int64_t ibeg, int64_t iend, int64_t ts, const T* k, int64_t ldk, const T* b,
+                            int64_t E, T* pack, T* ctile, TA* acc) {
+    for (int64_t e0 = 0; e0 < E; e0 += KL_NR) {
+        const int64_t ne = std::min<int64_t>(KL_NR, E - e0);
+        for (int64_t jj = 0; jj < ts; jj++) {
+            T* __restrict row = pack + jj * KL_NR;
+            const T* __restrict src = b + jj * E + e0;
+            for (int c = 0; c < KL_NR; c++) row[c] = c < ne ? src[c] : T(0);
+        }
+        for (int64_t r0 = ibeg; r0 < iend; r0 += KL_MR) {
+            const int64_t r1 = std::min<int64_t>(iend, r0 + KL_MR);
+            kl_micro_rows(r1 - r0, ts, k + (r0 - ibeg) * ldk, ldk, pack, KL_NR, ctile, KL_NR);
+            for (int64_t r = r0; r < r1; r++)
+                for (int64_t c = 0; c < ne; c++) acc[(r - ibeg) * E + e0 + c] += TA(ctile[(r - r0) * KL_NR + c]);
+        }
+    }
+}
