@@ -138,7 +138,7 @@ def run(
     base = len(arrays) if k.tiles is None else k.tiles.base  # the tile operands follow the variables
     # j-variables go transposed, (D, ny): contiguous along j for the vector loop
     keep = [np.ascontiguousarray(a.T if pos in k.transposed and a.shape[1] > 1 else a) for pos, a in enumerate(arrays)]
-    addresses = [_address(a) for a in keep]
+    addresses: list[int | None] = [_address(a) for a in keep]
     if extra:  # (over positions no formula reads, if any)
         addresses += [None] * (base + len(extra) - len(addresses))
         addresses[base : base + len(extra)] = [_address(a) for a in extra]
