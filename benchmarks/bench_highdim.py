@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy.spatial.distance import cdist
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, measure, optional, table  # noqa: E402
@@ -68,24 +69,27 @@ def data(d: int, n: int, m: int, seed: int = 0, dtype=np.float32):
 
 def kernla_rows(cfg: dict, exact: bool) -> dict:
     """{row name: median seconds} of kernla's rows (also what a --baseline subprocess prints)."""
-    from kernla import Genred
-    from kernla.engines.cpu import tiles
+    from kernla import Genred  # deferred: a --baseline subprocess imports another kernla
 
+    tiles = optional("kernla.engines.cpu.tiles")  # None in a baseline checkout without tiles
     out = {}
-    modes = [("", tiles.MIN_DIM)] + ([(" exact", 0)] if exact else [])
+    default = tiles.MIN_DIM if tiles is not None else 0
     for d, n in cfg["gauss"]:
+        if cfg.get("max_d", 1 << 30) < d:
+            continue
         x, _ = data(d, n, 0)
         b = np.random.default_rng(1).random((n, 1), dtype=np.float32)
         g = Genred("Exp(-SqDist(X, Y)) * B", [f"X = Vi({d})", f"Y = Vj({d})", "B = Vj(1)"], axis=1)
-        for tag, min_dim in modes:
-            if tag and d > 32 or cfg.get("max_d", 1 << 30) < d:
-                continue
-            tiles.MIN_DIM = min_dim
+        out[f"gauss D={d}"] = measure(lambda: g(x, x, b, backend="cpu"), repeat=3, budget=20).wall
+        if exact and tiles is not None and 3 < d <= 32:  # the other path: the threshold's evidence
+            tiled = 0 < default <= d
+            tiles.MIN_DIM = 0 if tiled else 1
+            tag = " exact" if tiled else " tiles"
             out[f"gauss D={d}{tag}"] = measure(lambda: g(x, x, b, backend="cpu"), repeat=3, budget=20).wall
+            tiles.MIN_DIM = default
+        if d >= 32:
             ip = Genred("(X|Y)", [f"X = Vi({d})", f"Y = Vj({d})"], axis=1)
-            if not tag and d >= 32:
-                out[f"dot D={d}"] = measure(lambda: ip(x, x, backend="cpu"), repeat=3, budget=20).wall
-        tiles.MIN_DIM = modes[0][1]
+            out[f"dot D={d}"] = measure(lambda: ip(x, x, backend="cpu"), repeat=3, budget=20).wall
     for d, n, m in cfg["knn"]:
         if cfg.get("max_d", 1 << 30) < d:
             continue
@@ -147,7 +151,7 @@ def peer_rows(cfg: dict) -> dict:
     n = cfg["prod"]
     x, _ = data(3, n, 0, dtype=np.float64)
     b = np.random.default_rng(3).random((n, 200))
-    K = np.exp(-((x[:, None, :] - x[None, :, :]) ** 2).sum(-1))
+    K = np.exp(-cdist(x, x, "sqeuclidean"))
     out["prod200"] = measure(lambda: K @ b, repeat=5).wall
     if pykeops_torch is not None:
         x1 = torch.rand(1, 1, 3)
@@ -206,12 +210,13 @@ def main() -> None:
         print(json.dumps(kernla_rows(cfg, False)))
         return
     os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
-    mine, peers, comp = kernla_rows(cfg, args.exact), peer_rows(cfg), compile_times()
     base: dict = {}
     if args.baseline:
         cmd = [sys.executable, __file__, "--kernla-json", "--max-d", "32"] + (["--full"] if args.full else [])
         env = {**os.environ, "PYTHONPATH": args.baseline}
-        base = json.loads(subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout)
+        run = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+        base = json.loads(run.stdout.strip().splitlines()[-1])  # (peers' import messages come first)
+    mine, peers, comp = kernla_rows(cfg, args.exact), peer_rows(cfg), compile_times()
     peer_name = {
         "gauss": "torch dense (chunked cdist)",
         "dot": "torch sgemm x @ x.T",
