@@ -73,8 +73,13 @@ class Kind:
         return self.kind == "cupy" or (self.kind == "torch" and getattr(self.device, "type", "cpu") == "cuda")
 
 
+_NUMPY = Kind("numpy")
+
+
 def common_kind(arrays: dict[str, Any]) -> Kind:
     """The one kind and device of named arrays (numbers go with anything); ArrayKindError if mixed."""
+    if all(type(a) is np.ndarray for a in arrays.values()):  # the common case, without per-array checks
+        return _NUMPY
     found: dict[tuple, str] = {}
     for name, a in arrays.items():
         try:

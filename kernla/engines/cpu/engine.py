@@ -80,6 +80,13 @@ class Kernel:
     transposed: frozenset  # positions of the j-variables the kernel reads transposed, (D, ny)
     dims: list  # the reduction's output dims
     tiles: tiles.TilePlan | None  # the inner products it computes by matrix-multiply tiles
+    float_out: int | None  # which output the kernel's float pointer writes
+    index_out: int | None  # which output its index pointer writes
+
+
+def _address(a: np.ndarray) -> int:
+    """The address of an array's data (faster than ``a.ctypes.data``)."""
+    return a.__array_interface__["data"][0]
 
 
 def kernel(red: Reduction, dtype: np.dtype, min_dim: int = 0) -> Kernel:
@@ -110,8 +117,11 @@ def kernel(red: Reduction, dtype: np.dtype, min_dim: int = 0) -> Kernel:
         ranges_fn.argtypes = fn.argtypes + [ctypes.c_int64, _c_int64_p, _c_int64_p, _c_int64_p]
         read = {v.params[0] for f in formulas for v in f.variables() if v.params[2] == CAT_J}
         transposed = frozenset(p for p in read if plan is None or p < plan.base)
+        dims = red.output_dims()
+        first = {kind: n for n, (_, kind) in reversed(list(enumerate(dims)))}
+        width = product[1].dim if product else 1
         entry = _kernels[key] = Kernel(
-            fn, ranges_fn, product[1].dim if product else 1, transposed, red.output_dims(), plan
+            fn, ranges_fn, width, transposed, dims, plan, first.get("float"), first.get("index")
         )
     return entry
 
@@ -140,31 +150,29 @@ def run(
             warnings.warn(f"{err}; using the NumPy engine instead", RuntimeWarning, stacklevel=3)
             _warned = True
         return numpy_engine.run(red, arrays, nx, ny, out, ranges)
-    width, dims = k.width, k.dims
     base = len(arrays) if k.tiles is None else k.tiles.base  # the tile operands follow the variables
-    keep = []
-    ptrs = (ctypes.c_void_p * max(len(arrays), base + len(extra), 1))()
-    for pos, a in enumerate(arrays):
-        # j-variables go transposed, (D, ny): contiguous along j for the vector loop
-        a = np.ascontiguousarray(a.T if pos in k.transposed and a.shape[1] > 1 else a)
-        keep.append(a)
-        ptrs[pos] = a.ctypes.data
-    for q, a in enumerate(extra):  # (over positions no formula reads, if any)
-        ptrs[base + q] = a.ctypes.data
+    # j-variables go transposed, (D, ny): contiguous along j for the vector loop
+    keep = [np.ascontiguousarray(a.T if pos in k.transposed and a.shape[1] > 1 else a) for pos, a in enumerate(arrays)]
+    addresses: list[int | None] = [_address(a) for a in keep]
+    if extra:  # (over positions no formula reads, if any)
+        addresses += [None] * (base + len(extra) - len(addresses))
+        addresses[base : base + len(extra)] = [_address(a) for a in extra]
+    ptrs = (ctypes.c_void_p * max(len(addresses), 1))(*addresses)
     if out is None:
-        out = [np.empty((nx, w), dtype if kind == "float" else np.int64) for w, kind in dims]
-    out_f = next((o for o, (w, k) in zip(out, dims) if k == "float"), None)
-    out_i = next((o for o, (w, k) in zip(out, dims) if k == "index"), None)
-    out_ptrs = [None if o is None else o.ctypes.data for o in (out_f, out_i)]
+        out = [np.empty((nx, w), dtype if kind == "float" else np.int64) for w, kind in k.dims]
+    out_ptrs = [
+        None if k.float_out is None else _address(out[k.float_out]),
+        None if k.index_out is None else _address(out[k.index_out]),
+    ]
     # small problems: waking threads costs more than it saves
     pairs = nx * ny if ranges is None else ranges.pairs
-    workers = max(1, min(threads(), (pairs * width) // _PAIRS_PER_THREAD))
+    workers = max(1, min(threads(), (pairs * k.width) // _PAIRS_PER_THREAD))
     if ranges is None:
-        status = k.fn(nx, ny, ptrs, *out_ptrs, width, workers)
+        status = k.fn(nx, ny, ptrs, *out_ptrs, k.width, workers)
     else:
         tables = [np.ascontiguousarray(a, dtype=np.int64) for a in (ranges.rows, ranges.slices, ranges.cols)]
         pointers = [a.ctypes.data_as(_c_int64_p) for a in tables]
-        status = k.ranges_fn(nx, ny, ptrs, *out_ptrs, width, workers, len(ranges.rows), *pointers)
+        status = k.ranges_fn(nx, ny, ptrs, *out_ptrs, k.width, workers, len(ranges.rows), *pointers)
     if status != 0:
         raise MemoryError(f"the cpu engine ran out of memory for a reduction of {nx} rows")
     return out

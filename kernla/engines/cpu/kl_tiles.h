@@ -9,7 +9,11 @@
 
 static const int KL_VW = 32 / (int)sizeof(T);  // lanes of one vector
 static const int KL_NR = 2 * KL_VW;            // columns of one panel
-static const int KL_MR = 6;                    // rows of one micro-kernel call
+#if defined(__AVX512VL__)
+static const int KL_MR = 12;  // rows of one micro-kernel call: 24 accumulators of the 32 vector registers
+#else
+static const int KL_MR = 6;  // rows of one micro-kernel call: 12 accumulators of the 16 vector registers
+#endif
 typedef T kl_vec __attribute__((vector_size(32)));
 
 static inline kl_vec kl_vload(const T* p) {
@@ -69,6 +73,10 @@ static inline void kl_micro_rows(int64_t rows, int64_t K, const T* A, int64_t ld
                                  int64_t ldc, bool add = false) {
     int64_t r = 0;
     for (; r + KL_MR <= rows; r += KL_MR) kl_micro<KL_MR>(K, A + r * lda, lda, B, ldb, C + r * ldc, ldc, add);
+    if (KL_MR > 6 && rows - r >= 6) {
+        kl_micro<6>(K, A + r * lda, lda, B, ldb, C + r * ldc, ldc, add);
+        r += 6;
+    }
     A += r * lda;
     C += r * ldc;
     switch (rows - r) {

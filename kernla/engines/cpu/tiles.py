@@ -89,6 +89,10 @@ def _pair(a: Node, b: Node) -> tuple[Node, Node] | None:
     return None
 
 
+#: the formula operation Sum (the sum of a vector's components, not the reduction)
+_SUM_OP = "Sum"
+
+
 def _match(node: Node) -> tuple[str, tuple[Node, Node] | None, bool]:
     """(kind, operands, root is a norm) of the inner product ``node`` computes, or ("", None, False)."""
     op, args = node.op, node.args
@@ -99,9 +103,9 @@ def _match(node: Node) -> tuple[str, tuple[Node, Node] | None, bool]:
     inner = args[0] if len(args) == 1 else None
     if op in ("SqNorm2", "Norm2") and inner is not None and inner.op == "Subtract":
         return "sqdist", _pair(*inner.args), op == "Norm2"
-    if op == "Sum" and inner is not None and inner.op == "Square" and inner.args[0].op == "Subtract":
+    if op == _SUM_OP and inner is not None and inner.op == "Square" and inner.args[0].op == "Subtract":
         return "sqdist", _pair(*inner.args[0].args), False
-    if op == "Sum" and inner is not None and inner.op == "Mult":
+    if op == _SUM_OP and inner is not None and inner.op == "Mult":
         return "dot", _pair(*inner.args), False
     return "", None, False
 

@@ -1,0 +1,253 @@
+"""High-dimensional formulas and wide products: kernla's CPU engine against chunked dense torch, faiss and pykeops.
+
+One table per run, all peers in the same process (median wall time of a few runs): Gaussian
+matvecs ``(-|x_i - y_j|²).exp() @ b`` over D ∈ {3, 8, 16, 32, 100, 256, 784, 1024}, kNN (k = 10,
+``ArgKMin`` of ``SqDist``) against faiss-cpu ``IndexFlatL2``, the 200-column float64 product against
+numpy's matmul on the *precomputed* K, the inner-product part alone (``Sum((x|y))``) against a
+plain sgemm of the same shape (the physical reference), a new formula's compile time at D = 1024
+(and pykeops' compile, separately), and the N = M = 1 call overhead against pykeops.
+
+``--exact`` adds kernla with the tiles off (the per-component path: the threshold's evidence);
+``--baseline PATH`` adds the same kernla rows run by the kernla found at PATH (e.g. a checkout of
+main) in a subprocess, for the low-dimensional rows only (its per-component kernels at large D take
+minutes to compile). ``--full`` uses the sizes of issue 10's table (tens of minutes here).
+
+    python benchmarks/bench_highdim.py [--full] [--exact] [--baseline /work/main]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.spatial.distance import cdist
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, measure, optional, table  # noqa: E402
+
+torch = optional("torch")
+faiss = optional("faiss")
+pykeops_torch = optional("pykeops.torch")
+THREADS = 2
+
+
+def sizes(full: bool) -> dict:
+    if full:
+        return {
+            "gauss": [
+                (3, 20000),
+                (8, 20000),
+                (16, 20000),
+                (32, 20000),
+                (100, 20000),
+                (256, 10000),
+                (784, 10000),
+                (1024, 10000),
+            ],
+            "knn": [(3, 20000, 200000), (50, 20000, 100000), (128, 10000, 50000)],
+            "prod": 4000,
+        }
+    return {
+        "gauss": [(3, 8000), (8, 8000), (16, 8000), (32, 8000), (100, 8000), (256, 4000), (784, 4000), (1024, 4000)],
+        "knn": [(3, 4000, 40000), (50, 4000, 20000), (128, 2000, 10000)],
+        "prod": 4000,
+    }
+
+
+def data(d: int, n: int, m: int, seed: int = 0, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    scale = 1 / np.sqrt(d)  # distances of order 1 whatever D
+    return (rng.random((n, d)) * scale).astype(dtype), (rng.random((m, d)) * scale).astype(dtype)
+
+
+def kernla_rows(cfg: dict, exact: bool) -> dict:
+    """{row name: median seconds} of kernla's rows (also what a --baseline subprocess prints)."""
+    from kernla import Genred  # deferred: a --baseline subprocess imports another kernla
+
+    tiles = optional("kernla.engines.cpu.tiles")  # None in a baseline checkout without tiles
+    out = {}
+    default = tiles.MIN_DIM if tiles is not None else 0
+    for d, n in cfg["gauss"]:
+        if cfg.get("max_d", 1 << 30) < d:
+            continue
+        x, _ = data(d, n, 0)
+        b = np.random.default_rng(1).random((n, 1), dtype=np.float32)
+        g = Genred("Exp(-SqDist(X, Y)) * B", [f"X = Vi({d})", f"Y = Vj({d})", "B = Vj(1)"], axis=1)
+        out[f"gauss D={d}"] = measure(lambda: g(x, x, b, backend="cpu"), repeat=3, budget=20).wall
+        if exact and tiles is not None and 3 < d <= 32:  # the other path: the threshold's evidence
+            tiled = 0 < default <= d
+            tiles.MIN_DIM = 0 if tiled else 1
+            tag = " exact" if tiled else " tiles"
+            out[f"gauss D={d}{tag}"] = measure(lambda: g(x, x, b, backend="cpu"), repeat=3, budget=20).wall
+            tiles.MIN_DIM = default
+        if d >= 32:
+            ip = Genred("(X|Y)", [f"X = Vi({d})", f"Y = Vj({d})"], axis=1)
+            out[f"dot D={d}"] = measure(lambda: ip(x, x, backend="cpu"), repeat=3, budget=20).wall
+    for d, n, m in cfg["knn"]:
+        if cfg.get("max_d", 1 << 30) < d:
+            continue
+        x, y = data(d, n, m, seed=2)
+        knn = Genred("SqDist(X, Y)", [f"X = Vi({d})", f"Y = Vj({d})"], reduction_op="ArgKMin", opt_arg=10, axis=1)
+        out[f"knn D={d}"] = measure(lambda: knn(x, y, backend="cpu"), repeat=3, budget=20).wall
+    n = cfg["prod"]
+    x, _ = data(3, n, 0, dtype=np.float64)
+    b = np.random.default_rng(3).random((n, 200))
+    g = Genred("Exp(-SqDist(X, Y)) * B", ["X = Vi(3)", "Y = Vj(3)", "B = Vj(200)"], axis=1)
+    out["prod200"] = measure(lambda: g(x, x, b, backend="cpu"), repeat=3).wall
+    x1 = np.random.default_rng(4).random((1, 3), dtype=np.float32)
+    g1 = Genred("Exp(-SqDist(X, Y))", ["X = Vi(3)", "Y = Vj(3)"], axis=1)
+    out["overhead"] = _per_call(lambda: g1(x1, x1, backend="cpu"))
+    return out
+
+
+def _per_call(fn, calls: int = 3000) -> float:
+    """Median over 5 rounds of the mean seconds per call."""
+    fn()
+    rounds = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        rounds.append((time.perf_counter() - t0) / calls)
+    return float(np.median(rounds))
+
+
+def peer_rows(cfg: dict) -> dict:
+    out: dict = {}
+    if torch is not None:
+        torch.set_num_threads(THREADS)
+        for d, n in cfg["gauss"]:
+            x, _ = data(d, n, 0)
+            b = np.random.default_rng(1).random((n, 1), dtype=np.float32)
+            xt, bt = torch.from_numpy(x), torch.from_numpy(b)
+
+            def dense(xt=xt, bt=bt):
+                with torch.no_grad():
+                    return torch.cat(
+                        [torch.exp(-(torch.cdist(xt[i : i + 2000], xt) ** 2)) @ bt for i in range(0, len(xt), 2000)]
+                    )
+
+            out[f"gauss D={d}"] = measure(dense, repeat=3, budget=20).wall
+            if d >= 32:
+                out[f"dot D={d}"] = measure(lambda xt=xt: xt @ xt.T, repeat=3, budget=20).wall
+    if faiss is not None:
+        faiss.omp_set_num_threads(THREADS)
+        for d, n, m in cfg["knn"]:
+            x, y = data(d, n, m, seed=2)
+
+            def search(x=x, y=y, d=d):
+                index = faiss.IndexFlatL2(d)
+                index.add(y)
+                return index.search(x, 10)[1]
+
+            out[f"knn D={d}"] = measure(search, repeat=3, budget=20).wall
+    n = cfg["prod"]
+    x, _ = data(3, n, 0, dtype=np.float64)
+    b = np.random.default_rng(3).random((n, 200))
+    K = np.exp(-cdist(x, x, "sqeuclidean"))
+    out["prod200"] = measure(lambda: K @ b, repeat=5).wall
+    if pykeops_torch is not None:
+        x1 = torch.rand(1, 1, 3)
+        lt = pykeops_torch.LazyTensor
+        out["overhead"] = _per_call(lambda: (-((lt(x1) - lt(x1.transpose(0, 1))) ** 2).sum(-1)).exp().sum(1), 1000)
+    return out
+
+
+def compile_times() -> dict:
+    """Seconds of a first call of a never-seen formula (fresh cache, new process) at D = 3 and D = 1024."""
+    out = {}
+    code = (
+        "import time, numpy as np; from kernla import Genred; d = {d}; x = np.random.rand(7, d).astype(np.float32)\n"
+        "g = Genred('Exp(-SqDist(X, Y) * {c}) * B', [f'X = Vi({{d}})', f'Y = Vj({{d}})', 'B = Vj(1)'], axis=1)\n"
+        "t = time.perf_counter(); g(x, x, x[:, :1], backend='cpu'); print(time.perf_counter() - t)\n"
+    )
+    for d in (3, 1024):
+        with tempfile.TemporaryDirectory() as tmp:
+            env = {**os.environ, "KERNLA_CACHE_DIR": tmp}
+            run = subprocess.run(
+                [sys.executable, "-c", code.format(d=d, c=1.0 + time.time() % 1)],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            out[f"compile D={d}"] = float(run.stdout.split()[-1])
+    if pykeops_torch is not None:
+        lt, c = pykeops_torch.LazyTensor, 1.0 + time.time() % 1
+        x = torch.rand(7, 1, 1024)
+        t0 = time.perf_counter()
+        (-((lt(x) - lt(x.transpose(0, 1))) ** 2).sum(-1) * c).exp().sum(1)
+        out["pykeops compile D=1024"] = time.perf_counter() - t0
+    return out
+
+
+def gflops(name: str, cfg: dict) -> float | None:
+    """Flops of the inner-product part of a row (2·N·M·D)."""
+    d = int(name.split("D=")[1].split()[0])
+    n = dict(cfg["gauss"])[d]
+    return 2.0 * n * n * d / 1e9
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--full", action="store_true")
+    ap.add_argument("--exact", action="store_true")
+    ap.add_argument("--baseline", help="a kernla checkout to run the low-dimensional kernla rows with")
+    ap.add_argument("--kernla-json", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--max-d", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    cfg = sizes(args.full)
+    if args.max_d is not None:
+        cfg["max_d"] = args.max_d
+    if args.kernla_json:  # the --baseline subprocess
+        print(json.dumps(kernla_rows(cfg, False)))
+        return
+    os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
+    base: dict = {}
+    if args.baseline:
+        cmd = [sys.executable, __file__, "--kernla-json", "--max-d", "32"] + (["--full"] if args.full else [])
+        env = {**os.environ, "PYTHONPATH": args.baseline}
+        run = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+        base = json.loads(run.stdout.strip().splitlines()[-1])  # (peers' import messages come first)
+    mine, peers, comp = kernla_rows(cfg, args.exact), peer_rows(cfg), compile_times()
+    peer_name = {
+        "gauss": "torch dense (chunked cdist)",
+        "dot": "torch sgemm x @ x.T",
+        "knn": "faiss IndexFlatL2",
+        "prod200": "numpy K @ B (K precomputed)",
+        "overhead": "pykeops",
+    }
+    rows = []
+    for name, t in mine.items():
+        kind = name.split()[0]
+        peer = peers.get(name)
+        row = [name, t, peer_name.get(kind, "") if peer is not None else "", peer, None if peer is None else peer / t]
+        if kind in ("gauss", "dot") and "exact" not in name:
+            row.append(gflops(name, cfg) / t)
+        else:
+            row.append(None)
+        row.append(base.get(name))
+        rows.append(row)
+    print(
+        f"machine: {machine()}; OMP threads {os.environ['OMP_NUM_THREADS']}; load average "
+        f"{os.getloadavg()[0]:.1f} at the end (other jobs share this box)"
+    )
+    print(
+        table(
+            ["row", "kernla s", "peer", "peer s", "peer / kernla", "kernla GF/s (inner products)", "baseline kernla s"],
+            rows,
+            "bench_highdim" + (" (full sizes)" if args.full else ""),
+        )
+    )
+    print(table(["first call of a new formula", "s"], list(comp.items())))
+
+
+if __name__ == "__main__":
+    main()
