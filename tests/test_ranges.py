@@ -427,3 +427,19 @@ def test_kernel_operator_torch_graph_uses_the_ranges():
     (ref,) = torch.autograd.grad((Kt @ v).square().sum(), xt)
     np.testing.assert_allclose(g.numpy(), ref.numpy(), atol=1e-11)
     np.testing.assert_allclose(op.to_dense().detach().numpy(), Kt.detach().numpy(), atol=1e-15)
+
+
+@pytest.mark.slow
+def test_few_rows_split_the_columns_on_the_cpu():
+    """Few row blocks: the cpu driver cuts each block's columns in pieces (threads) and merges them in order."""
+    rng = np.random.default_rng(12)
+    n, m = 7, 30011
+    ri = np.array([[0, 5], [5, 7]])
+    rj = np.array([[0, 9000], [9000, 9001], [9001, 20000], [25000, 30011]])
+    r = from_keep(ri, rj, np.array([[True, False, True, True], [True, True, False, False]]))
+    mask = mask_of(r, n, m)
+    x, y, b, G = _data(n, m, np.float64, rng, 1)
+    for op in REDUCTIONS:
+        g = _genred(op, 1)
+        got = g(x, y, b, G, backend="cpu", ranges=r)
+        _compare(got, reference(g, op, x, y, b, G, mask, 1), np.float64, f"cpu {op} few rows")
