@@ -320,6 +320,9 @@ def test_lazytensor_ranges_propagate_transpose_and_conflict():
     full = np.exp(-((x[:, None] - y[None]) ** 2).sum(-1))
     np.testing.assert_allclose(K.T @ v, (full * mask).T @ v, atol=1e-12)
     np.testing.assert_allclose((K * 2).sum(dim=0), 2 * (full * mask).sum(0)[:, None], atol=1e-12)
+    np.testing.assert_allclose((2 * K).sum(dim=0), 2 * (full * mask).sum(0)[:, None], atol=1e-12)
+    np.testing.assert_allclose((1 - K).sum(dim=1), ((1 - full) * mask).sum(1)[:, None], atol=1e-12)
+    assert LazyTensor(K).ranges is r
     np.testing.assert_allclose(K.min(dim=1), np.where(mask, full, np.inf).min(1)[:, None])
     np.testing.assert_allclose((-D).exp().sum(dim=1, ranges=r), (full * mask).sum(1)[:, None], atol=1e-12)
     other = random_ranges(n, m, rng)
