@@ -320,6 +320,9 @@ def test_lazytensor_ranges_propagate_transpose_and_conflict():
     full = np.exp(-((x[:, None] - y[None]) ** 2).sum(-1))
     np.testing.assert_allclose(K.T @ v, (full * mask).T @ v, atol=1e-12)
     np.testing.assert_allclose((K * 2).sum(dim=0), 2 * (full * mask).sum(0)[:, None], atol=1e-12)
+    np.testing.assert_allclose((2 * K).sum(dim=0), 2 * (full * mask).sum(0)[:, None], atol=1e-12)
+    np.testing.assert_allclose((1 - K).sum(dim=1), ((1 - full) * mask).sum(1)[:, None], atol=1e-12)
+    assert LazyTensor(K).ranges is r
     np.testing.assert_allclose(K.min(dim=1), np.where(mask, full, np.inf).min(1)[:, None])
     np.testing.assert_allclose((-D).exp().sum(dim=1, ranges=r), (full * mask).sum(1)[:, None], atol=1e-12)
     other = random_ranges(n, m, rng)
@@ -427,3 +430,19 @@ def test_kernel_operator_torch_graph_uses_the_ranges():
     (ref,) = torch.autograd.grad((Kt @ v).square().sum(), xt)
     np.testing.assert_allclose(g.numpy(), ref.numpy(), atol=1e-11)
     np.testing.assert_allclose(op.to_dense().detach().numpy(), Kt.detach().numpy(), atol=1e-15)
+
+
+@pytest.mark.slow
+def test_few_rows_split_the_columns_on_the_cpu():
+    """Few row blocks: the cpu driver cuts each block's columns in pieces (threads) and merges them in order."""
+    rng = np.random.default_rng(12)
+    n, m = 7, 30011
+    ri = np.array([[0, 5], [5, 7]])
+    rj = np.array([[0, 9000], [9000, 9001], [9001, 20000], [25000, 30011]])
+    r = from_keep(ri, rj, np.array([[True, False, True, True], [True, True, False, False]]))
+    mask = mask_of(r, n, m)
+    x, y, b, G = _data(n, m, np.float64, rng, 1)
+    for op in REDUCTIONS:
+        g = _genred(op, 1)
+        got = g(x, y, b, G, backend="cpu", ranges=r)
+        _compare(got, reference(g, op, x, y, b, G, mask, 1), np.float64, f"cpu {op} few rows")
