@@ -60,13 +60,15 @@ def cell_indices(x: np.ndarray, size: Any, origin: np.ndarray | None = None) -> 
     return np.floor((x - low) / cell).astype(np.int64)
 
 
-def row_major_keys(q: np.ndarray) -> np.ndarray | None:
+def row_major_keys(q: np.ndarray, extent: np.ndarray | None = None) -> np.ndarray | None:
     """One int64 per row of the non-negative cell indices ``q``, ordered as the rows are lexicographically.
 
-    None when the grid spanned by ``q`` has 2⁶² cells or more (the keys would overflow).
+    ``extent``: cells per axis (default: the largest index + 1). None when the grid has 2⁶² cells or
+    more (the keys would overflow).
     """
-    extent = q.max(axis=0) + 1 if q.size else np.ones(q.shape[1], dtype=np.int64)
-    if float(np.prod(extent.astype(np.float64))) >= 2.0**62:
+    if extent is None:
+        extent = q.max(axis=0) + 1 if q.size else np.ones(q.shape[1], dtype=np.int64)
+    if float(np.prod(np.asarray(extent, dtype=np.float64))) >= 2.0**62:
         return None
     strides = np.cumprod(np.concatenate([extent[1:], [1]])[::-1])[::-1]
     return q @ strides

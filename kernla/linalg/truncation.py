@@ -1,0 +1,364 @@
+r"""Automatic truncation of a decaying kernel, with a certified bound on the error of every product.
+
+:func:`truncate` clusters the points ``x`` (rows) and ``y`` (columns) on grids sized from the
+bandwidth, takes each cluster's bounding box, and keeps exactly the cluster pairs (A, B) whose kernel
+bound at the boxes' distance exceeds ``eps``:
+
+.. math::  \text{keep}(A, B) \iff k(d(A, B)) > \varepsilon, \qquad
+           d(A, B) = \min_{x \in \text{box}(A),\, y \in \text{box}(B)} |x - y|.
+
+**The bound.** Let ``k`` be a non-increasing profile with ``|K(x, y)| ≤ k(|x − y|)`` (for the kernels
+below, ``K(x, y) = k(|x − y|)``) and ``K_t`` the matrix with the dropped pairs set to zero. A dropped
+pair (i, j) has ``x_i ∈ A``, ``y_j ∈ B`` with ``keep(A, B)`` false, and ``|x_i − y_j| ≥ d(A, B)``
+since both points lie in their boxes, so ``|K_ij| ≤ k(|x_i − y_j|) ≤ k(d(A, B)) ≤ ε``. Hence for
+every row i and every vector b,
+
+.. math::  |(K b − K_t b)_i| = \Big|\sum_{j \text{ dropped}} K_{ij} b_j\Big|
+           \le \varepsilon \sum_j |b_j| = \varepsilon \|b\|_1,
+
+that is ``‖K b − K_t b‖_∞ ≤ ε ‖b‖_1``; the same entrywise bound gives the transposed one,
+``‖Kᵀ c − K_tᵀ c‖_∞ ≤ ε ‖c‖_1``, and also ``‖K b − K_t b‖_∞ ≤ ε · M · ‖b‖_∞``. For y = x the kept
+set is symmetric (same clusters on both sides, a symmetric test), so ``K_t`` stays symmetric and can
+be solved with conjugate gradients. The bound is on exact arithmetic; box distances carry a relative
+margin of 1e-9 so that rounding in them can only keep more.
+
+**Kept set.** Candidates come from the grids: for each x-cluster, the y-pencils (rows of y-cells
+along the last axis) whose box lies within the cutoff radius ``r`` (``k(r) ≤ ε``), and in each
+pencil the y-cells within the remaining distance, padded by one cell; every candidate is then tested
+on its boxes. Block pairs that pass are merged into ``[start, end)`` runs of consecutive clusters,
+so one range covers a run of neighbouring cells.
+
+Points must be sorted by cluster: row i of the sorted problem is ``x[perm_x[i]]``. The ranges are
+pykeops' 6-tuple on the sorted points (see :func:`kernla.cluster.numpy.from_matrix`).
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> x = rng.uniform(size=(500, 2))
+>>> t = truncate(x, kernel="gaussian", sigma=0.02, eps=1e-6)
+>>> t.info.fraction_kept < 0.15, t.info.bound
+(True, 1e-06)
+>>> xs = x[t.perm_x]
+>>> K = np.exp(-((xs[:, None] - xs[None]) ** 2).sum(-1) / (2 * 0.02**2))
+>>> b = rng.normal(size=500)
+>>> bool(np.abs(K @ b - (K * t.mask()) @ b).max() <= 1e-6 * np.abs(b).sum())
+True
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..cluster.numpy import Ranges, cell_indices, cluster_ranges, row_major_keys
+from ..errors import InputValueError, ShapeError
+
+#: a non-increasing bound ``k(r)`` of |K(x, y)| at distance r = |x − y| (NumPy in, NumPy out)
+Profile = Callable[[np.ndarray], np.ndarray]
+
+#: relative margin on box distances: rounding in them can only keep more pairs
+MARGIN = 1e-9
+
+#: default cell sides as fractions of the cutoff radius (rows, columns); see docs/block_sparse.md
+CELL_FRACTION = (0.25, 0.125)
+
+#: candidate block pairs tested at once (memory: a few arrays of this length)
+CHUNK = 1 << 22
+
+
+def profile(kernel: str, sigma: float, nu: float = 1.5) -> Profile:
+    """The kernel's value as a function of the distance r, with kernla.kernels' conventions.
+
+    >>> float(profile("gaussian", 2.0)(np.array(2.0)))  # exp(-r² / (2σ²)) at r = σ
+    0.6065306597126334
+    """
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise InputValueError(f"sigma must be a positive finite number, got {sigma!r}")
+    s = float(sigma)
+    if kernel == "gaussian":
+        return lambda r: np.exp(-(r**2) / (2 * s * s))
+    if kernel == "laplacian" or (kernel == "matern" and nu == 0.5):
+        return lambda r: np.exp(-r / s)
+    if kernel == "matern" and nu in (1.5, 2.5):
+        g = math.sqrt(3.0 if nu == 1.5 else 5.0) / s
+        h = 0.0 if nu == 1.5 else 5.0 / (3 * s * s)
+        return lambda r: (1 + g * r + h * r**2) * np.exp(-g * r)
+    if kernel == "cauchy":
+        return lambda r: 1 / (1 + (r / s) ** 2)
+    if kernel == "inverse_multiquadric":
+        return lambda r: 1 / np.sqrt(1 + (r / s) ** 2)
+    raise InputValueError(
+        f"no decay bound for kernel {kernel!r} (nu={nu!r}): use gaussian, laplacian, matern (nu 0.5, 1.5, 2.5), "
+        "cauchy, inverse_multiquadric, or pass a non-increasing function of the distance"
+    )
+
+
+def cutoff_radius(k: Profile, eps: float, scale: float = 1.0) -> float:
+    """A radius r with ``k(r) ≤ eps``, below which ``k > eps`` may hold (0 if ``k(0) ≤ eps``, inf if never).
+
+    Every distance d with ``k(d) > eps`` is smaller than it (k non-increasing); found by doubling from
+    ``scale`` and bisection.
+
+    >>> r = cutoff_radius(profile("gaussian", 1.0), 1e-6)
+    >>> bool(abs(r - math.sqrt(2 * math.log(1e6))) < 1e-9)
+    True
+    """
+    if float(k(np.array(0.0))) <= eps:
+        return 0.0
+    lo, hi = 0.0, float(scale)
+    while float(k(np.array(hi))) > eps:
+        lo, hi = hi, 2 * hi
+        if hi > 1e300:
+            return math.inf
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):
+            break
+        lo, hi = (mid, hi) if float(k(np.array(mid))) > eps else (lo, mid)
+    return hi
+
+
+@dataclass(frozen=True)
+class TruncationInfo:
+    """What :func:`truncate` kept, and the bound it certifies: ``‖K b − K_t b‖_∞ ≤ bound · ‖b‖_1``."""
+
+    bound: float
+    radius: float
+    pairs_kept: int
+    pairs_total: int
+    blocks_kept: int
+    clusters: tuple[int, int]
+    cells: tuple[float, float]
+    seconds: float
+
+    @property
+    def fraction_kept(self) -> float:
+        """Kept point pairs over all N·M pairs."""
+        return self.pairs_kept / self.pairs_total
+
+    def error_bound(self, b: Any) -> float:
+        """The certified bound ``bound · ‖b‖_1`` on ``‖K b − K_t b‖_∞`` (b: a vector, or columns)."""
+        return self.bound * float(np.abs(np.asarray(b)).sum(axis=0).max())
+
+
+@dataclass(frozen=True)
+class Clusters:
+    """Points sorted by grid cell: ``perm`` (sorted row k is point ``perm[k]``), the cells' row-major
+    ``keys`` (sorted, one per cluster), ``ranges`` ([start, end) slices) and bounding boxes ``low``/``high``
+    (D, C): one row per axis, so that gathering one axis reads contiguous memory."""
+
+    perm: np.ndarray
+    keys: np.ndarray
+    ranges: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    extent: np.ndarray  # cells per axis of the grid
+
+    @classmethod
+    def on_grid(cls, points: np.ndarray, cell: float, origin: np.ndarray, extent: np.ndarray) -> Clusters:
+        keys = row_major_keys(np.minimum(cell_indices(points, cell, origin), extent - 1), extent)
+        if keys is None:
+            raise InputValueError(f"cells of side {cell} make too fine a grid: use larger cells")
+        perm = np.argsort(keys, kind="stable")
+        keys = keys[perm]
+        starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+        ranges = cluster_ranges(None, np.diff(np.append(starts, len(keys))))
+        sorted_points = points[perm]
+        low = np.ascontiguousarray(np.minimum.reduceat(sorted_points, starts, axis=0).T)
+        high = np.ascontiguousarray(np.maximum.reduceat(sorted_points, starts, axis=0).T)
+        return cls(perm, keys[starts], ranges, low, high, extent)
+
+    @property
+    def count(self) -> int:
+        return len(self.keys)
+
+    def pencils(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows of cells along the last axis: their keys (the key over the leading axes) and the
+        bounding box of their points in the leading axes."""
+        lead = self.keys // self.extent[-1]
+        first = np.flatnonzero(np.concatenate([[True], lead[1:] != lead[:-1]]))
+        low = np.minimum.reduceat(self.low[:-1], first, axis=1)
+        high = np.maximum.reduceat(self.high[:-1], first, axis=1)
+        return lead[first], low, high
+
+
+def _gap2(box_a: tuple[np.ndarray, np.ndarray], a: np.ndarray, box_b: tuple[np.ndarray, np.ndarray], b: np.ndarray):
+    """Squared distances between the boxes ``a`` of ``box_a`` and ``b`` of ``box_b`` ((low, high), (D, C) each)."""
+    out = np.zeros(len(a))
+    for axis in range(box_a[0].shape[0]):
+        gap = np.maximum(box_b[0][axis][b] - box_a[1][axis][a], box_a[0][axis][a] - box_b[1][axis][b])
+        np.maximum(gap, 0.0, out=gap)
+        out += gap * gap
+    return out
+
+
+def _expand(first: np.ndarray, stop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For intervals ``[first_k, stop_k)``: the interval index and the value of every member."""
+    length = stop - first
+    owner = np.repeat(np.arange(len(first)), length)
+    value = np.arange(int(length.sum())) - np.repeat(np.cumsum(length) - length, length) + first[owner]
+    return owner, value
+
+
+def _leading_windows(xc: Clusters, yc: Clusters, radius: float, cell: float, origin: np.ndarray, rows: np.ndarray):
+    """(x-cluster, y-pencil key) candidates for the x-clusters ``rows``: pencils whose cells lie within
+    ``radius`` of the cluster's box on the leading axes (padded by one cell)."""
+    d = len(origin) - 1
+    lo = np.floor((xc.low[:d, rows].T - radius - origin[:d]) / cell).astype(np.int64) - 1
+    hi = np.floor((xc.high[:d, rows].T + radius - origin[:d]) / cell).astype(np.int64) + 1
+    lo, hi = np.maximum(lo, 0), np.minimum(hi, yc.extent[:d] - 1)
+    width = np.maximum(hi - lo + 1, 0)
+    owner, t = _expand(np.zeros(len(rows), dtype=np.int64), np.prod(width, axis=1))
+    strides = np.cumprod(np.concatenate([yc.extent[1:d], [1]])[::-1])[::-1]
+    lead = np.zeros(len(t), dtype=np.int64)
+    for axis in range(d - 1, -1, -1):
+        w = width[owner, axis]
+        lead += (lo[owner, axis] + t % w) * strides[axis]
+        t = t // w
+    return rows[owner], lead
+
+
+def _candidates(xc: Clusters, yc: Clusters, radius: float, cell: float, origin: np.ndarray, rows: np.ndarray):
+    """(x-cluster, y-cluster) pairs that may pass the box test, for the x-clusters ``rows``."""
+    reach = radius * (1 + MARGIN)
+    if len(origin) == 1:
+        a, pencil = rows, np.zeros(len(rows), dtype=np.int64)
+        rho = np.full(len(rows), reach)
+        base = np.zeros(len(rows), dtype=np.int64)
+    else:
+        keys, p_low, p_high = yc.pencils()
+        a, lead = _leading_windows(xc, yc, radius, cell, origin, rows)
+        pencil = np.minimum(np.searchsorted(keys, lead), len(keys) - 1)
+        g2 = _gap2((xc.low[:-1], xc.high[:-1]), a, (p_low, p_high), pencil)
+        near = (keys[pencil] == lead) & (g2 < reach**2)
+        a, rho = a[near], np.sqrt(reach**2 - g2[near])
+        base = lead[near] * yc.extent[-1]
+    n_last = yc.extent[-1]
+    lo = np.floor((xc.low[-1][a] - rho - origin[-1]) / cell).astype(np.int64) - 1
+    hi = np.floor((xc.high[-1][a] + rho - origin[-1]) / cell).astype(np.int64) + 1
+    start = np.searchsorted(yc.keys, base + np.maximum(lo, 0), side="left")
+    stop = np.searchsorted(yc.keys, base + np.minimum(hi, n_last - 1), side="right")
+    owner, b = _expand(start, np.maximum(stop, start))
+    return a[owner], b
+
+
+def _runs(owner: np.ndarray, member: np.ndarray, n_owner: int, member_ranges: np.ndarray):
+    """``(slices, redranges)`` of the blocks (owner, member), sorted by owner then member: consecutive
+    members of one owner merge into one ``[start, end)`` range of points."""
+    new = np.ones(len(owner), dtype=bool)
+    new[1:] = (owner[1:] != owner[:-1]) | (member[1:] != member[:-1] + 1)
+    starts = np.flatnonzero(new)
+    ends = np.concatenate([starts[1:], [len(owner)]])[: len(starts)] - 1
+    red = np.stack([member_ranges[member[starts], 0], member_ranges[member[ends], 1]], axis=1)
+    slices = np.cumsum(np.bincount(owner[starts], minlength=n_owner)).astype(np.int64)
+    return slices, red.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Truncation:
+    """The result of :func:`truncate`: ``ranges`` on the sorted points, the permutations and ``info``."""
+
+    ranges: Ranges
+    perm_x: np.ndarray
+    perm_y: np.ndarray
+    info: TruncationInfo
+
+    def mask(self) -> np.ndarray:
+        """The dense (N, M) boolean mask of the kept pairs, on the sorted points (for small checks)."""
+        r_i, s_i, red_j = self.ranges[:3]
+        out = np.zeros((len(self.perm_x), len(self.perm_y)), dtype=bool)
+        for k, (a, b) in enumerate(r_i):
+            for c, d in red_j[(s_i[k - 1] if k else 0) : s_i[k]]:
+                out[a:b, c:d] = True
+        return out
+
+
+def _as_points(a: Any, name: str) -> np.ndarray:
+    p = np.asarray(a, dtype=np.float64)
+    p = p.reshape(-1, 1) if p.ndim == 1 else p
+    if p.ndim != 2 or p.shape[0] == 0:
+        raise ShapeError(f"{name} must be a non-empty (N, D) or (N,) array, got shape {np.shape(a)}")
+    if not np.isfinite(p).all():
+        raise InputValueError(f"{name} has NaN or infinite coordinates")
+    return p
+
+
+def truncate(
+    x: Any,
+    y: Any | None = None,
+    kernel: str | Profile = "gaussian",
+    sigma: float = 1.0,
+    eps: float = 1e-6,
+    nu: float = 1.5,
+    cells: tuple[float, float] | None = None,
+) -> Truncation:
+    """Cluster ``x`` and ``y`` (None: y = x) and keep the block pairs with ``k(box distance) > eps``.
+
+    ``kernel``: a name of :mod:`kernla.kernels` (``nu`` for ``matern``) with length scale ``sigma``,
+    or any non-increasing function of the distance that bounds |K|. ``cells``: the sides of the x and
+    y grid cells (default: ``CELL_FRACTION`` of the cutoff radius; for y = x both sides use the
+    first). The certified bound is ``‖K b − K_t b‖_∞ ≤ eps · ‖b‖_1`` (see the module docstring).
+    """
+    t0 = time.perf_counter()
+    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
+        raise InputValueError(f"eps must be a positive number, got {eps!r}")
+    xs = _as_points(x, "x")
+    ys = xs if y is None else _as_points(y, "y")
+    if ys.shape[1] != xs.shape[1]:
+        raise ShapeError(f"x and y must have the same dimension, got {xs.shape[1]} and {ys.shape[1]}")
+    k = profile(kernel, sigma, nu) if isinstance(kernel, str) else kernel
+    radius = cutoff_radius(k, eps, float(sigma))
+    origin = np.minimum(xs.min(axis=0), ys.min(axis=0))
+    span = np.maximum(xs.max(axis=0), ys.max(axis=0)) - origin
+    top = float(span.max()) or 1.0
+    if cells is None:
+        fx, fy = CELL_FRACTION if y is not None else (CELL_FRACTION[0],) * 2
+        reach = radius if math.isfinite(radius) and radius > 0 else top
+        cells = (reach * fx, reach * fy)
+    cx, cy = (max(float(c), top * 2.0**-20) for c in cells)
+    if not (math.isfinite(cx) and math.isfinite(cy) and cx > 0 and cy > 0):
+        raise InputValueError(f"cells must be positive sides, got {cells!r}")
+    xc = Clusters.on_grid(xs, cx, origin, np.floor(span / cx).astype(np.int64) + 1)
+    yc = xc if y is None and cx == cy else Clusters.on_grid(ys, cy, origin, np.floor(span / cy).astype(np.int64) + 1)
+    blocks_a, blocks_b = [], []
+    if radius > 0:
+        per_row = ((cx + 2 * radius) / cy + 3) ** xs.shape[1] if math.isfinite(radius) else math.inf
+        step = max(1, int(CHUNK // min(per_row, yc.count)))
+        for r0 in range(0, xc.count, step):
+            rows = np.arange(r0, min(xc.count, r0 + step))
+            if math.isinf(radius):
+                a, b = np.repeat(rows, yc.count), np.tile(np.arange(yc.count), len(rows))
+            else:
+                a, b = _candidates(xc, yc, radius, cy, origin, rows)
+            keep = _gap2((xc.low, xc.high), a, (yc.low, yc.high), b) * (1 - MARGIN) ** 2 < radius**2
+            blocks_a.append(a[keep])
+            blocks_b.append(b[keep])
+    a = np.concatenate(blocks_a) if blocks_a else np.zeros(0, dtype=np.int64)
+    b = np.concatenate(blocks_b) if blocks_b else np.zeros(0, dtype=np.int64)
+    slices_i, red_j = _runs(a, b, xc.count, yc.ranges)
+    if yc is xc:  # a symmetric kept set: the transposed runs are the same
+        slices_j, red_i = slices_i, red_j
+    else:
+        order = np.argsort(b, kind="stable")  # a is sorted: (b, a) order
+        slices_j, red_i = _runs(b[order], a[order], yc.count, xc.ranges)
+    n_x = np.diff(xc.ranges, axis=1)[:, 0]
+    n_y = np.diff(yc.ranges, axis=1)[:, 0]
+    info = TruncationInfo(
+        bound=float(eps),
+        radius=radius,
+        pairs_kept=int((n_x[a] * n_y[b]).sum()),
+        pairs_total=xs.shape[0] * ys.shape[0],
+        blocks_kept=len(a),
+        clusters=(xc.count, yc.count),
+        cells=(cx, cy),
+        seconds=time.perf_counter() - t0,
+    )
+    ranges = (xc.ranges, slices_i, red_j, yc.ranges, slices_j, red_i)
+    return Truncation(ranges, xc.perm, yc.perm, info)
+
+
+__all__ = ["truncate", "Truncation", "TruncationInfo", "profile", "cutoff_radius"]
