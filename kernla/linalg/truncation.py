@@ -24,7 +24,8 @@ margin of 1e-9 so that rounding in them can only keep more.
 
 **Kept set.** Candidates come from the grids: for each x-cluster, the y-pencils (rows of y-cells
 along the last axis) whose box lies within the cutoff radius ``r`` (``k(r) ≤ ε``), and in each
-pencil the y-cells within the remaining distance, padded by one cell; every candidate is then tested
+pencil the y-cells within the remaining distance (floating-point subtraction, division and floor are
+monotone, so a point within reach is never outside the window); every candidate is then tested
 on its boxes. Block pairs that pass are merged into ``[start, end)`` runs of consecutive clusters,
 so one range covers a run of neighbouring cells.
 
@@ -50,6 +51,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -176,6 +178,7 @@ class Clusters:
     def count(self) -> int:
         return len(self.keys)
 
+    @cached_property
     def pencils(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows of cells along the last axis: their keys (the key over the leading axes) and the
         bounding box of their points in the leading axes."""
@@ -204,12 +207,12 @@ def _expand(first: np.ndarray, stop: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return owner, value
 
 
-def _leading_windows(xc: Clusters, yc: Clusters, radius: float, cell: float, origin: np.ndarray, rows: np.ndarray):
+def _leading_windows(xc: Clusters, yc: Clusters, reach: float, cell: float, origin: np.ndarray, rows: np.ndarray):
     """(x-cluster, y-pencil key) candidates for the x-clusters ``rows``: pencils whose cells lie within
-    ``radius`` of the cluster's box on the leading axes (padded by one cell)."""
+    ``reach`` of the cluster's box on the leading axes."""
     d = len(origin) - 1
-    lo = np.floor((xc.low[:d, rows].T - radius - origin[:d]) / cell).astype(np.int64) - 1
-    hi = np.floor((xc.high[:d, rows].T + radius - origin[:d]) / cell).astype(np.int64) + 1
+    lo = np.floor((xc.low[:d, rows].T - reach - origin[:d]) / cell).astype(np.int64)
+    hi = np.floor((xc.high[:d, rows].T + reach - origin[:d]) / cell).astype(np.int64)
     lo, hi = np.maximum(lo, 0), np.minimum(hi, yc.extent[:d] - 1)
     width = np.maximum(hi - lo + 1, 0)
     owner, t = _expand(np.zeros(len(rows), dtype=np.int64), np.prod(width, axis=1))
@@ -226,20 +229,20 @@ def _candidates(xc: Clusters, yc: Clusters, radius: float, cell: float, origin: 
     """(x-cluster, y-cluster) pairs that may pass the box test, for the x-clusters ``rows``."""
     reach = radius * (1 + MARGIN)
     if len(origin) == 1:
-        a, pencil = rows, np.zeros(len(rows), dtype=np.int64)
+        a = rows
         rho = np.full(len(rows), reach)
         base = np.zeros(len(rows), dtype=np.int64)
     else:
-        keys, p_low, p_high = yc.pencils()
-        a, lead = _leading_windows(xc, yc, radius, cell, origin, rows)
+        keys, p_low, p_high = yc.pencils
+        a, lead = _leading_windows(xc, yc, reach, cell, origin, rows)
         pencil = np.minimum(np.searchsorted(keys, lead), len(keys) - 1)
         g2 = _gap2((xc.low[:-1], xc.high[:-1]), a, (p_low, p_high), pencil)
         near = (keys[pencil] == lead) & (g2 < reach**2)
         a, rho = a[near], np.sqrt(reach**2 - g2[near])
         base = lead[near] * yc.extent[-1]
     n_last = yc.extent[-1]
-    lo = np.floor((xc.low[-1][a] - rho - origin[-1]) / cell).astype(np.int64) - 1
-    hi = np.floor((xc.high[-1][a] + rho - origin[-1]) / cell).astype(np.int64) + 1
+    lo = np.floor((xc.low[-1][a] - rho - origin[-1]) / cell).astype(np.int64)
+    hi = np.floor((xc.high[-1][a] + rho - origin[-1]) / cell).astype(np.int64)
     start = np.searchsorted(yc.keys, base + np.maximum(lo, 0), side="left")
     stop = np.searchsorted(yc.keys, base + np.minimum(hi, n_last - 1), side="right")
     owner, b = _expand(start, np.maximum(stop, start))
