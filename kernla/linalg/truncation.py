@@ -159,6 +159,7 @@ class Clusters:
     low: np.ndarray
     high: np.ndarray
     extent: np.ndarray  # cells per axis of the grid
+    cell: float  # the cells' side
 
     @classmethod
     def on_grid(cls, points: np.ndarray, cell: float, origin: np.ndarray, extent: np.ndarray) -> Clusters:
@@ -172,7 +173,7 @@ class Clusters:
         sorted_points = points[perm]
         low = np.ascontiguousarray(np.minimum.reduceat(sorted_points, starts, axis=0).T)
         high = np.ascontiguousarray(np.maximum.reduceat(sorted_points, starts, axis=0).T)
-        return cls(perm, keys[starts], ranges, low, high, extent)
+        return cls(perm, keys[starts], ranges, low, high, extent, cell)
 
     @property
     def count(self) -> int:
@@ -250,15 +251,32 @@ def _candidates(xc: Clusters, yc: Clusters, radius: float, cell: float, origin: 
 
 
 def _runs(owner: np.ndarray, member: np.ndarray, n_owner: int, member_ranges: np.ndarray):
-    """``(slices, redranges)`` of the blocks (owner, member), sorted by owner then member: consecutive
-    members of one owner merge into one ``[start, end)`` range of points."""
+    """``(counts, redranges)`` of the blocks (owner, member), sorted by owner then member: consecutive
+    members of one owner merge into one ``[start, end)`` range of points, ``counts[k]`` ranges for owner k."""
     new = np.ones(len(owner), dtype=bool)
     new[1:] = (owner[1:] != owner[:-1]) | (member[1:] != member[:-1] + 1)
     starts = np.flatnonzero(new)
     ends = np.concatenate([starts[1:], [len(owner)]])[: len(starts)] - 1
     red = np.stack([member_ranges[member[starts], 0], member_ranges[member[ends], 1]], axis=1)
-    slices = np.cumsum(np.bincount(owner[starts], minlength=n_owner)).astype(np.int64)
-    return slices, red.astype(np.int64)
+    return np.bincount(owner[starts], minlength=n_owner), red.astype(np.int64)
+
+
+def _kept_blocks(xc: Clusters, yc: Clusters, radius: float, origin: np.ndarray):
+    """The kept block pairs (x-cluster a, y-cluster b), sorted by a then b, in chunks of x-clusters:
+    ``(rows, a, b)`` with the chunk's x-clusters ``rows``."""
+    if radius <= 0:
+        return
+    cx, cy, dim = xc.cell, yc.cell, len(origin)
+    per_row = ((cx + 2 * radius) / cy + 3) ** dim if math.isfinite(radius) else math.inf
+    step = max(1, int(CHUNK // min(per_row, yc.count)))
+    for r0 in range(0, xc.count, step):
+        rows = np.arange(r0, min(xc.count, r0 + step))
+        if math.isinf(radius):
+            a, b = np.repeat(rows, yc.count), np.tile(np.arange(yc.count), len(rows))
+        else:
+            a, b = _candidates(xc, yc, radius, cy, origin, rows)
+        keep = _gap2((xc.low, xc.high), a, (yc.low, yc.high), b) * (1 - MARGIN) ** 2 < radius**2
+        yield rows, a[keep], b[keep]
 
 
 @dataclass(frozen=True)
@@ -327,40 +345,39 @@ def truncate(
         raise InputValueError(f"cells must be positive sides, got {cells!r}")
     xc = Clusters.on_grid(xs, cx, origin, np.floor(span / cx).astype(np.int64) + 1)
     yc = xc if y is None and cx == cy else Clusters.on_grid(ys, cy, origin, np.floor(span / cy).astype(np.int64) + 1)
-    blocks_a, blocks_b = [], []
-    if radius > 0:
-        per_row = ((cx + 2 * radius) / cy + 3) ** xs.shape[1] if math.isfinite(radius) else math.inf
-        step = max(1, int(CHUNK // min(per_row, yc.count)))
-        for r0 in range(0, xc.count, step):
-            rows = np.arange(r0, min(xc.count, r0 + step))
-            if math.isinf(radius):
-                a, b = np.repeat(rows, yc.count), np.tile(np.arange(yc.count), len(rows))
-            else:
-                a, b = _candidates(xc, yc, radius, cy, origin, rows)
-            keep = _gap2((xc.low, xc.high), a, (yc.low, yc.high), b) * (1 - MARGIN) ** 2 < radius**2
-            blocks_a.append(a[keep])
-            blocks_b.append(b[keep])
-    a = np.concatenate(blocks_a) if blocks_a else np.zeros(0, dtype=np.int64)
-    b = np.concatenate(blocks_b) if blocks_b else np.zeros(0, dtype=np.int64)
-    slices_i, red_j = _runs(a, b, xc.count, yc.ranges)
+    n_x, n_y = np.diff(xc.ranges, axis=1)[:, 0], np.diff(yc.ranges, axis=1)[:, 0]
+    counts, red_j, pairs, blocks, kept = [np.zeros(0, dtype=np.int64)], [np.zeros((0, 2), dtype=np.int64)], 0, 0, []
+    small = np.int32 if max(xc.count, yc.count) < 2**31 else np.int64
+    for rows, a, b in _kept_blocks(xc, yc, radius, origin):
+        c, red = _runs(a - rows[0], b, len(rows), yc.ranges)
+        counts.append(c)
+        red_j.append(red)
+        pairs += int((n_x[a] * n_y[b]).sum())
+        blocks += len(a)
+        if yc is not xc:
+            kept.append((a.astype(small), b.astype(small)))
+    counts_i = np.concatenate(counts)
+    slices_i = np.cumsum(np.concatenate([counts_i, np.zeros(xc.count - len(counts_i), dtype=np.int64)]))
+    ranges_j = np.concatenate(red_j)
     if yc is xc:  # a symmetric kept set: the transposed runs are the same
-        slices_j, red_i = slices_i, red_j
+        slices_j, red_i = slices_i, ranges_j
     else:
+        a = np.concatenate([np.zeros(0, dtype=small)] + [k[0] for k in kept])
+        b = np.concatenate([np.zeros(0, dtype=small)] + [k[1] for k in kept])
         order = np.argsort(b, kind="stable")  # a is sorted: (b, a) order
-        slices_j, red_i = _runs(b[order], a[order], yc.count, xc.ranges)
-    n_x = np.diff(xc.ranges, axis=1)[:, 0]
-    n_y = np.diff(yc.ranges, axis=1)[:, 0]
+        c, red_i = _runs(b[order], a[order], yc.count, xc.ranges)
+        slices_j = np.cumsum(c)
     info = TruncationInfo(
         bound=float(eps),
         radius=radius,
-        pairs_kept=int((n_x[a] * n_y[b]).sum()),
+        pairs_kept=pairs,
         pairs_total=xs.shape[0] * ys.shape[0],
-        blocks_kept=len(a),
+        blocks_kept=blocks,
         clusters=(xc.count, yc.count),
         cells=(cx, cy),
         seconds=time.perf_counter() - t0,
     )
-    ranges = (xc.ranges, slices_i, red_j, yc.ranges, slices_j, red_i)
+    ranges = (xc.ranges, slices_i.astype(np.int64), ranges_j, yc.ranges, slices_j.astype(np.int64), red_i)
     return Truncation(ranges, xc.perm, yc.perm, info)
 
 
