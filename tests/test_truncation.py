@@ -6,6 +6,9 @@ NumPy product, the mask read from each half of the returned ranges tuple by the 
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -149,3 +152,13 @@ def test_bad_input_is_a_kernla_error():
         truncate(x, np.zeros((3, 3)))
     with pytest.raises(InputValueError):
         truncate(np.full((3, 2), np.nan))
+
+
+def test_the_doc_examples_run():
+    """Every python block of docs/block_sparse.md runs, in order, in one namespace."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "block_sparse.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) >= 2
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, "docs/block_sparse.md", "exec"), namespace)
