@@ -65,8 +65,12 @@ Profile = Callable[[np.ndarray], np.ndarray]
 #: relative margin on box distances: rounding in them can only keep more pairs
 MARGIN = 1e-9
 
-#: default cell sides as fractions of the cutoff radius (rows, columns); see docs/block_sparse.md
-CELL_FRACTION = (0.25, 0.125)
+#: default cell sides as fractions of the cutoff radius, by dimension (rows, columns); finer cells keep
+#: fewer pairs but make more, smaller blocks: measured in docs/benchmarks.md ("Block-sparse and truncation")
+CELL_FRACTION = {1: (0.125, 0.0625), 2: (0.25, 0.125), 3: (1 / 3, 1 / 3)}
+
+#: beyond the table: candidates grow like (2r / cell)^(D-1) per cluster
+CELL_FRACTION_HIGH_D = (0.5, 0.5)
 
 #: candidate block pairs tested at once (memory: a few arrays of this length)
 CHUNK = 1 << 22
@@ -322,7 +326,7 @@ def truncate(
     ``kernel``: a name of :mod:`kernla.kernels` (``nu`` for ``matern``) with length scale ``sigma``,
     or any non-increasing function of the distance that bounds |K|. ``cells``: the sides of the x and
     y grid cells (default: ``CELL_FRACTION`` of the cutoff radius; for y = x both sides use the
-    first). The certified bound is ``‖K b − K_t b‖_∞ ≤ eps · ‖b‖_1`` (see the module docstring).
+    rows' side, so that the kept set is symmetric). The certified bound is ``‖K b − K_t b‖_∞ ≤ eps · ‖b‖_1`` (see the module docstring).
     """
     t0 = time.perf_counter()
     if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
@@ -337,7 +341,8 @@ def truncate(
     span = np.maximum(xs.max(axis=0), ys.max(axis=0)) - origin
     top = float(span.max()) or 1.0
     if cells is None:
-        fx, fy = CELL_FRACTION if y is not None else (CELL_FRACTION[0],) * 2
+        fx, fy = CELL_FRACTION.get(xs.shape[1], CELL_FRACTION_HIGH_D)
+        fy = fy if y is not None else fx
         reach = radius if math.isfinite(radius) and radius > 0 else top
         cells = (reach * fx, reach * fy)
     cx, cy = (max(float(c), top * 2.0**-20) for c in cells)
