@@ -51,6 +51,7 @@ import torch
 from . import arrays as arr
 from .core import Slot, as_rows
 from .core import reduce as reduce_nograd
+from .engines.ranges import BlockSparsity, swap_axes
 from .errors import ShapeError
 from .formula.diff import vjp
 from .formula.tree import CAT_I, CAT_J, CAT_PARAM, Node, Var, call
@@ -77,15 +78,24 @@ class _Spec:
     red: Reduction  # written for a reduction over j (the caller's axis already applied)
     slots: tuple  # Slot per argument, categories matching ``red``
     backend: str | None
+    ranges: Any = None  # block-sparse ranges in the frame of ``red`` (the caller's turned when axis=0)
 
 
 def reduce_with_grad(
-    red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int = 1, backend: str | None = None
+    red: Reduction,
+    slots: Sequence[Slot],
+    args: Sequence[Any],
+    axis: int = 1,
+    backend: str | None = None,
+    ranges: Any = None,
 ) -> list:
     """:func:`kernla.genred.reduce` for torch tensors, recording the graph for torch.autograd.
 
     Same arguments and outputs as ``reduce``; float outputs carry a ``grad_fn`` whose backward
     runs kernla reductions (see the module docstring). Index outputs are not differentiable.
+    With block-sparse ``ranges``, each backward reduction visits the same pairs: a gradient with
+    respect to an i-variable reduces over j with the first triple, one with respect to a j-variable
+    over i with the second.
 
     >>> import torch
     >>> from kernla.formula import Vi, Vj, call
@@ -103,7 +113,7 @@ def reduce_with_grad(
         raise ShapeError(f"expected {len(slots)} arrays ({', '.join(s.name for s in slots)}), got {len(args)}")
     if red.kind.gradient is None:
         with torch.no_grad():  # index outputs: nothing to differentiate
-            return reduce_nograd(red, slots, args, axis, backend)
+            return reduce_nograd(red, slots, args, axis, backend, ranges)
     named = {s.name: a for s, a in zip(slots, args)}
     kind = arr.common_kind(named)
     dtype = arr.common_dtype(named)
@@ -117,7 +127,8 @@ def reduce_with_grad(
     if axis == 0:
         red = red.swap_ij()
         slots = [Slot(s.name, {CAT_I: CAT_J, CAT_J: CAT_I}.get(s.cat, s.cat), s.dim) for s in slots]
-    outs = _KernlaReduction.apply(_Spec(red, tuple(slots), backend), *rows)
+        ranges = ranges.swapped() if isinstance(ranges, BlockSparsity) else swap_axes(ranges)
+    outs = _KernlaReduction.apply(_Spec(red, tuple(slots), backend, ranges), *rows)
     return list(outs)
 
 
@@ -129,7 +140,7 @@ class _KernlaReduction(torch.autograd.Function):
         red = spec.red
         selection = red.kind.gradient == "selection"
         run = red.with_indices() if selection else red  # a selection's backward needs the indices
-        outs = reduce_nograd(run, spec.slots, rows, 1, spec.backend)
+        outs = reduce_nograd(run, spec.slots, rows, 1, spec.backend, spec.ranges)
         ctx.spec = spec
         ctx.n_in = len(rows)
         if selection:
@@ -160,11 +171,13 @@ class _KernlaReduction(torch.autograd.Function):
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
-def _reduce(red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int, backend: str | None) -> list:
+def _reduce(
+    red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int, backend: str | None, ranges: Any = None
+) -> list:
     """A backward reduction: recorded for torch.autograd when its inputs require grad (double backward)."""
     if needs_grad(args):
-        return reduce_with_grad(red, slots, args, axis, backend)
-    return reduce_nograd(red, slots, args, axis, backend)
+        return reduce_with_grad(red, slots, args, axis, backend, ranges)
+    return reduce_nograd(red, slots, args, axis, backend, ranges)
 
 
 def _sum_to(t: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
@@ -209,7 +222,7 @@ def _grads_from(out: torch.Tensor, parts: Sequence[tuple[int, Node]], slots: Seq
 # Sum and the log-sum-exp family: gradients are Sum reductions over the other index
 # ---------------------------------------------------------------------------------------------
 def _pairwise_backward(spec: _Spec, rows, out: torch.Tensor, g: torch.Tensor, targets: list[int]) -> list:
-    red, slots, backend = spec.red, list(spec.slots), spec.backend
+    red, slots, backend, ranges = spec.red, list(spec.slots), spec.backend, spec.ranges
     extra: list[torch.Tensor] = []
 
     def new_ivar(t: torch.Tensor) -> Node:
@@ -217,8 +230,10 @@ def _pairwise_backward(spec: _Spec, rows, out: torch.Tensor, g: torch.Tensor, ta
         return Var(len(slots) + len(extra) - 1, int(t.shape[-1]), CAT_I)
 
     G = new_ivar(g)
+    if ranges is not None:  # rows with no pair (a softmax's NaN there) take no part in the backward
+        out = torch.nan_to_num(out, nan=0.0, posinf=torch.inf, neginf=-torch.inf)
     seeds = red.kind.grad_seeds(
-        red, G, lambda: new_ivar(out), lambda other: new_ivar(_reduce(other, slots, rows, 1, backend)[0])
+        red, G, lambda: new_ivar(out), lambda other: new_ivar(_reduce(other, slots, rows, 1, backend, ranges)[0])
     )
 
     all_slots = slots + [Slot(f"backward input {n}", CAT_I, int(t.shape[-1])) for n, t in enumerate(extra)]
@@ -233,7 +248,7 @@ def _pairwise_backward(spec: _Spec, rows, out: torch.Tensor, g: torch.Tensor, ta
         parts = [(k, f) for k, f in zip(group, formulas) if f is not None]
         if not parts:
             continue
-        (res,) = _reduce(Reduction("Sum", _concat([f for _, f in parts])), all_slots, all_args, axis, backend)
+        (res,) = _reduce(Reduction("Sum", _concat([f for _, f in parts])), all_slots, all_args, axis, backend, ranges)
         grads.update(_grads_from(res, parts, slots, rows, lambda k, t: t.sum(-2) if slots[k].cat == CAT_PARAM else t))
     return [grads.get(k, torch.zeros_like(rows[k]) if k in targets else None) for k in range(len(rows))]
 

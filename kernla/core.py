@@ -15,6 +15,7 @@ array([1, 0])
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -25,7 +26,9 @@ import numpy as np
 
 from . import arrays as arr
 from .engines import get_engine, resolve_backend
-from .errors import FormulaError, InputValueError, ShapeError
+from .engines.ranges import Blocks, BlockSparsity
+from .engines.ranges import block_sparsity as check_ranges
+from .errors import BackendError, FormulaError, InputValueError, ShapeError
 from .formula import CAT_I, CAT_J, CAT_PARAM
 from .formula.tree import CATEGORY_NAMES, Node
 from .reductions import Reduction
@@ -64,12 +67,19 @@ def as_rows(a: Any, slot: Slot) -> Any:
 
 
 def reduce(
-    red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int = 1, backend: str | None = None
+    red: Reduction,
+    slots: Sequence[Slot],
+    args: Sequence[Any],
+    axis: int = 1,
+    backend: str | None = None,
+    ranges: Any = None,
 ) -> list:
     """Check ``args`` against ``slots``, run ``red`` over ``axis`` and return outputs in the caller's kind.
 
     ``red`` is written for a reduction over j (axis=1); axis=0 exchanges the roles of i and j.
     Outputs have shape (*batch, n_rows, width). No graph is recorded (see :func:`kernla.genred.reduce`).
+    ``ranges``: pykeops' block-sparse ranges tuple, or a :class:`~kernla.engines.ranges.BlockSparsity`
+    from :func:`block_sparsity` (checked once, reused), in the caller's frame (i = rows whatever ``axis``).
     """
     if axis not in (0, 1):
         raise ShapeError(f"axis must be 0 (reduce over i) or 1 (reduce over j), got {axis!r}")
@@ -117,14 +127,21 @@ def reduce(
             f"{name!r} has an empty batch dimension (batch shape {batch}); kernla needs at least one problem per batch"
         )
 
+    blocks = None
+    if ranges is not None:  # checked in the caller's frame, then turned with the reduction
+        sizes_ij = (ny, nx) if axis == 0 else (nx, ny)
+        sparsity = block_sparsity(ranges, *sizes_ij, batches=int(np.prod(batch, dtype=np.int64)))
+        blocks = (sparsity.swapped() if axis == 0 else sparsity).over_j
     engine_name = resolve_backend(backend, kind.on_gpu)
     engine = get_engine(engine_name)
+    if blocks is not None and "ranges" not in inspect.signature(engine.run).parameters:
+        raise BackendError(f"the {engine_name} engine does not run block-sparse reductions (ranges=)")
     if engine_name == "cuda":
         # the CUDA kernels read and write float16 themselves (float arithmetic inside)
         with _cuda_context(kind):
-            outputs = _run_batches(engine, red, slots, shaped, dtype, batch, nx, ny, arr.to_cupy)
+            outputs = _run_batches(engine, red, slots, shaped, dtype, batch, nx, ny, arr.to_cupy, blocks)
     else:
-        outputs = _run_batches(engine, red, slots, shaped, compute, batch, nx, ny, arr.to_numpy)
+        outputs = _run_batches(engine, red, slots, shaped, compute, batch, nx, ny, arr.to_numpy, blocks)
     return [arr.wrap(o, kind, dtype) for o in outputs]
 
 
@@ -138,8 +155,12 @@ def _run_batches(
     nx: int,
     ny: int,
     convert,
+    blocks: Sequence[Blocks] | None = None,
 ) -> list:
-    """Convert, check for NaN (one host sync), run every batch entry, stack the outputs."""
+    """Convert, check for NaN (one host sync), run every batch entry, stack the outputs.
+
+    ``blocks``: the block-sparse ranges of each batch entry (in ``np.ndindex`` order), or None.
+    """
     with np.errstate(over="ignore"):  # a number too large for the dtype becomes inf, refused below
         data = [convert(a, dtype) for a in shaped]
     if isinstance(data[0], np.ndarray):
@@ -150,17 +171,23 @@ def _run_batches(
         xp = cupy
 
     _refuse_nan(slots, data, dtype, xp)
+
+    def run(views: list, b: int) -> list:
+        if blocks is None:
+            return list(engine.run(red, views, nx, ny))
+        return list(engine.run(red, views, nx, ny, ranges=blocks[b]))
+
     if not batch:
-        return list(engine.run(red, [xp.ascontiguousarray(a) for a in data], nx, ny))
+        return run([xp.ascontiguousarray(a) for a in data], 0)
     outputs = []
-    for index in np.ndindex(*batch):
+    for b, index in enumerate(np.ndindex(*batch)):
         views = []
         for s, a in zip(slots, data):
             lead = a.ndim - (1 if s.cat == CAT_PARAM else 2)
             sub = index[len(index) - lead :] if lead else ()
             sub = tuple(0 if a.shape[k] == 1 else i for k, i in enumerate(sub))
             views.append(xp.ascontiguousarray(a[sub]))
-        outputs.append(engine.run(red, views, nx, ny))
+        outputs.append(run(views, b))
     return [xp.stack([o[k] for o in outputs]).reshape(batch + outputs[0][k].shape) for k in range(len(outputs[0]))]
 
 
@@ -215,3 +242,25 @@ def slots_of(aliases: dict[str, Node], formulas: Sequence[Node]) -> list[Slot]:
         missing = list(itertools.islice((p for p in range(max(by_pos)) if p not in by_pos), 10))
         raise FormulaError(f"no variable is declared at position(s) {missing}{' …' if len(missing) == 10 else ''}")
     return [by_pos[p] for p in range(len(by_pos))]
+
+
+def block_sparsity(ranges: Any, nx: int, ny: int, batches: int = 1) -> BlockSparsity:
+    """A pykeops ranges tuple (NumPy, torch or CuPy arrays, or lists) checked for ``batches`` problems of
+    ``nx`` × ``ny``, as :func:`reduce` takes it (see :mod:`kernla.engines.ranges`); a
+    :class:`~kernla.engines.ranges.BlockSparsity` is checked against the sizes and returned.
+
+    >>> r = ([[0, 2]], [1], [[1, 3]], [[1, 3]], [1], [[0, 2]])
+    >>> block_sparsity(r, 2, 3).over_j[0].pairs
+    4
+    """
+    if not isinstance(ranges, BlockSparsity) and isinstance(ranges, (tuple, list)):
+        ranges = tuple(host_integers(a) for a in ranges)
+    return check_ranges(ranges, nx, ny, batches)
+
+
+def host_integers(a: Any) -> np.ndarray:
+    """An index array (NumPy, torch, CuPy, a list) as a host NumPy array of its own dtype."""
+    try:
+        return arr.to_numpy(a, None)
+    except arr.ArrayKindError:  # lists and other array-likes
+        return np.asarray(a)

@@ -41,19 +41,25 @@ _PYKEOPS_IGNORED = {
 
 
 def reduce(
-    red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int = 1, backend: str | None = None
+    red: Reduction,
+    slots: Sequence[Slot],
+    args: Sequence[Any],
+    axis: int = 1,
+    backend: str | None = None,
+    ranges: Any = None,
 ) -> list:
     """Check ``args`` against ``slots``, run ``red`` over ``axis`` and return outputs in the caller's kind.
 
     ``red`` is written for a reduction over j (axis=1); axis=0 exchanges the roles of i and j.
     Outputs have shape (*batch, n_rows, width). With torch tensors, grad mode on and one of them
     requiring grad, the outputs carry a torch.autograd graph (:mod:`kernla.autograd`).
+    ``ranges``: a block-sparse reduction (pykeops' ranges tuple, see :mod:`kernla.engines.ranges`).
     """
     if arr.needs_grad(args):
         from .autograd import reduce_with_grad  # optional dependency: torch (already imported here)
 
-        return reduce_with_grad(red, slots, args, axis, backend)
-    return core.reduce(red, slots, args, axis, backend)
+        return reduce_with_grad(red, slots, args, axis, backend, ranges)
+    return core.reduce(red, slots, args, axis, backend, ranges)
 
 
 def _reduction(
@@ -79,7 +85,15 @@ class Genred:
     ``out = ⋆_{axis} F(...)``; call it with one array per alias (in alias order):
     i-variables (N, D), j-variables (M, D), parameters (D,) or numbers, with optional leading batch
     dimensions. Returns the caller's array kind; ``*_Arg*`` reductions return int64 indices and
-    ``Min_ArgMin``-style reductions a (values, indices) tuple.
+    ``Min_ArgMin``-style reductions a (values, indices) tuple. ``ranges=`` (pykeops' 6-tuple of
+    integer arrays) makes the reduction block-sparse (:mod:`kernla.engines.ranges`).
+
+    >>> import numpy as np
+    >>> s = Genred("X * Y", ["X = Vi(1)", "Y = Vj(1)"], axis=1)
+    >>> x, y = np.ones((3, 1)), np.arange(4.0)[:, None]
+    >>> r = ([[0, 2]], [1], [[2, 4]], [[2, 4]], [1], [[0, 2]])   # rows 0-1 meet columns 2-3
+    >>> s(x, y, ranges=r, backend="numpy").ravel()
+    array([5., 5., 0.])
     """
 
     def __init__(
@@ -99,9 +113,9 @@ class Genred:
         self.axis = axis
         self.slots = slots_of(self.aliases, self.reduction.formulas)
 
-    def __call__(self, *args: Any, backend: str = "auto", **compat: Any):
+    def __call__(self, *args: Any, backend: str = "auto", ranges: Any = None, **compat: Any):
         _check_compat(compat)
-        out = reduce(self.reduction, self.slots, args, self.axis, backend)
+        out = reduce(self.reduction, self.slots, args, self.axis, backend, ranges)
         return out[0] if len(out) == 1 else tuple(out)
 
     def __repr__(self) -> str:
@@ -113,8 +127,10 @@ class Genred:
 
 
 def _check_compat(kwargs: dict) -> None:
+    """ArgumentTypeError for keywords that are neither ignored pykeops options nor ``ranges=None``
+    (callers that run block-sparse reductions take ``ranges`` out first)."""
     if kwargs.get("ranges") is not None:
-        raise NotImplementedError("ranges= (block-sparse reductions) is not supported by kernla")
+        raise ArgumentTypeError("ranges= (a block-sparse reduction) is not taken by this call")
     unknown = set(kwargs) - _PYKEOPS_IGNORED - {"ranges"}
     if unknown:
         raise ArgumentTypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")

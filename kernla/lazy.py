@@ -21,6 +21,8 @@ from typing import Any, Union
 import numpy as np
 
 from . import arrays as arr
+from .core import host_integers
+from .engines.ranges import swap_axes
 from .errors import ShapeError
 from .formula import CAT_I, CAT_J, CAT_PARAM, Var, call
 from .formula.tree import IntCst, Node
@@ -43,6 +45,9 @@ class LazyTensor:
     variables: tuple  # (data, category) per variable position
     #: ``K.solve(b, alpha)``: defined by kernla.linalg (linalg/solve.py), a higher layer than this module
     solve: Callable[..., Any]
+    #: block-sparsity pattern, pykeops' 6-tuple (:mod:`kernla.engines.ranges`): set it, or use
+    #: :meth:`with_ranges`; the tensors computed from this one keep it, and its reductions use it
+    ranges: Any = None
 
     def __init__(self, x: Any = None, axis: int | None = None):
         if isinstance(x, LazyTensor):
@@ -159,7 +164,9 @@ class LazyTensor:
             f, variables = acc._merge(o)
             acc = LazyTensor._make(acc.formula, variables)
             args.append(f)
-        return LazyTensor._make(call(name, *args, params=params), variables)
+        res = LazyTensor._make(call(name, *args, params=params), variables)
+        res.ranges = _common_ranges(self, *others)
+        return res
 
     def _rop(self, name: str, other: Operand) -> LazyTensor:
         if isinstance(other, int) and not isinstance(other, bool):
@@ -375,10 +382,25 @@ class LazyTensor:
         swap = {CAT_I: CAT_J, CAT_J: CAT_I, CAT_PARAM: CAT_PARAM}
         variables = tuple((d, swap[c]) for d, c in self.variables)
         mapping = {v: Var(v.params[0], v.params[1], swap[v.params[2]]) for v in self.formula.variables()}
-        return LazyTensor._make(self.formula.replace(mapping), variables)
+        res = LazyTensor._make(self.formula.replace(mapping), variables)
+        res.ranges = swap_axes(self.ranges)
+        return res
 
     def t(self) -> LazyTensor:
         return self.T
+
+    def with_ranges(self, ranges: Any) -> LazyTensor:
+        """This tensor with the block-sparsity pattern ``ranges`` (pykeops' 6-tuple; None: dense).
+
+        >>> x = np.arange(3.0)[:, None]
+        >>> K = LazyTensor(x[:, None, :]) * LazyTensor(x[None, :, :])
+        >>> r = ([[0, 3]], [1], [[0, 1]], [[0, 1], [1, 3]], [1, 1], [[0, 3]])   # column 0 only
+        >>> K.with_ranges(r).sum(dim=1, backend="numpy").ravel(), K.sum(dim=1, backend="numpy").ravel()
+        (array([0., 0., 0.]), array([0., 3., 6.]))
+        """
+        res = LazyTensor._make(self.formula, self.variables)
+        res.ranges = ranges
+        return res
 
     # -- reductions --------------------------------------------------------------------------
     def _axis(self, dim: int) -> int | None:
@@ -399,6 +421,7 @@ class LazyTensor:
         K: int | None = None,
         weight: Operand | None = None,
         backend: str | None = None,
+        ranges: Any = None,
     ) -> list:
         formula, variables = self.formula, self.variables
         weight_formula = None
@@ -407,15 +430,17 @@ class LazyTensor:
             weight_formula, variables = LazyTensor._make(formula, variables)._merge(w)
         red = Reduction(name, formula, weight_formula, K)
         slots = [Slot(f"variable {k} ({'ijp'[cat]})", cat, _dim(data)) for k, (data, cat) in enumerate(variables)]
-        return reduce(red, slots, [data for data, _ in variables], axis, backend)
+        ranges = self.ranges if ranges is None else ranges
+        return reduce(red, slots, [data for data, _ in variables], axis, backend, ranges)
 
     def _simple(self, name: str, vector_op: str | None, dim: int | None, backend, compat: dict, default: int, **kw):
+        ranges = compat.pop("ranges", None)  # pykeops' per-call ranges=, else self.ranges
         axis = self._axis(_reduction_dim(dim, compat, default))
         if axis is None:
             if vector_op is None:
                 raise ShapeError(f"{name} is not available over the vector axis")
             return self._op(vector_op)
-        out = self._reduce(name, axis, backend=backend, **kw)
+        out = self._reduce(name, axis, backend=backend, ranges=ranges, **kw)
         return out[0] if len(out) == 1 else tuple(out)
 
     def sum(self, dim: int | None = None, backend: str | None = None, **compat):
@@ -481,6 +506,29 @@ class LazyTensor:
         vj = LazyTensor(v.reshape(flat[0], 1) if len(flat) == 1 else v, axis=1)
         out = (self * vj).sum(dim=self.ndim - 2)
         return out.reshape(out.shape[:-1]) if len(flat) == 1 else out
+
+
+def _common_ranges(*operands: Operand) -> Any:
+    """The ranges an operation's result keeps: the one set on its LazyTensor operands (pykeops' rule).
+
+    ShapeError when two operands have different ranges.
+    """
+    found = None
+    for o in operands:
+        r = o.ranges if isinstance(o, LazyTensor) else None
+        if r is None or r is found:
+            continue
+        if found is not None and not _same_ranges(found, r):
+            raise ShapeError("cannot combine LazyTensors with different ranges (block-sparsity patterns)")
+        found = r
+    return found
+
+
+def _same_ranges(a: Any, b: Any) -> bool:
+    try:
+        return len(a) == len(b) and all(np.array_equal(host_integers(x), host_integers(y)) for x, y in zip(a, b))
+    except TypeError:  # not a tuple of arrays: the reduction will say what is wrong
+        return False
 
 
 def _reduction_dim(dim: int | None, compat: dict, default: int) -> int:

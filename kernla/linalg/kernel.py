@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 
 from .. import arrays as arr
+from ..core import block_sparsity
+from ..engines.ranges import BlockSparsity
 from ..errors import DTypeError, InputValueError, ShapeError
 from ..formula import CAT_I, CAT_J, CAT_PARAM, Var, call
 from ..formula.evaluate import evaluate
@@ -93,13 +95,20 @@ class Kernel:
     xp: Any
     on_gpu: bool
     has_torch: bool  # products may need a torch graph
+    sparsity: BlockSparsity | None = None  # block-sparse ranges: K is zero outside the blocks they keep
 
     def __repr__(self) -> str:
         return f"<{self.shape[0]}x{self.shape[1]} Kernel {self.formula}, dtype={self.dtype}>"
 
     @classmethod
-    def build(cls, formula: Node, variables: Sequence, names: Sequence, backend: str | None = None) -> Kernel:
-        """The kernel of ``formula``, whose ``Var`` positions index ``variables`` ((data, category) pairs)."""
+    def build(
+        cls, formula: Node, variables: Sequence, names: Sequence, backend: str | None = None, ranges: Any = None
+    ) -> Kernel:
+        """The kernel of ``formula``, whose ``Var`` positions index ``variables`` ((data, category) pairs).
+
+        ``ranges``: pykeops' block-sparse ranges tuple (checked here, once): the entries outside the
+        blocks it keeps are zero, and products visit only the kept blocks.
+        """
         formula, variables, names = compact(formula, variables, names)
         if formula.dim != 1:
             raise ShapeError(f"a KernelOperator needs a scalar formula, got dimension {formula.dim}")
@@ -129,19 +138,25 @@ class Kernel:
             xp,
             on_gpu,
             any(compute.is_torch(d) for d in source),
+            None if ranges is None else block_sparsity(ranges, *shape),
         )
 
     def transposed(self) -> Kernel:
         """Kᵀ: the formula with i and j exchanged."""
         variables = list(zip(self.source, [_SWAP[c] for c in self.cats]))
-        return Kernel.build(swap_ij(self.formula), variables, self.names, self.backend)
+        ranges = None if self.sparsity is None else self.sparsity.swapped()
+        return Kernel.build(swap_ij(self.formula), variables, self.names, self.backend, ranges)
 
     def host_copy(self, dtype: Any) -> Kernel:
         """The same kernel on host copies of its compute data in ``dtype`` (e.g. float64 for a solve)."""
         variables = [
             (d if arr.kind_of(d) == "scalar" else np.asarray(d, dtype=dtype), c) for d, c in zip(self.data, self.cats)
         ]
-        return Kernel.build(self.formula, variables, self.names, self.backend)
+        return Kernel.build(self.formula, variables, self.names, self.backend, self.sparsity)
+
+    def kept(self, rows: Any, cols: Any) -> np.ndarray | None:
+        """Whether K keeps each entry (rows[k], cols[k]) (broadcastable index arrays), or None: all kept."""
+        return None if self.sparsity is None else self.sparsity.over_j[0].kept(rows, cols)
 
     # -- products --------------------------------------------------------------------------------
     def product(self, V: Any, transpose: bool = False) -> Any:
@@ -153,7 +168,7 @@ class Kernel:
         cat = CAT_I if transpose else CAT_J
         red = Reduction("Sum", call("Mult", self.formula, Var(len(self.data), w, cat)))
         slots = [*self.slots, Slot("right-hand side", cat, w)]
-        return reduce(red, slots, [*self.data, V], 0 if transpose else 1, self.backend)[0]
+        return reduce(red, slots, [*self.data, V], 0 if transpose else 1, self.backend, self.sparsity)[0]
 
     def columns(self, cols: Sequence[int], chunk: int = COLUMN_CHUNK) -> np.ndarray:
         """The columns ``K[:, cols]`` as a host float64 (n, len(cols)) array, computed by the engine.
@@ -175,8 +190,9 @@ class Kernel:
             data = [d[where] if c == CAT_J and arr.kind_of(d) != "scalar" else d for d, c in zip(self.data, self.cats)]
             red = Reduction("Sum", call("Mult", self.formula, Var(len(data), w, CAT_J)))
             slots = [*self.slots, Slot("column indicator", CAT_J, w)]
-            block = reduce(red, slots, [*data, xp.eye(w, dtype=self.dtype)], 1, self.backend)[0]
-            out[:, c0 : c0 + w] = compute.to_host(block)
+            block = compute.to_host(reduce(red, slots, [*data, xp.eye(w, dtype=self.dtype)], 1, self.backend)[0])
+            kept = self.kept(np.arange(n)[:, None], sel[None, :])
+            out[:, c0 : c0 + w] = block if kept is None else block * kept
         return out
 
     # -- entries evaluated with NumPy ------------------------------------------------------------
@@ -211,7 +227,10 @@ class Kernel:
                 local[pos] = v[i0:i1, None, :] if cat == CAT_I else v[None, :, :] if cat == CAT_J else v
             block = evaluate(self.formula, local, self.dtype)
             out[i0:i1] = np.broadcast_to(block, (i1 - i0, m, 1))[..., 0]
-        return out
+        all_rows = np.arange(self.shape[0]) if rows is None else np.asarray(rows)
+        all_cols = np.arange(self.shape[1]) if cols is None else np.asarray(cols)
+        kept = self.kept(all_rows[:, None], all_cols[None, :])
+        return out if kept is None else out * kept
 
     def diagonal(self) -> np.ndarray:
         """``F(x_i, y_i)`` for each i, as a host NumPy array (square kernels only)."""
@@ -228,4 +247,5 @@ class Kernel:
             }
             d = evaluate(self.formula, local, self.dtype)
             out[i0:i1] = np.broadcast_to(d, (i1 - i0, 1))[:, 0]
-        return out
+        kept = self.kept(np.arange(n), np.arange(n))
+        return out if kept is None else out * kept

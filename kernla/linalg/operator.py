@@ -56,7 +56,9 @@ class KernelOperator(ArrayKindOperator):
     It is a ``scipy.sparse.linalg.LinearOperator`` (``matvec``, ``matmat``, ``rmatvec``,
     ``rmatmat``, ``.T``, ``.H``, ``@``) usable by scipy's solvers and eigensolvers; torch tensors
     and CuPy arrays go through the same methods and come back as their own kind. Products with
-    any number of columns are a single reduction.
+    any number of columns are a single reduction. ``ranges`` (pykeops' block-sparse 6-tuple, or a
+    LazyTensor's ``ranges``) keeps only some blocks of K (the others are zero) and products visit
+    only those (transposed products use the transposed ranges; solves and ``eigsh`` follow).
 
     >>> import numpy as np
     >>> from kernla import Vi, Vj
@@ -67,8 +69,11 @@ class KernelOperator(ArrayKindOperator):
     True
     """
 
-    def __init__(self, formula: str | LazyTensor, /, *, backend: str | None = None, **bindings: Any):
+    def __init__(
+        self, formula: str | LazyTensor, /, *, backend: str | None = None, ranges: Any = None, **bindings: Any
+    ):
         if isinstance(formula, LazyTensor):
+            ranges = formula.ranges if ranges is None else ranges
             if bindings:
                 raise ArgumentTypeError(
                     f"bindings are only taken with a formula string; got a LazyTensor and {', '.join(bindings)}"
@@ -80,7 +85,7 @@ class KernelOperator(ArrayKindOperator):
             raise ArgumentTypeError(
                 f"KernelOperator takes a formula string or a LazyTensor, got {type(formula).__name__}"
             )
-        self._init(Kernel.build(node, variables, names, backend), Affine())
+        self._init(Kernel.build(node, variables, names, backend, ranges), Affine())
 
     @classmethod
     def from_kernel(cls, kernel: Kernel, affine: Affine | None = None) -> KernelOperator:

@@ -95,7 +95,7 @@ def product(
         red = Reduction("Sum", call("Mult", kernel.formula, Var(len(kernel.slots), w, cat)))
         slots = [*kernel.slots, Slot("right-hand side", cat, w)]
         args = [*_torch_sources(kernel, x, sources), V]
-        out = affine.product(reduce(red, slots, args, 0 if transpose else 1, kernel.backend)[0], V)
+        out = affine.product(reduce(red, slots, args, 0 if transpose else 1, kernel.backend, kernel.sparsity)[0], V)
     if len(shape) == 1:
         out = out.reshape(-1)
     return out.to(getattr(torch, out_dtype.name))
@@ -123,7 +123,8 @@ def pairs(kernel: Kernel, rows: Any, cols: Any) -> Any:
     slots.append(Slot("pair column", CAT_J, 1))
     args.append(torch.zeros((1, 1), dtype=ref.dtype, device=ref.device))
     out = reduce(Reduction("Sum", kernel.formula.replace(mapping)), slots, args, 1, kernel.backend)[0]
-    return out.reshape(-1)
+    kept = kernel.kept(rows.cpu().numpy(), cols.cpu().numpy())  # block-sparse: entries outside the blocks are 0
+    return out.reshape(-1) if kept is None else out.reshape(-1) * torch.as_tensor(kept, device=out.device)
 
 
 def diagonal(kernel: Kernel) -> Any:

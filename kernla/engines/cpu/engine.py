@@ -25,6 +25,7 @@ import numpy as np
 from ...formula.tree import CAT_J
 from ...reductions import Reduction
 from .. import numpy_engine
+from ..ranges import Blocks
 from .compiler import CompilerUnavailableError, compile_module
 from .source import kernel_source
 
@@ -90,9 +91,17 @@ def kernel(red: Reduction, dtype: np.dtype):
 
 
 def run(
-    red: Reduction, arrays: Sequence[np.ndarray], nx: int, ny: int, out: list[np.ndarray] | None = None
+    red: Reduction,
+    arrays: Sequence[np.ndarray],
+    nx: int,
+    ny: int,
+    out: list[np.ndarray] | None = None,
+    ranges: Blocks | None = None,
 ) -> list[np.ndarray]:
-    """Reduce over j (see :mod:`kernla.engines`); falls back to NumPy without a compiler."""
+    """Reduce over j (see :mod:`kernla.engines`); falls back to NumPy without a compiler.
+
+    ``ranges``: visit only these blocks (:class:`kernla.engines.ranges.Blocks`), else every pair.
+    """
     global _warned
     dtype = np.result_type(*arrays) if len(arrays) else np.dtype(np.float64)
     try:
@@ -101,7 +110,7 @@ def run(
         if not _warned:
             warnings.warn(f"{err}; using the NumPy engine instead", RuntimeWarning, stacklevel=3)
             _warned = True
-        return numpy_engine.run(red, arrays, nx, ny, out)
+        return numpy_engine.run(red, arrays, nx, ny, out, ranges)
     keep = []
     ptrs = (ctypes.c_void_p * max(len(arrays), 1))()
     for pos, a in enumerate(arrays):
@@ -115,6 +124,9 @@ def run(
     out_i = next((o for o, (w, k) in zip(out, dims) if k == "index"), None)
     # small problems: waking threads costs more than it saves
     workers = max(1, min(threads(), (nx * ny * width) // _PAIRS_PER_THREAD))
+    if ranges is not None:
+        out_ptrs = [None if o is None else o.ctypes.data for o in (out_f, out_i)]
+        return _run_ranges(red, dtype, ranges, nx, ny, ptrs, out_ptrs, width, out)
     status = fn(
         nx,
         ny,
@@ -126,4 +138,27 @@ def run(
     )
     if status != 0:
         raise MemoryError(f"the cpu engine ran out of memory for a reduction of {nx} rows")
+    return out
+
+
+_ranges_kernels: dict = {}
+
+
+def _run_ranges(
+    red: Reduction, dtype: np.dtype, ranges: Blocks, nx: int, ny: int, ptrs, out_ptrs: list, E: int, out: list
+) -> list[np.ndarray]:
+    """``out`` computed by the block-sparse driver ``kl_reduce_ranges`` of ``red``'s kernel (same library)."""
+    key = (red, dtype.str)
+    fn = _ranges_kernels.get(key)
+    if fn is None:
+        fn = compile_module(kernel_source(red, dtype.name)).kl_reduce_ranges
+        fn.restype = ctypes.c_int
+        fn.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+        fn.argtypes += [ctypes.c_int64, ctypes.c_int, ctypes.c_int64, _c_int64_p, _c_int64_p, _c_int64_p]
+        _ranges_kernels[key] = fn
+    workers = max(1, min(threads(), (ranges.pairs * E) // _PAIRS_PER_THREAD))
+    tables = [np.ascontiguousarray(a, dtype=np.int64) for a in (ranges.rows, ranges.slices, ranges.cols)]
+    pointers = [a.ctypes.data_as(_c_int64_p) for a in tables]
+    if fn(nx, ny, ptrs, *out_ptrs, E, workers, len(ranges.rows), *pointers) != 0:
+        raise MemoryError(f"the cpu engine ran out of memory for a block-sparse reduction of {nx} rows")
     return out

@@ -26,6 +26,8 @@ from .._template import fill, indent
 _HERE = Path(__file__).resolve().parent
 MATH_HEADER = (_HERE / "kl_math.h").read_text()
 TEMPLATE = (_HERE / "template.cpp").read_text()
+#: the block-sparse driver (``kl_reduce_ranges``), appended to every kernel's translation unit
+RANGES_DRIVER = (_HERE / "ranges_driver.cpp").read_text()
 
 _CTYPES = {"float32": ("float", "double"), "float64": ("double", "double")}
 
@@ -125,4 +127,4 @@ def kernel_source(red: Reduction, dtype: str) -> str:
         "OUT_WF": str(out_wf),
         "OUT_WI": str(out_wi),
     }
-    return fill(TEMPLATE, slots)
+    return fill(TEMPLATE + RANGES_DRIVER, slots)
