@@ -162,3 +162,75 @@ def test_the_doc_examples_run():
     namespace: dict = {}
     for block in blocks:
         exec(compile(block, "docs/block_sparse.md", "exec"), namespace)
+
+
+# -- KernelOperator(..., truncate=...) -----------------------------------------------------------
+
+
+def _truncated_dense(t, K_dense):
+    """K with the dropped pairs zeroed, in the caller's order: the sorted mask taken back through the perms."""
+    mask = _mask_forward(t.ranges, len(t.perm_x), len(t.perm_y))
+    inv_x, inv_y = np.argsort(t.perm_x), np.argsort(t.perm_y)
+    return K_dense * mask[inv_x][:, inv_y]
+
+
+def test_truncated_operator_is_the_masked_matrix_in_the_callers_order():
+    from kernla import Vi, Vj
+    from kernla.errors import ArgumentTypeError
+    from kernla.linalg import KernelOperator
+
+    rng = np.random.default_rng(11)
+    x, y = rng.uniform(size=(613, 2)), rng.uniform(size=(427, 2))
+    t = truncate(x, y, sigma=0.03, eps=1e-5)
+    K = KernelOperator("Exp(-G * SqDist(X, Y))", X=Vi(x), Y=Vj(y), G=1 / (2 * 0.03**2), truncate=t)
+    dense = np.exp(-((x[:, None] - y[None]) ** 2).sum(-1) / (2 * 0.03**2))
+    Kt = _truncated_dense(t, dense)
+    assert 0 < K.truncation_info.fraction_kept < 0.2
+    b, c = rng.normal(size=(427, 3)), rng.normal(size=613)
+    np.testing.assert_allclose(K @ b, Kt @ b, atol=1e-12)
+    np.testing.assert_allclose(K.T @ c, Kt.T @ c, atol=1e-12)
+    assert np.abs(K @ b - dense @ b).max(axis=0).max() <= 1e-5 * np.abs(b).sum(axis=0).max()
+    np.testing.assert_allclose(K.to_dense(), Kt, atol=1e-15)
+    np.testing.assert_allclose(K.columns([3, 400, 17]), Kt[:, [3, 400, 17]], atol=1e-15)
+    with pytest.raises(ArgumentTypeError):
+        KernelOperator("Exp(-SqDist(X, Y))", X=Vi(x), Y=Vj(y), truncate=t, ranges=t.ranges)
+    with pytest.raises(ArgumentTypeError):
+        KernelOperator("Exp(-SqDist(X, Y))", X=Vi(x), Y=Vj(y), truncate=1e-6)
+    with pytest.raises(ShapeError):
+        KernelOperator("Exp(-SqDist(X, Y))", X=Vi(y), Y=Vj(x), truncate=t)
+    assert KernelOperator("Exp(-SqDist(X, Y))", X=Vi(x), Y=Vj(y)).truncation_info is None
+
+
+@pytest.mark.parametrize("name,params", KERNELS[:5])
+def test_kernels_truncate_solve_and_eigsh_on_the_truncated_matrix(name, params):
+    rng = np.random.default_rng([len(name), int(10 * params.get("nu", 0))])
+    x = rng.uniform(size=(701, 2))
+    K = getattr(kernels, name)(x, sigma=0.02, truncate=1e-6, **params)
+    exact = getattr(kernels, name)(x, sigma=0.02, **params).to_dense()
+    t = truncate(x, kernel=name, sigma=0.02, eps=1e-6, **params)
+    Kt = _truncated_dense(t, exact)
+    assert np.array_equal(Kt, Kt.T) and K.truncation_info.pairs_kept == t.info.pairs_kept
+    np.testing.assert_allclose(K.diag(), np.diag(Kt), atol=1e-15)
+    b = rng.normal(size=701)
+    a = K.solve(b, alpha=0.5, precond="nystrom")
+    np.testing.assert_allclose(a, np.linalg.solve(Kt + 0.5 * np.eye(701), b), rtol=1e-6, atol=1e-8)
+    w, v = K.eigsh(k=3)
+    ref = np.linalg.eigvalsh(Kt)[-3:]
+    np.testing.assert_allclose(np.sort(w), ref, rtol=1e-8)
+    np.testing.assert_allclose(np.abs(Kt @ v - v * w).max(), 0, atol=1e-7)
+
+
+def test_truncated_torch_products_differentiate_like_the_masked_matrix():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    x0 = rng.uniform(size=(389, 2))
+    t = truncate(x0, sigma=0.04, eps=1e-6)
+    mask = torch.tensor(_truncated_dense(t, np.ones((389, 389))))
+    x = torch.tensor(x0, requires_grad=True)
+    b = torch.tensor(rng.normal(size=389))
+    out = kernels.gaussian(x, sigma=0.04, truncate=1e-6) @ b
+    ref = (torch.exp(-((x[:, None] - x[None]) ** 2).sum(-1) / (2 * 0.04**2)) * mask) @ b
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
+    (g,) = torch.autograd.grad(out.square().sum(), [x])
+    (g_ref,) = torch.autograd.grad(ref.square().sum(), [x])
+    torch.testing.assert_close(g, g_ref, rtol=1e-8, atol=1e-10)

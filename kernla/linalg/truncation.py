@@ -48,6 +48,7 @@ True
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,8 +57,10 @@ from typing import Any
 
 import numpy as np
 
+from .. import arrays as arr
 from ..cluster.numpy import Ranges, cell_indices, cluster_ranges, row_major_keys
-from ..errors import InputValueError, ShapeError
+from ..errors import ArgumentTypeError, InputValueError, ShapeError
+from ..formula import CAT_I, CAT_J
 
 #: a non-increasing bound ``k(r)`` of |K(x, y)| at distance r = |x − y| (NumPy in, NumPy out)
 Profile = Callable[[np.ndarray], np.ndarray]
@@ -303,7 +306,7 @@ class Truncation:
 
 
 def _as_points(a: Any, name: str) -> np.ndarray:
-    p = np.asarray(a, dtype=np.float64)
+    p = arr.to_numpy(a, np.float64)
     p = p.reshape(-1, 1) if p.ndim == 1 else p
     if p.ndim != 2 or p.shape[0] == 0:
         raise ShapeError(f"{name} must be a non-empty (N, D) or (N,) array, got shape {np.shape(a)}")
@@ -326,7 +329,8 @@ def truncate(
     ``kernel``: a name of :mod:`kernla.kernels` (``nu`` for ``matern``) with length scale ``sigma``,
     or any non-increasing function of the distance that bounds |K|. ``cells``: the sides of the x and
     y grid cells (default: ``CELL_FRACTION`` of the cutoff radius; for y = x both sides use the
-    rows' side, so that the kept set is symmetric). The certified bound is ``‖K b − K_t b‖_∞ ≤ eps · ‖b‖_1`` (see the module docstring).
+    rows' side, so that the kept set is symmetric). The certified bound is
+    ``‖K b − K_t b‖_∞ ≤ eps · ‖b‖_1`` (see the module docstring).
     """
     t0 = time.perf_counter()
     if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
@@ -386,4 +390,82 @@ def truncate(
     return Truncation(ranges, xc.perm, yc.perm, info)
 
 
-__all__ = ["truncate", "Truncation", "TruncationInfo", "profile", "cutoff_radius"]
+def take_rows(a: Any, index: np.ndarray) -> Any:
+    """``a[index]`` for a NumPy, CuPy or torch array (torch: recorded for autograd)."""
+    if arr.kind_of(a) == "torch":
+        return a[a.new_tensor(index, dtype=sys.modules["torch"].int64)]
+    if arr.kind_of(a) == "cupy":
+        return a[sys.modules["cupy"].asarray(index)]
+    return a[index]
+
+
+def _gather(table: np.ndarray, index: Any) -> Any:
+    if index is None:
+        return table
+    if arr.kind_of(index) == "torch":
+        return index.new_tensor(table)[index]
+    return table[np.asarray(index)]
+
+
+@dataclass(frozen=True, eq=False)
+class Order:
+    """A kernel stored with its rows and columns sorted by cluster: stored row k is the caller's row
+    ``perm_x[k]`` (columns: ``perm_y``); ``inv_x`` / ``inv_y`` say where each caller's row sits."""
+
+    perm_x: np.ndarray
+    perm_y: np.ndarray
+    info: TruncationInfo
+
+    @cached_property
+    def inv_x(self) -> np.ndarray:
+        return np.argsort(self.perm_x)
+
+    @cached_property
+    def inv_y(self) -> np.ndarray:
+        return np.argsort(self.perm_y)
+
+    def into(self, transpose: bool) -> np.ndarray:
+        """The permutation that sorts a product's right-hand side (rows of K's columns, or of Kᵀ's)."""
+        return self.perm_x if transpose else self.perm_y
+
+    def back(self, transpose: bool) -> np.ndarray:
+        """The permutation that puts a product's sorted result back in the caller's order."""
+        return self.inv_y if transpose else self.inv_x
+
+    def locate(self, rows: Any, cols: Any) -> tuple[Any, Any]:
+        """Where the caller's rows and columns (index arrays, NumPy or torch; None: all) are stored."""
+        return _gather(self.inv_x, rows), _gather(self.inv_y, cols)
+
+    def swapped(self) -> Order:
+        """The order of Kᵀ."""
+        return Order(self.perm_y, self.perm_x, self.info)
+
+
+def sort_variables(variables: list, truncation: Truncation) -> tuple[list, Ranges, Order]:
+    """``(data, category)`` pairs with i-variables sorted by ``perm_x`` and j-variables by ``perm_y``,
+    the truncation's ranges and the :class:`Order` that undoes the sorting in products.
+
+    >>> t = truncate(np.array([[0.0], [5.0], [0.1]]), sigma=0.1, eps=1e-3)
+    >>> [d.ravel().tolist() for d, _ in sort_variables([(np.array([[0.0], [5.0], [0.1]]), CAT_I)], t)[0]]
+    [[0.0, 0.1, 5.0]]
+    """
+    if not isinstance(truncation, Truncation):
+        raise ArgumentTypeError(
+            "truncate= takes the result of kernla.linalg.truncation.truncate(x, y, kernel=..., sigma=..., eps=...) "
+            f"(kernla.kernels.<name>(..., truncate=eps) builds it for you), got {type(truncation).__name__}"
+        )
+    perms = {CAT_I: truncation.perm_x, CAT_J: truncation.perm_y}
+    out = []
+    for data, cat in variables:
+        if cat in perms:
+            if arr.kind_of(data) == "scalar" or len(data.shape) != 2 or data.shape[0] != len(perms[cat]):
+                which = "rows (x)" if cat == CAT_I else "columns (y)"
+                raise ShapeError(
+                    f"the truncation was computed for {len(perms[cat])} {which}; got data shaped {data.shape}"
+                )
+            data = take_rows(data, perms[cat])
+        out.append((data, cat))
+    return out, truncation.ranges, Order(truncation.perm_x, truncation.perm_y, truncation.info)
+
+
+__all__ = ["truncate", "Truncation", "TruncationInfo", "Order", "profile", "cutoff_radius", "sort_variables"]
