@@ -75,6 +75,10 @@ CELL_FRACTION = {1: (0.125, 0.0625), 2: (0.25, 0.125), 3: (1 / 3, 1 / 3)}
 #: beyond the table: candidates grow like (2r / cell)^(D-1) per cluster
 CELL_FRACTION_HIGH_D = (0.5, 0.5)
 
+#: cells hold at least about this many points at the points' mean density: finer cells add more blocks
+#: (and clustering time) than the pairs they save (measured: docs/benchmarks.md)
+MIN_POINTS_PER_CELL = 8
+
 #: candidate block pairs tested at once (memory: a few arrays of this length)
 CHUNK = 1 << 22
 
@@ -305,6 +309,12 @@ class Truncation:
         return out
 
 
+def _sparse_side(span: np.ndarray, n: int) -> float:
+    """The side of a cube holding ``MIN_POINTS_PER_CELL`` of n points spread over the box ``span``."""
+    sides = span[span > 0]
+    return float((MIN_POINTS_PER_CELL * np.prod(sides) / n) ** (1 / len(sides))) if len(sides) else 0.0
+
+
 def _as_points(a: Any, name: str) -> np.ndarray:
     p = arr.to_numpy(a, np.float64)
     p = p.reshape(-1, 1) if p.ndim == 1 else p
@@ -346,9 +356,9 @@ def truncate(
     top = float(span.max()) or 1.0
     if cells is None:
         fx, fy = CELL_FRACTION.get(xs.shape[1], CELL_FRACTION_HIGH_D)
-        fy = fy if y is not None else fx
         reach = radius if math.isfinite(radius) and radius > 0 else top
-        cells = (reach * fx, reach * fy)
+        cx = max(reach * fx, _sparse_side(span, len(xs)))
+        cells = (cx, cx) if y is None else (cx, max(reach * fy, _sparse_side(span, len(ys))))
     cx, cy = (max(float(c), top * 2.0**-20) for c in cells)
     if not (math.isfinite(cx) and math.isfinite(cy) and cx > 0 and cy > 0):
         raise InputValueError(f"cells must be positive sides, got {cells!r}")
@@ -445,7 +455,7 @@ def sort_variables(variables: list, truncation: Truncation) -> tuple[list, Range
     """``(data, category)`` pairs with i-variables sorted by ``perm_x`` and j-variables by ``perm_y``,
     the truncation's ranges and the :class:`Order` that undoes the sorting in products.
 
-    >>> t = truncate(np.array([[0.0], [5.0], [0.1]]), sigma=0.1, eps=1e-3)
+    >>> t = truncate(np.array([[0.0], [5.0], [0.1]]), sigma=0.1, eps=1e-3, cells=(1.0, 1.0))
     >>> [d.ravel().tolist() for d, _ in sort_variables([(np.array([[0.0], [5.0], [0.1]]), CAT_I)], t)[0]]
     [[0.0, 0.1, 5.0]]
     """
