@@ -13,22 +13,27 @@
 // partial accumulators to kl_scratch (layout [word][split][row], 8 bytes a word) for the merge
 // kernel. Sums over one tile run in KL_TACC_IN and are folded into the TACC accumulator after
 // the tile ("two-level" accumulation).
+// Block-sparse variant (ranges): block x computes the rows [kl_blocks[3x+1], kl_blocks[3x+2]) of row range
+// r = kl_blocks[3x] over its column ranges kl_cols[2s..2s+1] for s in [kl_slices[r-1], kl_slices[r])
+// (kl_slices[-1] read as 0), one after the other; gridDim.y is 1. A dense kernel has one column
+// segment: its j split.
 extern "C" __global__ void __launch_bounds__(KL_BLOCK)
 @NAME@(const kl_i64 nx, const kl_i64 ny, const kl_i64 width, const kl_i64 jper,
 @ARGS@
-       double* __restrict__ kl_scratch)
+       double* __restrict__ kl_scratch@RANGE_ARGS@)
 {
 @SHARED@
-    // this thread's rows: kl_i0 + r * KL_BLOCK, r < @ROWS@ (kl_iiR: the same, or row 0 past nx)
-    const kl_i64 kl_i0 = (kl_i64)blockIdx.x * (KL_BLOCK * @ROWS@) + threadIdx.x;
-    const bool kl_active = kl_i0 < nx;
-    const kl_i64 kl_jb = (kl_i64)blockIdx.y * jper;
-    const kl_i64 kl_je = (ny - kl_jb < jper) ? ny : kl_jb + jper;
+    // this thread's rows: kl_i0 + r * KL_BLOCK < kl_iend, r < @ROWS@ (kl_iiR: the same, or row kl_ii0 past the end);
+    // its column segments: [kl_s0, kl_s1)
+@BLOCK_ROWS@
+    const bool kl_active = kl_i0 < kl_iend;
     const int kl_c0 = (int)blockIdx.z * @CW@;
-    (void)width; (void)kl_c0;
+    (void)width; (void)kl_c0; (void)jper;
 @PRELOAD@
 @DECL@
 @INIT@
+    for (kl_i64 kl_seg = kl_s0; kl_seg < kl_s1; kl_seg++) {
+@SEGMENT@
     for (kl_i64 kl_j0 = kl_jb; kl_j0 < kl_je; kl_j0 += @TJ@) {
         const int kl_cnt = (int)((kl_je - kl_j0 < @TJ@) ? (kl_je - kl_j0) : @TJ@);
 @TILE@
@@ -46,6 +51,7 @@ extern "C" __global__ void __launch_bounds__(KL_BLOCK)
 @TILE_END@
         }
         __syncthreads();
+    }
     }
     if (!kl_active) return;
     if (gridDim.y == 1) {

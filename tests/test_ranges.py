@@ -181,7 +181,8 @@ def test_dense_float64_formulas_with_the_mask(engine):
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_batches_index_the_stacked_entries(engine):
-    """With batch dimensions, ranges index rows b·N + i and columns b·M + j (pykeops' batch layout)."""
+    """With batch dimensions, ranges index rows b·N + i and columns b·M + j (pykeops' batch layout),
+    or, when all their indices lie in one problem, apply to every entry."""
     rng = np.random.default_rng(8)
     B, n, m = 3, 19, 26
     x = rng.normal(size=(B, n, 3))
@@ -207,8 +208,12 @@ def test_batches_index_the_stacked_entries(engine):
         D = np.where(mask_of(parts[e], n, m), ((x[e][:, None] - y[e][None]) ** 2).sum(-1), np.inf)
         want = np.where(np.isinf(D.min(0)), -1, D.argmin(0))
         np.testing.assert_array_equal(got[e].ravel(), want)
+    shared = g(x, y, b, backend=engine, ranges=parts[1])  # indices of one problem: the same blocks in every entry
+    for e in range(B):
+        K = np.exp(-((x[e][:, None] - y[e][None]) ** 2).sum(-1)) * mask_of(parts[1], n, m)
+        np.testing.assert_allclose(shared[e], K @ b[e], atol=1e-13)
     with pytest.raises(InputValueError, match="batch entr"):
-        g(x, y, b, backend=engine, ranges=parts[0][:2] + (parts[0][2] + m,) + parts[0][3:])
+        g(x, y, b, backend=engine, ranges=parts[0][:2] + (parts[0][2] + m + 1,) + parts[0][3:])
     with pytest.raises(InputValueError, match=f"<= {n} "):
         g(x[0], y[0], b[0], backend=engine, ranges=tuple(stacked))  # indices past one problem
 
@@ -315,6 +320,9 @@ def test_lazytensor_ranges_propagate_transpose_and_conflict():
     full = np.exp(-((x[:, None] - y[None]) ** 2).sum(-1))
     np.testing.assert_allclose(K.T @ v, (full * mask).T @ v, atol=1e-12)
     np.testing.assert_allclose((K * 2).sum(dim=0), 2 * (full * mask).sum(0)[:, None], atol=1e-12)
+    np.testing.assert_allclose((2 * K).sum(dim=0), 2 * (full * mask).sum(0)[:, None], atol=1e-12)
+    np.testing.assert_allclose((1 - K).sum(dim=1), ((1 - full) * mask).sum(1)[:, None], atol=1e-12)
+    assert LazyTensor(K).ranges is r
     np.testing.assert_allclose(K.min(dim=1), np.where(mask, full, np.inf).min(1)[:, None])
     np.testing.assert_allclose((-D).exp().sum(dim=1, ranges=r), (full * mask).sum(1)[:, None], atol=1e-12)
     other = random_ranges(n, m, rng)
@@ -422,3 +430,19 @@ def test_kernel_operator_torch_graph_uses_the_ranges():
     (ref,) = torch.autograd.grad((Kt @ v).square().sum(), xt)
     np.testing.assert_allclose(g.numpy(), ref.numpy(), atol=1e-11)
     np.testing.assert_allclose(op.to_dense().detach().numpy(), Kt.detach().numpy(), atol=1e-15)
+
+
+@pytest.mark.slow
+def test_few_rows_split_the_columns_on_the_cpu():
+    """Few row blocks: the cpu driver cuts each block's columns in pieces (threads) and merges them in order."""
+    rng = np.random.default_rng(12)
+    n, m = 7, 30011
+    ri = np.array([[0, 5], [5, 7]])
+    rj = np.array([[0, 9000], [9000, 9001], [9001, 20000], [25000, 30011]])
+    r = from_keep(ri, rj, np.array([[True, False, True, True], [True, True, False, False]]))
+    mask = mask_of(r, n, m)
+    x, y, b, G = _data(n, m, np.float64, rng, 1)
+    for op in REDUCTIONS:
+        g = _genred(op, 1)
+        got = g(x, y, b, G, backend="cpu", ranges=r)
+        _compare(got, reference(g, op, x, y, b, G, mask, 1), np.float64, f"cpu {op} few rows")

@@ -6,13 +6,16 @@ over j, the rows ``ranges_i[k, 0] <= i < ranges_i[k, 1]`` reduce over the column
 ``redranges_j[l, 0] <= j < redranges_j[l, 1]`` for ``slices_i[k - 1] <= l < slices_i[k]``
 (``slices_i[-1]`` read as 0); the last three arrays say the same for a reduction over i (they
 describe the same mask, transposed: gradients with respect to j-variables use them). A row that no
-range covers, or whose ranges are empty, gets the reduction's value over no column (0 for a sum,
-+inf for a minimum, -1 for an index, NaN for a softmax), as in pykeops.
+range covers, or whose ranges are empty, gets the reduction's value over no column, as in pykeops
+(0 for a sum, +inf for a minimum, -inf for a log-sum-exp, NaN for a softmax), except for indices:
+kernla's -1 ("no candidate", as for a row of +inf values) where pykeops writes 0, a valid index.
 
-With batch dimensions the indices run over the batch entries stacked, row ``b·N + i`` for entry
-``b`` (pykeops' own batch layout): each row range lies in one entry, and its column ranges in the
-same entry. Beyond pykeops, kernla refuses what pykeops leaves undefined: row ranges that overlap,
-and column ranges of one row range that overlap.
+With batch dimensions, a tuple whose indices all lie within one problem (rows < N, columns < M)
+applies to every batch entry; otherwise its indices run over the batch entries stacked, row
+``b·N + i`` and column ``b·M + j`` for entry ``b`` (the layout pykeops uses inside for batches):
+each row range lies in one entry, and its column ranges in the same entry. Beyond pykeops,
+kernla refuses what pykeops leaves undefined: row ranges that overlap, and column ranges of one
+row range that overlap.
 
 >>> import numpy as np
 >>> r = (np.array([[0, 2], [2, 3]]), np.array([1, 2]), np.array([[0, 1], [1, 4]]),
@@ -47,7 +50,8 @@ class Blocks:
     ``rows`` (R, 2): row ranges, sorted, covering ``[0, nx)`` exactly (rows that no range of the
     caller covered form ranges of their own, with no columns); ``slices`` (R,): for row range k,
     its column ranges are ``cols[slices[k-1]:slices[k]]`` (``slices[-1]`` read as 0); ``cols``
-    (S, 2): column ranges, non-empty, sorted and disjoint within each row range. All int64, C order.
+    (S, 2): column ranges, non-empty, sorted, disjoint and not touching within each row range (touching
+    ranges of the caller are joined). All int64, C order.
     """
 
     rows: np.ndarray
@@ -146,9 +150,12 @@ def block_sparsity(ranges: Any, nx: int, ny: int, batches: int = 1) -> BlockSpar
         got = f"{len(ranges)} items" if isinstance(ranges, (tuple, list)) else type(ranges).__name__
         raise ShapeError(f"ranges must be a tuple of 6 integer arrays {NAMES}, got {got}")
     arrays = [_integers(a, name) for a, name in zip(ranges, NAMES)]
-    over_j = _direction(arrays[0], arrays[1], arrays[2], NAMES[:3], nx, ny, batches)
-    over_i = _direction(arrays[3], arrays[4], arrays[5], NAMES[3:], ny, nx, batches)
-    return BlockSparsity(over_j, over_i, nx, ny)
+    bounds = (nx, None, ny, ny, None, nx)
+    shared = batches > 1 and all(n is None or a.size == 0 or a.max() <= n for a, n in zip(arrays, bounds))
+    stacked = 1 if shared else batches  # indices within one problem: the same blocks for every entry
+    over_j = _direction(arrays[0], arrays[1], arrays[2], NAMES[:3], nx, ny, stacked)
+    over_i = _direction(arrays[3], arrays[4], arrays[5], NAMES[3:], ny, nx, stacked)
+    return BlockSparsity(over_j * (batches // stacked), over_i * (batches // stacked), nx, ny)
 
 
 def _integers(a: Any, name: str) -> np.ndarray:
@@ -188,21 +195,26 @@ def _direction(
         k = int(np.flatnonzero(r[1:, 0] < r[:-1, 1])[0])
         raise InputValueError(f"ranges: {rn} has overlapping ranges {r[k].tolist()} and {r[k + 1].tolist()}")
     counts = ends[live] - starts[live]
-    picks = (
-        np.repeat(starts[live], counts) + np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-    )
     owner = np.repeat(np.arange(len(live)), counts)
-    c = cols[picks]
+    s0, s1 = starts[live], ends[live]
+    if len(live) and s0[0] == 0 and s1[-1] == len(cols) and (s0[1:] == s1[:-1]).all():
+        c = cols  # the live row ranges' column ranges are all of them, in order (no copy)
+    else:
+        total = int(counts.sum())
+        c = cols[np.repeat(s0, counts) + np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)]
     nonempty = c[:, 1] > c[:, 0]
-    c, owner = c[nonempty], owner[nonempty]
-    order = np.lexsort((c[:, 0], owner))
-    c, owner = c[order], owner[order]
+    if not nonempty.all():
+        c, owner = c[nonempty], owner[nonempty]
+    if len(c) > 1 and ((owner[1:] < owner[:-1]) | ((owner[1:] == owner[:-1]) & (c[1:, 0] < c[:-1, 0]))).any():
+        order = np.lexsort((c[:, 0], owner))  # (sorted already, as from_matrix builds them: no sort)
+        c, owner = c[order], owner[order]
     same = owner[1:] == owner[:-1]
     if (same & (c[1:, 0] < c[:-1, 1])).any():
         k = int(np.flatnonzero(same & (c[1:, 0] < c[:-1, 1]))[0])
         raise InputValueError(
             f"ranges: the {cn} ranges of {rn} {r[owner[k]].tolist()} overlap: {c[k].tolist()} and {c[k + 1].tolist()}"
         )
+    c, owner = _coalesce(c, owner)
     entry = r[:, 0] // nx
     if ((r[:, 1] - 1) // nx != entry).any():
         k = int(np.flatnonzero((r[:, 1] - 1) // nx != entry)[0])
@@ -222,6 +234,16 @@ def _direction(
         c_lo, c_hi = int(per_range[:lo].sum()), int(per_range[:hi].sum())
         out.append(_complete(r[lo:hi] - b * nx, per_range[lo:hi], c[c_lo:c_hi] - b * ny, nx, ny))
     return tuple(out)
+
+
+def _coalesce(cols: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted column ranges with touching neighbours of one owner joined ([0, 3) and [3, 7) give [0, 7)):
+    the same pairs in the same order, in fewer, longer runs for the engines."""
+    if len(cols) < 2:
+        return cols, owner
+    first = np.concatenate([[True], (owner[1:] != owner[:-1]) | (cols[1:, 0] != cols[:-1, 1])])
+    last = np.concatenate([first[1:], [True]])
+    return np.stack([cols[first, 0], cols[last, 1]], 1), owner[first]
 
 
 def _bounds(a: np.ndarray, name: str, n: int, what: str) -> None:

@@ -36,7 +36,8 @@ import numpy as np
 from ...errors import BackendError, DTypeError, ShapeError
 from ...formula.tree import CAT_I, CAT_J
 from ...reductions import Reduction
-from .source import BLOCK, MERGE_BLOCK, KernelInfo, Launch, Plan, build_plan, dtype_name, launches
+from ..ranges import Blocks
+from .source import BLOCK, MERGE_BLOCK, KernelInfo, Launch, Plan, build_plan, dtype_name, launches, ranges_launches
 
 name = "cuda"
 
@@ -157,8 +158,14 @@ def _prepare(red: Reduction, plan: Plan, arrays: Sequence[Any], nx: int, ny: int
     return out
 
 
-def run(red: Reduction, arrays: Sequence[Any], nx: int, ny: int, out: list | None = None) -> list:
-    """Reduce over j on the GPU; outputs are CuPy arrays (nx, width) (see the module docstring)."""
+def run(
+    red: Reduction, arrays: Sequence[Any], nx: int, ny: int, out: list | None = None, ranges: Blocks | None = None
+) -> list:
+    """Reduce over j on the GPU; outputs are CuPy arrays (nx, width) (see the module docstring).
+
+    ``ranges``: visit only these blocks (:class:`kernla.engines.ranges.Blocks`; the block-sparse
+    kernels of :func:`~kernla.engines.cuda.source.ranges_launches`), else every pair.
+    """
     used = [arrays[p] for p in sorted({v.params[0] for f in red.formulas for v in f.variables()}) if p < len(arrays)]
     dtypes = {np.dtype(a.dtype) for a in used}
     if not dtypes:
@@ -166,7 +173,7 @@ def run(red: Reduction, arrays: Sequence[Any], nx: int, ny: int, out: list | Non
     dtype = dtype_name(max(dtypes, key=lambda d: d.itemsize))
     if len(dtypes) > 1:
         raise DTypeError(f"the cuda engine needs one dtype for all arrays, got {sorted(map(str, dtypes))}")
-    plan = build_plan(red, dtype)
+    plan = build_plan(red, dtype, ranges is not None)
     device = next((a.device.id for a in used if isinstance(a, cupy.ndarray)), cupy.cuda.Device().id)
     with cupy.cuda.Device(device):
         data = _prepare(red, plan, arrays, nx, ny)
@@ -179,6 +186,9 @@ def run(red: Reduction, arrays: Sequence[Any], nx: int, ny: int, out: list | Non
         results = _outputs(dims, nx, plan.dtype, out)
         if nx == 0 or any(w == 0 for w, _ in dims):
             return results
+        if ranges is not None:
+            _launch_ranges(plan, ranges, device, data, results, nx, ny, width)
+            return results
 
         def resident(info: KernelInfo) -> int:
             fn = function(plan.source, device, info.name)
@@ -187,6 +197,25 @@ def run(red: Reduction, arrays: Sequence[Any], nx: int, ny: int, out: list | Non
         for launch in launches(plan, nx, ny, width, resident):
             _launch(plan, launch, device, data, results, nx, ny)
         return results
+
+
+def _launch_ranges(plan: Plan, ranges: Blocks, device: int, data: list, results: list, nx: int, ny: int, width: int):
+    """The block-sparse launches: one block per entry of the block table, the tables on the device."""
+    tables: dict[int, Any] = {}
+
+    def table(rows: int):
+        if rows not in tables:
+            tables[rows] = cupy.asarray(ranges.tiles(BLOCK * rows))
+        return tables[rows]
+
+    slices = cupy.asarray(ranges.slices)
+    cols = cupy.asarray(ranges.cols if len(ranges.cols) else np.zeros((1, 2), np.int64))  # never read when empty
+    scratch = cupy.empty(1, np.float64)
+    i64 = np.int64
+    for launch, rows in ranges_launches(plan, width, lambda rows: len(table(rows))):
+        fn = function(plan.source, device, launch.kernel)
+        args = (i64(nx), i64(ny), i64(launch.width), i64(0), *data, *results, scratch, table(rows), slices, cols)
+        fn(launch.grid, (BLOCK, 1, 1), args)
 
 
 def _outputs(dims, nx: int, dtype: str, out: list | None) -> list:

@@ -339,11 +339,13 @@ def _kernel(
     arg_decl: str,
     out: _Out,
     product: tuple[Node, int, int] | None = None,
+    ranges: bool = False,
 ) -> tuple[str, KernelInfo]:
     """Source of one reduction kernel and its merge kernel.
 
     ``red`` is the (chunk of the) reduction this kernel computes; for a kernel product,
-    ``product = (k, B position, columns)`` and ``red`` is the Sum over those columns.
+    ``product = (k, B position, columns)`` and ``red`` is the Sum over those columns. ``ranges``:
+    the block-sparse variant (its blocks and column segments come from three more arguments).
     """
     single = dtype == "float64"
     formulas = (product[0],) if product else red.formulas
@@ -380,15 +382,15 @@ def _kernel(
             row_defs.append("const kl_i64 kl_ii0 = kl_active ? kl_i0 : 0;")
         else:
             row_defs.append(f"const kl_i64 kl_i{r} = kl_i0 + {r} * KL_BLOCK;")
-            row_defs.append(f"const kl_i64 kl_ii{r} = kl_i{r} < nx ? kl_i{r} : kl_ii0;")
+            row_defs.append(f"const kl_i64 kl_ii{r} = kl_i{r} < kl_iend ? kl_i{r} : kl_ii0;")
         st, words = _save_state(acc)
         final.append(
-            f"{{\n    const kl_i64 i = kl_i{r};\n    if (i < nx) "
+            f"{{\n    const kl_i64 i = kl_i{r};\n    if (i < kl_iend) "
             + _final_code(acc, out).replace("\n", "\n    ")
             + "\n}"
         )
         save.append(
-            f"{{\n    const kl_i64 i = kl_i{r};\n    if (i < nx) {{\n"
+            f"{{\n    const kl_i64 i = kl_i{r};\n    if (i < kl_iend) {{\n"
             f"        const kl_i64 kl_slot = (kl_i64)blockIdx.y * nx + i;\n" + indent(st, 8) + "\n    }\n}"
         )
     update_text = "\n".join(update)
@@ -421,6 +423,7 @@ def _kernel(
         "FINAL": indent("\n".join(final), 8),
         "WORDS": str(words),
         "SAVE": indent("\n".join(save), 8),
+        **_block_slots(rows, ranges),
     }
     main = fill(template("reduce.cu"), slots)
     acc = red.c_accumulator("acc")
@@ -443,6 +446,37 @@ def _kernel(
     )
     info = KernelInfo(name, merge_name, words, L.tj if L.shared else 0, product[2] if product else 0, rows)
     return main + "\n" + merge, info
+
+
+def _block_slots(rows: int, ranges: bool) -> dict[str, str]:
+    """The template slots that differ between the dense kernel (its j split) and the block-sparse one."""
+    if not ranges:
+        return {
+            "RANGE_ARGS": "",
+            "BLOCK_ROWS": indent(
+                f"const kl_i64 kl_i0 = (kl_i64)blockIdx.x * (KL_BLOCK * {rows}) + threadIdx.x;\n"
+                "const kl_i64 kl_iend = nx;\nconst kl_i64 kl_s0 = 0, kl_s1 = 1;  // one segment: the j split",
+                4,
+            ),
+            "SEGMENT": indent(
+                "(void)kl_seg;\nconst kl_i64 kl_jb = (kl_i64)blockIdx.y * jper;\n"
+                "const kl_i64 kl_je = (ny - kl_jb < jper) ? ny : kl_jb + jper;",
+                4,
+            ),
+        }
+    return {
+        "RANGE_ARGS": (
+            ",\n       const kl_i64* __restrict__ kl_blocks, const kl_i64* __restrict__ kl_slices,"
+            "\n       const kl_i64* __restrict__ kl_cols"
+        ),
+        "BLOCK_ROWS": indent(
+            "const kl_i64* kl_blk = kl_blocks + 3 * (kl_i64)blockIdx.x;\n"
+            "const kl_i64 kl_i0 = kl_blk[1] + threadIdx.x;\nconst kl_i64 kl_iend = kl_blk[2];\n"
+            "const kl_i64 kl_s0 = kl_blk[0] ? kl_slices[kl_blk[0] - 1] : 0, kl_s1 = kl_slices[kl_blk[0]];",
+            4,
+        ),
+        "SEGMENT": indent("const kl_i64 kl_jb = kl_cols[2 * kl_seg], kl_je = kl_cols[2 * kl_seg + 1];", 4),
+    }
 
 
 def _chunks(red: Reduction, single: bool) -> list[tuple[Reduction, int, int]]:
@@ -530,10 +564,7 @@ def launches(
     """
     if nx == 0:
         return []
-    if plan.product:
-        infos = [plan.kernels[0] if width == 1 else plan.kernels[1]]
-    else:
-        infos, width = list(plan.kernels), 0
+    infos, width = _launched(plan, width)
     out = []
     for info in infos:
         z = -(-width // info.cw) if info.cw else 1
@@ -545,6 +576,34 @@ def launches(
         s = max(1, -(-ny // jper))
         words = info.words * s * nx * z if s > 1 else 0
         out.append(Launch(info.name, (bx, s, z), jper, width, words, info.merge, (-(-nx // MERGE_BLOCK), 1, z)))
+    return out
+
+
+def _launched(plan: Plan, width: int) -> tuple[list[KernelInfo], int]:
+    """The kernels a call runs (a kernel product: the one for its width) and the width they get."""
+    if plan.product:
+        return [plan.kernels[0] if width == 1 else plan.kernels[1]], width
+    return list(plan.kernels), 0
+
+
+def ranges_launches(plan: Plan, width: int, blocks: Callable[[int], int]) -> list[tuple[Launch, int]]:
+    """The launches of a block-sparse plan (``build_plan(..., ranges=True)``), each with its rows per thread.
+
+    One block per entry of the block table for ``BLOCK · rows`` rows
+    (:meth:`kernla.engines.ranges.Blocks.tiles`); ``blocks(rows)`` is that table's length. No j
+    split: a block runs its column segments one after the other; the kernel arguments are those of
+    :class:`Launch` followed by the block table, the slices and the column ranges.
+
+    >>> from kernla.formula import Vi, Vj, call
+    >>> plan = build_plan(Reduction("ArgMin", call("SqDist", Vi(0, 3), Vj(1, 3))), "float32", ranges=True)
+    >>> [(l.grid, rows) for l, rows in ranges_launches(plan, 0, lambda rows: 7)]  # two rows per thread
+    [((7, 1, 1), 2)]
+    """
+    infos, width = _launched(plan, width)
+    out = []
+    for info in infos:
+        z = -(-width // info.cw) if info.cw else 1
+        out.append((Launch(info.name, (blocks(info.rows), 1, z), 0, width, 0, info.merge, (1, 1, z)), info.rows))
     return out
 
 
@@ -563,11 +622,12 @@ def prelude(dtype: str) -> str:
     return _header(dtype_name(dtype)) + template("prelude.cu")
 
 
-def kernels_source(red: Reduction, dtype: str, prefix: str = "kl") -> tuple[str, Plan]:
+def kernels_source(red: Reduction, dtype: str, prefix: str = "kl", ranges: bool = False) -> tuple[str, Plan]:
     """The kernels of ``red`` (without the prelude), names prefixed ``prefix``, and their plan.
 
     Several reductions of one dtype can share one translation unit: one :func:`prelude`, then
     each one's kernels with distinct prefixes (the compile tests batch them this way).
+    ``ranges``: the block-sparse kernels (see :func:`ranges_launches`) instead of the dense ones.
     """
     dtype = dtype_name(dtype)
     single = dtype == "float64"
@@ -591,6 +651,7 @@ def kernels_source(red: Reduction, dtype: str, prefix: str = "kl") -> tuple[str,
                 in_args + ",\n" + out_decl,
                 out,
                 (k, b_pos, cw),
+                ranges,
             )
             texts.append(text)
             infos.append(info)
@@ -618,6 +679,7 @@ def kernels_source(red: Reduction, dtype: str, prefix: str = "kl") -> tuple[str,
                 f"{prefix}_merge{suffix}",
                 (in_args + ",\n" if positions else "") + out_decl,
                 out,
+                ranges=ranges,
             )
             texts.append(text)
             infos.append(info)
@@ -627,9 +689,10 @@ def kernels_source(red: Reduction, dtype: str, prefix: str = "kl") -> tuple[str,
 
 
 @functools.lru_cache(maxsize=256)
-def build_plan(red: Reduction, dtype: str) -> Plan:
-    """The complete source (prelude + kernels) of ``red`` for ``dtype``, and its launch plan."""
+def build_plan(red: Reduction, dtype: str, ranges: bool = False) -> Plan:
+    """The complete source (prelude + kernels) of ``red`` for ``dtype``, and its launch plan
+    (``ranges``: the block-sparse kernels)."""
     dtype = dtype_name(dtype)
-    body, plan = kernels_source(red, dtype)
+    body, plan = kernels_source(red, dtype, ranges=ranges)
     src = prelude(dtype) + "\n" + body
     return Plan(plan.dtype, src, plan.kernels, plan.positions, plan.outputs, plan.product, plan.b_pos)
