@@ -1,16 +1,19 @@
 r"""Automatic truncation of a decaying kernel, with a certified bound on the error of every product.
 
 :func:`truncate` clusters the points ``x`` (rows) and ``y`` (columns) on grids sized from the
-bandwidth, takes each cluster's bounding box, and keeps exactly the cluster pairs (A, B) whose kernel
-bound at the boxes' distance exceeds ``eps``:
+bandwidth, takes each cluster's bounding box, and keeps the cluster pairs (A, B) whose boxes are closer
+than the cutoff radius ``r`` (``k(r) ≤ eps``, found by bisection):
 
-.. math::  \text{keep}(A, B) \iff k(d(A, B)) > \varepsilon, \qquad
-           d(A, B) = \min_{x \in \text{box}(A),\, y \in \text{box}(B)} |x - y|.
+.. math::  \text{keep}(A, B) \iff d(A, B) < r, \qquad
+           d(A, B) = \min_{x \in \text{box}(A),\, y \in \text{box}(B)} |x - y|,
+
+which are exactly the pairs with ``k(d(A, B)) > eps`` up to the bisection's precision and a relative
+margin of 1e-9 on distances, both on the side of keeping more.
 
 **The bound.** Let ``k`` be a non-increasing profile with ``|K(x, y)| ≤ k(|x − y|)`` (for the kernels
 below, ``K(x, y) = k(|x − y|)``) and ``K_t`` the matrix with the dropped pairs set to zero. A dropped
-pair (i, j) has ``x_i ∈ A``, ``y_j ∈ B`` with ``keep(A, B)`` false, and ``|x_i − y_j| ≥ d(A, B)``
-since both points lie in their boxes, so ``|K_ij| ≤ k(|x_i − y_j|) ≤ k(d(A, B)) ≤ ε``. Hence for
+pair (i, j) has ``x_i ∈ A``, ``y_j ∈ B`` with ``d(A, B) ≥ r``, and ``|x_i − y_j| ≥ d(A, B)`` since
+both points lie in their boxes, so ``|K_ij| ≤ k(|x_i − y_j|) ≤ k(r) ≤ ε``. Hence for
 every row i and every vector b,
 
 .. math::  |(K b − K_t b)_i| = \Big|\sum_{j \text{ dropped}} K_{ij} b_j\Big|
@@ -19,8 +22,8 @@ every row i and every vector b,
 that is ``‖K b − K_t b‖_∞ ≤ ε ‖b‖_1``; the same entrywise bound gives the transposed one,
 ``‖Kᵀ c − K_tᵀ c‖_∞ ≤ ε ‖c‖_1``, and also ``‖K b − K_t b‖_∞ ≤ ε · M · ‖b‖_∞``. For y = x the kept
 set is symmetric (same clusters on both sides, a symmetric test), so ``K_t`` stays symmetric and can
-be solved with conjugate gradients. The bound is on exact arithmetic; box distances carry a relative
-margin of 1e-9 so that rounding in them can only keep more.
+be solved with conjugate gradients. The bound is on exact arithmetic on the given points (float64
+boxes; the engine's own rounding in the kept products is not part of it).
 
 **Kept set.** Candidates come from the grids: for each x-cluster, the y-pencils (rows of y-cells
 along the last axis) whose box lies within the cutoff radius ``r`` (``k(r) ≤ ε``), and in each
