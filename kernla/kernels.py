@@ -16,6 +16,10 @@ Each function takes points ``x`` (N, D) (or (N,) for D = 1), optional points ``y
 
 The Matérn kernels are scikit-learn's ``Matern(length_scale=sigma, nu=nu)``.
 
+``truncate=eps`` drops the blocks of point pairs where the kernel is at most eps
+(:mod:`kernla.linalg.truncation`), with the certified bound ``‖K b − K_t b‖_∞ ≤ eps · ‖b‖_1``;
+``K.truncation_info`` says what was kept.
+
 With torch points, ``sigma`` may be a one-element tensor that requires grad: products, ``diag``,
 ``to_dense`` and ``solve`` are then differentiable in σ as well as in the points (e.g. to fit a
 length scale by gradient descent).
@@ -36,6 +40,8 @@ from typing import Any
 from .errors import InputValueError
 from .lazy import Vi, Vj
 from .linalg import KernelOperator
+from .linalg.truncation import Truncation
+from .linalg.truncation import truncate as truncation_of
 
 
 def _sigma(sigma: Any, x: Any = None) -> Any:
@@ -62,7 +68,17 @@ def _points(x: Any, y: Any):
     return Vi(x), Vj(x if y is None else y)
 
 
-def gaussian(x: Any, y: Any | None = None, sigma: float = 1.0, backend: str | None = None) -> KernelOperator:
+def _truncation(x: Any, y: Any, kernel: str, sigma: Any, eps: float | None, nu: float = 1.5) -> Truncation | None:
+    """``truncate=eps``: the certified truncation of this kernel on these points (None: none)."""
+    if eps is None:
+        return None
+    s = _sigma(sigma, x)
+    return truncation_of(x, y, kernel=kernel, sigma=s if isinstance(s, float) else float(s.detach()), eps=eps, nu=nu)
+
+
+def gaussian(
+    x: Any, y: Any | None = None, sigma: float = 1.0, backend: str | None = None, truncate: float | None = None
+) -> KernelOperator:
     """Gaussian (RBF) kernel ``exp(−|x − y|² / (2σ²))``.
 
     >>> import numpy as np
@@ -70,10 +86,15 @@ def gaussian(x: Any, y: Any | None = None, sigma: float = 1.0, backend: str | No
     0.36787944117144233
     """
     X, Y = _points(x, y)
-    return KernelOperator("Exp(-G * SqDist(X, Y))", X=X, Y=Y, G=1.0 / (2.0 * _sigma(sigma, x) ** 2), backend=backend)
+    t = _truncation(x, y, "gaussian", sigma, truncate)
+    return KernelOperator(
+        "Exp(-G * SqDist(X, Y))", X=X, Y=Y, G=1.0 / (2.0 * _sigma(sigma, x) ** 2), backend=backend, truncate=t
+    )
 
 
-def laplacian(x: Any, y: Any | None = None, sigma: float = 1.0, backend: str | None = None) -> KernelOperator:
+def laplacian(
+    x: Any, y: Any | None = None, sigma: float = 1.0, backend: str | None = None, truncate: float | None = None
+) -> KernelOperator:
     """Laplacian (exponential) kernel ``exp(−|x − y| / σ)``.
 
     >>> import numpy as np
@@ -81,11 +102,17 @@ def laplacian(x: Any, y: Any | None = None, sigma: float = 1.0, backend: str | N
     0.36787944117144233
     """
     X, Y = _points(x, y)
-    return KernelOperator("Exp(-G * Norm2(X - Y))", X=X, Y=Y, G=1.0 / _sigma(sigma, x), backend=backend)
+    t = _truncation(x, y, "laplacian", sigma, truncate)
+    return KernelOperator("Exp(-G * Norm2(X - Y))", X=X, Y=Y, G=1.0 / _sigma(sigma, x), backend=backend, truncate=t)
 
 
 def matern(
-    x: Any, y: Any | None = None, sigma: float = 1.0, nu: float = 1.5, backend: str | None = None
+    x: Any,
+    y: Any | None = None,
+    sigma: float = 1.0,
+    nu: float = 1.5,
+    backend: str | None = None,
+    truncate: float | None = None,
 ) -> KernelOperator:
     """Matérn kernel for ``nu`` in {0.5, 1.5, 2.5}, as scikit-learn's ``Matern(length_scale=sigma, nu=nu)``.
 
@@ -97,11 +124,17 @@ def matern(
     """
     s = _sigma(sigma, x)
     X, Y = _points(x, y)
+    t = _truncation(x, y, "matern", sigma, truncate, nu) if nu in (0.5, 1.5, 2.5) else None
     if nu == 0.5:
-        return KernelOperator("Exp(-G * Norm2(X - Y))", X=X, Y=Y, G=1.0 / s, backend=backend)
+        return KernelOperator("Exp(-G * Norm2(X - Y))", X=X, Y=Y, G=1.0 / s, backend=backend, truncate=t)
     if nu == 1.5:
         return KernelOperator(
-            "(1 + G * Norm2(X - Y)) * Exp(-G * Norm2(X - Y))", X=X, Y=Y, G=math.sqrt(3.0) / s, backend=backend
+            "(1 + G * Norm2(X - Y)) * Exp(-G * Norm2(X - Y))",
+            X=X,
+            Y=Y,
+            G=math.sqrt(3.0) / s,
+            backend=backend,
+            truncate=t,
         )
     if nu == 2.5:
         return KernelOperator(
@@ -111,11 +144,14 @@ def matern(
             G=math.sqrt(5.0) / s,
             H=5.0 / (3.0 * s * s),
             backend=backend,
+            truncate=t,
         )
     raise InputValueError(f"matern supports nu = 0.5, 1.5 or 2.5 (closed forms), got nu={nu!r}")
 
 
-def cauchy(x: Any, y: Any | None = None, sigma: float = 1.0, backend: str | None = None) -> KernelOperator:
+def cauchy(
+    x: Any, y: Any | None = None, sigma: float = 1.0, backend: str | None = None, truncate: float | None = None
+) -> KernelOperator:
     """Cauchy kernel ``1 / (1 + |x − y|²/σ²)``.
 
     >>> import numpy as np
@@ -123,11 +159,14 @@ def cauchy(x: Any, y: Any | None = None, sigma: float = 1.0, backend: str | None
     0.5
     """
     X, Y = _points(x, y)
-    return KernelOperator("Inv(1 + G * SqDist(X, Y))", X=X, Y=Y, G=1.0 / _sigma(sigma, x) ** 2, backend=backend)
+    t = _truncation(x, y, "cauchy", sigma, truncate)
+    return KernelOperator(
+        "Inv(1 + G * SqDist(X, Y))", X=X, Y=Y, G=1.0 / _sigma(sigma, x) ** 2, backend=backend, truncate=t
+    )
 
 
 def inverse_multiquadric(
-    x: Any, y: Any | None = None, sigma: float = 1.0, backend: str | None = None
+    x: Any, y: Any | None = None, sigma: float = 1.0, backend: str | None = None, truncate: float | None = None
 ) -> KernelOperator:
     """Inverse multiquadric kernel ``1 / √(1 + |x − y|²/σ²)``.
 
@@ -136,7 +175,10 @@ def inverse_multiquadric(
     0.31622776601683794
     """
     X, Y = _points(x, y)
-    return KernelOperator("Rsqrt(1 + G * SqDist(X, Y))", X=X, Y=Y, G=1.0 / _sigma(sigma, x) ** 2, backend=backend)
+    t = _truncation(x, y, "inverse_multiquadric", sigma, truncate)
+    return KernelOperator(
+        "Rsqrt(1 + G * SqDist(X, Y))", X=X, Y=Y, G=1.0 / _sigma(sigma, x) ** 2, backend=backend, truncate=t
+    )
 
 
 __all__ = ["gaussian", "laplacian", "matern", "cauchy", "inverse_multiquadric"]

@@ -23,6 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("formula", ("kernla.formula",)),
     ("reductions", ("kernla.reductions",)),
     ("engines", ("kernla.engines",)),
+    ("cluster", ("kernla.cluster",)),
     ("arrays", ("kernla.arrays",)),
     ("core", ("kernla.core",)),
     ("autograd", ("kernla.autograd",)),

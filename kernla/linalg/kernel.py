@@ -34,6 +34,7 @@ from ..genred import Slot, reduce
 from ..reductions import Reduction
 from . import _compute as compute
 from .bindings import compact
+from .truncation import Order
 
 #: largest intermediate (in scalars) when evaluating blocks of the matrix with NumPy
 BLOCK_ELEMENTS = 1 << 21
@@ -96,13 +97,20 @@ class Kernel:
     on_gpu: bool
     has_torch: bool  # products may need a torch graph
     sparsity: BlockSparsity | None = None  # block-sparse ranges: K is zero outside the blocks they keep
+    order: Order | None = None  # truncate=: data stored sorted by cluster; methods take and give the caller's order
 
     def __repr__(self) -> str:
         return f"<{self.shape[0]}x{self.shape[1]} Kernel {self.formula}, dtype={self.dtype}>"
 
     @classmethod
     def build(
-        cls, formula: Node, variables: Sequence, names: Sequence, backend: str | None = None, ranges: Any = None
+        cls,
+        formula: Node,
+        variables: Sequence,
+        names: Sequence,
+        backend: str | None = None,
+        ranges: Any = None,
+        order: Order | None = None,
     ) -> Kernel:
         """The kernel of ``formula``, whose ``Var`` positions index ``variables`` ((data, category) pairs).
 
@@ -139,24 +147,30 @@ class Kernel:
             on_gpu,
             any(compute.is_torch(d) for d in source),
             None if ranges is None else block_sparsity(ranges, *shape),
+            order,
         )
 
     def transposed(self) -> Kernel:
         """Kᵀ: the formula with i and j exchanged."""
         variables = list(zip(self.source, [_SWAP[c] for c in self.cats]))
         ranges = None if self.sparsity is None else self.sparsity.swapped()
-        return Kernel.build(swap_ij(self.formula), variables, self.names, self.backend, ranges)
+        order = None if self.order is None else self.order.swapped()
+        return Kernel.build(swap_ij(self.formula), variables, self.names, self.backend, ranges, order)
 
     def host_copy(self, dtype: Any) -> Kernel:
         """The same kernel on host copies of its compute data in ``dtype`` (e.g. float64 for a solve)."""
         variables = [
             (d if arr.kind_of(d) == "scalar" else np.asarray(d, dtype=dtype), c) for d, c in zip(self.data, self.cats)
         ]
-        return Kernel.build(self.formula, variables, self.names, self.backend, self.sparsity)
+        return Kernel.build(self.formula, variables, self.names, self.backend, self.sparsity, self.order)
 
     def kept(self, rows: Any, cols: Any) -> np.ndarray | None:
         """Whether K keeps each entry (rows[k], cols[k]) (broadcastable index arrays), or None: all kept."""
         return None if self.sparsity is None else self.sparsity.over_j[0].kept(rows, cols)
+
+    def positions(self, rows: Any, cols: Any) -> tuple[Any, Any]:
+        """Where the caller's rows and columns (index arrays; None: all) sit in the stored data."""
+        return (rows, cols) if self.order is None else self.order.locate(rows, cols)
 
     # -- products --------------------------------------------------------------------------------
     def product(self, V: Any, transpose: bool = False) -> Any:
@@ -168,7 +182,10 @@ class Kernel:
         cat = CAT_I if transpose else CAT_J
         red = Reduction("Sum", call("Mult", self.formula, Var(len(self.data), w, cat)))
         slots = [*self.slots, Slot("right-hand side", cat, w)]
-        return reduce(red, slots, [*self.data, V], 0 if transpose else 1, self.backend, self.sparsity)[0]
+        if self.order is not None:  # stored sorted by cluster: sort V, and put the result back in order
+            V = V[self.xp.asarray(self.order.into(transpose))]
+        out = reduce(red, slots, [*self.data, V], 0 if transpose else 1, self.backend, self.sparsity)[0]
+        return out if self.order is None else out[self.xp.asarray(self.order.back(transpose))]
 
     def columns(self, cols: Sequence[int], chunk: int = COLUMN_CHUNK) -> np.ndarray:
         """The columns ``K[:, cols]`` as a host float64 (n, len(cols)) array, computed by the engine.
@@ -181,6 +198,7 @@ class Kernel:
         n, m = self.shape
         if index.size and (index.min() < 0 or index.max() >= m):
             raise InputValueError(f"column indices must lie in [0, {m}), got {index.min()}..{index.max()}")
+        index = self.positions(None, index)[1]
         out = np.empty((n, index.size))
         xp = self.xp
         for c0 in range(0, index.size, chunk):
@@ -193,7 +211,7 @@ class Kernel:
             block = compute.to_host(reduce(red, slots, [*data, xp.eye(w, dtype=self.dtype)], 1, self.backend)[0])
             kept = self.kept(np.arange(n)[:, None], sel[None, :])
             out[:, c0 : c0 + w] = block if kept is None else block * kept
-        return out
+        return out if self.order is None else out[self.order.inv_x]
 
     # -- entries evaluated with NumPy ------------------------------------------------------------
     def _host_values(self, cat_rows: dict[int, np.ndarray | None]) -> dict[int, np.ndarray]:
@@ -214,6 +232,7 @@ class Kernel:
 
     def block(self, rows: np.ndarray | None = None, cols: np.ndarray | None = None) -> np.ndarray:
         """The dense block ``K[rows][:, cols]`` as a host NumPy array, evaluated in chunks of rows."""
+        rows, cols = self.positions(rows, cols)
         values = self._host_values({CAT_I: rows, CAT_J: cols})
         n = self.shape[0] if rows is None else len(rows)
         m = self.shape[1] if cols is None else len(cols)
@@ -236,7 +255,8 @@ class Kernel:
         """``F(x_i, y_i)`` for each i, as a host NumPy array (square kernels only)."""
         if self.shape[0] != self.shape[1]:
             raise ShapeError(f"the diagonal is defined for square operators; this one is {self.shape}")
-        values = self._host_values({})
+        rows, cols = self.positions(None, None)
+        values = self._host_values({CAT_I: rows, CAT_J: cols})
         n = self.shape[0]
         out = np.empty(n, dtype=self.dtype)
         chunk = max(1, BLOCK_ELEMENTS // max(1, self._widest()))
@@ -247,5 +267,5 @@ class Kernel:
             }
             d = evaluate(self.formula, local, self.dtype)
             out[i0:i1] = np.broadcast_to(d, (i1 - i0, 1))[:, 0]
-        kept = self.kept(np.arange(n), np.arange(n))
+        kept = self.kept(np.arange(n) if rows is None else rows, np.arange(n) if cols is None else cols)
         return out if kept is None else out * kept

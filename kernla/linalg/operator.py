@@ -40,6 +40,7 @@ from .identity import ScaledIdentity
 from .kernel import COLUMN_CHUNK, Kernel
 from .lanczos import operator_eigsh
 from .operator_solve import operator_solve
+from .truncation import Truncation, TruncationInfo, sort_variables
 
 #: to_dense() refuses matrices with more entries than this unless forced (2**26 ≈ 67 M: 512 MB in float64)
 DENSE_LIMIT = 2**26
@@ -59,6 +60,10 @@ class KernelOperator(ArrayKindOperator):
     any number of columns are a single reduction. ``ranges`` (pykeops' block-sparse 6-tuple, or a
     LazyTensor's ``ranges``) keeps only some blocks of K (the others are zero) and products visit
     only those (transposed products use the transposed ranges; solves and ``eigsh`` follow).
+    ``truncate`` (a :func:`kernla.linalg.truncation.truncate` result for these points; or
+    ``kernla.kernels.<name>(..., truncate=eps)``) drops the blocks where the kernel is at most eps,
+    with the certified bound ``‖K b − K_t b‖_∞ ≤ eps · ‖b‖_1`` (``truncation_info``); the points are
+    stored sorted by cluster, and every method takes and gives the caller's order.
 
     >>> import numpy as np
     >>> from kernla import Vi, Vj
@@ -70,7 +75,14 @@ class KernelOperator(ArrayKindOperator):
     """
 
     def __init__(
-        self, formula: str | LazyTensor, /, *, backend: str | None = None, ranges: Any = None, **bindings: Any
+        self,
+        formula: str | LazyTensor,
+        /,
+        *,
+        backend: str | None = None,
+        ranges: Any = None,
+        truncate: Truncation | None = None,
+        **bindings: Any,
     ):
         if isinstance(formula, LazyTensor):
             ranges = formula.ranges if ranges is None else ranges
@@ -85,7 +97,12 @@ class KernelOperator(ArrayKindOperator):
             raise ArgumentTypeError(
                 f"KernelOperator takes a formula string or a LazyTensor, got {type(formula).__name__}"
             )
-        self._init(Kernel.build(node, variables, names, backend, ranges), Affine())
+        order = None
+        if truncate is not None:  # sorted by cluster, with the truncation's ranges; products keep the caller's order
+            if ranges is not None:
+                raise ArgumentTypeError("give ranges= or truncate=, not both (a truncation brings its own ranges)")
+            variables, ranges, order = sort_variables(variables, truncate)
+        self._init(Kernel.build(node, variables, names, backend, ranges, order), Affine())
 
     @classmethod
     def from_kernel(cls, kernel: Kernel, affine: Affine | None = None) -> KernelOperator:
@@ -116,6 +133,11 @@ class KernelOperator(ArrayKindOperator):
     def kernel(self) -> Kernel:
         """K: the formula and its data (without the scale and shift)."""
         return self._kernel
+
+    @property
+    def truncation_info(self) -> TruncationInfo | None:
+        """What ``truncate=`` kept and the bound it certifies (``‖K b − K_t b‖_∞ ≤ bound · ‖b‖_1``), or None."""
+        return None if self._kernel.order is None else self._kernel.order.info
 
     @property
     def affine(self) -> Affine:

@@ -94,8 +94,12 @@ def product(
         cat = CAT_I if transpose else CAT_J
         red = Reduction("Sum", call("Mult", kernel.formula, Var(len(kernel.slots), w, cat)))
         slots = [*kernel.slots, Slot("right-hand side", cat, w)]
-        args = [*_torch_sources(kernel, x, sources), V]
-        out = affine.product(reduce(red, slots, args, 0 if transpose else 1, kernel.backend, kernel.sparsity)[0], V)
+        order = kernel.order  # truncate=: the data are stored sorted by cluster
+        Vs = V if order is None else V[V.new_tensor(order.into(transpose), dtype=torch.int64)]
+        args = [*_torch_sources(kernel, x, sources), Vs]
+        KV = reduce(red, slots, args, 0 if transpose else 1, kernel.backend, kernel.sparsity)[0]
+        KV = KV if order is None else KV[KV.new_tensor(order.back(transpose), dtype=torch.int64)]
+        out = affine.product(KV, V)
     if len(shape) == 1:
         out = out.reshape(-1)
     return out.to(getattr(torch, out_dtype.name))
@@ -108,6 +112,7 @@ def pairs(kernel: Kernel, rows: Any, cols: Any) -> Any:
     with ``rows``, j-variables with ``cols`` and turned into i-variables. O(P) memory and work.
     """
     torch = sys.modules["torch"]
+    rows, cols = kernel.positions(rows, cols)
     data = _torch_sources(kernel, first_tensor(kernel))
     args, slots, mapping = [], [], {}
     for pos, (d, slot) in enumerate(zip(data, kernel.slots)):
