@@ -17,9 +17,9 @@ import threading
 import numpy as np
 import pytest
 
+from kernla import LazyTensor, kernels
 from kernla import Vi as local_Vi
 from kernla import Vj as local_Vj
-from kernla import kernels
 from kernla.errors import InputValueError
 from kernla.linalg import KernelOperator as LocalKernelOperator
 from kernla.models import KernelInterpolation, NearestNeighbors
@@ -240,3 +240,11 @@ def test_interpolation_fits_and_predicts_on_the_cluster(client, points, kernel):
     torch = pytest.importorskip("torch")
     with pytest.raises(InputValueError, match="NumPy data"):
         KernelInterpolation(client=client).fit(torch.as_tensor(points), torch.as_tensor(y))
+
+
+def test_a_block_sparse_operator_is_refused_not_densified(client, points):
+    ranges = (np.array([[0, 601]]), np.array([1]), np.array([[0, 300]]))
+    ranges += (np.array([[0, 300], [300, 601]]), np.array([1, 1]), np.array([[0, 601]]))
+    d = ((LazyTensor(points[:, None, :]) - LazyTensor(points[None, :, :])) ** 2).sum(-1)
+    with pytest.raises(InputValueError, match="block-sparse"):
+        kd.distribute(LocalKernelOperator((-d).exp(), ranges=ranges), client)

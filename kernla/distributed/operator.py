@@ -567,6 +567,11 @@ def distribute(
         raise InputValueError(f"distribute takes a kernla.KernelOperator, got {type(op).__name__}")
     if device not in ("cpu", "cuda"):
         raise InputValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if op.kernel.sparsity is not None:
+        raise InputValueError(
+            "distribute does not take block-sparse operators yet (ranges= or truncate=): their blocks would be "
+            "ignored on the workers; distribute the dense operator or run the block-sparse one here"
+        )
     if op.kernel.has_torch or op.on_gpu:
         raise InputValueError("distribute takes an operator on host NumPy (or Dask) data")
     kernel = op.kernel
