@@ -97,6 +97,7 @@ def write_json(path: str | None, plots: Sequence[dict] = (), note: str = "") -> 
         "machine": machine(),
         "date": datetime.date.today().isoformat(),
         "note": note,
+        "load": f"1-minute load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores when the run ended",
         "tables": TABLES,
         "plots": list(plots),
     }

@@ -207,7 +207,15 @@ def main() -> None:
     )
     write_json(
         args.json,
-        [{"table": 0, "x": "N", "y": ["kernla fwd+bwd", "dense fwd+bwd", "pykeops fwd+bwd"], "panel": "loss"}],
+        [
+            {
+                "table": 0,
+                "x": "N",
+                "y": ["kernla fwd+bwd", "dense fwd+bwd", "pykeops fwd+bwd"],
+                "panel": "loss",
+                "title": "autodiff: loss and gradients, forward + backward, float32",
+            }
+        ],
     )
 
 

@@ -165,7 +165,17 @@ def main() -> None:
     print(table(["what", "seconds", "target"], compile_costs(), title="Compile and call overheads"))
     n_in_label = r"N=M=(\S+)$|x(\S+)$"
     write_json(
-        args.json, [{"table": 0, "x": "case", "x_regex": n_in_label, "y": "wall (s)", "series": "implementation"}]
+        args.json,
+        [
+            {
+                "table": 0,
+                "x": "case",
+                "x_regex": n_in_label,
+                "y": "wall (s)",
+                "series": "implementation",
+                "title": "CPU reductions, float32",
+            }
+        ],
     )
 
 

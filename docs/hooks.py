@@ -67,7 +67,7 @@ def examples() -> list[Path]:
 
 def title_of(script: Path) -> str:
     """The first line of the script's docstring."""
-    return (inspect.cleandoc(_docstring(script)).splitlines() or [script.stem])[0].rstrip(".")
+    return (inspect.cleandoc(_docstring(script)).splitlines() or [script.stem])[0].rstrip(".:")
 
 
 def _docstring(script: Path) -> str:
@@ -81,7 +81,7 @@ def _docstring(script: Path) -> str:
 
 def on_config(config: Any) -> Any:
     """Expand the nav's Gallery entry into the gallery's index and one page per example."""
-    pages = [{"Gallery": "gallery/index.md"}] + [{title_of(p): f"gallery/{p.stem}.md"} for p in examples()]
+    pages = [{"Gallery": "gallery/index.md"}] + [{p.stem.replace("_", " "): f"gallery/{p.stem}.md"} for p in examples()]
     for k, item in enumerate(config["nav"] or []):
         if isinstance(item, dict) and "Gallery" in item:
             config["nav"][k] = {"Gallery": pages}
@@ -289,8 +289,12 @@ def benchmark_plots() -> tuple[dict[str, bytes], str]:
             panels = curves(data["tables"][spec["table"]], spec)
             if not panels:
                 continue
-            fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
-            for ax, (panel, series) in zip(axes[0], panels.items()):
+            cols = min(2, len(panels))
+            rows = -(-len(panels) // cols)
+            fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4.4 * rows), squeeze=False)
+            for ax in axes.flat[len(panels) :]:
+                ax.set_visible(False)
+            for ax, (panel, series) in zip(axes.flat, panels.items()):
                 for label, points in series.items():
                     xs, ys = zip(*sorted(points))
                     ax.loglog(xs, ys, "o-", label=label)
@@ -312,6 +316,7 @@ def benchmark_plots() -> tuple[dict[str, bytes], str]:
                 f"![{spec.get('title', data['script'])}](benchmark_plots/{name})",
                 "",
                 f"`{data['script']} {' '.join(data.get('argv', []))}` — {data['machine']}, {data['date']}."
+                + (f" {data['load']}." if data.get("load") else "")
                 + (f" {data['note']}" if data.get("note") else ""),
                 "",
             ]
