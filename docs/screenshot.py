@@ -19,7 +19,19 @@ import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = {"home": "", "gallery_interpolation_2d": "gallery/interpolation_2d/", "benchmark_plots": "benchmark_plots/"}
+PAGES = {
+    "home": "",
+    "gallery_interpolation_2d": "gallery/interpolation_2d/",
+    "benchmark_plots": "benchmark_plots/",
+    "api": "api/",
+}
+
+
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    """Serves the site without a log line per request."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
 
 
 def main() -> None:
@@ -32,13 +44,20 @@ def main() -> None:
         sys.exit("no headless browser found: apt-get install chromium")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=args.site)
+    handler = functools.partial(Quiet, directory=args.site)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         for name, page in PAGES.items():
             url = f"http://127.0.0.1:{server.server_address[1]}/{page}"
-            command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+            command = [
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                "--virtual-time-budget=5000",
+            ]
             command += ["--window-size=1280,1600", f"--screenshot={out / name}.png", url]
             subprocess.run(command, check=True, capture_output=True, timeout=120)
             print(f"{url} -> {out / name}.png")
