@@ -87,7 +87,8 @@ def write_json(path: str | None, plots: Sequence[dict] = (), note: str = "") -> 
 
     ``plots`` says how docs/hooks.py draws time against N from a table: ``{"table": index, "x": column,
     "y": column or [columns], "series": column naming the curve (else one curve per y column),
-    "panel": column naming the subplot, "title": ...}``; ``"x_regex"`` reads N from inside the x column's label.
+    "panel": column naming the subplot, "title": ..., "skip_if": {column: value} (rows left out)}``;
+    ``"x_regex"`` reads N from inside the x column's label.
     """
     if path is None:
         return

@@ -329,6 +329,8 @@ def curves(table: dict, spec: dict) -> dict[str, dict[str, list[tuple[float, flo
     out: dict[str, dict[str, list[tuple[float, float]]]] = {}
     for row in table["rows"]:
         cells = dict(zip(headers, row))
+        if any(cells.get(column) == value for column, value in spec.get("skip_if", {}).items()):
+            continue  # e.g. a solve stopped by its time budget: its time is not comparable
         x, panel = cells[spec["x"]], str(cells.get(spec.get("panel", ""), ""))
         if "x_regex" in spec:  # N written inside a label: the label without it names the panel
             match = re.search(spec["x_regex"], str(x))

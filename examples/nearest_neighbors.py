@@ -124,7 +124,7 @@ def figure(path, results: dict, args: argparse.Namespace) -> None:
     ax.set_xlabel("metric")
     ax.set_ylabel("seconds per 1000 queries")
     ax.set_title(f"{args.k} nearest neighbours among {args.n} points in 16-D")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14))
     axa.bar(at, 100 * accuracy, 0.5, color="tab:green")
     axa.set_xticks(at, names)
     axa.set_ylim(0, 100)
