@@ -216,7 +216,7 @@ def run_example(script: Path) -> Path:
         raise PluginError(f"examples/{script.name} failed (exit {run.returncode}):\n{run.stdout}\n{run.stderr}")
     if not any(folder.glob("*.png")):
         raise PluginError(f"examples/{script.name} wrote no figure into $KERNLA_FIGURES")
-    (folder / "stdout.txt").write_text(run.stdout)
+    (folder / "stdout.txt").write_text(run.stdout.replace(str(folder), "$KERNLA_FIGURES"))
     meta.write_text(json.dumps({"key": key, "seconds": seconds, "scale": SCALE}))
     return folder
 

@@ -72,13 +72,13 @@ def main() -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
     shown = rng.choice(n, size=min(n, 3000), replace=False)
     sc = axes[0].scatter(x[shown, 0], x[shown, 1], c=b[shown, 0], s=4, cmap="viridis")
-    axes[0].set_title(f"noisy samples ({len(shown)} of {n} shown)")
+    axes[0].set_title(f"noisy samples ({len(shown)} shown)")
     im = axes[1].imshow(
         f_grid, origin="lower", extent=(0, 1, 0, 1), cmap="viridis", vmin=sc.get_clim()[0], vmax=sc.get_clim()[1]
     )
-    axes[1].set_title("Laplacian-kernel interpolant on a 100×100 grid")
+    axes[1].set_title("interpolant on a 100×100 grid")
     fig.colorbar(im, ax=axes, shrink=0.85, label="f(x₁, x₂)")
-    fig.suptitle(f"2-D kernel interpolation, N = {n}: solve {t_solve:.1f} s, relative residual {residual:.0e}")
+    fig.suptitle(f"Laplacian-kernel interpolation, N = {n}: solve {t_solve:.1f} s, relative residual {residual:.0e}")
     for ax in axes:
         ax.set_aspect("equal")
         ax.set_xlabel("x₁")
