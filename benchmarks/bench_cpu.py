@@ -163,7 +163,7 @@ def main() -> None:
         )
     )
     print(table(["what", "seconds", "target"], compile_costs(), title="Compile and call overheads"))
-    n_in_label = r"N=M=(\S+)$|x(\S+)$"
+    n_in_label = r"N=M=(\S+)$|\S+x(\S+)$"  # "... N=M=1e+04" or "... 1e+03x1e+04" (queries x points)
     write_json(
         args.json,
         [
