@@ -7,10 +7,14 @@ True
 
 from __future__ import annotations
 
+import argparse
+import datetime
 import importlib
+import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -69,8 +73,43 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+#: every table made in this run (title, headers, rows), for ``--json``
+TABLES: list[dict] = []
+
+
+def add_json_option(parser: argparse.ArgumentParser) -> None:
+    """The ``--json PATH`` option: also write this run's tables (and plot specs) there, for the docs' plots."""
+    parser.add_argument("--json", metavar="PATH", help="also write the tables to PATH (JSON, for docs/hooks.py)")
+
+
+def write_json(path: str | None, plots: Sequence[dict] = (), note: str = "") -> None:
+    """Write every table made in this run to ``path`` (nothing when it is None).
+
+    ``plots`` says how docs/hooks.py draws time against N from a table: ``{"table": index, "x": column,
+    "y": column or [columns], "series": column naming the curve (else one curve per y column),
+    "panel": column naming the subplot, "title": ..., "skip_if": {column: value} (rows left out)}``;
+    ``"x_regex"`` reads N from inside the x column's label.
+    """
+    if path is None:
+        return
+    data = {
+        "script": "benchmarks/" + os.path.basename(sys.argv[0]),
+        "argv": sys.argv[1:],
+        "machine": machine(),
+        "date": datetime.date.today().isoformat(),
+        "note": note,
+        "load": f"1-minute load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores when the run ended",
+        "tables": TABLES,
+        "plots": list(plots),
+    }
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1, default=lambda v: v.item() if hasattr(v, "item") else str(v))
+        f.write("\n")
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]], title: str | None = None) -> str:
-    """A plain-text table (also valid Markdown)."""
+    """A plain-text table (also valid Markdown); kept in :data:`TABLES` for ``--json``."""
+    TABLES.append({"title": title, "headers": list(headers), "rows": [list(r) for r in rows]})
     cells = [[str(h) for h in headers]] + [[_fmt(c) for c in r] for r in rows]
     widths = [max(len(r[k]) for r in cells) for k in range(len(headers))]
     lines = [] if title is None else [f"\n### {title}\n"]

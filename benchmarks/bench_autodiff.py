@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
-from _common import machine, measure, optional, table  # noqa: E402
+from _common import add_json_option, machine, measure, optional, table, write_json  # noqa: E402
 
 import kernla  # noqa: E402
 from kernla.engines import resolve_backend  # noqa: E402
@@ -178,6 +178,7 @@ def main() -> None:
         default="wall",
         help="wall-clock or process CPU seconds (steadier on a busy machine)",
     )
+    add_json_option(parser)
     args = parser.parse_args()
     global CLOCK
     CLOCK = args.clock
@@ -203,6 +204,18 @@ def main() -> None:
             rows,
             title=title,
         )
+    )
+    write_json(
+        args.json,
+        [
+            {
+                "table": 0,
+                "x": "N",
+                "y": ["kernla fwd+bwd", "dense fwd+bwd", "pykeops fwd+bwd"],
+                "panel": "loss",
+                "title": "autodiff: loss and gradients, forward + backward, float32",
+            }
+        ],
     )
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, measure, optional, table  # noqa: E402
+from _common import add_json_option, machine, measure, optional, table, write_json  # noqa: E402
 
 from kernla import Genred, LazyTensor  # noqa: E402
 
@@ -141,6 +141,7 @@ def compile_costs() -> list:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
+    add_json_option(parser)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     repeat = 3 if args.quick else 5
@@ -162,6 +163,20 @@ def main() -> None:
         )
     )
     print(table(["what", "seconds", "target"], compile_costs(), title="Compile and call overheads"))
+    n_in_label = r"N=M=(\S+)$|\S+x(\S+)$"  # "... N=M=1e+04" or "... 1e+03x1e+04" (queries x points)
+    write_json(
+        args.json,
+        [
+            {
+                "table": 0,
+                "x": "case",
+                "x_regex": n_in_label,
+                "y": "wall (s)",
+                "series": "implementation",
+                "title": "CPU reductions, float32",
+            }
+        ],
+    )
 
 
 if __name__ == "__main__":

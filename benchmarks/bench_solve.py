@@ -33,7 +33,7 @@ import numpy as np
 import scipy.linalg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, measure, optional, table  # noqa: E402
+from _common import add_json_option, machine, measure, optional, table, write_json  # noqa: E402
 
 import kernla  # noqa: E402
 from kernla.engines import resolve_backend  # noqa: E402
@@ -236,6 +236,7 @@ def main() -> None:
         help="repeat a method for a median when one run takes less than this (seconds, default 5)",
     )
     p.add_argument("--backend", default=None, help="kernla engine (default: automatic)")
+    add_json_option(p)
     args = p.parse_args()
     start = time.perf_counter()
     args.dense_rate = dense_rate()
@@ -280,6 +281,19 @@ def main() -> None:
     for v in verdicts:
         print(v)
     print(f"\n(whole run: {time.perf_counter() - start:.0f} s)")
+    write_json(
+        args.json,
+        [
+            {
+                "table": 0,
+                "x": "N",
+                "y": "total s",
+                "series": "method",
+                "title": "kernel ridge solve, float64",
+                "skip_if": {"converged": False},
+            }
+        ],
+    )
 
 
 if __name__ == "__main__":

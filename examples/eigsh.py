@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 import scipy.sparse.linalg as sla
-from _common import figure_path
+from _common import figure_path, scaled
 
 from kernla import kernels
 from kernla.engines import resolve_backend
@@ -46,7 +46,7 @@ class Counting(sla.LinearOperator):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=10_000, help="number of points (default 10000)")
+    p.add_argument("--n", type=int, default=scaled(10_000), help="number of points (default 10000)")
     p.add_argument("--k", type=int, default=5, help="number of eigenvalues (default 5)")
     p.add_argument("--out", default=None, help="PNG file to write")
     args = p.parse_args()
@@ -96,6 +96,7 @@ def main() -> None:
     axes[0].plot(order + 1, w_k[::-1], "x", ms=7, label="kernla (Lanczos)")
     axes[0].set_title("largest eigenvalues")
     axes[0].set_xlabel("rank")
+    axes[0].set_ylabel("eigenvalue")
     axes[0].legend()
     pts = rng.choice(args.n, size=min(args.n, 4000), replace=False)
     for j in range(shown):
@@ -105,8 +106,11 @@ def main() -> None:
         ax.scatter(x[pts, 0], x[pts, 1], c=vec[pts], s=3, cmap="RdBu_r", vmin=-lim, vmax=lim)
         ax.set_title(f"eigenvector {j + 1}, λ = {w_k[-1 - j]:.4g}")
         ax.set_aspect("equal")
+        ax.set_xlabel("x₁")
+        ax.set_ylabel("x₂")
         ax.set_xlim(-3.5, 3.5)
         ax.set_ylim(-3.5, 3.5)
+    fig.suptitle(f"Gaussian kernel matrix, N = {args.n}: leading eigenvalues and eigenvectors (colour: value)")
     path = figure_path("eigsh.png", args.out)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     print(f"figure: {path}")

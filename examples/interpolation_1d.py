@@ -17,7 +17,7 @@ import argparse
 import time
 
 import numpy as np
-from _common import figure_path
+from _common import figure_path, scaled
 
 from kernla import Genred, KernelSolve
 from kernla.engines import resolve_backend
@@ -29,7 +29,7 @@ ALIASES = ["x = Vi(1)", "y = Vj(1)", "b = Vj(1)", "g = Pm(1)"]
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=10_000, help="number of samples (default 10000)")
+    p.add_argument("--n", type=int, default=scaled(10_000), help="number of samples (default 10000)")
     p.add_argument("--precond", default="nystrom", help="none, jacobi, nystrom (default) or auto")
     p.add_argument("--out", default=None, help="PNG file to write")
     args = p.parse_args()
@@ -69,6 +69,7 @@ def main() -> None:
     ax.plot(t[:, 0], f_t[:, 0], "r-", lw=2, label="kernel interpolant")
     ax.set_title(f"Gaussian kernel interpolation, σ = {SIGMA}, α = {ALPHA}: {t_solve:.2f} s, residual {residual:.1e}")
     ax.set_xlabel("x")
+    ax.set_ylabel("f(x)")
     ax.legend(loc="upper left")
     path = figure_path("interpolation_1d.png", args.out)
     fig.savefig(path, dpi=120, bbox_inches="tight")

@@ -17,7 +17,7 @@ import argparse
 import time
 
 import numpy as np
-from _common import figure_path
+from _common import figure_path, scaled
 
 from kernla import Genred, KernelSolve
 from kernla.engines import resolve_backend
@@ -33,7 +33,7 @@ def target(x: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=10_000, help="number of samples (default 10000)")
+    p.add_argument("--n", type=int, default=scaled(10_000), help="number of samples (default 10000)")
     p.add_argument("--precond", default="nystrom", help="none, jacobi, nystrom (default) or auto")
     p.add_argument("--out", default=None, help="PNG file to write")
     args = p.parse_args()
@@ -72,14 +72,17 @@ def main() -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
     shown = rng.choice(n, size=min(n, 3000), replace=False)
     sc = axes[0].scatter(x[shown, 0], x[shown, 1], c=b[shown, 0], s=4, cmap="viridis")
-    axes[0].set_title(f"samples ({len(shown)} of {n} shown)")
+    axes[0].set_title(f"noisy samples ({len(shown)} shown)")
     im = axes[1].imshow(
         f_grid, origin="lower", extent=(0, 1, 0, 1), cmap="viridis", vmin=sc.get_clim()[0], vmax=sc.get_clim()[1]
     )
-    axes[1].set_title(f"Laplacian-kernel interpolant ({t_solve:.1f} s, residual {residual:.0e})")
-    fig.colorbar(im, ax=axes, shrink=0.85)
+    axes[1].set_title("interpolant on a 100×100 grid")
+    fig.colorbar(im, ax=axes, shrink=0.85, label="f(x₁, x₂)")
+    fig.suptitle(f"Laplacian-kernel interpolation, N = {n}: solve {t_solve:.1f} s, relative residual {residual:.0e}")
     for ax in axes:
         ax.set_aspect("equal")
+        ax.set_xlabel("x₁")
+        ax.set_ylabel("x₂")
     path = figure_path("interpolation_2d.png", args.out)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     print(f"figure: {path}")

@@ -8,9 +8,11 @@ where it fits the memory budget, and otherwise the memory it *would* need is pri
 at about 14 N×N arrays of the working dtype at its peak) instead of allocating it.
 
 Prints, for each N: H, |∂H/∂q|, |∂H/∂p|, forward and forward+backward times, the process's peak
-memory so far, and dense torch's values, its relative difference and memory.
+memory so far, and dense torch's values, its relative difference and memory. Writes
+``lddmm_hamiltonian.png`` (forward+backward time against N, kernla and dense torch, log-log) next
+to this script (or into ``$KERNLA_FIGURES``, or ``--out``).
 
-    python examples/lddmm_hamiltonian.py                 # N = 1e3, 1e4 (and 1e5 with a compiled engine)
+    python examples/lddmm_hamiltonian.py                 # N = 1e3 … 1e4 (… 1e5 with a compiled engine)
     python examples/lddmm_hamiltonian.py --sizes 1000 10000 100000 --dtype float32
 """
 
@@ -21,6 +23,7 @@ import resource
 import time
 
 import torch
+from _common import figure_path, scaled
 
 from kernla import LazyTensor
 from kernla.engines import resolve_backend
@@ -111,7 +114,7 @@ def main() -> None:
         type=int,
         nargs="+",
         default=None,
-        help="values of N (default: 1000 10000, and 100000 when a compiled engine runs)",
+        help="values of N (default: 1000 3000 10000, and 30000 100000 when a compiled engine runs)",
     )
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--sigma", type=float, default=0.25)
@@ -119,9 +122,10 @@ def main() -> None:
     parser.add_argument(
         "--dense-budget-gb", type=float, default=4.0, help="largest memory dense torch may use (default %(default)s GB)"
     )
+    parser.add_argument("--out", default=None, help="PNG file to write")
     args = parser.parse_args()
     engine = resolve_backend(args.backend, False)
-    sizes = args.sizes or ([1000, 10000] + ([] if engine == "numpy" else [100000]))
+    sizes = args.sizes or [scaled(n) for n in [1000, 3000, 10000] + ([] if engine == "numpy" else [30000, 100000])]
     if args.sizes is None and engine == "numpy":
         print("(the NumPy engine is running: N = 1e5 takes long; ask for it with --sizes 1000 10000 100000)")
     dtype = getattr(torch, args.dtype)
@@ -134,6 +138,29 @@ def main() -> None:
     print("  ".join(h.rjust(w) for h, w in zip(headers, widths)))
     for c in cells:
         print("  ".join(x.rjust(w) for x, w in zip(c, widths)))
+    figure(figure_path("lddmm_hamiltonian.png", args.out), rows, args.dtype, engine, args.dense_budget_gb)
+
+
+def figure(path, rows: list[dict], dtype: str, engine: str, budget_gb: float) -> None:
+    """Forward+backward seconds against N, log-log: kernla, and dense torch where it fits the budget."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.loglog([r["N"] for r in rows], [r["fwd+bwd s"] for r in rows], "o-", label=f"kernla ({engine} engine)")
+    dense = [(r["N"], r["dense fwd+bwd s"]) for r in rows if isinstance(r["dense fwd+bwd s"], float)]
+    if dense:
+        ax.loglog(*zip(*dense), "s--", label=f"dense torch (N×N matrices, up to {budget_gb:g} GB)")
+    ax.set_xlabel("N (control points)")
+    ax.set_ylabel("seconds, H and its gradients")
+    ax.set_title(f"LDDMM Hamiltonian: forward + backward, {dtype}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    print(f"figure: {path}")
 
 
 def _fmt(v) -> str:

@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 import torch
-from _common import figure_path
+from _common import figure_path, scaled
 
 from kernla import LazyTensor
 
@@ -140,12 +140,14 @@ def figure(path, source, target, states, grid_paths, history, shape):
         q0[::3, 0], q0[::3, 1], p0[::3, 0], p0[::3, 1], color="tab:purple", width=0.003, label="initial momentum p0"
     )
     ax.set_aspect("equal")
+    ax.set_xlabel("x₁")
+    ax.set_ylabel("x₂")
     ax.legend(loc="upper left", fontsize=8)
     ax.set_title("geodesic shooting: curves, trajectories, deformed grid")
     axl.semilogy(history, marker=".")
     axl.set_xlabel("gradient-descent iteration")
     axl.set_ylabel("loss (MMD + γ·H)")
-    axl.set_title("loss")
+    axl.set_title("registration loss during the descent")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -154,7 +156,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100, help="points per curve")
     parser.add_argument("--steps", type=int, default=8, help="Euler steps of the flow")
-    parser.add_argument("--iters", type=int, default=60, help="gradient-descent iterations")
+    parser.add_argument("--iters", type=int, default=scaled(60), help="gradient-descent iterations (default 60)")
     parser.add_argument("--sigma", type=float, default=0.35, help="deformation kernel scale")
     parser.add_argument("--sigma-data", type=float, default=0.3, help="scale of the MMD data term's kernel")
     parser.add_argument("--out", default=None, help="PNG file to write")

@@ -30,8 +30,12 @@ from typing import Any
 from ..errors import FormulaError
 from . import limits
 
-#: variable categories, as in KeOps: 0 = indexed by i, 1 = indexed by j, 2 = parameter
-CAT_I, CAT_J, CAT_PARAM = 0, 1, 2
+#: variable category 0, as in KeOps: indexed by i (one per output row)
+CAT_I = 0
+#: variable category 1: indexed by j (the reduced index)
+CAT_J = 1
+#: variable category 2: a parameter, the same for every pair
+CAT_PARAM = 2
 CATEGORY_NAMES = {CAT_I: "Vi", CAT_J: "Vj", CAT_PARAM: "Pm"}
 
 #: the live nodes, by (op, args, parameter keys); an entry goes when its node dies (see _forget)

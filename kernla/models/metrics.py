@@ -51,6 +51,7 @@ from ..errors import InputValueError
 from ..lazy import LazyTensor
 from ._common import host
 
+#: what ``metric=`` accepts: a name of :data:`METRICS`, or a callable (x_i, y_j) -> scalar symbolic distance
 MetricSpec = str | Callable[[LazyTensor, LazyTensor], LazyTensor]
 
 #: metric names accepted by the models (a callable (x_i, y_j) -> LazyTensor is accepted as well)

@@ -36,10 +36,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.resources
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -48,6 +50,9 @@ from ...formula.codegen import drop_unused, emit_bodies
 from ...formula.tree import CAT_I, CAT_J, CAT_PARAM, Node, Vj, call
 from ...reductions import CAccumulator, Reduction
 from .._template import fill, indent
+
+if TYPE_CHECKING:  # importlib.resources.abc from Python 3.11 on
+    from importlib.abc import Traversable
 
 #: threads per block of the reduction kernels, and of the merge kernels
 BLOCK = 256
@@ -64,14 +69,24 @@ STATE_REGISTERS = 48
 TILE_BYTES = 16 * 1024
 TILE_BYTES_MAX = 48 * 1024
 
-_TEMPLATE_DIR = Path(__file__).resolve().parents[3] / "cuda_templates"
 _DTYPES = {"float16": "F16", "float32": "F32", "float64": "F64"}
+
+
+def template_dir() -> Traversable:
+    """Where the CUDA templates are: ``kernla/cuda_templates`` in an installed wheel (setup.py maps the
+    repository's top-level ``cuda_templates/`` there), else that top-level folder of a source checkout.
+
+    >>> sorted(t.name for t in template_dir().iterdir() if t.name.endswith(".cu"))
+    ['merge.cu', 'prelude.cu', 'reduce.cu']
+    """
+    installed = importlib.resources.files("kernla") / "cuda_templates"
+    return installed if installed.is_dir() else Path(__file__).resolve().parents[3] / "cuda_templates"
 
 
 @functools.cache
 def template(name: str) -> str:
     """The text of ``cuda_templates/<name>`` (read once)."""
-    path = _TEMPLATE_DIR / name
+    path = template_dir() / name
     try:
         return path.read_text()
     except OSError as err:  # a broken installation, not a user error

@@ -26,6 +26,7 @@ import numpy as np
 from ...errors import FormulaError
 from ..tree import IntCst, Node, RealCst, call
 
+#: the C expressions of a node's components, one string per component
 CExprs = list[str]
 #: ``grad(node, g)``: one cotangent (or ``None`` for a zero) per argument of ``node``
 GradRule = Callable[[Node, Node], tuple]
@@ -70,6 +71,7 @@ class OpSpec:
             raise FormulaError(f"{self.name}: {err}") from None
 
 
+#: operation name -> its OpSpec: every operation of the formula language (``register`` adds one)
 OPS: dict[str, OpSpec] = {}
 _CONSTANT_OPS = ("IntCst", "RealCst")  # as Node.is_const, without the property call
 
