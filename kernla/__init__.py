@@ -9,6 +9,7 @@ True
 """
 
 import importlib
+from typing import TYPE_CHECKING
 
 from . import kernels
 from ._version import __version__
@@ -26,6 +27,16 @@ from .errors import (
 from .genred import Genred, cuda_source
 from .lazy import LazyTensor, Pm, Vi, Vj
 from .linalg import ConvergenceWarning, KernelOperator, KernelSolve
+
+if TYPE_CHECKING:  # for type checkers and the API reference: at run time the estimators load on first use
+    from . import models
+    from .models import (
+        GaussianProcessRegressor,
+        KernelInterpolation,
+        KNeighborsClassifier,
+        KNeighborsRegressor,
+        NearestNeighbors,
+    )
 
 #: the estimators, imported on first use: they need scikit-learn, which takes most of a second to import
 _MODELS = (
