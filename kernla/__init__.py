@@ -21,6 +21,7 @@ from .errors import (
     KernlaError,
     ShapeError,
 )
+from .generic import generic_argkmin, generic_argmin, generic_logsumexp, generic_sum
 from .genred import Genred, cuda_source
 from .lazy import LazyTensor, Pm, Vi, Vj
 from .linalg import ConvergenceWarning, KernelOperator, KernelSolve
@@ -40,6 +41,10 @@ __all__ = [
     "Pm",
     "Genred",
     "cuda_source",
+    "generic_sum",
+    "generic_logsumexp",
+    "generic_argmin",
+    "generic_argkmin",
     "KernelOperator",
     "KernelSolve",
     "ConvergenceWarning",

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from . import arrays as arr
 from . import core
 from .core import Slot, slots_of
@@ -99,10 +101,11 @@ class Genred:
         self.axis = axis
         self.slots = slots_of(self.aliases, self.reduction.formulas)
 
-    def __call__(self, *args: Any, backend: str = "auto", **compat: Any):
+    def __call__(self, *args: Any, backend: str = "auto", out: Any = None, **compat: Any):
         _check_compat(compat)
-        out = reduce(self.reduction, self.slots, args, self.axis, backend)
-        return out[0] if len(out) == 1 else tuple(out)
+        res = reduce(self.reduction, self.slots, args, self.axis, backend)
+        result = res[0] if len(res) == 1 else tuple(res)
+        return result if out is None else write_out(out, result)
 
     def __repr__(self) -> str:
         return (
@@ -110,6 +113,19 @@ class Genred:
             + (f", weight {self.formula2}" if self.formula2 is not None else "")
             + ")"
         )
+
+
+def write_out(out: Any, result: Any) -> Any:
+    """pykeops' ``out=``: copy ``result`` into the caller's array ``out`` (same size) and return ``out``."""
+    if isinstance(result, tuple) or getattr(out, "shape", None) is None:
+        raise ShapeError("out= takes one array, for a reduction with one output")
+    if int(np.prod(out.shape)) != int(np.prod(result.shape)):
+        raise ShapeError(f"out= has shape {tuple(out.shape)}, the result has shape {tuple(result.shape)}")
+    if arr.kind_of(out) == "torch":
+        out.copy_(result.reshape(out.shape))
+    else:
+        out[...] = result.reshape(out.shape)
+    return out
 
 
 def _check_compat(kwargs: dict) -> None:
