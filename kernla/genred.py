@@ -60,8 +60,8 @@ def reduce(
 
 def _reduction(
     formula: str, aliases: Sequence[str], reduction_op: str, axis: int, opt_arg: int | None, formula2: str | None
-) -> tuple[dict[str, Node], Reduction]:
-    """The parsed aliases and the reduction a formula string describes (pykeops' arguments)."""
+) -> tuple[dict[str, Node], Reduction, tuple[Node, ...]]:
+    """The parsed aliases, the reduction a formula string describes (pykeops' arguments) and its inline variables."""
     if axis not in (0, 1):
         raise ShapeError(f"axis must be 0 (reduce over i) or 1 (reduce over j), got {axis!r}")
     if not isinstance(reduction_op, str):
@@ -69,9 +69,10 @@ def _reduction(
             f"reduction_op must be the name of a reduction, like 'Sum', got {type(reduction_op).__name__}"
         )
     al = parse_aliases(aliases)
-    f = parse(formula, al)
-    f2 = parse(formula2, al) if formula2 is not None else None
-    return al, Reduction(reduction_op, f, f2, opt_arg)
+    declared: list[Node] = []  # inline variables keep their argument slots even when simplified away
+    f = parse(formula, al, declared)
+    f2 = parse(formula2, al, declared) if formula2 is not None else None
+    return al, Reduction(reduction_op, f, f2, opt_arg), tuple(declared)
 
 
 class Genred:
@@ -96,10 +97,10 @@ class Genred:
         **compat: Any,
     ):
         _check_compat(compat)
-        self.aliases, self.reduction = _reduction(formula, aliases, reduction_op, axis, opt_arg, formula2)
+        self.aliases, self.reduction, declared = _reduction(formula, aliases, reduction_op, axis, opt_arg, formula2)
         self.formula, self.formula2 = self.reduction.formula, self.reduction.weight
         self.axis = axis
-        self.slots = slots_of(self.aliases, self.reduction.formulas)
+        self.slots = slots_of(self.aliases, self.reduction.formulas + declared)
 
     def __call__(self, *args: Any, backend: str = "auto", out: Any = None, **compat: Any):
         _check_compat(compat)
@@ -156,7 +157,7 @@ def cuda_source(
     >>> 'extern "C" __global__' in src and "kl_reduce_w1" in src
     True
     """
-    _, red = _reduction(formula, aliases, reduction_op, axis, opt_arg, formula2)
+    _, red, _ = _reduction(formula, aliases, reduction_op, axis, opt_arg, formula2)
     if axis == 0:
         red = red.swap_ij()
     return build_plan(red, dtype_name(dtype)).source

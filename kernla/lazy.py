@@ -395,6 +395,15 @@ class LazyTensor:
     def tensorprod(self, other):
         return self._op("TensorProd", other)
 
+    def keops_tensordot(self, other, dimfa, dimfb, contfa, contfb, permute=()):
+        """pykeops' tensor contraction of the vector components (the ``TensorDot`` operation)."""
+        params = tuple(_int_tuple(p) for p in (dimfa, dimfb, contfa, contfb, permute))
+        return self._op("TensorDot", other, params=params)
+
+    def keops_kron(self, other, dimfself, dimfother):
+        """pykeops' Kronecker product of the vector components (the ``Kron`` operation)."""
+        return self._op("Kron", other, params=(_int_tuple(dimfself), _int_tuple(dimfother)))
+
     def equal(self, other):
         return self._op("Equal", other)
 
@@ -597,6 +606,10 @@ def _reduction_dim(dim: int | None, compat: dict, default: int) -> int:
 
 def _lazy(x: Operand) -> LazyTensor:
     return x if isinstance(x, LazyTensor) else LazyTensor(x)
+
+
+def _int_tuple(p: Any) -> tuple:
+    return (int(p),) if isinstance(p, (int, np.integer)) else tuple(int(k) for k in p)
 
 
 def _dim(data: Any) -> int:

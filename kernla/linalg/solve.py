@@ -76,9 +76,7 @@ class KernelSolve:
     (torch.Size([6, 1]), torch.Size([6, 1]))
     """
 
-    def __init__(
-        self, formula: str, aliases: Sequence[str], varinvalias: str, axis: int | None = None, **compat: Any
-    ):
+    def __init__(self, formula: str, aliases: Sequence[str], varinvalias: str, axis: int | None = None, **compat: Any):
         _check_compat(compat)
         self.aliases = parse_aliases(aliases)
         self.formula = parse(formula, self.aliases)
