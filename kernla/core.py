@@ -117,7 +117,7 @@ def reduce(
             f"{name!r} has an empty batch dimension (batch shape {batch}); kernla needs at least one problem per batch"
         )
 
-    engine_name = resolve_backend(backend, kind.on_gpu)
+    engine_name = resolve_backend(backend, kind.on_gpu, red.formulas)
     engine = get_engine(engine_name)
     if engine_name == "cuda":
         # the CUDA kernels read and write float16 themselves (float arithmetic inside)
