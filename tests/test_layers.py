@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("linalg", ("kernla.linalg", "kernla.kernels")),
     ("distributed", ("kernla.distributed",)),
     ("models", ("kernla.models",)),
-    ("front doors", ("kernla", "kernla.numpy", "kernla.torch", "kernla.config")),
+    ("front doors", ("kernla", "kernla.numpy", "kernla.torch", "kernla.config", "kernla.compat")),
 ]
 
 
