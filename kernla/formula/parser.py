@@ -31,6 +31,7 @@ from typing import Any
 from ..errors import FormulaError, FormulaSyntaxError
 from . import limits
 from .diff import grad
+from .macros import MACROS
 from .ops import OPS, get_op
 from .tree import CAT_I, CAT_J, CAT_PARAM, IntCst, Node, RealCst, Var, apply
 
@@ -46,7 +47,7 @@ _DIGITS = frozenset("0123456789")
 _NAME_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
 _VAR_MAKERS = {"Vi": CAT_I, "Vj": CAT_J, "Pm": CAT_PARAM}
 #: names the language reserves besides the operations: variable makers, ``IntCst`` and ``Grad``
-_KEYWORDS = frozenset({"Var", "IntCst", "Grad", *_VAR_MAKERS})
+_KEYWORDS = frozenset({"Var", "IntCst", "Grad", *_VAR_MAKERS, *MACROS})
 #: operator symbols (``OpSpec.symbol``) -> operations; the grammar fixes their precedence, loosest first
 _INFIX = {spec.symbol: name for name, spec in OPS.items() if spec.symbol is not None and spec.arity == 2}
 _PREFIX = {spec.symbol: name for name, spec in OPS.items() if spec.symbol is not None and spec.arity == 1}
@@ -225,7 +226,7 @@ class _Parser:
         if kind == "name" and self.t.peek()[1] == "(":
             if token in _VAR_MAKERS or token in ("Var", "IntCst"):
                 return self._integer_call(token, index)
-            if token != "Grad" and token not in OPS:
+            if token != "Grad" and token not in OPS and token not in MACROS:
                 raise self.t.error(f"unknown operation {token!r}", index)
             self.t.next()
             group = _Group(token, index, self.t.peek()[2])
@@ -341,6 +342,8 @@ class _Parser:
                 return grad(f, v, e)
             except FormulaError as err:
                 raise self.t.error(str(err), vpos) from None
+        if name in MACROS:
+            return self._macro(group)
         spec = get_op(name)
         n_params = len(spec.param_names)
         if len(args) != spec.arity + n_params:
@@ -352,6 +355,23 @@ class _Parser:
                 raise self.t.error(f"{name}: {pname} must be an integer literal or a list of them", apos)
             params.append(node.params[0])
         return self._apply(name, formulas, tuple(params), pos)
+
+    def _macro(self, group: _Group) -> Node:
+        """A word of :mod:`kernla.formula.macros`, expanded."""
+        name, pos, args = group.name, group.pos, group.args
+        assert name is not None  # parentheses are closed by _close
+        macro = MACROS[name]
+        if len(args) != macro.arity + macro.n_params:
+            raise self.t.error(f"{name} takes {macro.arity + macro.n_params} argument(s), got {len(args)}", pos)
+        ints = []
+        for node, apos in args[macro.arity :]:
+            if node.op != "IntCst":
+                raise self.t.error(f"{name}: expected an integer literal", apos)
+            ints.append(node.params[0])
+        try:
+            return macro.expand(*(a for a, _ in args[: macro.arity]), *ints)
+        except FormulaError as err:
+            raise self.t.error(str(err), pos) from None
 
     def _apply(self, name: str, args: tuple, params: tuple, pos: int) -> Node:
         for a in args:

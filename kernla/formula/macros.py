@@ -1,0 +1,111 @@
+"""pykeops' operations that kernla writes with its own, expanded when a formula string is parsed.
+
+``Diff(f, v, u)`` (the forward derivative of f at v in the direction u, as the transpose of
+``Grad``), ``Laplacian(f, v)``, ``SqNormIso(s, x)`` = s·|x|², ``SqNormDiag(s, x)`` = Σ s_k x_k²,
+``SymSqNorm(S, x)`` = xᵀ S x, ``SumT(f, d)`` (a scalar repeated d times, the adjoint of ``Sum``)
+and ``IntInv(n)`` = 1/n. Like ``Grad``, they are words of the string language, not nodes: the
+formula holds what they expand to.
+
+>>> from kernla.formula import parse
+>>> str(parse("SqNormIso(S, X)", ["S = Pm(1)", "X = Vi(2)"]))
+'(Var(0,1,2) * SqNorm2(Var(1,2,0)))'
+>>> import numpy as np
+>>> from kernla.formula.evaluate import evaluate
+>>> evaluate(parse("Laplacian(SqNorm2(X), X)", ["X = Vi(3)"]), {0: np.ones((1, 1, 3))}).ravel()   # Δ|x|² = 2·3
+array([6.])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import FormulaError
+from .diff import grad, zeros
+from .tree import CAT_I, IntCst, Node, RealCst, Var, call
+
+__all__ = ["MACROS", "Macro"]
+
+
+@dataclass(frozen=True)
+class Macro:
+    """A word of the string language: ``arity`` formulas then ``n_params`` integers, expanded by ``expand``."""
+
+    arity: int
+    n_params: int
+    expand: Callable[..., Node]
+    doc: str
+
+
+def _variable(v: Node, what: str) -> None:
+    if not v.is_var:
+        raise FormulaError(f"{what} differentiates with respect to a variable, got {v}")
+
+
+def _free_position(*nodes: Node) -> int:
+    return 1 + max((w.params[0] for n in nodes for w in n.variables()), default=-1)
+
+
+def _diff(f: Node, v: Node, u: Node) -> Node:
+    """J_f(v)·u: ⟨Grad(f, v, e), u⟩ is linear in e, its gradient in e is J·u (e a variable that then vanishes)."""
+    _variable(v, "Diff")
+    if u.dim != v.dim:
+        raise FormulaError(f"Diff: the direction has dimension {u.dim}, the variable {v.dim}")
+    e = Var(_free_position(f, v, u), f.dim, CAT_I)
+    jvp = grad(call("Scalprod", grad(f, v, e), u), e, IntCst(1))
+    return jvp.replace({e: zeros(f.dim)})
+
+
+def _laplacian(f: Node, v: Node) -> Node:
+    _variable(v, "Laplacian")
+    if f.dim != 1:
+        raise FormulaError(f"Laplacian needs a scalar formula, got dimension {f.dim}")
+    g = grad(f, v, IntCst(1))
+    terms = [call("Elem", grad(call("Elem", g, params=(k,)), v, IntCst(1)), params=(k,)) for k in range(v.dim)]
+    out = terms[0]
+    for t in terms[1:]:
+        out = out + t
+    return out
+
+
+def _same_dims(name: str, s: Node, x: Node, want: int) -> None:
+    if s.dim != want:
+        raise FormulaError(f"{name}: the weight has dimension {s.dim}, expected {want} for a vector of {x.dim}")
+
+
+def _iso(s: Node, x: Node) -> Node:
+    _same_dims("SqNormIso", s, x, 1)
+    return s * call("SqNorm2", x)
+
+
+def _diag(s: Node, x: Node) -> Node:
+    _same_dims("SqNormDiag", s, x, x.dim)
+    return call("Sum", s * call("Square", x))
+
+
+def _sym(s: Node, x: Node) -> Node:
+    _same_dims("SymSqNorm", s, x, x.dim * x.dim)
+    return call("Scalprod", x, call("MatVecMult", s, x))
+
+
+def _sum_t(f: Node, d: int) -> Node:
+    if f.dim != 1 or d < 1:
+        raise FormulaError(f"SumT repeats a scalar d >= 1 times, got dimension {f.dim} and d = {d}")
+    return f + call("ElemT", IntCst(0), params=(d, 0))
+
+
+def _int_inv(n: int) -> Node:
+    if n == 0:
+        raise FormulaError("IntInv(0) is not finite")
+    return RealCst(1.0 / n)
+
+
+MACROS: dict[str, Macro] = {
+    "Diff": Macro(3, 0, _diff, "forward derivative J_f(v)·u"),
+    "Laplacian": Macro(2, 0, _laplacian, "Σ_k ∂²f/∂v_k² of a scalar f"),
+    "SqNormIso": Macro(2, 0, _iso, "s·|x|², s scalar"),
+    "SqNormDiag": Macro(2, 0, _diag, "Σ_k s_k x_k²"),
+    "SymSqNorm": Macro(2, 0, _sym, "xᵀ S x, S a d×d matrix (row-major)"),
+    "SumT": Macro(1, 1, _sum_t, "a scalar repeated d times"),
+    "IntInv": Macro(0, 1, _int_inv, "1/n"),
+}
