@@ -23,7 +23,7 @@ from .errors import (
 )
 from .generic import generic_argkmin, generic_argmin, generic_logsumexp, generic_sum
 from .genred import Genred, cuda_source
-from .lazy import LazyTensor, Pm, Vi, Vj
+from .lazy import ComplexLazyTensor, LazyTensor, Pm, Vi, Vj
 from .linalg import ConvergenceWarning, KernelOperator, KernelSolve
 from .models import (
     GaussianProcessRegressor,
@@ -36,6 +36,7 @@ from .models import (
 __all__ = [
     "__version__",
     "LazyTensor",
+    "ComplexLazyTensor",
     "Vi",
     "Vj",
     "Pm",
