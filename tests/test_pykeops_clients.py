@@ -57,13 +57,13 @@ def test_install_refuses_a_real_pykeops_and_is_idempotent(monkeypatch):
     try:
         first = kernla.compat.install_as_pykeops()
         assert kernla.compat.install_as_pykeops() is first
-        import pykeops.numpy.operations
-        import pykeops.torch
+        import pykeops.numpy.operations  # only importable after install_as_pykeops()
+        import pykeops.torch  # only importable after install_as_pykeops()
 
         assert pykeops.torch.LazyTensor is kernla.LazyTensor and pykeops.config is kernla.config
         assert pykeops.numpy.operations.KernelSolve is kernla.KernelSolve
         with pytest.raises(ModuleNotFoundError):
-            import pykeops.no_such_module  # noqa: F401
+            import pykeops.no_such_module  # noqa: F401  (the import under test)
     finally:
         kernla.compat.uninstall_pykeops()
     assert "pykeops" not in sys.modules and "pykeops.torch" not in sys.modules
@@ -119,9 +119,9 @@ def test_geomloss_keops_backends_match_tensorized(pykeops, kernla_calls, monkeyp
         pytest.skip("GeoMLoss has no batched multiscale mode")
     if backend == "multiscale" and loss == "sinkhorn" and not _ranges_supported():
         pytest.skip("pending: block-sparse reductions (ranges=), which multiscale Sinkhorn uses")
-    import geomloss._legacy.kernel_samples as kernel_samples
-    import geomloss._legacy.sinkhorn_samples as sinkhorn_samples
-    from geomloss import SamplesLoss
+    import geomloss._legacy.kernel_samples as kernel_samples  # imported under the pykeops alias (fixture)
+    import geomloss._legacy.sinkhorn_samples as sinkhorn_samples  # imported under the pykeops alias (fixture)
+    from geomloss import SamplesLoss  # imported under the pykeops alias (fixture)
 
     # GeoMLoss's dense distances are sqrt(max(d², 1e-8)) from the expanded |x|² + |y|² - 2 x·y: 1e-4 where
     # kernla (and the exact value) has 0; the reference uses the exact dense differences instead
