@@ -68,12 +68,30 @@ def test_weighted_squared_norms_and_sumt(p):
     np.testing.assert_allclose(out, np.repeat((r**2).sum(-1).sum(1, keepdims=True) / 3, 5, axis=1), rtol=1e-12)
 
 
+@SETTINGS
+@given(st.integers(0, 3), st.integers(0, 2**32 - 1))
+def test_bspline_basis_matches_scipy(order, seed):
+    from scipy.interpolate import BSpline  # optional dependency: scipy, the reference
+
+    rng = np.random.default_rng(seed)
+    t = np.sort(rng.random(order + 2 + rng.integers(0, 5)))
+    t[rng.integers(0, len(t) - 1)] = t[rng.integers(0, len(t))]  # repeated knots too
+    t.sort()
+    x = rng.random((11, 1)) * 1.2 - 0.1
+    out = _run(f"BSpline(T, X, {order})", [f"T = Pm({len(t)})", "X = Vi(1)"], t, x)
+    n = len(t) - order - 1
+    ref = np.stack(
+        [np.nan_to_num(BSpline.basis_element(t[j : j + order + 2], extrapolate=False)(x[:, 0])) for j in range(n)], 1
+    )
+    np.testing.assert_allclose(out, ref, rtol=1e-10, atol=1e-12)
+
+
 def test_macros_compile_on_the_cpu_engine():
     pytest.importorskip("kernla.engines.cpu.engine")
     rng = np.random.default_rng(3)
     x, y, u = rng.normal(size=(9, 2)), rng.normal(size=(13, 2)), rng.normal(size=(9, 2))
     al = ["X = Vi(2)", "Y = Vj(2)", "U = Vi(2)"]
-    for formula in ("Diff(Exp(-SqDist(X, Y)), X, U)", "Laplacian(Exp(-SqDist(X, Y)), X)"):
+    for formula in ("Diff(Exp(-SqDist(X, Y)), X, U)", "Laplacian(Exp(-SqDist(X, Y)), X)", "BSpline(Y, Elem(X, 0), 0)"):
         ref = _run(formula, al, x, y, u)
         np.testing.assert_allclose(_run(formula, al, x, y, u, backend="cpu"), ref, rtol=1e-12, err_msg=formula)
 

@@ -2,9 +2,9 @@
 
 ``Diff(f, v, u)`` (the forward derivative of f at v in the direction u, as the transpose of
 ``Grad``), ``Laplacian(f, v)``, ``SqNormIso(s, x)`` = s·|x|², ``SqNormDiag(s, x)`` = Σ s_k x_k²,
-``SymSqNorm(S, x)`` = xᵀ S x, ``SumT(f, d)`` (a scalar repeated d times, the adjoint of ``Sum``)
-and ``IntInv(n)`` = 1/n. Like ``Grad``, they are words of the string language, not nodes: the
-formula holds what they expand to.
+``SymSqNorm(S, x)`` = xᵀ S x, ``SumT(f, d)`` (a scalar repeated d times, the adjoint of ``Sum``),
+``IntInv(n)`` = 1/n and ``BSpline(knots, x, order)`` (the B-spline basis functions at x). Like
+``Grad``, they are words of the string language, not nodes: the formula holds what they expand to.
 
 >>> from kernla.formula import parse
 >>> str(parse("SqNormIso(S, X)", ["S = Pm(1)", "X = Vi(2)"]))
@@ -94,6 +94,26 @@ def _sum_t(f: Node, d: int) -> Node:
     return f + call("ElemT", IntCst(0), params=(d, 0))
 
 
+def _bspline(knots: Node, x: Node, order: int) -> Node:
+    """The B-spline basis of ``order`` on ``knots`` at the scalar x (Cox–de Boor), ``len(knots) - order - 1`` values."""
+    n = knots.dim
+    if x.dim != 1 or order < 0 or n < order + 2:
+        raise FormulaError(f"BSpline needs a scalar x, an order >= 0 and at least order + 2 knots, got {n} knots")
+    t = [call("Elem", knots, params=(k,)) for k in range(n)]
+
+    def omega(i: int, k: int) -> Node:  # (x - t_i) / (t_{i+k} - t_i), 0 where t_i = t_{i+k}
+        gap = t[i + k] - t[i]
+        return (x - t[i]) * call("LessThan", t[i], t[i + k]) / (gap + call("Equal", t[i], t[i + k]))
+
+    basis = [call("LessOrEqual", t[j], x) * call("LessThan", x, t[j + 1]) for j in range(n - 1)]
+    for k in range(1, order + 1):
+        basis = [omega(i, k) * basis[i] + (1 - omega(i + 1, k)) * basis[i + 1] for i in range(n - 1 - k)]
+    out = basis[0]
+    for b in basis[1:]:
+        out = call("Concat", out, b)
+    return out
+
+
 def _int_inv(n: int) -> Node:
     if n == 0:
         raise FormulaError("IntInv(0) is not finite")
@@ -108,4 +128,5 @@ MACROS: dict[str, Macro] = {
     "SymSqNorm": Macro(2, 0, _sym, "xᵀ S x, S a d×d matrix (row-major)"),
     "SumT": Macro(1, 1, _sum_t, "a scalar repeated d times"),
     "IntInv": Macro(0, 1, _int_inv, "1/n"),
+    "BSpline": Macro(2, 1, _bspline, "B-spline basis of an order on knots, at a scalar x"),
 }
