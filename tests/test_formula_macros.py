@@ -1,4 +1,4 @@
-"""pykeops' words Diff, Laplacian, SqNormIso, SqNormDiag, SymSqNorm, SumT, IntInv against NumPy references."""
+"""pykeops' formula words (kernla/formula/macros.py) against finite differences, NumPy and scipy references."""
 
 import numpy as np
 import pytest
@@ -84,6 +84,37 @@ def test_bspline_basis_matches_scipy(order, seed):
         [np.nan_to_num(BSpline.basis_element(t[j : j + order + 2], extrapolate=False)(x[:, 0])) for j in range(n)], 1
     )
     np.testing.assert_allclose(out, ref, rtol=1e-10, atol=1e-12)
+
+
+def _soft_dtw(x, y, gamma):
+    """The soft-DTW recursion, written directly (plain sums on the first row and column, as KeOps)."""
+    r = np.zeros((len(x), len(y)))
+    for j in range(len(y)):
+        for i in range(len(x)):
+            d = (x[i] - y[j]) ** 2
+            if i == 0 or j == 0:
+                r[i, j] = d + (r[i - 1, j] if i else r[i, j - 1] if j else 0.0)
+            else:
+                v = np.array([r[i - 1, j - 1], r[i - 1, j], r[i, j - 1]])
+                r[i, j] = d - gamma * np.log(np.exp(-v / gamma).sum())
+    return r[-1, -1]
+
+
+@SETTINGS
+@given(st.integers(1, 5), st.integers(1, 4), st.floats(0.05, 2.0), st.integers(0, 2**32 - 1))
+def test_soft_dtw_values_and_gradient(n, m, gamma, seed):
+    rng = np.random.default_rng(seed)
+    x, y = rng.normal(size=(3, n)), rng.normal(size=(4, m))
+    al = [f"X = Vi({n})", f"Y = Vj({m})", "G = Pm(1)"]
+    ref = np.array([[sum(_soft_dtw(xi, yj, gamma) for yj in y)] for xi in x])
+    np.testing.assert_allclose(_run("SoftDTW_SqDist(X, Y, G)", al, x, y, np.array([gamma])), ref, rtol=1e-10)
+    h, u = 1e-6, rng.normal(size=x.shape)
+    fd = (
+        _run("SoftDTW_SqDist(X, Y, G)", al, x + h * u, y, np.array([gamma]))
+        - _run("SoftDTW_SqDist(X, Y, G)", al, x - h * u, y, np.array([gamma]))
+    ) / (2 * h)
+    jvp = _run("Diff(SoftDTW_SqDist(X, Y, G), X, U)", al + [f"U = Vi({n})"], x, y, np.array([gamma]), u)
+    np.testing.assert_allclose(jvp, fd, rtol=1e-5, atol=1e-7)
 
 
 def test_macros_compile_on_the_cpu_engine():

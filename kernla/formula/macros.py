@@ -3,7 +3,8 @@
 ``Diff(f, v, u)`` (the forward derivative of f at v in the direction u, as the transpose of
 ``Grad``), ``Laplacian(f, v)``, ``SqNormIso(s, x)`` = s·|x|², ``SqNormDiag(s, x)`` = Σ s_k x_k²,
 ``SymSqNorm(S, x)`` = xᵀ S x, ``SumT(f, d)`` (a scalar repeated d times, the adjoint of ``Sum``),
-``IntInv(n)`` = 1/n and ``BSpline(knots, x, order)`` (the B-spline basis functions at x). Like
+``IntInv(n)`` = 1/n, ``BSpline(knots, x, order)`` (the B-spline basis functions at x) and
+``SoftDTW_SqDist(x, y, gamma)`` (soft dynamic time warping of the series x and y). Like
 ``Grad``, they are words of the string language, not nodes: the formula holds what they expand to.
 
 >>> from kernla.formula import parse
@@ -114,6 +115,36 @@ def _bspline(knots: Node, x: Node, order: int) -> Node:
     return out
 
 
+def _soft_dtw(x: Node, y: Node, gamma: Node) -> Node:
+    """Soft-DTW of the series x and y for the squared difference, smoothed by the scalar gamma (KeOps' recursion).
+
+    r_ij = (x_i - y_j)² + softmin_γ(r_{i-1,j-1}, r_{i-1,j}, r_{i,j-1}); plain sums along the first row and column.
+    """
+    if gamma.dim != 1:
+        raise FormulaError(f"SoftDTW_SqDist: gamma must be a scalar, got dimension {gamma.dim}")
+    xs = [call("Elem", x, params=(i,)) for i in range(x.dim)]
+    ys = [call("Elem", y, params=(j,)) for j in range(y.dim)]
+
+    def soft_min(*v: Node) -> Node:
+        low = call("Min", call("Concat", call("Concat", v[0], v[1]), v[2]))
+        total = (
+            call("Exp", (low - v[0]) / gamma) + call("Exp", (low - v[1]) / gamma) + call("Exp", (low - v[2]) / gamma)
+        )
+        return low - gamma * call("Log", total)
+
+    r: dict[tuple[int, int], Node] = {}
+    for j in range(y.dim):
+        for i in range(x.dim):
+            d = call("Square", xs[i] - ys[j])
+            if i == 0 and j == 0:
+                r[i, j] = d
+            elif j == 0 or i == 0:
+                r[i, j] = d + r[(i - 1, j) if j == 0 else (i, j - 1)]
+            else:
+                r[i, j] = d + soft_min(r[i - 1, j - 1], r[i - 1, j], r[i, j - 1])
+    return r[x.dim - 1, y.dim - 1]
+
+
 def _int_inv(n: int) -> Node:
     if n == 0:
         raise FormulaError("IntInv(0) is not finite")
@@ -129,4 +160,5 @@ MACROS: dict[str, Macro] = {
     "SumT": Macro(1, 1, _sum_t, "a scalar repeated d times"),
     "IntInv": Macro(0, 1, _int_inv, "1/n"),
     "BSpline": Macro(2, 1, _bspline, "B-spline basis of an order on knots, at a scalar x"),
+    "SoftDTW_SqDist": Macro(3, 0, _soft_dtw, "soft dynamic time warping of two series, squared differences"),
 }
