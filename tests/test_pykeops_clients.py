@@ -74,18 +74,10 @@ def test_install_refuses_a_real_pykeops_and_is_idempotent(monkeypatch):
 # ---------------------------------------------------------------------------------------------
 def _ranges_supported() -> bool:
     """Whether kernla runs block-sparse reductions (``ranges=``)."""
-    x = torch.zeros(2, 1, 1, dtype=torch.float64)
-    whole = torch.tensor([[0, 2]], dtype=torch.int32)
-    ranges = (
-        whole,
-        torch.tensor([[0, 1]], dtype=torch.int32),
-        whole,
-        whole,
-        torch.tensor([[0, 1]], dtype=torch.int32),
-        whole,
-    )
+    x, y = torch.zeros(2, 1, 1, dtype=torch.float64), torch.zeros(1, 2, 1, dtype=torch.float64)
+    whole, one = torch.tensor([[0, 2]], dtype=torch.int32), torch.tensor([1], dtype=torch.int32)
     try:
-        kernla.LazyTensor(x).sum(dim=1, ranges=ranges)
+        (kernla.LazyTensor(x) - kernla.LazyTensor(y)).sum(dim=1, ranges=(whole, one, whole, whole, one, whole))
     except NotImplementedError:
         return False
     return True
@@ -141,9 +133,11 @@ def test_geomloss_keops_backends_match_tensorized(pykeops, kernla_calls, monkeyp
         results[b] = (value, torch.autograd.grad(value.sum(), x)[0])
     assert kernla_calls, "GeoMLoss did not call kernla"
     (v_ref, g_ref), (v, g) = results["tensorized"], results[backend]
-    torch.testing.assert_close(v.reshape(v_ref.shape), v_ref, rtol=1e-8, atol=1e-12)
-    # Sinkhorn iterates log-sum-exps: rounding differences grow to ~1e-6 of the gradient's scale
-    torch.testing.assert_close(g, g_ref, rtol=1e-7, atol=1e-6 * float(g_ref.abs().max()))
+    # multiscale kernel losses drop far cluster pairs (GeoMLoss's truncation, in its ranges): ~1e-4 of the value,
+    # ~1e-3 of the gradient's scale; Sinkhorn iterates log-sum-exps: rounding grows to ~1e-6 of the gradient's scale
+    truncated = backend == "multiscale" and loss != "sinkhorn"
+    torch.testing.assert_close(v.reshape(v_ref.shape), v_ref, rtol=1e-3 if truncated else 1e-8, atol=1e-12)
+    torch.testing.assert_close(g, g_ref, rtol=1e-7, atol=(1e-2 if truncated else 1e-6) * float(g_ref.abs().max()))
 
 
 # ---------------------------------------------------------------------------------------------
