@@ -24,8 +24,9 @@ from .errors import (
     KernlaError,
     ShapeError,
 )
+from .generic import generic_argkmin, generic_argmin, generic_logsumexp, generic_sum
 from .genred import Genred, cuda_source
-from .lazy import LazyTensor, Pm, Vi, Vj
+from .lazy import ComplexLazyTensor, LazyTensor, Pm, Vi, Vj
 from .linalg import ConvergenceWarning, KernelOperator, KernelSolve
 
 if TYPE_CHECKING:  # for type checkers and the API reference: at run time the estimators load on first use
@@ -50,11 +51,16 @@ _MODELS = (
 __all__ = [
     "__version__",
     "LazyTensor",
+    "ComplexLazyTensor",
     "Vi",
     "Vj",
     "Pm",
     "Genred",
     "cuda_source",
+    "generic_sum",
+    "generic_logsumexp",
+    "generic_argmin",
+    "generic_argkmin",
     "KernelOperator",
     "KernelSolve",
     "ConvergenceWarning",

@@ -35,11 +35,12 @@ def needs_grad(args: Sequence[Any]) -> bool:
     Cheap when torch was never imported: then nothing can require grad.
     """
     torch = _torch()
-    return (
-        torch is not None
-        and torch.is_grad_enabled()
-        and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
-    )
+    if torch is None:
+        return False
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    if any(torch._C._functorch.is_functorch_wrapped_tensor(a) for a in tensors):
+        return True  # torch.func transforms (vmap, grad, jvp, …) go through the autograd.Function
+    return torch.is_grad_enabled() and any(a.requires_grad for a in tensors)
 
 
 def _cupy():

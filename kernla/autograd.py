@@ -53,8 +53,9 @@ from .core import Slot, as_rows
 from .core import reduce as reduce_nograd
 from .engines.ranges import BlockSparsity, swap_axes
 from .errors import ShapeError
+from .formula.diff import grad as symbolic_grad
 from .formula.diff import vjp
-from .formula.tree import CAT_I, CAT_J, CAT_PARAM, Node, Var, call
+from .formula.tree import CAT_I, CAT_J, CAT_PARAM, IntCst, Node, Var, call
 from .reductions import KINDS, Reduction
 
 __all__ = ["DIFFERENTIABLE", "needs_grad", "reduce_with_grad", "implicit_solve", "solve_with_grad"]
@@ -111,7 +112,8 @@ def reduce_with_grad(
         raise ShapeError(f"axis must be 0 (reduce over i) or 1 (reduce over j), got {axis!r}")
     if len(args) != len(slots):
         raise ShapeError(f"expected {len(slots)} arrays ({', '.join(s.name for s in slots)}), got {len(args)}")
-    if red.kind.gradient is None:
+    wrapped = any(isinstance(a, torch.Tensor) and torch._C._functorch.is_functorch_wrapped_tensor(a) for a in args)
+    if red.kind.gradient is None and not wrapped:  # (under torch.func the node's vmap rule is needed)
         with torch.no_grad():  # index outputs: nothing to differentiate
             return reduce_nograd(red, slots, args, axis, backend, ranges)
     named = {s.name: a for s, a in zip(slots, args)}
@@ -129,29 +131,56 @@ def reduce_with_grad(
         slots = [Slot(s.name, {CAT_I: CAT_J, CAT_J: CAT_I}.get(s.cat, s.cat), s.dim) for s in slots]
         ranges = ranges.swapped() if isinstance(ranges, BlockSparsity) else swap_axes(ranges)
     outs = _KernlaReduction.apply(_Spec(red, tuple(slots), backend, ranges), *rows)
+    if red.kind.gradient == "selection" and red.with_indices() != red:
+        return [outs[0]]  # the indices were computed for the backward only
     return list(outs)
 
 
 class _KernlaReduction(torch.autograd.Function):
-    """One kernla reduction over j as a torch.autograd node (inputs in row layout)."""
+    """One kernla reduction over j as a torch.autograd node (inputs in row layout).
+
+    Written for torch.func too: ``setup_context``, a ``vmap`` rule (the mapped dimension becomes a
+    leading kernla batch dimension) and a forward-mode ``jvp`` (one more reduction).
+    A selection (Min, KMin, …) always returns its indices as a second output, for the backward.
+    """
 
     @staticmethod
-    def forward(ctx, spec: _Spec, *rows):
+    def forward(spec: _Spec, *rows):
         red = spec.red
-        selection = red.kind.gradient == "selection"
-        run = red.with_indices() if selection else red  # a selection's backward needs the indices
-        outs = reduce_nograd(run, spec.slots, rows, 1, spec.backend, spec.ranges)
+        run = red.with_indices() if red.kind.gradient == "selection" else red
+        return tuple(reduce_nograd(run, spec.slots, rows, 1, spec.backend, spec.ranges))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        spec, *rows = inputs
         ctx.spec = spec
         ctx.n_in = len(rows)
-        if selection:
-            values, idx = outs
-            ctx.save_for_backward(*rows, values, idx)
-            if run == red:  # the caller asked for the indices too
-                ctx.mark_non_differentiable(idx)
-                return values, idx
-            return (values,)
-        ctx.save_for_backward(*rows, *outs)
-        return tuple(outs)
+        if spec.red.kind.gradient is None:
+            ctx.mark_non_differentiable(*output)
+        elif spec.red.kind.gradient == "selection":
+            ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(*rows, *output)
+        ctx.save_for_forward(*rows, *output)
+
+    @staticmethod
+    def vmap(info, in_dims, spec: _Spec, *rows):
+        """The mapped dimension of each input becomes kernla's first batch dimension."""
+        dims = in_dims[1:]
+        lead = [r.dim() - (d is not None) - (1 if s.cat == CAT_PARAM else 2) for r, d, s in zip(rows, dims, spec.slots)]
+        nb = max(lead)
+        moved = []
+        for r, d, n in zip(rows, dims, lead):
+            r = r.movedim(d, 0) if d is not None else r.unsqueeze(0)
+            moved.append(r.reshape((r.shape[0],) + (1,) * (nb - n) + tuple(r.shape[1:])))
+        outs = _KernlaReduction.apply(spec, *moved)
+        return outs, (0,) * len(outs)
+
+    @staticmethod
+    def jvp(ctx, _spec_tangent, *tangents):
+        saved = ctx.saved_tensors
+        if ctx.spec.red.kind.gradient is None:
+            return (None,) * (len(saved) - ctx.n_in)
+        return _pairwise_jvp(ctx.spec, saved[: ctx.n_in], saved[ctx.n_in], tangents)
 
     @staticmethod
     def backward(ctx, *grad_outs):
@@ -251,6 +280,40 @@ def _pairwise_backward(spec: _Spec, rows, out: torch.Tensor, g: torch.Tensor, ta
         (res,) = _reduce(Reduction("Sum", _concat([f for _, f in parts])), all_slots, all_args, axis, backend, ranges)
         grads.update(_grads_from(res, parts, slots, rows, lambda k, t: t.sum(-2) if slots[k].cat == CAT_PARAM else t))
     return [grads.get(k, torch.zeros_like(rows[k]) if k in targets else None) for k in range(len(rows))]
+
+
+def _pairwise_jvp(spec: _Spec, rows, out: torch.Tensor, tangents: Sequence[torch.Tensor | None]) -> tuple:
+    """Forward mode: the tangent of the output, as one Sum reduction (the transpose of the backward).
+
+    With ``G`` a symbolic cotangent (a parameter) and ``T_k`` the tangent of argument k, the pair
+    term ``h_ij = Σ_k <vjp of the gradient seeds(G) wrt v_k, T_k>`` is linear in G, so the output
+    tangent is ``Σ_j ∂h_ij/∂G``: the reverse-mode rules serve forward mode too.
+    """
+    red, slots, backend = spec.red, list(spec.slots), spec.backend
+    if red.kind.gradient != "pairwise":
+        raise NotImplementedError(f"forward-mode derivatives of {red.name} are not supported (reverse mode is)")
+    all_slots, all_args = list(slots), list(rows)
+
+    def new_var(t: torch.Tensor, cat: int) -> Node:
+        all_slots.append(Slot(f"tangent input {len(all_args)}", cat, int(t.shape[-1])))
+        all_args.append(t)
+        return Var(len(all_args) - 1, int(t.shape[-1]), cat)
+
+    width = int(out.shape[-1])
+    G = new_var(torch.zeros(width, dtype=out.dtype, device=out.device), CAT_PARAM)  # linear in G: any value
+    seeds = red.kind.grad_seeds(
+        red, G, lambda: new_var(out, CAT_I), lambda other: new_var(_reduce(other, slots, rows, 1, backend)[0], CAT_I)
+    )
+    given = {k: t for k, t in enumerate(tangents) if t is not None}
+    formulas = _vjp(tuple(seeds), tuple(_var(slots[k], k) for k in given)) if given else []
+    terms = [call("Scalprod", f, new_var(given[k], slots[k].cat)) for k, f in zip(given, formulas) if f is not None]
+    if not terms:
+        return (torch.zeros_like(out),)
+    h = terms[0]
+    for t in terms[1:]:
+        h = h + t
+    (res,) = _reduce(Reduction("Sum", symbolic_grad(h, G, IntCst(1))), all_slots, all_args, 1, backend)
+    return (res,)
 
 
 # ---------------------------------------------------------------------------------------------

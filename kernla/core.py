@@ -132,7 +132,7 @@ def reduce(
         sizes_ij = (ny, nx) if axis == 0 else (nx, ny)
         sparsity = block_sparsity(ranges, *sizes_ij, batches=int(np.prod(batch, dtype=np.int64)))
         blocks = (sparsity.swapped() if axis == 0 else sparsity).over_j
-    engine_name = resolve_backend(backend, kind.on_gpu)
+    engine_name = resolve_backend(backend, kind.on_gpu, red.formulas)
     engine = get_engine(engine_name)
     if blocks is not None and "ranges" not in inspect.signature(engine.run).parameters:
         raise BackendError(f"the {engine_name} engine does not run block-sparse reductions (ranges=)")

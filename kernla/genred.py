@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from . import arrays as arr
 from . import core
 from .core import Slot, slots_of
@@ -64,8 +66,8 @@ def reduce(
 
 def _reduction(
     formula: str, aliases: Sequence[str], reduction_op: str, axis: int, opt_arg: int | None, formula2: str | None
-) -> tuple[dict[str, Node], Reduction]:
-    """The parsed aliases and the reduction a formula string describes (pykeops' arguments)."""
+) -> tuple[dict[str, Node], Reduction, tuple[Node, ...]]:
+    """The parsed aliases, the reduction a formula string describes (pykeops' arguments) and its inline variables."""
     if axis not in (0, 1):
         raise ShapeError(f"axis must be 0 (reduce over i) or 1 (reduce over j), got {axis!r}")
     if not isinstance(reduction_op, str):
@@ -73,9 +75,10 @@ def _reduction(
             f"reduction_op must be the name of a reduction, like 'Sum', got {type(reduction_op).__name__}"
         )
     al = parse_aliases(aliases)
-    f = parse(formula, al)
-    f2 = parse(formula2, al) if formula2 is not None else None
-    return al, Reduction(reduction_op, f, f2, opt_arg)
+    declared: list[Node] = []  # inline variables keep their argument slots even when simplified away
+    f = parse(formula, al, declared)
+    f2 = parse(formula2, al, declared) if formula2 is not None else None
+    return al, Reduction(reduction_op, f, f2, opt_arg), tuple(declared)
 
 
 class Genred:
@@ -108,15 +111,16 @@ class Genred:
         **compat: Any,
     ):
         _check_compat(compat)
-        self.aliases, self.reduction = _reduction(formula, aliases, reduction_op, axis, opt_arg, formula2)
+        self.aliases, self.reduction, declared = _reduction(formula, aliases, reduction_op, axis, opt_arg, formula2)
         self.formula, self.formula2 = self.reduction.formula, self.reduction.weight
         self.axis = axis
-        self.slots = slots_of(self.aliases, self.reduction.formulas)
+        self.slots = slots_of(self.aliases, self.reduction.formulas + declared)
 
-    def __call__(self, *args: Any, backend: str = "auto", ranges: Any = None, **compat: Any):
+    def __call__(self, *args: Any, backend: str = "auto", ranges: Any = None, out: Any = None, **compat: Any):
         _check_compat(compat)
-        out = reduce(self.reduction, self.slots, args, self.axis, backend, ranges)
-        return out[0] if len(out) == 1 else tuple(out)
+        res = reduce(self.reduction, self.slots, args, self.axis, backend, ranges)
+        result = res[0] if len(res) == 1 else tuple(res)
+        return result if out is None else write_out(out, result)
 
     def __repr__(self) -> str:
         return (
@@ -124,6 +128,19 @@ class Genred:
             + (f", weight {self.formula2}" if self.formula2 is not None else "")
             + ")"
         )
+
+
+def write_out(out: Any, result: Any) -> Any:
+    """pykeops' ``out=``: copy ``result`` into the caller's array ``out`` (same size) and return ``out``."""
+    if isinstance(result, tuple) or getattr(out, "shape", None) is None:
+        raise ShapeError("out= takes one array, for a reduction with one output")
+    if int(np.prod(out.shape)) != int(np.prod(result.shape)):
+        raise ShapeError(f"out= has shape {tuple(out.shape)}, the result has shape {tuple(result.shape)}")
+    if arr.kind_of(out) == "torch":
+        out.copy_(result.reshape(out.shape))
+    else:
+        out[...] = result.reshape(out.shape)
+    return out
 
 
 def _check_compat(kwargs: dict) -> None:
@@ -156,7 +173,7 @@ def cuda_source(
     >>> 'extern "C" __global__' in src and "kl_reduce_w1" in src
     True
     """
-    _, red = _reduction(formula, aliases, reduction_op, axis, opt_arg, formula2)
+    _, red, _ = _reduction(formula, aliases, reduction_op, axis, opt_arg, formula2)
     if axis == 0:
         red = red.swap_ij()
     return build_plan(red, dtype_name(dtype)).source

@@ -15,7 +15,9 @@ array([0, 0, 1])
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Union
 
 import numpy as np
@@ -25,8 +27,9 @@ from .core import host_integers
 from .engines.ranges import swap_axes
 from .errors import ShapeError
 from .formula import CAT_I, CAT_J, CAT_PARAM, Var, call
+from .formula.diff import grad as symbolic_grad
 from .formula.tree import IntCst, Node
-from .genred import Slot, _check_compat, reduce
+from .genred import Slot, _check_compat, reduce, write_out
 from .reductions import Reduction
 
 Operand = Union["LazyTensor", float, int, Any]
@@ -49,12 +52,25 @@ class LazyTensor:
     #: :meth:`with_ranges`; the tensors computed from this one keep it, and its reductions use it
     ranges: Any = None
 
+    def __new__(cls, x: Any = None, axis: int | None = None):
+        if cls is LazyTensor and _is_complex(x):  # pykeops: a complex array makes a ComplexLazyTensor
+            return ComplexLazyTensor(x, axis)
+        return super().__new__(cls)
+
     def __init__(self, x: Any = None, axis: int | None = None):
         if isinstance(x, LazyTensor):
-            self.formula, self.variables, self.ranges = x.formula, x.variables, x.ranges
+            self.formula, self.variables = x.formula, x.variables
             return
         if x is None:
             raise ShapeError("LazyTensor needs an array or a number")
+        if isinstance(x, tuple) and len(x) == 3 and all(isinstance(k, int) for k in x):
+            index, dim, cat = x  # pykeops' symbolic variable (index, dim, category)
+            self.formula, self.variables = Var(0, dim, cat), ((_Symbolic.of(index, dim, cat), cat),)
+            return
+        if isinstance(x, (list, tuple)):
+            param = _ListParam(tuple(float(v) for v in x))
+            self.formula, self.variables = Var(0, len(param.values), CAT_PARAM), ((param, CAT_PARAM),)
+            return
         if arr.kind_of(x) == "scalar":
             self.formula, self.variables = Var(0, 1, CAT_PARAM), ((float(x), CAT_PARAM),)
             return
@@ -96,9 +112,36 @@ class LazyTensor:
     # -- structure ---------------------------------------------------------------------------
     def _size(self, cat: int) -> int | None:
         for data, c in self.variables:
-            if c == cat:
+            if c == cat and not isinstance(data, _Placeholder):
                 return int(data.shape[-2])
         return None
+
+    @property
+    def ni(self) -> int | None:
+        """The number of i-points (None when no i-variable is bound to data)."""
+        return self._size(CAT_I)
+
+    @property
+    def nj(self) -> int | None:
+        """The number of j-points (None when no j-variable is bound to data)."""
+        return self._size(CAT_J)
+
+    @property
+    def nbatchdims(self) -> int:
+        return len(self._batch())
+
+    @property
+    def dtype(self) -> Any:
+        """The dtype of the data, in its own library's spelling (None for numbers and symbols only)."""
+        for data, _ in self.variables:
+            if not isinstance(data, _Placeholder) and arr.kind_of(data) != "scalar":
+                return data.dtype
+        return None
+
+    @property
+    def _shape(self) -> tuple:
+        """pykeops' internal shape: (*batch, N, M, D)."""
+        return self.shape
 
     @property
     def ndim(self) -> int:
@@ -111,7 +154,7 @@ class LazyTensor:
     def _batch(self) -> tuple:
         shapes = []
         for data, cat in self.variables:
-            if arr.kind_of(data) == "scalar":
+            if isinstance(data, _Placeholder) or arr.kind_of(data) == "scalar":
                 continue
             lead = 1 if cat == CAT_PARAM else 2
             shapes.append(tuple(data.shape[:-lead]) if data.ndim > lead else ())
@@ -153,6 +196,8 @@ class LazyTensor:
         return formula, tuple(variables)
 
     def _op(self, name: str, *others: Operand, params: tuple = ()) -> LazyTensor:
+        if others and name in _COMPLEX_ARITHMETIC and _is_complex(others[0]):
+            return getattr(ComplexLazyTensor.of(self), _COMPLEX_ARITHMETIC[name])(others[0])
         formula, variables = self.formula, self.variables
         args = [formula]
         acc = LazyTensor._make(formula, variables)
@@ -169,10 +214,10 @@ class LazyTensor:
         return res
 
     def _rop(self, name: str, other: Operand) -> LazyTensor:
+        if name in _COMPLEX_ARITHMETIC and _is_complex(other):
+            return getattr(ComplexLazyTensor.of(other), _COMPLEX_ARITHMETIC[name])(self)
         if isinstance(other, int) and not isinstance(other, bool):
-            res = LazyTensor._make(call(name, IntCst(other), self.formula), self.variables)
-            res.ranges = self.ranges
-            return res
+            return LazyTensor._make(call(name, IntCst(other), self.formula), self.variables)
         return LazyTensor(other)._op(name, self)
 
     # arithmetic
@@ -227,8 +272,8 @@ class LazyTensor:
         key = key if isinstance(key, tuple) else (key,)
         if key and key[0] is Ellipsis:
             key = key[1:]
-        elif len(key) == 3 and all(k == slice(None) for k in key[:2]):
-            key = key[2:]
+        elif len(key) == self.ndim and all(k == slice(None) for k in key[:-1]):
+            key = key[-1:]
         if len(key) != 1:
             raise ShapeError("index a LazyTensor on its vector axis: x[..., k] or x[..., a:b]")
         k = key[0]
@@ -301,6 +346,10 @@ class LazyTensor:
     def sinxdivx(self):
         return self._op("SinXDivX")
 
+    def sinc(self):
+        """sin(πx) / (πx), 1 at 0 (torch's and pykeops' normalised sinc)."""
+        return (self * np.pi)._op("SinXDivX")
+
     def power(self, other):
         return self._op("Powf", other)
 
@@ -362,6 +411,15 @@ class LazyTensor:
     def tensorprod(self, other):
         return self._op("TensorProd", other)
 
+    def keops_tensordot(self, other, dimfa, dimfb, contfa, contfb, permute=()):
+        """pykeops' tensor contraction of the vector components (the ``TensorDot`` operation)."""
+        params = tuple(_int_tuple(p) for p in (dimfa, dimfb, contfa, contfb, permute))
+        return self._op("TensorDot", other, params=params)
+
+    def keops_kron(self, other, dimfself, dimfother):
+        """pykeops' Kronecker product of the vector components (the ``Kron`` operation)."""
+        return self._op("Kron", other, params=(_int_tuple(dimfself), _int_tuple(dimfother)))
+
     def equal(self, other):
         return self._op("Equal", other)
 
@@ -373,6 +431,52 @@ class LazyTensor:
 
     def lessorequal(self, other):
         return self._op("LessOrEqual", other)
+
+    # comparisons build formulas (0 or 1), as in pykeops
+    __hash__ = object.__hash__
+
+    def __eq__(self, other):
+        return self._op("Equal", other)
+
+    def __ne__(self, other):
+        return self._op("NotEqual", other)
+
+    def __lt__(self, other):
+        return self._op("LessThan", other)
+
+    def __le__(self, other):
+        return self._op("LessOrEqual", other)
+
+    def __gt__(self, other):
+        return self._rop("LessThan", other)
+
+    def __ge__(self, other):
+        return self._rop("LessOrEqual", other)
+
+    @staticmethod
+    def concatenate(tensors: tuple, axis: int = -1) -> LazyTensor:
+        """The concatenation of LazyTensors along the vector axis (``axis=-1``)."""
+        if not isinstance(tensors, (tuple, list)) or not tensors:
+            raise ShapeError("LazyTensor.concatenate takes a non-empty tuple of LazyTensors")
+        tensors[0]._vector_dim(axis)
+        out = tensors[0]
+        for t in tensors[1:]:
+            out = out.concat(t)
+        return out
+
+    @staticmethod
+    def cat(tensors: tuple, dim: int = -1) -> LazyTensor:
+        """torch's spelling of :meth:`concatenate`."""
+        return LazyTensor.concatenate(tensors, dim)
+
+    def grad(self, other: LazyTensor, gradin: Operand) -> LazyTensor:
+        """The symbolic gradient of this formula with respect to the variable ``other``, applied to ``gradin``."""
+        acc = LazyTensor._make(self.formula, self.variables)
+        var, variables = acc._merge(_lazy(other))
+        if var.op != "Var":
+            raise ShapeError("grad differentiates with respect to a variable: a LazyTensor made from one array")
+        e, variables = LazyTensor._make(self.formula, variables)._merge(_lazy(gradin))
+        return LazyTensor._make(symbolic_grad(self.formula, var, e), variables)
 
     def _vector_dim(self, dim) -> None:
         if dim not in (-1, self.ndim - 1):
@@ -425,6 +529,11 @@ class LazyTensor:
         backend: str | None = None,
         ranges: Any = None,
     ) -> list:
+        return self._bind(name, axis, K, weight, backend, ranges).run(())
+
+    def _bind(
+        self, name: str, axis: int, K: int | None, weight: Operand | None, backend: str | None, ranges: Any = None
+    ) -> _BoundReduction:
         formula, variables = self.formula, self.variables
         weight_formula = None
         if weight is not None:
@@ -432,18 +541,25 @@ class LazyTensor:
             weight_formula, variables = LazyTensor._make(formula, variables)._merge(w)
         red = Reduction(name, formula, weight_formula, K)
         slots = [Slot(f"variable {k} ({'ijp'[cat]})", cat, _dim(data)) for k, (data, cat) in enumerate(variables)]
-        ranges = _common_ranges(self, weight) if ranges is None else ranges
-        return reduce(red, slots, [data for data, _ in variables], axis, backend, ranges)
+        ranges = self.ranges if ranges is None else ranges
+        return _BoundReduction(red, slots, variables, axis, backend, ranges)
 
     def _simple(self, name: str, vector_op: str | None, dim: int | None, backend, compat: dict, default: int, **kw):
+        post = kw.pop("post", None)
+        opts = _CallOptions.take(compat)
+        if opts.other is not None:
+            kw["weight"] = opts.other
         ranges = compat.pop("ranges", None)  # pykeops' per-call ranges=, else self.ranges
         axis = self._axis(_reduction_dim(dim, compat, default))
         if axis is None:
             if vector_op is None:
                 raise ShapeError(f"{name} is not available over the vector axis")
             return self._op(vector_op)
-        out = self._reduce(name, axis, backend=backend, ranges=ranges, **kw)
-        return out[0] if len(out) == 1 else tuple(out)
+        bound = self._bind(name, axis, kw.get("K"), kw.get("weight"), backend, ranges)
+        bound.post, bound.keepdim = post, opts.keepdim
+        if not opts.call or bound.symbolic:
+            return bound
+        return bound(out=opts.out)
 
     def sum(self, dim: int | None = None, backend: str | None = None, **compat):
         """Σ over i (dim=0), j (dim=1) or the vector components (dim=-1, symbolic)."""
@@ -478,15 +594,14 @@ class LazyTensor:
 
     def Kmin(self, K: int, dim: int | None = None, backend: str | None = None, **compat):
         """The K smallest values, sorted: shape (N, K) for scalars, (N, K, D) for vectors."""
-        return self._kshape(self._simple("KMin", None, dim, backend, compat, 1, K=K))
+        return self._simple("KMin", None, dim, backend, compat, 1, K=K, post=self._kshape)
 
     def argKmin(self, K: int, dim: int | None = None, backend: str | None = None, **compat):
         """Indices (int64) of the K smallest values, sorted by value."""
-        return self._kshape(self._simple("ArgKMin", None, dim, backend, compat, 1, K=K))
+        return self._simple("ArgKMin", None, dim, backend, compat, 1, K=K, post=self._kshape)
 
     def Kmin_argKmin(self, K: int, dim: int | None = None, backend: str | None = None, **compat):
-        vals, idx = self._simple("KMin_ArgKMin", None, dim, backend, compat, 1, K=K)
-        return self._kshape(vals), self._kshape(idx)
+        return self._simple("KMin_ArgKMin", None, dim, backend, compat, 1, K=K, post=self._kshape)
 
     def logsumexp(self, dim: int | None = None, weight: Operand | None = None, backend: str | None = None, **compat):
         """log Σ exp(F) over i or j (stable); with ``weight`` G: log Σ exp(F)·G."""
@@ -498,16 +613,19 @@ class LazyTensor:
         """Σ exp(F)·G / Σ exp(F) over i or j."""
         return self._simple("SumSoftMaxWeight", None, dim, backend, compat, 1, weight=weight)
 
-    def __matmul__(self, v: Any):
-        """K @ v = Σ_j K_ij v_j for a scalar K and v of shape (M,) or (..., M, E)."""
+    def __matmul__(self, v: Any, **options: Any):
+        """K @ v = Σ_j K_ij v_j for a scalar K and v of shape (M,) or (..., M, E).
+
+        ``K.__matmul__(v, backend=…, out=…)`` takes the reductions' pykeops keywords.
+        """
         if self.formula.dim != 1:
             raise ShapeError(f"K @ v needs a scalar LazyTensor, this one has dimension {self.formula.dim}")
         flat = tuple(v.shape) if hasattr(v, "shape") else None
         if flat is None or len(flat) == 0:
             raise ShapeError("K @ v needs an array v of shape (M,) or (M, E)")
         vj = LazyTensor(v.reshape(flat[0], 1) if len(flat) == 1 else v, axis=1)
-        out = (self * vj).sum(dim=self.ndim - 2)
-        return out.reshape(out.shape[:-1]) if len(flat) == 1 else out
+        out = (self * vj).sum(dim=self.ndim - 2, **options)
+        return out.reshape(out.shape[:-1]) if len(flat) == 1 and options.get("out") is None else out
 
 
 def _common_ranges(*operands: Operand) -> Any:
@@ -547,22 +665,290 @@ def _lazy(x: Operand) -> LazyTensor:
     return x if isinstance(x, LazyTensor) else LazyTensor(x)
 
 
+def _int_tuple(p: Any) -> tuple:
+    return (int(p),) if isinstance(p, (int, np.integer)) else tuple(int(k) for k in p)
+
+
 def _dim(data: Any) -> int:
+    if isinstance(data, _Placeholder):
+        return data.dim
     return 1 if arr.kind_of(data) == "scalar" else int(data.shape[-1])
 
 
-def Vi(x: Any) -> LazyTensor:
-    """An i-variable from an (N, D) array (or (N,) for D = 1)."""
+def Vi(x: Any, dim: int | None = None) -> LazyTensor:
+    """An i-variable from an (N, D) array (or (N,) for D = 1); ``Vi(index, dim)``: a symbolic one."""
+    if isinstance(x, int) and dim is not None:
+        return LazyTensor((x, dim, CAT_I))
     return LazyTensor(x.reshape(-1, 1) if getattr(x, "ndim", 0) == 1 else x, axis=0)
 
 
-def Vj(x: Any) -> LazyTensor:
-    """A j-variable from an (M, D) array (or (M,) for D = 1)."""
+def Vj(x: Any, dim: int | None = None) -> LazyTensor:
+    """A j-variable from an (M, D) array (or (M,) for D = 1); ``Vj(index, dim)``: a symbolic one."""
+    if isinstance(x, int) and dim is not None:
+        return LazyTensor((x, dim, CAT_J))
     return LazyTensor(x.reshape(-1, 1) if getattr(x, "ndim", 0) == 1 else x, axis=1)
 
 
-def Pm(x: Any) -> LazyTensor:
-    """A parameter from a number or a (D,) array."""
-    if arr.kind_of(x) == "scalar":
+def Pm(x: Any, dim: int | None = None) -> LazyTensor:
+    """A parameter from a number, a list of numbers or a (D,) array; ``Pm(index, dim)``: a symbolic one."""
+    if isinstance(x, int) and dim is not None:
+        return LazyTensor((x, dim, CAT_PARAM))
+    if isinstance(x, list) or arr.kind_of(x) == "scalar":
         return LazyTensor(x)
     return LazyTensor(x, axis=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# pykeops' calling conventions: symbolic variables, list parameters, call=False, out=
+# ---------------------------------------------------------------------------------------------
+class _Placeholder:
+    """A variable whose data is supplied later (symbolic) or converted at the call (a list)."""
+
+    dim: int
+
+
+@dataclass(frozen=True, eq=False)
+class _Symbolic(_Placeholder):
+    """pykeops' ``Vi(index, dim)``: the data is the call's argument number ``index``."""
+
+    index: int
+    dim: int
+
+    @staticmethod
+    @functools.cache
+    def of(index: int, dim: int, cat: int) -> _Symbolic:
+        """One object per (index, dim, category), so that two uses share one argument slot."""
+        if index < 0 or dim < 1:
+            raise ShapeError(f"a symbolic variable needs an index >= 0 and a dimension >= 1, got ({index}, {dim})")
+        return _Symbolic(index, dim)
+
+
+@dataclass(frozen=True, eq=False)
+class _ListParam(_Placeholder):
+    """``LazyTensor([1.0, 2.0])``: a parameter, made an array of the call's kind and dtype when it runs."""
+
+    values: tuple
+
+    @property
+    def dim(self) -> int:  # type: ignore[override]
+        return len(self.values)
+
+
+@dataclass
+class _CallOptions:
+    """The pykeops keywords of a reduction that kernla acts on."""
+
+    out: Any = None
+    other: Any = None
+    keepdim: bool = False
+    call: bool = True
+
+    @classmethod
+    def take(cls, compat: dict) -> _CallOptions:
+        return cls(**{k: compat.pop(k) for k in ("out", "other", "keepdim", "call") if k in compat})
+
+
+class _BoundReduction:
+    """A reduction and its variables; calling it runs it.
+
+    What a reduction returns with ``call=False`` or over symbolic variables (``Vi(0, 3)``): call
+    it with the arrays of the symbolic variables, by index (``f(x, y)``), or with nothing.
+    """
+
+    def __init__(
+        self, red: Reduction, slots: list, variables: tuple, axis: int, backend: str | None, ranges: Any = None
+    ):
+        self.red, self.slots, self.variables, self.axis, self.backend = red, slots, variables, axis, backend
+        self.ranges = ranges
+        self.post: Callable[[Any], Any] | None = None
+        self.keepdim = False
+
+    @property
+    def symbolic(self) -> bool:
+        return any(isinstance(d, _Symbolic) for d, _ in self.variables)
+
+    def run(self, args: tuple, backend: str | None = None) -> list:
+        data = _resolve(self.variables, args)
+        return reduce(self.red, self.slots, data, self.axis, backend or self.backend, self.ranges)
+
+    def __call__(self, *args: Any, backend: str | None = None, out: Any = None, **compat: Any):
+        _check_compat(compat)
+        outs = [self._finish(o) for o in self.run(args, backend)]
+        result = outs[0] if len(outs) == 1 else tuple(outs)
+        return result if out is None else write_out(out, result)
+
+    def _finish(self, o: Any) -> Any:
+        if self.post is not None:
+            return self.post(o)
+        if self.keepdim:
+            cut = o.ndim - (2 if self.axis == 0 else 1)
+            return o.reshape(tuple(o.shape[:cut]) + (1,) + tuple(o.shape[cut:]))
+        return o
+
+    def __repr__(self) -> str:
+        return f"<{self.red.name} over {'ij'[self.axis]} of {self.red.formula}, a callable>"
+
+
+def _resolve(variables: tuple, args: tuple) -> list:
+    """The data of each variable: symbolic ones from ``args``, lists as arrays of the others' kind."""
+    data = []
+    for d, _ in variables:
+        if isinstance(d, _Symbolic):
+            if d.index >= len(args):
+                raise ShapeError(f"this reduction reads argument {d.index}, but the call has {len(args)} argument(s)")
+            d = args[d.index]
+        data.append(d)
+    if not any(isinstance(d, _ListParam) for d in data):
+        return data
+    arrays = {str(k): d for k, d in enumerate(data) if not isinstance(d, _ListParam)}
+    kind, dtype = arr.common_kind(arrays), arr.common_dtype(arrays)
+    return [arr.wrap(np.asarray(d.values, dtype), kind) if isinstance(d, _ListParam) else d for d in data]
+
+
+# ---------------------------------------------------------------------------------------------
+# complex numbers: a pair of real LazyTensors
+# ---------------------------------------------------------------------------------------------
+#: the arithmetic that a complex operand turns into complex arithmetic
+_COMPLEX_ARITHMETIC = {"Add": "__add__", "Subtract": "__sub__", "Mult": "__mul__", "Divide": "__truediv__"}
+
+
+def _is_complex(x: Any) -> bool:
+    """A complex number, a complex NumPy / torch / CuPy array, or a ComplexLazyTensor."""
+    if isinstance(x, (complex, np.complexfloating, ComplexLazyTensor)):
+        return True
+    dtype = getattr(x, "dtype", None)
+    if dtype is None or isinstance(x, LazyTensor):
+        return False
+    return bool(getattr(dtype, "is_complex", False)) or getattr(dtype, "kind", "") == "c"
+
+
+Part = LazyTensor | float | None  # None: a zero part
+
+
+def _add(a: Part, b: Part) -> Part:
+    return b if a is None else a if b is None else a + b
+
+
+def _mul(a: Part, b: Part) -> Part:
+    return None if a is None or b is None else a * b
+
+
+def _neg(a: Part) -> Part:
+    return None if a is None else -a
+
+
+def _scalar_part(v: Any) -> float | None:
+    return None if v == 0 else float(v)
+
+
+class ComplexLazyTensor:
+    """A complex symbolic tensor, pykeops' ``ComplexLazyTensor``: real and imaginary parts as two LazyTensors.
+
+    ``LazyTensor(z)`` for a complex array ``z`` (NumPy or torch) makes one; arithmetic with complex
+    numbers, arrays or LazyTensors, ``exp``, ``conj``, ``abs``, ``real``/``imag`` and ``sum`` work
+    on it, and reductions return complex arrays (differentiable with torch: the parts are views of
+    ``z``). The engines only ever see real formulas.
+
+    >>> import numpy as np
+    >>> z = np.array([[[1 + 2j]], [[3 - 1j]]])                       # (2, 1, 1): an i-variable
+    >>> w = np.array([[[1j], [2.0 + 0j]]])                           # (1, 2, 1): a j-variable
+    >>> (LazyTensor(z) * LazyTensor(w)).exp().sum(dim=1, backend="numpy").ravel().round(3)
+    array([  -4.757  -5.478j, -170.577-366.453j])
+    """
+
+    __array_priority__ = 10000
+
+    def __init__(self, x: Any = None, axis: int | None = None, *, parts: tuple[Part, Part] | None = None):
+        if parts is not None:
+            self._re, self._im = parts
+        elif isinstance(x, (complex, np.complexfloating)):
+            self._re, self._im = _scalar_part(x.real), _scalar_part(x.imag)
+        else:
+            self._re, self._im = LazyTensor(x.real, axis), LazyTensor(x.imag, axis)
+
+    @staticmethod
+    def of(x: Any) -> ComplexLazyTensor:
+        """``x`` as a ComplexLazyTensor (a real LazyTensor, a number or an array gets a zero imaginary part)."""
+        if isinstance(x, ComplexLazyTensor):
+            return x
+        if _is_complex(x):
+            return ComplexLazyTensor(x)
+        return ComplexLazyTensor(parts=(_lazy(x), None))
+
+    @property
+    def real(self) -> LazyTensor:
+        return self._part(self._re)
+
+    @property
+    def imag(self) -> LazyTensor:
+        return self._part(self._im)
+
+    def _part(self, p: Part) -> LazyTensor:
+        if isinstance(p, LazyTensor):
+            return p
+        other = self._re if isinstance(self._re, LazyTensor) else self._im
+        return (other * 0) + (p or 0.0) if isinstance(other, LazyTensor) else LazyTensor(p or 0.0)
+
+    def __repr__(self) -> str:
+        return f"ComplexLazyTensor(real={self._re!r}, imag={self._im!r})"
+
+    # arithmetic
+    def __add__(self, o):
+        o = ComplexLazyTensor.of(o)
+        return ComplexLazyTensor(parts=(_add(self._re, o._re), _add(self._im, o._im)))
+
+    __radd__ = __add__
+
+    def __neg__(self):
+        return ComplexLazyTensor(parts=(_neg(self._re), _neg(self._im)))
+
+    def __sub__(self, o):
+        return self + (-ComplexLazyTensor.of(o))
+
+    def __rsub__(self, o):
+        return ComplexLazyTensor.of(o) - self
+
+    def __mul__(self, o):
+        o = ComplexLazyTensor.of(o)
+        re = _add(_mul(self._re, o._re), _neg(_mul(self._im, o._im)))
+        im = _add(_mul(self._re, o._im), _mul(self._im, o._re))
+        return ComplexLazyTensor(parts=(re, im))
+
+    __rmul__ = __mul__
+
+    def conj(self) -> ComplexLazyTensor:
+        return ComplexLazyTensor(parts=(self._re, _neg(self._im)))
+
+    def abs(self) -> LazyTensor:
+        """The modulus |z|, a real LazyTensor."""
+        return (self.real.square() + self.imag.square()).sqrt()
+
+    def __truediv__(self, o):
+        o = ComplexLazyTensor.of(o)
+        inverse = 1 / (o.real.square() + o.imag.square())
+        return self * o.conj() * inverse
+
+    def __rtruediv__(self, o):
+        return ComplexLazyTensor.of(o) / self
+
+    def exp(self) -> ComplexLazyTensor:
+        """exp(a + ib) = exp(a) (cos b + i sin b)."""
+        if self._im is None:
+            return ComplexLazyTensor(parts=(_lazy(self._re or 0.0).exp(), None))
+        scale = self.real.exp()
+        return ComplexLazyTensor(parts=(scale * self.imag.cos(), scale * self.imag.sin()))
+
+    # reductions
+    def sum(self, dim: int | None = None, **kw):
+        """Σ over i, j (complex arrays back) or the vector axis (``dim=-1``, symbolic)."""
+        re, im = self.real.sum(dim, **kw), self.imag.sum(dim, **kw)
+        if isinstance(re, LazyTensor):
+            return ComplexLazyTensor(parts=(re, im))
+        if arr.kind_of(re) == "torch":
+            import torch  # optional dependency: the data are torch tensors here
+
+            return torch.complex(re, im)
+        return re + 1j * im
+
+    def sum_reduction(self, dim: int | None = None, **kw):
+        return self.sum(1 if dim is None and "axis" not in kw else dim, **kw)

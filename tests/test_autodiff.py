@@ -124,6 +124,9 @@ OP_CASES = [  # (op, [(dim, domain) per argument], integer params)
     ("MatVecMult", [(6, R), (3, R)], ()),
     ("VecMatMult", [(2, R), (6, R)], ()),
     ("TensorProd", [(2, R), (3, R)], ()),
+    ("TensorDot", [(6, R), (12, R)], ((2, 3), (3, 4), (1,), (0,), (1, 0))),
+    ("TensorDot", [(12, R), (6, R)], ((2, 3, 2), (2, 3), (1, 0), (1, 0), ())),
+    ("Kron", [(4, R), (6, R)], ((2, 2), (2, 3))),
 ]
 OP_IDS = [f"{op}{[d for d, _ in args]}{params or ''}" for op, args, params in OP_CASES]
 

@@ -96,5 +96,7 @@ def test_elementwise_marks_exactly_the_componentwise_operations():
         "MatVecMult",
         "VecMatMult",
         "TensorProd",
+        "TensorDot",
+        "Kron",
     }
     assert {name for name, spec in OPS.items() if not spec.elementwise} == vector_ops

@@ -166,11 +166,14 @@ def test_every_operation_compiles_and_matches_numpy():
                 "Extract": (1, 2),
                 "ExtractT": (1, 6),
                 "OneHot": (5,),
+                "TensorDot": ((2, 2), (2, 2), (1,), (0,), ()),
+                "Kron": ((2, 2), (2, 2)),
             }[name]
             arg = s if name in ("ElemT", "OneHot") else X
             if name == "ExtractT":
                 arg = call("Extract", X, params=(0, 3))
-            built.append(call(name, arg * 3 if name == "OneHot" else arg, params=params))
+            args = (arg, Y) if spec.arity == 2 else (arg * 3 if name == "OneHot" else arg,)
+            built.append(call(name, *args, params=params))
         elif spec.arity == 1:
             built.append(call(name, X if name not in ("Acos", "Asin") else X - 0.5))
         elif spec.arity == 2:

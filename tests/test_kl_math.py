@@ -48,6 +48,8 @@ PARAMS = {
     "Extract": (0, 1),
     "ExtractT": (0, 2),
     "OneHot": (2,),
+    "TensorDot": ((2,), (2,), (0,), (0,), ()),
+    "Kron": ((2,), (2,)),
 }
 
 

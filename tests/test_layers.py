@@ -27,12 +27,12 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("arrays", ("kernla.arrays",)),
     ("core", ("kernla.core",)),
     ("autograd", ("kernla.autograd",)),
-    ("genred", ("kernla.genred",)),
+    ("genred", ("kernla.genred", "kernla.generic")),
     ("lazy", ("kernla.lazy",)),
     ("linalg", ("kernla.linalg", "kernla.kernels")),
     ("distributed", ("kernla.distributed",)),
     ("models", ("kernla.models",)),
-    ("front doors", ("kernla", "kernla.numpy", "kernla.torch")),
+    ("front doors", ("kernla", "kernla.numpy", "kernla.torch", "kernla.config", "kernla.compat")),
 ]
 
 

@@ -92,6 +92,13 @@ def _tensorprod(a, b):
     return outer.reshape(outer.shape[:-2] + (-1,))
 
 
+def _einsum(spec, a, shape_a, b, shape_b):
+    """np.einsum on the vector components read as row-major tensors, flattened back."""
+    out = np.einsum(spec, a.reshape(a.shape[:-1] + shape_a), b.reshape(b.shape[:-1] + shape_b))
+    kept = len(spec.split("->")[1]) - len("...")
+    return out.reshape(out.shape[: out.ndim - kept] + (-1,))
+
+
 def _matvec(A, b, rows):
     A = A.reshape(A.shape[:-1] + (rows, -1))
     A, b = np.broadcast_arrays(A, b[..., None, :])
@@ -529,6 +536,23 @@ CASES = [
         [("X", "i", 2, U(-2, 2)), ("Y", "j", 3, U(-2, 2))],
         lambda X, Y: _tensorprod(X, Y),
         lambda X, Y: X.tensorprod(Y),
+    ),
+    # tensor contractions (pykeops' TensorDot and Kron), row-major
+    Case(
+        "TensorDot",
+        "TensorDot",
+        "TensorDot(X, Y, [2, 3], [3, 4], [1], [0], [1, 0])",
+        [("X", "i", 6, U(-2, 2)), ("Y", "j", 12, U(-2, 2))],
+        lambda X, Y: _einsum("...ab,...bc->...ca", X, (2, 3), Y, (3, 4)),
+        lambda X, Y: X.keops_tensordot(Y, (2, 3), (3, 4), (1,), (0,), (1, 0)),
+    ),
+    Case(
+        "Kron",
+        "Kron",
+        "Kron(X, Y, [2, 2], [2, 3])",
+        [("X", "i", 4, U(-2, 2)), ("Y", "j", 6, U(-2, 2))],
+        lambda X, Y: _einsum("...ab,...cd->...acbd", X, (2, 2), Y, (2, 3)),
+        lambda X, Y: X.keops_kron(Y, [2, 2], [2, 3]),
     ),
 ]
 CASE_BY_ID = {c.id: c for c in CASES}

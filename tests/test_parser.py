@@ -101,6 +101,8 @@ SPECIAL = [
     "MatVecMult",
     "VecMatMult",
     "TensorProd",
+    "TensorDot",
+    "Kron",
 ]
 ALL_GENERATED = set(UNARY_SAME) | set(BROADCAST) | set(TO_SCALAR) | set(PAIR_TO_SCALAR) | set(SPECIAL)
 
@@ -124,6 +126,8 @@ def ops_for(dim: int) -> list[str]:
             "MatVecMult",
             "VecMatMult",
             "TensorProd",
+            "TensorDot",
+            "Kron",
         ]
     )
     if dim == 1:
@@ -211,6 +215,10 @@ def formula(draw, dim: int | None = None, depth: int = 3):
     elif op == "TensorProd":
         k = draw(st.sampled_from([d for d in range(1, dim + 1) if dim % d == 0]))
         node = call(op, sub(k), sub(dim // k))
+    elif op in ("TensorDot", "Kron"):  # an outer product, its two axes exchanged
+        k = draw(st.sampled_from([d for d in range(1, dim + 1) if dim % d == 0]))
+        shapes = ((k,), (dim // k,))
+        node = call(op, sub(k), sub(dim // k), params=shapes + (((), (), (1, 0)) if op == "TensorDot" else ()))
     else:  # pragma: no cover - the coverage test above fails first
         raise AssertionError(op)
     assert node.dim == dim, (op, str(node), node.dim, dim)

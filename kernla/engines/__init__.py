@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import ModuleType
 
 from ..errors import BackendError
+from ..formula import limits
+from ..formula.codegen import unrolled_size
+from ..formula.tree import Node
 
 
 def _builtin(module: str, why: str) -> Callable[[], ModuleType]:
@@ -75,8 +78,12 @@ def _names() -> list[str]:
     return ["auto", *_LOADERS]
 
 
-def resolve_backend(backend: str | None, on_device: bool) -> str:
-    """The engine name for a call: explicit ``backend``, else ``KERNLA_BACKEND``, else automatic."""
+def resolve_backend(backend: str | None, on_device: bool, formulas: Sequence[Node] = ()) -> str:
+    """The engine name for a call: explicit ``backend``, else ``KERNLA_BACKEND``, else automatic.
+
+    Automatic on the host: ``cpu``, but ``numpy`` for ``formulas`` too wide to compile
+    (``limits.MAX_UNROLLED``) or without a working compiler.
+    """
     if backend is None or backend == "auto":
         backend = os.environ.get("KERNLA_BACKEND", "auto") or "auto"
     backend = _PYKEOPS_BACKENDS.get(backend.upper(), backend) if isinstance(backend, str) else backend
@@ -89,5 +96,7 @@ def resolve_backend(backend: str | None, on_device: bool) -> str:
     try:
         get_engine("cpu")
     except BackendError:
+        return "numpy"
+    if formulas and unrolled_size(formulas) > limits.MAX_UNROLLED:
         return "numpy"
     return "cpu"

@@ -31,13 +31,14 @@ from typing import Any
 from ..errors import FormulaError, FormulaSyntaxError
 from . import limits
 from .diff import grad
+from .macros import MACROS
 from .ops import OPS, get_op
 from .tree import CAT_I, CAT_J, CAT_PARAM, IntCst, Node, RealCst, Var, apply
 
 _REAL = r"(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[0-9]+[eE][+-]?[0-9]+"
 _INT = r"[0-9]+"
 _NAME = r"[A-Za-z_][A-Za-z_0-9]*"
-_PUNCT = r"[-+*/|(),=]"
+_PUNCT = r"[-+*/|(),=\[\]]"
 #: one token (after blanks), by kind; a non-blank character that starts no token is ``bad``
 _TOKEN = re.compile(rf"\s*(?:(?P<real>{_REAL})|(?P<int>{_INT})|(?P<name>{_NAME})|(?P<punct>{_PUNCT})|(?P<bad>\S))")
 #: the same tokens as bare strings, for ``findall`` (their kinds follow from their first characters)
@@ -46,7 +47,7 @@ _DIGITS = frozenset("0123456789")
 _NAME_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
 _VAR_MAKERS = {"Vi": CAT_I, "Vj": CAT_J, "Pm": CAT_PARAM}
 #: names the language reserves besides the operations: variable makers, ``IntCst`` and ``Grad``
-_KEYWORDS = frozenset({"Var", "IntCst", "Grad", *_VAR_MAKERS})
+_KEYWORDS = frozenset({"Var", "IntCst", "Grad", *_VAR_MAKERS, *MACROS})
 #: operator symbols (``OpSpec.symbol``) -> operations; the grammar fixes their precedence, loosest first
 _INFIX = {spec.symbol: name for name, spec in OPS.items() if spec.symbol is not None and spec.arity == 2}
 _PREFIX = {spec.symbol: name for name, spec in OPS.items() if spec.symbol is not None and spec.arity == 1}
@@ -75,7 +76,7 @@ def _kind(token: str) -> str:
         return "name"
     if first in _DIGITS or (first == "." and len(token) > 1):
         return "int" if token.isdigit() else "real"
-    return "punct" if len(token) == 1 and token in "-+*/|(),=" else "bad"
+    return "punct" if len(token) == 1 and token in "-+*/|(),=[]" else "bad"
 
 
 def check_characters(text: str) -> None:
@@ -162,9 +163,10 @@ class _Parser:
     applied, so repeated sub-formulas are built once.
     """
 
-    def __init__(self, text: str, aliases: Mapping[str, Node]):
+    def __init__(self, text: str, aliases: Mapping[str, Node], declared: list | None = None):
         self.t = _Tokens(text)
         self.aliases = aliases
+        self.declared = declared  # collects the inline variables (Vi(0, 3), Var(1, 3, 1), …) when a list
         self.leaves: dict[str, Node] = {}
         self.memo: dict[tuple[str, tuple], dict[tuple, Node]] = {}
 
@@ -218,11 +220,13 @@ class _Parser:
         if token == "(":
             ops.append(("paren", None, index))
             return None
+        if token == "[":
+            return self._int_list(index)
         kind = self.t.kind(token)
         if kind == "name" and self.t.peek()[1] == "(":
             if token in _VAR_MAKERS or token in ("Var", "IntCst"):
                 return self._integer_call(token, index)
-            if token != "Grad" and token not in OPS:
+            if token != "Grad" and token not in OPS and token not in MACROS:
                 raise self.t.error(f"unknown operation {token!r}", index)
             self.t.next()
             group = _Group(token, index, self.t.peek()[2])
@@ -304,7 +308,10 @@ class _Parser:
                 ints.append(self._integer())
             self.t.expect(")")
             if name != "IntCst":
-                return _make_var(name, ints)
+                var = _make_var(name, ints)
+                if self.declared is not None:
+                    self.declared.append(var)
+                return var
             if len(ints) != 1:
                 raise FormulaError(f"IntCst takes one integer, got {len(ints)}")
             return IntCst(ints[0])
@@ -312,6 +319,16 @@ class _Parser:
             raise
         except FormulaError as err:
             raise self.t.error(str(err), pos) from None
+
+    def _int_list(self, pos: int) -> Any:
+        """``[2, 3]`` (after its ``[``): a list of integers, an operation's parameter."""
+        items: list[int] = []
+        while self.t.peek()[1] != "]":
+            if items:
+                self.t.expect(",")
+            items.append(self._integer())
+        self.t.next()
+        return _IntList(tuple(items), pos)
 
     def _call(self, group: _Group) -> Node:
         """The operation (or ``Grad``) of a closed argument list."""
@@ -325,6 +342,8 @@ class _Parser:
                 return grad(f, v, e)
             except FormulaError as err:
                 raise self.t.error(str(err), vpos) from None
+        if name in MACROS:
+            return self._macro(group)
         spec = get_op(name)
         n_params = len(spec.param_names)
         if len(args) != spec.arity + n_params:
@@ -332,12 +351,32 @@ class _Parser:
         formulas = tuple(a for a, _ in args[: spec.arity])
         params = []
         for (node, apos), pname in zip(args[spec.arity :], spec.param_names):
-            if node.op != "IntCst":
-                raise self.t.error(f"{name}: {pname} must be an integer literal", apos)
+            if node.op not in ("IntCst", _IntList.op):
+                raise self.t.error(f"{name}: {pname} must be an integer literal or a list of them", apos)
             params.append(node.params[0])
         return self._apply(name, formulas, tuple(params), pos)
 
+    def _macro(self, group: _Group) -> Node:
+        """A word of :mod:`kernla.formula.macros`, expanded."""
+        name, pos, args = group.name, group.pos, group.args
+        assert name is not None  # parentheses are closed by _close
+        macro = MACROS[name]
+        if len(args) != macro.arity + macro.n_params:
+            raise self.t.error(f"{name} takes {macro.arity + macro.n_params} argument(s), got {len(args)}", pos)
+        ints = []
+        for node, apos in args[macro.arity :]:
+            if node.op != "IntCst":
+                raise self.t.error(f"{name}: expected an integer literal", apos)
+            ints.append(node.params[0])
+        try:
+            return macro.expand(*(a for a, _ in args[: macro.arity]), *ints)
+        except FormulaError as err:
+            raise self.t.error(str(err), pos) from None
+
     def _apply(self, name: str, args: tuple, params: tuple, pos: int) -> Node:
+        for a in args:
+            if isinstance(a, _IntList):
+                raise self.t.error(f"a list of integers is an operation's parameter, not an argument of {name}", a.pos)
         memo = self.memo.get((name, params))  # by operation, then by arguments: no key tuple kept per node
         if memo is None:
             memo = self.memo[name, params] = {}
@@ -348,6 +387,15 @@ class _Parser:
             except FormulaError as err:
                 raise self.t.error(str(err), pos) from None
         return node
+
+
+class _IntList:
+    """A ``[2, 3]`` literal while parsing: only an operation's parameter may be one."""
+
+    op = "IntList"
+
+    def __init__(self, items: tuple, pos: int):
+        self.params, self.pos = (items,), pos
 
 
 def _make_var(maker: str, ints: list[int], default_pos: int | None = None) -> Node:
@@ -411,8 +459,16 @@ def parse_aliases(aliases: Iterable[str]) -> dict[str, Node]:
     return table
 
 
-def parse(text: str, aliases: Mapping[str, Node] | Iterable[str] = ()) -> Node:
-    """Parse a formula string; ``aliases`` is a mapping name → variable, or alias strings."""
+def parse(text: str, aliases: Mapping[str, Node] | Iterable[str] = (), declared: list | None = None) -> Node:
+    """Parse a formula string; ``aliases`` is a mapping name → variable, or alias strings.
+
+    ``declared``, a list, receives every variable written inline, even one the formula simplifies
+    away (``Grad(x + Vj(1, 3), x, e)`` no longer reads ``Vj(1, 3)``, but its argument slot stays).
+
+    >>> found = []; f = parse("Grad(X + Vj(1, 2), X, Vi(2, 2))", ["X = Vi(0, 2)"], found)
+    >>> sorted({v.params for v in f.variables()}), [v.params for v in found]
+    ([(2, 2, 0)], [(1, 2, 1), (2, 2, 0)])
+    """
     if not isinstance(text, str):
         raise FormulaError(f"a formula must be a string, got {type(text).__name__}")
     if len(text) > limits.MAX_FORMULA_CHARS:
@@ -425,7 +481,10 @@ def parse(text: str, aliases: Mapping[str, Node] | Iterable[str] = ()) -> Node:
     if not text.strip():
         raise FormulaSyntaxError("empty formula", text, 0)
     try:
-        return _Parser(text, aliases).parse()
+        node = _Parser(text, aliases, declared).parse()
     except Exception:
         check_characters(text)  # a character that starts no token is the first error, wherever it is
         raise
+    if isinstance(node, _IntList):
+        raise FormulaSyntaxError("a list of integers is not a formula", text, 0)
+    return node

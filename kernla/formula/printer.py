@@ -54,7 +54,12 @@ def _layout(node: Node) -> tuple[str, str, str, list[str]]:
     symbol = get_op(node.op).symbol
     if symbol is not None:
         return ("(", f" {symbol} ", ")", []) if len(node.args) == 2 else (f"({symbol}", "", ")", [])
-    return (f"{node.op}(", ", ", ")", [str(p) for p in node.params])
+    return (f"{node.op}(", ", ", ")", [_param(p) for p in node.params])
+
+
+def _param(p: int | tuple) -> str:
+    """An integer parameter, or a list of them as ``[2, 3]``."""
+    return "[" + ", ".join(map(str, p)) + "]" if isinstance(p, tuple) else str(p)
 
 
 def _pieces(root: Node, names: dict[int, str]) -> Iterator[str]:

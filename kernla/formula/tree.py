@@ -326,10 +326,11 @@ def apply(op: str, args: tuple, params: tuple = ()) -> Node:
         )
     if params:
         for pname, p in zip(spec.param_names, params):
-            if not isinstance(p, int) or isinstance(p, bool):
-                raise FormulaError(f"{op}: parameter {pname} must be an integer, got {p!r}")
-            if not -(2**31) < p < 2**31:  # compiled engines pass them as C ints
-                raise FormulaError(f"{op}: parameter {pname} = {p} is out of range (|{pname}| < 2**31)")
+            for q in p if isinstance(p, tuple) else (p,):  # a parameter is an integer or a tuple of them
+                if not isinstance(q, int) or isinstance(q, bool):
+                    raise FormulaError(f"{op}: parameter {pname} must be an integer, got {p!r}")
+                if not -(2**31) < q < 2**31:  # compiled engines pass them as C ints
+                    raise FormulaError(f"{op}: parameter {pname} = {q} is out of range (|{pname}| < 2**31)")
     params = tuple(params)
     dims = (nodes[0].dim, nodes[1].dim) if len(nodes) == 2 else tuple([a.dim for a in nodes])
     dim = spec.output_dim(dims, params)  # checks dimensions

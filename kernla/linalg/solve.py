@@ -55,7 +55,8 @@ def _split_scalar_kernel(formula: Node, var: Node) -> Node | None:
 class KernelSolve:
     """A kernel linear system ``(alpha·Id + K) a = b`` compiled from a formula string (pykeops semantics).
 
-    ``KernelSolve(formula, aliases, varinvalias, axis=1)``; call it as
+    ``KernelSolve(formula, aliases, varinvalias, axis=None)``; ``axis`` defaults to the unknown's
+    category (1, over j, for a ``Vj`` unknown; 0 for a ``Vi`` one, pykeops' default). Call it as
     ``Kinv(*arrays, alpha=1e-10, tol=None, maxiter=None, precond=None, rank=None, x0=None,
     callback=None, return_info=False, verbose=False, backend="auto")`` with one array per alias
     in alias order and ``b`` in the ``varinvalias`` slot. ``eps`` is accepted as pykeops' name for
@@ -75,16 +76,18 @@ class KernelSolve:
     (torch.Size([6, 1]), torch.Size([6, 1]))
     """
 
-    def __init__(self, formula: str, aliases: Sequence[str], varinvalias: str, axis: int = 1, **compat: Any):
+    def __init__(self, formula: str, aliases: Sequence[str], varinvalias: str, axis: int | None = None, **compat: Any):
         _check_compat(compat)
-        if axis not in (0, 1):
-            raise ShapeError(f"axis must be 0 (reduce over i) or 1 (reduce over j), got {axis!r}")
         self.aliases = parse_aliases(aliases)
         self.formula = parse(formula, self.aliases)
         if varinvalias not in self.aliases:
             raise FormulaError(f"varinvalias {varinvalias!r} is not one of the aliases ({', '.join(self.aliases)})")
         var = self.aliases[varinvalias]
         pos, dim, cat = var.params
+        if axis is None:
+            axis = 0 if cat == CAT_I else 1
+        if axis not in (0, 1):
+            raise ShapeError(f"axis must be 0 (reduce over i) or 1 (reduce over j), got {axis!r}")
         want = CAT_J if axis == 1 else CAT_I
         if cat != want:
             raise FormulaError(

@@ -163,6 +163,8 @@ class ReductionKind:
 KINDS: dict[str, ReductionKind] = {}
 #: pykeops' other names for some reductions
 ALIASES = {"SoftMax": "SumSoftMaxWeight"}
+#: pykeops' names for the weighted reduction a weight formula (``formula2``) turns a reduction into
+WEIGHTED_ALIASES = {"LogSumExp": "LogSumExpWeight"}
 
 
 def register(kind: ReductionKind) -> ReductionKind:

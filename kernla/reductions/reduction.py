@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import FormulaError
 from ..formula.tree import CAT_J, Node, swap_ij
-from .base import ALIASES, KINDS, CAccumulator, Field, ReductionKind
+from .base import ALIASES, KINDS, WEIGHTED_ALIASES, CAccumulator, Field, ReductionKind
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,8 @@ class Reduction:
 
     def __post_init__(self) -> None:
         name = ALIASES.get(self.name, self.name)
+        if self.weight is not None:
+            name = WEIGHTED_ALIASES.get(name, name)
         object.__setattr__(self, "name", name)
         kind = KINDS.get(name)
         if kind is None:
