@@ -239,6 +239,9 @@ def main() -> None:
             row.append(None)
         row.append(base.get(name))
         rows.append(row)
+    missing = [name for name, mod in (("torch", torch), ("faiss", faiss), ("pykeops", pykeops_torch)) if mod is None]
+    if missing:
+        print(f"peers not importable in this run: {', '.join(missing)}")
     print(
         f"machine: {machine()}; OMP threads {os.environ['OMP_NUM_THREADS']}; load average "
         f"{os.getloadavg()[0]:.1f} at the end (other jobs share this box)"
