@@ -43,17 +43,17 @@ static inline kl_vec kl_fmadd(kl_vec a, kl_vec b, kl_vec c) {
 #endif
 }
 
-static const int64_t KL_KC = 256;             // inner-product terms per pass (a panel's slice stays in L1)
+static const int64_t KL_KC = 128;  // terms per pass: a chunk of A and a panel's slice stay in L1 together
 
-// C = A.B, or C += A.B with add
+// C = A.B, or C += A.B with add; A packed k-major (A[k * MR + r]), one stream for the micro-kernel
 template <int MR>
-static inline void kl_micro(int64_t K, const T* __restrict A, int64_t lda, const T* __restrict B, int64_t ldb,
-                            T* __restrict C, int64_t ldc, bool add) {
+static inline void kl_micro(int64_t K, const T* __restrict A, const T* __restrict B, int64_t ldb, T* __restrict C,
+                            int64_t ldc, bool add) {
     kl_vec c[MR][2] = {};
     for (int64_t k = 0; k < K; k++) {
         const kl_vec b0 = kl_vload(B + k * ldb), b1 = kl_vload(B + k * ldb + KL_VW);
         for (int r = 0; r < MR; r++) {
-            const kl_vec a = kl_vset1(A[r * lda + k]);
+            const kl_vec a = kl_vset1(A[k * MR + r]);
             c[r][0] = kl_fmadd(a, b0, c[r][0]);
             c[r][1] = kl_fmadd(a, b1, c[r][1]);
         }
@@ -68,38 +68,57 @@ static inline void kl_micro(int64_t K, const T* __restrict A, int64_t lda, const
     }
 }
 
-// rows [0, rows) of A against one panel, KL_MR rows at a time
-static inline void kl_micro_rows(int64_t rows, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C,
-                                 int64_t ldc, bool add = false) {
+// Row chunks of the micro-kernel: KL_MR rows while they last, then 6, then the rest; chunk (r, m) of a
+// packed block of K columns starts at r * K, element (r + i, k) at r * K + k * m + i.
+template <typename F>
+static inline void kl_chunks(int64_t rows, F&& f) {
     int64_t r = 0;
-    for (; r + KL_MR <= rows; r += KL_MR) kl_micro<KL_MR>(K, A + r * lda, lda, B, ldb, C + r * ldc, ldc, add);
+    for (; r + KL_MR <= rows; r += KL_MR) f(r, KL_MR);
     if (KL_MR > 6 && rows - r >= 6) {
-        kl_micro<6>(K, A + r * lda, lda, B, ldb, C + r * ldc, ldc, add);
+        f(r, 6);
         r += 6;
     }
-    A += r * lda;
-    C += r * ldc;
-    switch (rows - r) {
-        case 5: kl_micro<5>(K, A, lda, B, ldb, C, ldc, add); break;
-        case 4: kl_micro<4>(K, A, lda, B, ldb, C, ldc, add); break;
-        case 3: kl_micro<3>(K, A, lda, B, ldb, C, ldc, add); break;
-        case 2: kl_micro<2>(K, A, lda, B, ldb, C, ldc, add); break;
-        case 1: kl_micro<1>(K, A, lda, B, ldb, C, ldc, add); break;
-        default: break;
-    }
+    if (r < rows) f(r, (int)(rows - r));
+}
+
+// rows [0, rows) of A (K columns, row stride lda) packed in chunks into out
+static inline void kl_pack_rows(int64_t rows, int64_t K, const T* __restrict A, int64_t lda, T* __restrict out) {
+    kl_chunks(rows, [&](int64_t r, int m) {
+        T* __restrict o = out + r * K;
+        for (int64_t k = 0; k < K; k++)
+            for (int i = 0; i < m; i++) o[k * m + i] = A[(r + i) * lda + k];
+    });
+}
+
+// C rows [0, rows) (+)= columns [k0, k0 + kc) of the packed block Ap (K columns) times one panel B
+static inline void kl_micro_rows(int64_t rows, int64_t K, int64_t k0, int64_t kc, const T* Ap, const T* B,
+                                 int64_t ldb, T* C, int64_t ldc, bool add) {
+    kl_chunks(rows, [&](int64_t r, int m) {
+        const T* a = Ap + r * K + k0 * m;
+        T* c = C + r * ldc;
+        if (m == KL_MR) return kl_micro<KL_MR>(kc, a, B, ldb, c, ldc, add);
+        switch (m) {  // kl_chunks makes no other sizes
+            case 6: kl_micro<6>(kc, a, B, ldb, c, ldc, add); break;
+            case 5: kl_micro<5>(kc, a, B, ldb, c, ldc, add); break;
+            case 4: kl_micro<4>(kc, a, B, ldb, c, ldc, add); break;
+            case 3: kl_micro<3>(kc, a, B, ldb, c, ldc, add); break;
+            case 2: kl_micro<2>(kc, a, B, ldb, c, ldc, add); break;
+            default: kl_micro<1>(kc, a, B, ldb, c, ldc, add); break;
+        }
+    });
 }
 
 // g[(i - ibeg) * ldg + c] = <a_i, b_j> for j = j0 - (j0 % KL_NR) + c, columns covering [j0, j0 + tj):
-// a (nx, D) row-major, bp packed (panels, D, KL_NR). With na/nb (squared norms), the squared distance
-// max(na_i + nb_j - 2 <a_i, b_j>, 0) instead (NaN kept).
-static void kl_gram(int64_t D, const T* a, const T* bp, const T* na, const T* nb, int64_t ibeg, int64_t iend,
+// ap rows [ibeg, iend) of a packed (kl_pack_rows), bp packed (panels, D, KL_NR). With na/nb (squared
+// norms), the squared distance max(na_i + nb_j - 2 <a_i, b_j>, 0) instead (NaN kept).
+static void kl_gram(int64_t D, const T* ap, const T* bp, const T* na, const T* nb, int64_t ibeg, int64_t iend,
                     int64_t j0, int64_t tj, T* g, int64_t ldg) {
     const int64_t p0 = j0 / KL_NR, p1 = (j0 + tj + KL_NR - 1) / KL_NR;
     for (int64_t k0 = 0; k0 < D; k0 += KL_KC) {
         const int64_t kc = std::min<int64_t>(KL_KC, D - k0);
         for (int64_t p = p0; p < p1; p++)
-            kl_micro_rows(iend - ibeg, kc, a + ibeg * D + k0, D, bp + (p * D + k0) * KL_NR, KL_NR,
-                          g + (p - p0) * KL_NR, ldg, k0 > 0);
+            kl_micro_rows(iend - ibeg, D, k0, kc, ap, bp + (p * D + k0) * KL_NR, KL_NR, g + (p - p0) * KL_NR, ldg,
+                          k0 > 0);
     }
     if (na == nullptr) return;
     const int64_t off = j0 % KL_NR;
@@ -115,11 +134,13 @@ static void kl_gram(int64_t D, const T* a, const T* bp, const T* na, const T* nb
     }
 }
 
-// acc[(i - ibeg) * E + e] += sum_jj k[(i - ibeg) * ldk + jj] * b[jj * E + e] for e < E, jj < ts: B's
-// columns go through a zero-padded panel (pack, ts x KL_NR) so the micro-kernel reads it contiguously.
+// acc[(i - ibeg) * E + e] += sum_jj k[(i - ibeg) * ldk + jj] * b[jj * E + e] for e < E, jj < ts: k's block
+// packed (kp, rows x ts), B's columns through a zero-padded panel (pack, ts x KL_NR), C in ctile (rows x KL_NR).
 template <typename TA>
 static void kl_product_tile(int64_t ibeg, int64_t iend, int64_t ts, const T* k, int64_t ldk, const T* b,
-                            int64_t E, T* pack, T* ctile, TA* acc) {
+                            int64_t E, T* kp, T* pack, T* ctile, TA* acc) {
+    const int64_t rows = iend - ibeg;
+    kl_pack_rows(rows, ts, k, ldk, kp);
     for (int64_t e0 = 0; e0 < E; e0 += KL_NR) {
         const int64_t ne = std::min<int64_t>(KL_NR, E - e0);
         for (int64_t jj = 0; jj < ts; jj++) {
@@ -127,11 +148,10 @@ static void kl_product_tile(int64_t ibeg, int64_t iend, int64_t ts, const T* k, 
             const T* __restrict src = b + jj * E + e0;
             for (int c = 0; c < KL_NR; c++) row[c] = c < ne ? src[c] : T(0);
         }
-        for (int64_t r0 = ibeg; r0 < iend; r0 += KL_MR) {
-            const int64_t r1 = std::min<int64_t>(iend, r0 + KL_MR);
-            kl_micro_rows(r1 - r0, ts, k + (r0 - ibeg) * ldk, ldk, pack, KL_NR, ctile, KL_NR);
-            for (int64_t r = r0; r < r1; r++)
-                for (int64_t c = 0; c < ne; c++) acc[(r - ibeg) * E + e0 + c] += TA(ctile[(r - r0) * KL_NR + c]);
-        }
+        for (int64_t k0 = 0; k0 < ts; k0 += KL_KC)
+            kl_micro_rows(rows, ts, k0, std::min<int64_t>(KL_KC, ts - k0), kp, pack + k0 * KL_NR, KL_NR, ctile, KL_NR,
+                          k0 > 0);
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < ne; c++) acc[r * E + e0 + c] += TA(ctile[r * KL_NR + c]);
     }
 }

@@ -60,9 +60,7 @@ def _preloads(ctx: dict) -> str:
     lines = []
     for name, (pos, dim, cat, k) in sorted(ctx.items()):
         if cat == "tile":
-            lines.append(
-                f"const T* __restrict {name} = buf + BUF_F + BUF_P + ({pos} * IB + i - ibeg) * LDG + j0 % KL_NR;"
-            )
+            lines.append(f"const T* __restrict {name} = buf + BUF_G + ({pos} * IB + i - ibeg) * LDG + j0 % KL_NR;")
             continue
         src = f"a{pos}[i * {dim} + {k}]" if cat == CAT_I else f"a{pos}[{k}]"
         lines.append(f"const T {name} = {src};")
@@ -76,18 +74,22 @@ def _tile_size(formulas: tuple) -> int:
     return max(64, min(1024, tj // 64 * 64))
 
 
-def _tile_fill(tiles: TilePlan | None) -> str:
-    """Per (block, tile): each site's inner products (or squared distances) into its block of ``buf``."""
+def _tile_code(tiles: TilePlan | None) -> tuple[str, str, int]:
+    """(once per block: each site's rows packed; per (block, tile): its inner products or squared
+    distances into its block of ``buf``; the sum of the sites' dimensions)."""
     if tiles is None:
-        return ""
-    calls = []
+        return "", "", 0
+    pack, fill, offset = [], [], 0
     for s, site in enumerate(tiles.sites):
         a, b, na, nb = (f"(const T*)args[{tiles.base + 4 * s + q}]" for q in range(4))
+        packed = f"buf + BUF_A + IB * {offset}"
+        pack.append(f"kl_pack_rows(iend - ibeg, {site.dim}, {a} + ibeg * {site.dim}, {site.dim}, {packed});")
         norms = f"{na}, {nb}" if site.kind == "sqdist" else "nullptr, nullptr"
-        calls.append(
-            f"kl_gram({site.dim}, {a}, {b}, {norms}, ibeg, iend, j0, tj, buf + BUF_F + BUF_P + {s} * IB * LDG, LDG);"
+        fill.append(
+            f"kl_gram({site.dim}, {packed}, {b}, {norms}, ibeg, iend, j0, tj, buf + BUF_G + {s} * IB * LDG, LDG);"
         )
-    return "\n".join(calls)
+        offset += site.dim
+    return "\n".join(pack), "\n".join(fill), offset
 
 
 def kernel_source(red: Reduction, dtype: str, tiles: TilePlan | None = None) -> str:
@@ -103,6 +105,7 @@ def kernel_source(red: Reduction, dtype: str, tiles: TilePlan | None = None) -> 
         formulas = tiles.formulas
     ctx: dict = {}
     body, outs = emit_bodies(formulas, _loader(ctx, tiles))
+    tile_pack, tile_fill, tile_dims = _tile_code(tiles)
     positions = sorted({v.params[0] for f in formulas for v in f.variables() if not (tiles and tiles.is_tile_value(v))})
     unpack = "\n".join(f"const T* __restrict a{p} = (const T*)args[{p}];" for p in positions)
     flat = [x for o in outs for x in o]
@@ -144,7 +147,9 @@ def kernel_source(red: Reduction, dtype: str, tiles: TilePlan | None = None) -> 
         "TJ": str(min(_tile_size(formulas), 256) if tiles else _tile_size(formulas)),
         "IB": "48" if tiles or product else "16",
         "NSITES": str(len(tiles.sites) if tiles else 0),
-        "TILE_FILL": indent(_tile_fill(tiles), 8),
+        "TILE_PACK": indent(tile_pack, 4),
+        "TILE_FILL": indent(tile_fill, 8),
+        "TILE_DIMS": str(tile_dims),
         "TILES": TILES_HEADER,
         "MATH": MATH_HEADER,
         "ACC_DECL": decl,

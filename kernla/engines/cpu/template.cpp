@@ -28,8 +28,10 @@ static const int64_t LDG = TJ + 2 * KL_NR;  // row stride of one block of inner 
 // scratch per thread: the formula on one tile, or k on one sub-tile for every row of a block; then B's
 // panel and the C tile of a many-column product; then the inner products of the block for each site
 static const int64_t BUF_F = std::max<int64_t>((WIDTH > 0 ? WIDTH : 1) * TJ, IS_PRODUCT ? IB * LDK : 0);
-static const int64_t BUF_P = IS_PRODUCT ? (SUB + KL_MR) * KL_NR : 0;
-static const int64_t BUF = BUF_F + BUF_P + NSITES * IB * LDG;
+static const int64_t BUF_P = IS_PRODUCT ? IB * SUB + (SUB + IB) * KL_NR : 0;  // k packed, B's panel, C
+static const int64_t BUF_G = BUF_F + BUF_P;            // the blocks of inner products, NSITES * IB * LDG
+static const int64_t BUF_A = BUF_G + NSITES * IB * LDG;  // each site's rows of the block, packed
+static const int64_t BUF = BUF_A + IB * @TILE_DIMS@;
 
 struct Acc { @ACC_DECL@ };
 
@@ -59,6 +61,7 @@ static void run_block(const void** args, int64_t ny, int64_t E, int64_t ibeg, in
 #else
     for (int64_t i = ibeg; i < iend; i++) acc_init(slots[i - ibeg]);
 #endif
+@TILE_PACK@
     for (int64_t j0 = jbeg; j0 < jend; j0 += TJ) {
         const int64_t tj = std::min(TJ, jend - j0);
 @TILE_FILL@
@@ -78,8 +81,9 @@ static void run_block(const void** args, int64_t ny, int64_t E, int64_t ibeg, in
                         kb[jj] = @STORE_K@;
                     }
                 }
-                kl_product_tile<TACC>(ibeg, iend, ts, buf, LDK, bmat + (j0 + sub0) * E, E, buf + BUF_F,
-                                      buf + BUF_F + SUB * KL_NR, slots);
+                T* kp = buf + BUF_F;
+                kl_product_tile<TACC>(ibeg, iend, ts, buf, LDK, bmat + (j0 + sub0) * E, E, kp, kp + IB * SUB,
+                                      kp + IB * SUB + SUB * KL_NR, slots);
             }
             continue;
         }
