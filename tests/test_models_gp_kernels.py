@@ -56,6 +56,10 @@ def test_gradient_sums_match_finite_differences(kernel):
     white = kernel.white_mask()
     np.testing.assert_allclose(got[~white], fd[~white], rtol=1e-6, atol=1e-6 * np.abs(fd).max())
     assert np.all(got[white] == 0)
+    # the dense NumPy evaluation (squared distances by matrix products) against the engine's
+    Y = RNG.uniform(-1, 1, size=(11, 3))
+    np.testing.assert_allclose(kernel.dense(X), _dense(kernel), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(kernel.dense(X, Y), kernel.operator(X, Y).to_dense(), rtol=1e-10, atol=1e-12)
     # the low-rank weight W = U Vᵀ: one kernla reduction gives the same sums
     U, V = RNG.normal(size=(n, 4)), RNG.normal(size=(n, 4))
     np.testing.assert_allclose(

@@ -90,6 +90,9 @@ class _CallableKernel(gk.GPKernel):
     def diag(self, x: Any) -> np.ndarray:
         return host(self.operator(x).diag(), np.float64)
 
+    def dense(self, x: Any, y: Any = None) -> np.ndarray:
+        return host(self.operator(x, y).to_dense(force=True), np.float64)
+
     def __repr__(self) -> str:
         return f"callable kernel {getattr(self.fn, '__name__', self.fn)!r}(sigma={self.sigma!r})"
 

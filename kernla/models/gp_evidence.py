@@ -43,7 +43,6 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
-from .. import arrays as arr
 from ..errors import InputValueError
 from ..linalg import _compute as compute
 from ..linalg.cg_lanczos import pcg_lanczos
@@ -88,7 +87,7 @@ def exact_evidence(
     (scikit-learn's convention, so that an optimiser backs off).
     """
     n, t = Y.shape
-    A = arr.to_numpy(kernel.operator(X, backend=backend).to_dense(force=True), np.dtype(np.float64))
+    A = kernel.dense(X)
     A[np.diag_indices(n)] += kernel.white_noise() + jitter
     try:
         L = scipy.linalg.cholesky(A, lower=True, overwrite_a=True, check_finite=False)

@@ -128,11 +128,22 @@ class FormulaBuilder:
     ``cache`` keeps each kernel's value node (and what its derivatives reuse) by ``id``.
     """
 
-    def __init__(self, factored: bool = False) -> None:
+    def __init__(self, dense: bool = False) -> None:
         self.variables: list[tuple[Any, int]] = []
         self.names: list[str] = []
         self.cache: dict[Any, Any] = {}
-        self.factored = factored  # ARD derivatives as SquaredDifferenceSum (the dense path's GEMM form)
+        # dense=True: for NumPy evaluation of dense blocks — squared distances as placeholders filled by
+        # matrix products, ARD derivatives as SquaredDifferenceSum
+        self.dense = dense
+        self.pairwise: dict[int, tuple[int, int, bool]] = {}  # placeholder -> (x, y, same points)
+
+    def sqdist(self, xi: Node, yj: Node, same: bool) -> Node:
+        """``|x_i − y_j|²``: the formula, or (dense mode) a placeholder computed blockwise by GEMM."""
+        if not self.dense:
+            return call("SqDist", xi, yj)
+        v = self.var(np.zeros((1, 1)), CAT_I, "sqdist")
+        self.pairwise[v.params[0]] = (xi.params[0], yj.params[0], same)
+        return v
 
     def var(self, data: Any, cat: int, name: str) -> Node:
         """A new variable holding ``data`` (a number for a scalar parameter)."""
@@ -258,6 +269,10 @@ class GPKernel:
             Kernel.build(node if power == 1 else node * node, b.variables, b.names, backend)
         )
 
+    def dense(self, x: Any, y: Any = None) -> np.ndarray:
+        """The dense host float64 matrix ``k(x_i, y_j)`` (NumPy, squared distances by matrix products)."""
+        return dense_value(self, x, y)
+
     # composition ---------------------------------------------------------------------------------
     def __add__(self, other: Any) -> GPKernel:
         return Sum(self, as_gp_kernel(other))
@@ -350,7 +365,7 @@ class _Stationary(_Leaf):
         xs = _scaled(x, 1.0 / ls)
         xi = b.var(xs, CAT_I, "x")
         yj = b.var(xs if y is None else _scaled(y, 1.0 / ls), CAT_J, "y")
-        s = call("SqDist", xi, yj)
+        s = b.sqdist(xi, yj, y is None)
         value = self._phi(b, s)
         b.cache[id(self)] = (value, s, xi - yj, ls.size > 1)
         return value
@@ -358,7 +373,7 @@ class _Stationary(_Leaf):
     def grads(self, b: FormulaBuilder, e: Node) -> list[Node | None]:
         value, s, d, ard = b.cache[id(self)]
         g = self._g(b, s)
-        if ard and b.factored and self._bounded_g():
+        if ard and b.dense and self._bounded_g():
             xi, yj = d.args
             ls_grad: Any = SquaredDifferenceSum(e * g, xi, yj)
         else:
@@ -510,7 +525,7 @@ class ExpSineSquared(_Leaf):
         if ls.size > 1 or p.size > 1:
             raise InputValueError("ExpSineSquared takes one length scale and one periodicity")
         il2, w = b.param(1.0 / ls[0] ** 2, "inv_l2"), b.param(math.pi / p[0], "freq")
-        r = call("Sqrt", call("SqDist", b.var(x, CAT_I, "x"), b.var(x if y is None else y, CAT_J, "y")))
+        r = call("Sqrt", b.sqdist(b.var(x, CAT_I, "x"), b.var(x if y is None else y, CAT_J, "y"), y is None))
         sn = call("Sin", w * r)
         value = _exp(-2.0 * il2 * call("Square", sn))
         b.cache[id(self)] = (value, il2, w, r, sn)
@@ -773,6 +788,47 @@ def _pair_nodes(kernel: GPKernel, b: FormulaBuilder, e: Node) -> tuple[list[Any]
     return nodes, np.asarray(where, dtype=np.int64)
 
 
+def _dense_blocks(b: FormulaBuilder, formula: Node, n: int, m: int, weight: tuple[int, np.ndarray] | None = None):
+    """``(i0, i1, block, host)``: ``formula`` evaluated by NumPy on rows i0:i1 (block (i1−i0, m, dim)),
+    the squared-distance placeholders filled by matrix products (0 on the diagonal of same points),
+    ``weight = (position, W)`` binding a pair variable to W's rows."""
+    host = [np.atleast_1d(np.asarray(arr.to_numpy(d, np.dtype(np.float64)))) for d, _ in b.variables]
+    widest = max(node.dim for node in formula.walk())
+    rows = max(1, _BLOCK_ENTRIES // max(1, m * widest))
+    norms = {p: (host[p] ** 2).sum(axis=1) for xp, yp, _ in b.pairwise.values() for p in (xp, yp)}
+    for i0 in range(0, n, rows):
+        i1 = min(n, i0 + rows)
+        local = {}
+        for pos, (data, (_, cat)) in enumerate(zip(host, b.variables)):
+            local[pos] = data[i0:i1, None, :] if cat == CAT_I else data[None, :, :] if cat == CAT_J else data
+        for pos, (xp, yp, same) in b.pairwise.items():
+            sq = norms[xp][i0:i1, None] + norms[yp][None, :] - 2.0 * (host[xp][i0:i1] @ host[yp].T)
+            np.maximum(sq, 0.0, out=sq)
+            if same:
+                sq[np.arange(i1 - i0), np.arange(i0, i1)] = 0.0
+            local[pos] = sq[:, :, None]
+        if weight is not None:
+            local[weight[0]] = weight[1][i0:i1, :, None]
+        block = evaluate(formula, local, np.dtype(np.float64))
+        yield i0, i1, np.broadcast_to(block, (i1 - i0, m, formula.dim)), host
+
+
+def dense_value(kernel: GPKernel, x: Any, y: Any = None) -> np.ndarray:
+    """The dense matrix ``k(x_i, y_j)`` (host float64) by NumPy in blocks of rows (squared distances by
+    matrix products)."""
+    b = FormulaBuilder(dense=True)
+    xh = arr.to_numpy(x, np.dtype(np.float64))
+    yh = None if y is None else arr.to_numpy(y, np.dtype(np.float64))
+    node = kernel.node(b, xh, yh)
+    if node is None:
+        raise InputValueError(f"the kernel {kernel!r} is white noise only: it has no off-diagonal part")
+    n, m = xh.shape[0], (xh if yh is None else yh).shape[0]
+    out = np.empty((n, m))
+    for i0, i1, block, _ in _dense_blocks(b, node, n, m):
+        out[i0:i1] = block[..., 0]
+    return out
+
+
 def dense_gradient(kernel: GPKernel, x: Any, W: np.ndarray) -> np.ndarray:
     """``Σ_ij W_ij ∂k(x_i, x_j)/∂log θ`` for each entry of ``theta`` (0 for white-noise levels).
 
@@ -780,10 +836,10 @@ def dense_gradient(kernel: GPKernel, x: Any, W: np.ndarray) -> np.ndarray:
     length-scale ones in their factored form (:class:`SquaredDifferenceSum`: one scalar formula
     and three matrix products per block): O(N²·(P + D)) work, O(block) memory.
     """
-    b = FormulaBuilder(factored=True)
+    b = FormulaBuilder(dense=True)
     xh = arr.to_numpy(x, np.dtype(np.float64))
     kernel.node(b, xh, None)
-    e = b.var(np.zeros((xh.shape[0], 1)), CAT_I, "weight")
+    e = b.var(np.zeros((1, 1)), CAT_I, "weight")
     parts, where = _pair_nodes(kernel, b, e)
     out = np.zeros(kernel.n_dims)
     if not parts:
@@ -792,18 +848,9 @@ def dense_gradient(kernel: GPKernel, x: Any, W: np.ndarray) -> np.ndarray:
     factored = [p for p in parts if isinstance(p, SquaredDifferenceSum)]
     formula = _concat([*plain, *(f.weight for f in factored)])
     n = xh.shape[0]
-    widest = max(node.dim for node in formula.walk())
-    rows = max(1, _BLOCK_ENTRIES // max(1, n * widest))
-    host = [np.atleast_1d(np.asarray(arr.to_numpy(d, np.dtype(np.float64)))) for d, _ in b.variables]
     n_plain = sum(p.dim for p in plain)
     totals = [np.zeros(p.dim) for p in parts]
-    for i0 in range(0, n, rows):
-        i1 = min(n, i0 + rows)
-        local = {}
-        for pos, (data, (_, cat)) in enumerate(zip(host, b.variables)):
-            local[pos] = data[i0:i1, None, :] if cat == CAT_I else data[None, :, :] if cat == CAT_J else data
-        local[e.params[0]] = W[i0:i1, :, None]
-        block = np.broadcast_to(evaluate(formula, local, np.dtype(np.float64)), (i1 - i0, n, formula.dim))
+    for i0, i1, block, host in _dense_blocks(b, formula, n, n, (e.params[0], W)):
         sums = block[..., :n_plain].sum(axis=(0, 1))
         col, fcol = 0, n_plain
         for k, p in enumerate(parts):
@@ -864,5 +911,6 @@ __all__ = [
     "as_gp_kernel",
     "legacy_kernel",
     "dense_gradient",
+    "dense_value",
     "pair_gradient",
 ]

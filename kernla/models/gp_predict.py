@@ -51,7 +51,7 @@ class CholeskyPosterior:
 
     def __init__(self, kernel: GPKernel, X: Any, noise: float, backend: str | None = None):
         n = int(X.shape[0])
-        A = _host(kernel.operator(X, backend=backend).to_dense(force=True))
+        A = kernel.dense(X)
         A[np.diag_indices(n)] += noise
         try:
             self.L = scipy.linalg.cholesky(A, lower=True, overwrite_a=True, check_finite=False)
@@ -67,7 +67,7 @@ class CholeskyPosterior:
 
     def _whitened(self, X_new: Any) -> np.ndarray:
         """``L⁻¹ K(X, X_new)`` (N×M)."""
-        C = _host(self.kernel.operator(self.X, X_new, backend=self.backend).to_dense(force=True))
+        C = self.kernel.dense(self.X, X_new)
         return scipy.linalg.solve_triangular(self.L, C, lower=True, check_finite=False)
 
     def variance(self, X_new: Any) -> np.ndarray:
@@ -82,7 +82,7 @@ class CholeskyPosterior:
 
     def covariance(self, X_new: Any) -> np.ndarray:
         V = self._whitened(X_new)
-        prior = _host(self.kernel.operator(X_new, backend=self.backend).to_dense(force=True))
+        prior = self.kernel.dense(X_new)
         return prior - V.T @ V
 
 
