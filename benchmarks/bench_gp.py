@@ -282,7 +282,7 @@ def main() -> None:
                 sk_eval, k_eval = one_evaluation(X, y)
                 print(
                     f"# {name} N={n}: one log marginal likelihood + gradient evaluation: scikit-learn {sk_eval:.1f} s, "
-                    f"kernla exact {k_eval:.1f} s ({sk_eval / k_eval:.1f}x); scikit-learn's training not run (> 10 min)",
+                    f"kernla exact {k_eval:.1f} s ({sk_eval / k_eval:.1f}x); its training not run (> 10 min)",
                     flush=True,
                 )
             if optional("sklearn") is not None and n <= args.sk_max:
