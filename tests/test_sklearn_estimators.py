@@ -33,6 +33,7 @@ from kernla.models import (  # noqa: E402
     NearestNeighbors,
     NotFittedError,
 )
+from kernla.models.gp_kernels import RBF, ConstantKernel, WhiteKernel  # noqa: E402
 
 ESTIMATORS = [
     NearestNeighbors(),
@@ -44,6 +45,7 @@ ESTIMATORS = [
     KernelInterpolation(),
     KernelInterpolation(kernel="gaussian", epsilon=0.5, smoothing=1e-3),
     GaussianProcessRegressor(),
+    GaussianProcessRegressor(ConstantKernel(1.0) * RBF(1.0) + WhiteKernel(0.1), optimizer_maxiter=20),  # learns
 ]
 
 

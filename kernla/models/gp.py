@@ -1,29 +1,32 @@
-"""Gaussian-process regression with fixed hyperparameters, in memory linear in N.
+"""Gaussian-process regression that learns its hyper-parameters, in memory linear in N when N is large.
 
-Model: ``y = f(x) + ε`` with ``f ~ GP(0, a·k(x, x'))`` (``a``: ``amplitude``, k a unit kernel of
-length scale ``sigma``) and ``ε ~ N(0, noise)``. With ``A = a·K + noise·I`` on the N training
-points, ``k_* = a·k(X, x_*)``:
+Model: ``y = f(x) + ε``, ``f ~ GP(0, k_θ)``, ``ε ~ N(0, σ²)``; with ``A = K_θ + σ² I`` on the N
+training points and ``k_* = k_θ(X, x_*)``:
 
-    mean(x_*) = k_*ᵀ A⁻¹ y              var(x_*) = a·k(x_*, x_*) − k_*ᵀ A⁻¹ k_*   (+ noise)
+    mean(x_*) = k_*ᵀ A⁻¹ y              var(x_*) = k_θ(x_*, x_*) − k_*ᵀ A⁻¹ k_*   (+ σ²)
 
-What is exact and what is iterative:
+The kernel is a :mod:`kernla.models.gp_kernels` kernel (RBF, Matérn, rational quadratic,
+periodic, linear, constant, white noise; ARD length scales; sums and products; bounds and
+priors), a scikit-learn kernel object (translated), or — the fixed-hyper-parameter interface of
+earlier versions — a kernel name with ``sigma``, ``amplitude`` and ``noise``. Training maximises
+the log marginal likelihood over the logs of the free hyper-parameters (plus their log priors).
 
-- every kernel product and the prior variance ``a·k(x_*, x_*)`` are exact (up to rounding);
-- ``A⁻¹ y`` (the mean) is **one** preconditioned block conjugate-gradient solve for all columns
-  of y, to the relative residual ``tol`` (default 1e-10 in float64, 1e-6 in float32);
-- ``A⁻¹ k_*`` (the variance) is solved by the same block CG for the new points in batches of
-  columns — the N×b cross-kernel block of a batch is the only dense array, so memory is
-  O(N·b); the Nyström preconditioner is built once at ``fit`` and shared by every solve. The
-  cost is one N×N reduction with b columns per iteration and batch: standard deviations at many
-  points cost far more than means (ask for them on a subset);
-- ``log_marginal_likelihood(method="exact")`` builds the dense N×N matrix and factors it
-  (Cholesky): exact, for N up to ``max_exact_size`` only; ``method="slq"`` is a **stochastic
-  estimate** (Nyström-preconditioned stochastic Lanczos quadrature for log det A, plus the exact
-  CG data-fit term), with a standard error.
+What is exact and what is estimated:
 
-These are the formulas of scikit-learn's ``GaussianProcessRegressor`` with kernel
-``ConstantKernel(a) * RBF(sigma) + WhiteKernel(noise)`` and ``optimizer=None``; its predictive
-std includes the white noise (``include_noise=True`` here).
+- ``method="exact"`` (default up to ``max_exact_size`` points): the dense N×N matrix and its
+  Cholesky factor. The marginal likelihood, its gradient (each ``∂K/∂log θ`` a kernla formula,
+  summed against ``αα ᵀ − A⁻¹`` by NumPy), the mean, variances, covariances and samples are
+  exact up to rounding. L-BFGS-B (scipy), with ``n_restarts_optimizer`` as scikit-learn.
+- ``method="iterative"`` (above ``max_exact_size``): BBMM — one pivoted-Cholesky-preconditioned
+  block CG on ``[y, z₁…z_t]`` per step gives ``A⁻¹ y``, a stochastic-Lanczos-quadrature
+  **estimate** of ``log det A`` and Hutchinson **estimates** of the gradient's traces, every
+  product a kernla reduction, memory O(N·(probes + rank)) (:mod:`kernla.models.gp_evidence`);
+  Adam on these estimates (a fresh probe seed per step, reproducible from ``random_state``).
+  The final ``A⁻¹ y`` is solved to ``tol``; ``log_marginal_likelihood_value_`` is an estimate
+  whose standard error is ``log_marginal_likelihood_stderr_``. The predictive variances come
+  from a low-rank cache built once (:class:`~kernla.models.gp_predict.LowRankVarianceCache`:
+  two kernel reductions for any number of new points, an approximation) or, with
+  ``fast_variance=False``, from block-CG solves (exact to ``tol``; one solve per batch).
 
 >>> import numpy as np
 >>> x = np.linspace(0, 1, 40)[:, None]
@@ -39,75 +42,141 @@ import math
 from typing import Any
 
 import numpy as np
-import scipy.linalg
 
 from .. import arrays as arr
 from ..errors import InputValueError
 from ..linalg import KernelOperator
-from ..linalg.precond import make_preconditioner
-from ..linalg.slq import slq_logdet
-from ._common import KernelSpec, as_points, as_targets, check_kernel, host, kind, make_kernel, positive, same_kind
+from ..linalg._compute import blas_single_thread
+from ..linalg.precond import default_rank, make_preconditioner
+from . import gp_kernels as gk
+from ._common import as_points, as_targets, check_kernel, host, kind, make_kernel, positive, same_kind
 from ._sklearn import BaseEstimator, RegressorMixin, check_fitted
+from .gp_evidence import Evidence, exact_evidence, iterative_evidence
+from .gp_optimize import optimize
+from .gp_predict import CholeskyPosterior, LowRankVarianceCache, sample_gaussian
 from .knn_predictors import RegressionScore
 
-#: largest N for which log_marginal_likelihood(method="exact") builds the dense matrix
+#: largest N for which the exact (dense Cholesky) method is used by default
 MAX_EXACT_SIZE = 5000
 
-#: target number of entries of the dense cross-kernel block of one variance batch (N·b)
+#: target number of entries of the dense cross-kernel block of one CG variance batch (N·b)
 _BATCH_ENTRIES = 1 << 22
+
+#: the jitter added to the diagonal with a kernel object when ``alpha`` is None (scikit-learn's default)
+_DEFAULT_ALPHA = 1e-10
+
+
+class _CallableKernel(gk.GPKernel):
+    """A user callable ``(x, y, sigma=...) -> KernelOperator``: fixed, no hyper-parameters to learn."""
+
+    def __init__(self, fn: Any, sigma: float, nu: float):
+        self.fn, self.sigma, self.nu = fn, sigma, nu
+
+    @property
+    def hyperparameters(self) -> list[gk.Hyperparameter]:
+        return []
+
+    def _values(self) -> list[np.ndarray]:
+        return []
+
+    def _with_values(self, values: list[np.ndarray]) -> gk.GPKernel:
+        return self
+
+    def operator(self, x: Any, y: Any = None, backend: str | None = None, power: int = 1) -> KernelOperator:
+        if power != 1:
+            raise InputValueError("a callable kernel has no formula to square: use fast_variance=False")
+        return make_kernel(self.fn, x, y, self.sigma, self.nu, backend)
+
+    def diag(self, x: Any) -> np.ndarray:
+        return host(self.operator(x).diag(), np.float64)
+
+    def dense(self, x: Any, y: Any = None) -> np.ndarray:
+        return host(self.operator(x, y).to_dense(force=True), np.float64)
+
+    def __repr__(self) -> str:
+        return f"callable kernel {getattr(self.fn, '__name__', self.fn)!r}(sigma={self.sigma!r})"
 
 
 class GaussianProcessRegressor(RegressionScore, RegressorMixin, BaseEstimator):
-    """GP regression with fixed hyperparameters (see the module docstring), a scikit-learn regressor.
+    """GP regression with learned hyper-parameters (module docstring), a scikit-learn regressor.
 
     Parameters
     ----------
-    kernel : ``"gaussian"`` (``"rbf"``), ``"matern"`` (with ``nu``), ``"laplacian"``,
-        ``"cauchy"``, ``"inverse_multiquadric"``, or a callable ``(x, y, sigma=...) ->
-        KernelOperator`` of a positive definite kernel (``y=None`` meaning y = x).
-    sigma : length scale.
-    amplitude : signal variance ``a`` (the kernel is ``a·k``).
-    noise : noise variance, added to the diagonal of the training covariance (> 0 keeps the
-        system well conditioned; 0 is allowed for noise-free interpolation).
-    nu : Matérn smoothness, 0.5, 1.5 or 2.5.
-    normalize_y : subtract the mean of y and divide by its standard deviation before fitting
-        (undone in predictions), as scikit-learn's option of the same name.
-    precond, rank : preconditioner of every solve (``"auto"``: Nyström above 300 points, else
-        Jacobi; ``rank``: Nyström rank), built once at ``fit``.
-    tol, maxiter : conjugate-gradient tolerance and iteration limit of every solve.
-    batch_size : most new points per variance solve (fewer when N is large, so that the N×b
-        cross-kernel block stays around 4 M entries).
+    kernel : a :mod:`kernla.models.gp_kernels` kernel or a scikit-learn kernel object (learned by
+        default), or a name — ``"gaussian"`` (``"rbf"``), ``"matern"`` (with ``nu``),
+        ``"laplacian"``, ``"cauchy"``, ``"inverse_multiquadric"`` — or a callable ``(x, y,
+        sigma=...) -> KernelOperator``, for the kernel ``amplitude · k(σ)`` with noise variance
+        ``noise``: fixed unless an ``optimizer`` is named, then these are the starting values
+        (and the noise a learned white-noise level).
+    sigma, amplitude, noise, nu : the named kernel's length scale (a number, or one per input
+        dimension: ARD), signal variance, noise variance and Matérn smoothness (0.5, 1.5, 2.5).
+    alpha : added to the training covariance's diagonal (not learned); None: 1e-10 with a kernel
+        object (scikit-learn's default), 0 with a named kernel (whose ``noise`` is there).
+    optimizer : ``"auto"`` (L-BFGS-B for the exact method, Adam for the iterative one, for kernel
+        objects; none for named kernels), ``"fmin_l_bfgs_b"``, ``"adam"``, None (keep the
+        kernel's values), or a callable ``(obj_func, initial_theta, bounds) -> (theta, value)``
+        as scikit-learn's.
+    n_restarts_optimizer : extra runs from log-uniform draws inside the bounds; the best is kept.
+    optimizer_maxiter, learning_rate : iteration limit of the optimiser (default 200 for
+        L-BFGS-B, 100 for Adam) and Adam's step size.
+    method : ``"auto"`` (exact up to ``max_exact_size`` points), ``"exact"`` or ``"iterative"``.
+    num_probes, rank : probes of the stochastic estimates and rank of the pivoted-Cholesky
+        preconditioner (default about 3.5·√N between 100 and 500).
+    train_tol : CG tolerance during iterative training (the final solve uses ``tol``).
+    normalize_y : standardise y before fitting (undone in predictions), as scikit-learn.
+    random_state : seed of the restarts, of the probes and of ``sample_y``'s default.
+    fast_variance, variance_rank : the iterative method's low-rank variance cache (conservative:
+        its variances are never too small) and its pivoted-Cholesky rank (default ``rank``).
+    precond, tol, maxiter, batch_size : preconditioner, tolerance and iteration limit of the CG
+        solves of the iterative method, most new points per CG variance batch.
+    verbose : 1: a progress bar of the optimiser; 2: one line per iteration.
     backend : engine of every reduction (``None``: automatic).
 
-    The parameters are stored as given and checked by ``fit``. After ``fit``: ``X_train_``,
-    ``alpha_`` (the coefficients ``A⁻¹ y``), ``solve_info_``, ``n_features_in_``.
+    After ``fit``: ``kernel_`` (the learned kernel), ``X_train_``, ``alpha_`` (``A⁻¹ y``),
+    ``log_marginal_likelihood_value_`` (and ``_stderr_``: 0 when exact), ``noise_`` (the
+    diagonal σ²), ``method_``, ``optimizer_result_`` (or None), ``n_features_in_``,
+    ``solve_info_`` (the iterative method's CG figures, None when exact).
 
     Data may be NumPy, torch or CuPy (X and y of one kind); results come back in the kind of
-    ``X_new``. Hyperparameters are not optimised and no gradients flow through the model.
+    ``X_new``.
 
     >>> import numpy as np
+    >>> from kernla.models.gp_kernels import ConstantKernel, Matern, WhiteKernel
     >>> rng = np.random.default_rng(0)
     >>> X = rng.uniform(size=(300, 2))
     >>> y = np.sin(4 * X[:, 0]) * X[:, 1] + 0.05 * rng.normal(size=300)
-    >>> gp = GaussianProcessRegressor(kernel="matern", nu=2.5, sigma=0.3, amplitude=0.5, noise=0.05 ** 2)
-    >>> mean = gp.fit(X, y).predict(X)
-    >>> bool(np.sqrt(np.mean((mean - y) ** 2)) < 0.06)
-    True
+    >>> kernel = ConstantKernel(1.0) * Matern(length_scale=[1.0, 1.0], nu=2.5) + WhiteKernel(0.1)
+    >>> gp = GaussianProcessRegressor(kernel).fit(X, y)
+    >>> bool(gp.kernel_.k2.noise_level < 0.01), bool(np.sqrt(np.mean((gp.predict(X) - y) ** 2)) < 0.06)
+    (True, True)
     """
 
     def __init__(
         self,
-        kernel: KernelSpec = "gaussian",
-        sigma: float = 1.0,
+        kernel: Any = "gaussian",
+        sigma: Any = 1.0,
         amplitude: float = 1.0,
         noise: float = 1e-2,
         nu: float = 1.5,
-        normalize_y: bool = False,
-        precond: Any = "auto",
+        alpha: float | None = None,
+        optimizer: Any = "auto",
+        n_restarts_optimizer: int = 0,
+        optimizer_maxiter: int | None = None,
+        learning_rate: float = 0.1,
+        method: str = "auto",
+        max_exact_size: int = MAX_EXACT_SIZE,
+        num_probes: int = 16,
         rank: int | None = None,
+        train_tol: float = 1e-3,
+        normalize_y: bool = False,
+        random_state: Any = None,
+        fast_variance: bool = True,
+        variance_rank: int | None = None,
+        precond: Any = "auto",
         tol: float | None = None,
         maxiter: int | None = None,
         batch_size: int = 256,
+        verbose: int = 0,
         backend: str | None = None,
     ):
         self.kernel = kernel
@@ -115,12 +184,25 @@ class GaussianProcessRegressor(RegressionScore, RegressorMixin, BaseEstimator):
         self.amplitude = amplitude
         self.noise = noise
         self.nu = nu
-        self.normalize_y = normalize_y
-        self.precond = precond
+        self.alpha = alpha
+        self.optimizer = optimizer
+        self.n_restarts_optimizer = n_restarts_optimizer
+        self.optimizer_maxiter = optimizer_maxiter
+        self.learning_rate = learning_rate
+        self.method = method
+        self.max_exact_size = max_exact_size
+        self.num_probes = num_probes
         self.rank = rank
+        self.train_tol = train_tol
+        self.normalize_y = normalize_y
+        self.random_state = random_state
+        self.fast_variance = fast_variance
+        self.variance_rank = variance_rank
+        self.precond = precond
         self.tol = tol
         self.maxiter = maxiter
         self.batch_size = batch_size
+        self.verbose = verbose
         self.backend = backend
 
     def __sklearn_tags__(self):
@@ -130,70 +212,150 @@ class GaussianProcessRegressor(RegressionScore, RegressorMixin, BaseEstimator):
 
     def __getstate__(self) -> dict:
         state = super().__getstate__()
-        state.pop("_precond", None)  # a closure over the operator's namespace: rebuilt when needed
+        for cache in ("_precond", "_variance_cache"):  # closures over the operator: rebuilt when needed
+            state.pop(cache, None)
         return state
 
-    def _check_params(self) -> None:
-        check_kernel(self.kernel)
-        self._sigma = positive(self.sigma, "sigma")
-        self._amplitude = positive(self.amplitude, "amplitude")
-        self._noise = positive(self.noise, "noise", allow_zero=True)
+    # -- the kernel ------------------------------------------------------------------------------
+    def _named(self) -> bool:
+        return isinstance(self.kernel, str) or (
+            callable(self.kernel) and not isinstance(self.kernel, gk.GPKernel) and not hasattr(self.kernel, "theta")
+        )
+
+    def _resolve(self) -> tuple[gk.GPKernel, float, Any]:
+        """``(kernel, jitter, optimizer)``: the starting kernel, the fixed diagonal and the optimiser name."""
         b = self.batch_size
         if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1:
             raise InputValueError(f"batch_size must be a positive integer, got {b!r}")
-
-    # -- the covariance --------------------------------------------------------------------------
-    def _kernel(self, x: Any, y: Any = None) -> KernelOperator:
-        """``a·k(x, y)`` as an operator (``y=None``: y = x)."""
-        K = make_kernel(self.kernel, x, y, self._sigma, self.nu, self.backend)
-        return K if self._amplitude == 1.0 else K * self._amplitude
-
-    def _preconditioner(self, K: KernelOperator) -> Any:
-        """The preconditioner of ``a·K + noise·I``, built once (at ``fit``, or after unpickling)."""
-        if getattr(self, "_precond", None) is None:
-            self._precond = make_preconditioner(self.precond, K, self._noise, rank=self.rank)
-        return self._precond
-
-    def _solve(self, K: KernelOperator, B: Any, return_info: bool = False):
-        return K.solve(
-            B,
-            alpha=self._noise,
-            tol=self.tol,
-            maxiter=self.maxiter,
-            precond=self._preconditioner(K),
-            return_info=return_info,
-        )
+        if self.method not in ("auto", "exact", "iterative"):
+            raise InputValueError(f"method must be 'auto', 'exact' or 'iterative', got {self.method!r}")
+        alpha = None if self.alpha is None else positive(self.alpha, "alpha", allow_zero=True)
+        if not self._named():
+            kernel = gk.as_gp_kernel(self.kernel)
+            return kernel, _DEFAULT_ALPHA if alpha is None else alpha, self.optimizer
+        check_kernel(self.kernel)
+        amplitude = positive(self.amplitude, "amplitude")
+        noise = positive(self.noise, "noise", allow_zero=True)
+        sigma = np.asarray(self.sigma, dtype=np.float64) if not isinstance(self.sigma, str) else None
+        if sigma is None or sigma.ndim > 1 or sigma.size == 0 or not np.all(np.isfinite(sigma) & (sigma > 0)):
+            raise InputValueError(f"sigma must be a positive number or a list of them (ARD), got {self.sigma!r}")
+        if not isinstance(self.kernel, str):
+            return _CallableKernel(self.kernel, positive(self.sigma, "sigma"), self.nu), noise + (alpha or 0.0), None
+        learn = self.optimizer not in (None, "auto")
+        kernel = gk.legacy_kernel(self.kernel, self.sigma, amplitude, self.nu, learnable=learn)
+        if learn and noise > 0:
+            return kernel + gk.WhiteKernel(noise), alpha or 0.0, self.optimizer
+        return kernel, noise + (alpha or 0.0), self.optimizer if learn else None
 
     # -- fitting -----------------------------------------------------------------------------------
     def fit(self, X: Any, y: Any) -> GaussianProcessRegressor:
-        """Condition on training points X (N, D) and targets y (N,) or (N, k). Returns self.
+        """Learn the hyper-parameters (unless fixed) and condition on X (N, D), y (N,) or (N, k).
 
-        Builds the preconditioner once and solves ``A α = y`` (one block CG for all columns).
+        Returns self. Host BLAS runs on one thread meanwhile when the products use the compiled
+        CPU engine (:func:`kernla.linalg._compute.blas_single_thread`: the two thread pools
+        would otherwise spin against each other; measured 0.03 s against up to 1.1 s for a
+        500×500 Cholesky factor on the shared 2-core box).
         """
-        self._check_params()
         X = as_points(X, "X")
+        with blas_single_thread(self.backend, kind(X).on_gpu):
+            return self._fit(X, y)
+
+    def _fit(self, X: Any, y: Any) -> GaussianProcessRegressor:
+        kernel, jitter, optimizer = self._resolve()
         y = as_targets(y, int(X.shape[0]))
         same_kind(X=X, y=y)
+        n = int(X.shape[0])
         y_host = host(y, np.float64)
         if self.normalize_y:
-            mean = y_host.mean(axis=0)
-            std = y_host.std(axis=0)
+            mean, std = y_host.mean(axis=0), y_host.std(axis=0)
             std = np.where(std > 0, std, 1.0)
         else:
-            mean = np.zeros(y_host.shape[1:])
-            std = np.ones(y_host.shape[1:])
+            mean, std = np.zeros(y_host.shape[1:]), np.ones(y_host.shape[1:])
         self._y_mean, self._y_std = mean, std
-        y_norm = (y_host - mean) / std
-        K = self._kernel(X)
-        self._precond = None
-        self._precond = self._preconditioner(K)
+        Y = ((y_host - mean) / std).reshape(n, -1)
+        exact = self.method == "exact" or (self.method == "auto" and n <= self.max_exact_size)
+        self.method_ = "exact" if exact else "iterative"
+        self._rank = default_rank(n) if self.rank is None else int(self.rank)
+        self.optimizer_result_ = None
+        if optimizer == "auto":
+            optimizer = "fmin_l_bfgs_b" if exact else "adam"
+        if optimizer is not None and kernel.n_dims:
+            seed = self.random_state if isinstance(self.random_state, (int, np.integer)) else 0
+
+            def objective(theta: np.ndarray, step: int) -> Evidence:
+                k = kernel.clone_with_theta(theta)
+                ev = self._evidence(k, X, Y, jitter, int(seed) + step, self.train_tol)
+                lp, lg = k.log_prior(theta)
+                return Evidence(ev.value + lp, ev.gradient + lg, ev.stderr, ev.info)
+
+            maxiter = self.optimizer_maxiter or (200 if optimizer != "adam" else 100)
+            res = optimize(
+                objective,
+                kernel.theta,
+                kernel.bounds,
+                optimizer,
+                self.n_restarts_optimizer,
+                self.random_state,
+                maxiter,
+                self.learning_rate,
+                self.verbose,
+            )
+            kernel = kernel.clone_with_theta(res.theta)
+            self.optimizer_result_ = res
+        self.kernel_ = kernel
+        self._jitter = jitter
+        self.noise_ = kernel.white_noise() + jitter
         self.X_train_ = X
-        self._y_norm = y_norm  # host float64, (N,) or (N, k)
-        alpha, info = self._solve(K, arr.wrap(np.ascontiguousarray(y_norm), kind(X)), return_info=True)
-        self.alpha_ = alpha
-        self.solve_info_ = info
+        self._Y = Y
+        self._precond: Any = None
+        self._variance_cache: LowRankVarianceCache | None = None
+        self._chol: CholeskyPosterior | None = None
+        if exact:
+            self._chol = CholeskyPosterior(kernel, X, self.noise_, self.backend)
+            alpha = self._chol.solve(Y)
+            L = self._chol.L
+            t = Y.shape[1]
+            self.log_marginal_likelihood_value_ = (
+                -0.5 * float((Y * alpha).sum())
+                - t * float(np.log(np.diag(L)).sum())
+                - 0.5 * t * n * math.log(2 * math.pi)
+            )
+            self.log_marginal_likelihood_stderr_ = 0.0
+            self.solve_info_ = None
+        else:
+            ev = self._evidence(kernel, X, Y, jitter, 0, self._tol(), eval_gradient=False)
+            alpha = ev.info.pop("alpha")
+            self.log_marginal_likelihood_value_, self.log_marginal_likelihood_stderr_ = ev.value, ev.stderr
+            self.solve_info_ = ev.info
+        self.alpha_ = arr.wrap(np.ascontiguousarray(alpha.reshape(y_host.shape)), kind(X), arr.dtype_of(X))
+        self._alpha_host = alpha
         self.n_features_in_ = int(X.shape[1])
         return self
+
+    def _tol(self) -> float:
+        return (
+            float(self.tol) if self.tol is not None else (1e-6 if arr.dtype_of(self.X_train_) == np.float32 else 1e-10)
+        )
+
+    def _evidence(
+        self, kernel: gk.GPKernel, X: Any, Y: np.ndarray, jitter: float, seed: int, tol: float, eval_gradient=True
+    ) -> Evidence:
+        if self.method_ == "exact":
+            return exact_evidence(kernel, X, Y, jitter, eval_gradient, self.backend)
+        return iterative_evidence(
+            kernel,
+            X,
+            Y,
+            jitter,
+            num_probes=self.num_probes,
+            rank=self._rank,
+            seed=seed,
+            tol=tol,
+            probe_tol=max(tol, self.train_tol),
+            maxiter=self.maxiter or 1000,
+            eval_gradient=eval_gradient,
+            backend=self.backend,
+        )
 
     # -- prediction --------------------------------------------------------------------------------
     def _new_points(self, X_new: Any) -> Any:
@@ -203,14 +365,29 @@ class GaussianProcessRegressor(RegressionScore, RegressorMixin, BaseEstimator):
         same_kind(X_new=X_new, X_train=self.X_train_)
         return X_new
 
-    def predict(self, X_new: Any, return_std: bool = False, include_noise: bool = False):
-        """Posterior mean at X_new (M, D), and with ``return_std=True`` the posterior std.
+    def _out(self, a: np.ndarray, like: Any) -> Any:
+        return arr.wrap(np.ascontiguousarray(a), kind(like), arr.dtype_of(self.X_train_))
 
-        The mean is one reduction ``k(X_new, X) α``. The std solves ``A v = k_*`` for every new
-        point (batched block CG, see the module docstring) — M columns of work; ``include_noise``
-        adds the noise variance (the std of a new noisy observation, as scikit-learn reports
-        with a ``WhiteKernel``). Shapes: mean and std (M,) for targets y of shape (N,), (M, k)
-        for y of shape (N, k) (the std columns differ only through ``normalize_y``).
+    def _scale(self, a: np.ndarray, power: int) -> np.ndarray:
+        """Undo normalize_y on a per-point array (M,) → (M,) or (M, k), or on a covariance (M, M)."""
+        s = np.asarray(self._y_std) ** power
+        return a * float(s) if s.ndim == 0 else a[..., None] * s
+
+    def predict(
+        self,
+        X_new: Any,
+        return_std: bool = False,
+        return_cov: bool = False,
+        include_noise: bool = False,
+    ):
+        """Posterior mean at X_new (M, D); with ``return_std`` the std, with ``return_cov`` the
+        covariance (M, M) (a dense M×M matrix: for a moderate number of points).
+
+        The mean is one reduction ``k(X_new, X) α``. Standard deviations: exact (Cholesky) for the
+        exact method; the low-rank cache (or CG solves, ``fast_variance=False``) for the
+        iterative one. ``include_noise`` adds the noise variance (the std of a new noisy
+        observation, as scikit-learn reports with a ``WhiteKernel``). Shapes: mean and std (M,)
+        for y of shape (N,), (M, k) for (N, k); cov (M, M) or (M, M, k).
 
         >>> import numpy as np
         >>> gp = GaussianProcessRegressor(noise=0.0).fit(np.zeros((1, 1)), np.array([2.0]))
@@ -218,60 +395,105 @@ class GaussianProcessRegressor(RegressionScore, RegressorMixin, BaseEstimator):
         (array([2.]), array([0.]))
         """
         check_fitted(self, "alpha_")
+        if return_std and return_cov:
+            raise InputValueError("at most one of return_std and return_cov can be requested")
         X_new = self._new_points(X_new)
-        Ks = self._kernel(X_new, self.X_train_)
-        mean = host(Ks @ self.alpha_, np.float64) * self._y_std + self._y_mean
-        dtype = arr.dtype_of(self.X_train_)
-        out_kind = kind(X_new)
-        mean_out = arr.wrap(np.ascontiguousarray(mean), out_kind, dtype)
+        with blas_single_thread(self.backend, kind(X_new).on_gpu):
+            return self._predict(X_new, return_std, return_cov, include_noise)
+
+    def _predict(self, X_new: Any, return_std: bool, return_cov: bool, include_noise: bool):
+        Ks = self.kernel_.operator(X_new, self.X_train_, backend=self.backend)
+        mean_n = host(Ks @ self.alpha_, np.float64)
+        mean_out = self._out(mean_n * self._y_std + self._y_mean, X_new)
+        noise = self.noise_ - self._jitter if not self._named() else self.noise_
+        if return_cov:
+            cov = self._latent_covariance(X_new)
+            if include_noise:
+                cov[np.diag_indices_from(cov)] += noise
+            return mean_out, self._out(self._scale(cov, 2), X_new)
         if not return_std:
             return mean_out
-        var = self._latent_variance(X_new)
-        if include_noise:
-            var = var + self._noise
-        std = np.sqrt(var)
-        std = std * float(self._y_std) if np.ndim(self._y_std) == 0 else std[:, None] * self._y_std
-        return mean_out, arr.wrap(np.ascontiguousarray(std), out_kind, dtype)
+        var = self._latent_variance(X_new) + (noise if include_noise else 0.0)
+        return mean_out, self._out(self._scale(np.sqrt(var), 1), X_new)
 
     def _latent_variance(self, X_new: Any) -> np.ndarray:
-        """``a·k(x, x) − k_*ᵀ A⁻¹ k_*`` at each new point (host float64), batched over the points."""
-        K = self._kernel(self.X_train_)
-        n = K.shape[0]
-        m = int(X_new.shape[0])
+        if self._chol is not None:
+            return self._chol.variance(X_new)
+        if self.fast_variance and not isinstance(self.kernel_, _CallableKernel):
+            cache = getattr(self, "_variance_cache", None)
+            if cache is None:
+                rank = self._rank if self.variance_rank is None else int(self.variance_rank)
+                cache = self._variance_cache = LowRankVarianceCache(
+                    self.kernel_, self.X_train_, self.noise_, rank, self.backend
+                )
+            return cache.variance(X_new)
+        n, m = int(self.X_train_.shape[0]), int(X_new.shape[0])
         b = int(max(1, min(self.batch_size, _BATCH_ENTRIES // n, m)))
         var = np.empty(m)
         for s in range(0, m, b):
             batch = X_new[s : s + b]
-            prior = host(self._kernel(batch).diag(), np.float64)
-            C = self._kernel(self.X_train_, batch).to_dense()  # N×b, the only dense block
-            V = self._solve(K, C)
-            var[s : s + b] = prior - (host(C, np.float64) * host(V, np.float64)).sum(axis=0)
+            C = self.kernel_.operator(self.X_train_, batch, backend=self.backend).to_dense()  # N×b
+            V = self._solve(C)
+            var[s : s + b] = self.kernel_.diag(batch) - (host(C, np.float64) * host(V, np.float64)).sum(axis=0)
         return np.maximum(var, 0.0)  # rounding can go below 0
+
+    def _latent_covariance(self, X_new: Any) -> np.ndarray:
+        if self._chol is not None:
+            return self._chol.covariance(X_new)
+        C = self.kernel_.operator(self.X_train_, X_new, backend=self.backend).to_dense(force=True)
+        V = self._solve(C)
+        prior = host(self.kernel_.operator(X_new, backend=self.backend).to_dense(force=True), np.float64)
+        return prior - host(C, np.float64).T @ host(V, np.float64)
+
+    def _solve(self, B: Any) -> Any:
+        """``A⁻¹ B`` by preconditioned block CG (iterative method)."""
+        K = self.kernel_.operator(self.X_train_, backend=self.backend)
+        if getattr(self, "_precond", None) is None:
+            self._precond = make_preconditioner(self.precond, K, self.noise_, rank=self.rank)
+        return K.solve(B, alpha=self.noise_, tol=self._tol(), maxiter=self.maxiter, precond=self._precond)
+
+    def sample_y(self, X_new: Any, n_samples: int = 1, random_state: Any = 0):
+        """Draws of the latent function at X_new (M, D) from the posterior: shape (M, n_samples), or
+        (M, k, n_samples) for k targets (scikit-learn's ``sample_y``). From the dense posterior
+        covariance (its symmetric square root): for a moderate number of points."""
+        check_fitted(self, "alpha_")
+        X_new = self._new_points(X_new)
+        mean = host(self.predict(X_new), np.float64)
+        cov = self._latent_covariance(X_new)
+        unit = sample_gaussian(np.zeros(cov.shape[0]), cov, n_samples, random_state)  # (M, n_samples)
+        if mean.ndim == 1:
+            out = mean[:, None] + unit * float(np.asarray(self._y_std))
+        else:
+            out = mean[:, :, None] + unit[:, None, :] * np.asarray(self._y_std)[None, :, None]
+        return self._out(out, X_new)
 
     # -- evidence ----------------------------------------------------------------------------------
     def log_marginal_likelihood(
         self,
+        theta: Any = None,
+        eval_gradient: bool = False,
+        clone_kernel: bool = True,
+        *,
         method: str = "exact",
         max_exact_size: int = MAX_EXACT_SIZE,
         num_probes: int = 32,
-        lanczos_steps: int = 40,
+        lanczos_steps: int = 1000,
         seed: int | None = 0,
         return_error: bool = False,
     ):
-        """log p(y | X) of the fitted data (of the normalised targets with ``normalize_y``).
+        """log p(y | X, θ) of the fitted data (normalised targets with ``normalize_y``), at the
+        fitted hyper-parameters or at ``theta`` (logs of the free ones, scikit-learn's order).
 
         ``log p = −½ Σ_k y_kᵀ A⁻¹ y_k − (t/2) log det A − (t N / 2) log 2π`` for t output columns.
 
-        - ``method="exact"``: builds the dense N×N matrix and its Cholesky factor — exact, O(N²)
-          memory and O(N³) time, refused above ``max_exact_size`` points.
-        - ``method="slq"``: an **estimate**. ``log det A`` by stochastic Lanczos quadrature on
-          the Nyström-preconditioned matrix (``num_probes`` Rademacher probes, ``lanczos_steps``
-          steps, reproducible with ``seed``; log det of the preconditioner exact; see
-          :mod:`kernla.linalg.slq`); the data term
-          ``yᵀ A⁻¹ y`` from the CG solution of ``fit`` (iterative, to ``tol``). Memory O(N·probes).
+        - ``method="exact"``: dense Cholesky — exact, O(N²) memory, refused above
+          ``max_exact_size`` points.
+        - ``method="slq"``: the BBMM **estimate** (:mod:`kernla.models.gp_evidence`):
+          ``num_probes`` probes, at most ``lanczos_steps`` CG/Lanczos steps, reproducible with
+          ``seed``; memory O(N·(probes + rank)).
 
-        ``return_error=True`` returns ``(value, standard_error)``: the estimate's Monte-Carlo
-        standard error for ``"slq"`` (Lanczos truncation error not included), 0.0 for ``"exact"``.
+        Returns the value; ``(value, gradient)`` with ``eval_gradient``; with ``return_error`` the
+        standard error last (the Monte-Carlo error of the estimate, 0.0 when exact).
 
         >>> import numpy as np
         >>> x = np.linspace(0, 1, 30)[:, None]
@@ -282,10 +504,8 @@ class GaussianProcessRegressor(RegressionScore, RegressorMixin, BaseEstimator):
         True
         """
         check_fitted(self, "alpha_")
-        K = self._kernel(self.X_train_)
-        n = K.shape[0]
-        y = self._y_norm.reshape(n, -1)
-        t = y.shape[1]
+        kernel = self.kernel_ if theta is None else self.kernel_.clone_with_theta(np.asarray(theta, dtype=np.float64))
+        n = int(self.X_train_.shape[0])
         if method == "exact":
             if n > max_exact_size:
                 raise InputValueError(
@@ -293,26 +513,30 @@ class GaussianProcessRegressor(RegressionScore, RegressorMixin, BaseEstimator):
                     f"{max_exact_size} points; pass a larger max_exact_size if you have the memory, or "
                     "method='slq' for a stochastic estimate in linear memory"
                 )
-            A = host(K.to_dense(force=True), np.float64)
-            A[np.diag_indices(n)] += self._noise
-            try:
-                L = scipy.linalg.cholesky(A, lower=True)
-            except np.linalg.LinAlgError:
+            ev = exact_evidence(kernel, self.X_train_, self._Y, self._jitter, eval_gradient, self.backend)
+            if not np.isfinite(ev.value):
                 raise InputValueError(
-                    "the training covariance a·K + noise·I is not positive definite to "
-                    "machine precision; increase noise"
-                ) from None
-            a = scipy.linalg.cho_solve((L, True), y)
-            value = (
-                -0.5 * float((y * a).sum()) - t * float(np.log(np.diag(L)).sum()) - 0.5 * t * n * math.log(2 * math.pi)
+                    "the training covariance K + noise·I is not positive definite to machine precision; increase noise"
+                )
+        elif method == "slq":
+            ev = iterative_evidence(
+                kernel,
+                self.X_train_,
+                self._Y,
+                self._jitter,
+                num_probes=num_probes,
+                rank=self._rank,
+                seed=seed,
+                tol=1e-8,
+                maxiter=lanczos_steps,
+                eval_gradient=eval_gradient,
+                backend=self.backend,
             )
-            return (value, 0.0) if return_error else value
-        if method != "slq":
+        else:
             raise InputValueError(f"method must be 'exact' or 'slq', got {method!r}")
-        logdet, err = slq_logdet(K, self._noise, self.rank, num_probes, lanczos_steps, seed)
-        fit = float((y * host(self.alpha_, np.float64).reshape(n, -1)).sum())
-        value = -0.5 * fit - 0.5 * t * logdet - 0.5 * t * n * math.log(2 * math.pi)
-        return (value, 0.5 * t * err) if return_error else value
+        out: tuple = (ev.value, ev.gradient) if eval_gradient else (ev.value,)
+        out = out + (ev.stderr,) if return_error else out
+        return out if len(out) > 1 else out[0]
 
 
 __all__ = ["GaussianProcessRegressor", "MAX_EXACT_SIZE"]

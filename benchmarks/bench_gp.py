@@ -1,0 +1,297 @@
+"""Gaussian-process training: kernla (exact and iterative) against scikit-learn and GPyTorch, one table.
+
+Data: Friedman #1 (``sklearn.datasets.make_friedman1``, 10-D, noise std 1) and a 2-D function
+(``sin(3 x₁) cos(2 x₂) + x₁ x₂``, noise std 0.1), N training points, 2000 test points (noise
+free targets for the RMSE; NLL: the mean negative log predictive density of noisy test targets).
+Kernel everywhere: ``ConstantKernel · Matérn-5/2(ARD) + White`` from the same starting values
+(amplitude 1, length scales 1, noise 0.1), targets standardised.
+
+- kernla exact (N ≤ 5000): Cholesky evidence with the analytic gradient, L-BFGS-B.
+- kernla iterative: BBMM (pivoted-Cholesky PCG on [y, 16 probes], SLQ + Hutchinson), Adam
+  (lr 0.1, at most ``--adam-iters`` steps; N > 5000 start from the hyper-parameters learned exactly
+  on a 2000-point subset, which the table says).
+- scikit-learn ``GaussianProcessRegressor`` (L-BFGS-B, no restarts) where N ≤ ``--sk-max``
+  (default 1000: it took 550 s there on the loaded box); above, up to 5000, the time of one of its
+  log marginal likelihood + gradient evaluations against one of kernla's exact ones.
+- GPyTorch ``ExactGP`` with Adam (lr 0.1, ``--adam-iters`` steps, dense), N ≤ ``--gpytorch-max``
+  (default 1000: 164 s there); its KeOps kernel when pykeops compiles here.
+
+Each training is one run (wall seconds; the 2-core box is shared: see the load printed). Columns:
+time, iterations, the learned log marginal likelihood per point (exact where N ≤ 5000, else the
+estimate), learned noise, test RMSE, NLL, the time of mean + std at the test points.
+
+    python benchmarks/bench_gp.py --sizes 1000,5000        # about 10 minutes on a loaded 2-core box
+    python benchmarks/bench_gp.py --quick                  # N = 500, a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import optional  # noqa: E402
+
+from kernla.models import GaussianProcessRegressor  # noqa: E402
+from kernla.models import gp_kernels as gk  # noqa: E402
+
+TEST = 2000
+
+
+def friedman(n: int, seed: int):
+    datasets = optional("sklearn.datasets")
+    X, y = datasets.make_friedman1(n_samples=n, n_features=10, noise=1.0, random_state=seed)
+    _, clean = datasets.make_friedman1(n_samples=n, n_features=10, noise=0.0, random_state=seed)
+    return X, y, clean
+
+
+def two_d(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(-1, 1, size=(n, 2))
+    clean = np.sin(3 * X[:, 0]) * np.cos(2 * X[:, 1]) + X[:, 0] * X[:, 1]
+    return X, clean + 0.1 * rng.normal(size=n), clean
+
+
+DATASETS = {"friedman1": friedman, "2-D": two_d}
+
+
+def kernel(d: int):
+    return gk.ConstantKernel(1.0) * gk.Matern([1.0] * d, nu=2.5) + gk.WhiteKernel(0.1)
+
+
+def scores(mean, std, clean, noisy):
+    rmse = float(np.sqrt(np.mean((mean - clean) ** 2)))
+    nll = float(np.mean(0.5 * np.log(2 * np.pi * std**2) + 0.5 * ((noisy - mean) / std) ** 2))
+    return rmse, nll
+
+
+def run_kernla(X, y, Xt, method, adam_iters, start=None):
+    k = kernel(X.shape[1]) if start is None else start
+    opts = dict(method=method, normalize_y=True, random_state=0)
+    if method == "iterative":
+        opts.update(optimizer="adam", optimizer_maxiter=adam_iters, learning_rate=0.1, tol=1e-6)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gp = GaussianProcessRegressor(k, **opts).fit(X, y)
+    train = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    mean, std = gp.predict(Xt, return_std=True, include_noise=True)
+    pred = time.perf_counter() - t0
+    res = gp.optimizer_result_
+    return gp, train, res.iterations if res else 0, mean, std, pred
+
+
+def run_sklearn(X, y, Xt):
+    sk_gp = optional("sklearn.gaussian_process")
+    skk = sk_gp.kernels
+    d = X.shape[1]
+    k = skk.ConstantKernel(1.0) * skk.Matern([1.0] * d, nu=2.5) + skk.WhiteKernel(0.1)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gp = sk_gp.GaussianProcessRegressor(k, normalize_y=True, random_state=0).fit(X, y)
+    train = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    mean, std = gp.predict(Xt, return_std=True)
+    pred = time.perf_counter() - t0
+    noise = gp.kernel_.k2.noise_level * np.std(y) ** 2
+    return gp.log_marginal_likelihood_value_, train, mean, std, pred, noise
+
+
+def one_evaluation(X, y):
+    """Seconds of one log marginal likelihood + gradient evaluation: scikit-learn's, kernla's exact one."""
+    sk_gp = optional("sklearn.gaussian_process")
+    skk = sk_gp.kernels
+    d = X.shape[1]
+    yn = (y - y.mean()) / y.std()
+    k = skk.ConstantKernel(1.0) * skk.Matern([1.0] * d, nu=2.5) + skk.WhiteKernel(0.1)
+    ref = sk_gp.GaussianProcessRegressor(k, optimizer=None).fit(X, yn)
+    t0 = time.perf_counter()
+    ref.log_marginal_likelihood(k.theta, eval_gradient=True)
+    sk_time = time.perf_counter() - t0
+    ours = GaussianProcessRegressor(kernel(d), optimizer=None).fit(X, yn)
+    t0 = time.perf_counter()
+    ours.log_marginal_likelihood(ours.kernel_.theta, eval_gradient=True)
+    return sk_time, time.perf_counter() - t0
+
+
+def run_gpytorch(X, y, Xt, iters, keops=False):
+    torch, gpytorch = optional("torch"), optional("gpytorch")
+    Xtr, Xte = torch.from_numpy(X), torch.from_numpy(Xt)
+    ym, ys = y.mean(), y.std()
+    ytr = torch.from_numpy((y - ym) / ys)
+    d = X.shape[1]
+    base = gpytorch.kernels.keops.MaternKernel if keops else gpytorch.kernels.MaternKernel
+
+    class Model(gpytorch.models.ExactGP):
+        def __init__(self, likelihood):
+            super().__init__(Xtr, ytr, likelihood)
+            self.mean_module = gpytorch.means.ZeroMean()
+            self.covar_module = gpytorch.kernels.ScaleKernel(base(nu=2.5, ard_num_dims=d))
+
+        def forward(self, x):
+            return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
+
+    lik = gpytorch.likelihoods.GaussianLikelihood()
+    model = Model(lik).double()
+    lik.double()
+    model.covar_module.base_kernel.lengthscale = 1.0
+    model.covar_module.outputscale = 1.0
+    lik.noise = 0.1
+    model.train()
+    lik.train()
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    mll = gpytorch.mlls.ExactMarginalLogLikelihood(lik, model)
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        opt.zero_grad()
+        loss = -mll(model(Xtr), ytr)
+        loss.backward()
+        opt.step()
+    train = time.perf_counter() - t0
+    model.eval()
+    lik.eval()
+    t0 = time.perf_counter()
+    with torch.no_grad(), gpytorch.settings.fast_pred_var():
+        pred = lik(model(Xte))
+        mean, std = pred.mean.numpy() * ys + ym, pred.stddev.numpy() * ys
+    ptime = time.perf_counter() - t0
+    return -float(loss), train, mean, std, ptime, float(lik.noise) * ys**2
+
+
+class Rows(list):
+    """The table's rows of one data set and size, each printed as soon as it is measured."""
+
+    def __init__(self, name: str, n: int):
+        super().__init__()
+        self.name, self.n = name, n
+
+    def append(self, row) -> None:
+        super().append(row)
+        label, t, it, lml, noise, rmse, nll, p = row
+        print(
+            f"{self.name:9} {self.n:6d} {label:24} {t:8.2f} {it if it >= 0 else '—':>5} {lml:8.4f} {noise:7.4f} "
+            f"{rmse:7.4f} {nll:7.4f} {p:7.2f}",
+            flush=True,
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="1000,5000,20000,100000")
+    ap.add_argument("--datasets", default="friedman1,2-D")
+    ap.add_argument("--adam-iters", type=int, default=50)
+    ap.add_argument("--sk-max", type=int, default=1000)
+    ap.add_argument("--gpytorch-max", type=int, default=1000)
+    ap.add_argument("--exact-max", type=int, default=5000)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    sizes = [500] if args.quick else [int(s) for s in args.sizes.split(",")]
+    if args.quick:
+        args.adam_iters = 10
+    import platform
+
+    print(
+        f"# bench_gp: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"load average {os.getloadavg()[0]:.1f} at start (other jobs share the box)"
+    )
+    header = (
+        f"{'data':9} {'N':>6} {'method':24} {'train s':>8} {'iters':>5} {'lml/N':>8} {'noise':>7} "
+        f"{'RMSE':>7} {'NLL':>7} {'pred s':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    for name in args.datasets.split(","):
+        for n in sizes:
+            X, y, _ = DATASETS[name](n, 0)
+            Xt, yt, ct = DATASETS[name](TEST, 1)
+            rows = Rows(name, n)
+            k_time = None
+            start = None
+            if n <= args.exact_max:
+                gp, t, it, m, s, p = run_kernla(X, y, Xt, "exact", args.adam_iters)
+                rows.append(
+                    (
+                        "kernla exact L-BFGS-B",
+                        t,
+                        it,
+                        gp.log_marginal_likelihood_value_ / n,
+                        gp.noise_ * np.std(y) ** 2,
+                        *scores(m, s, ct, yt),
+                        p,
+                    )
+                )
+                k_time = t
+            else:
+                sub = np.random.default_rng(2).choice(n, 2000, replace=False)
+                t0 = time.perf_counter()
+                warm = GaussianProcessRegressor(kernel(X.shape[1]), normalize_y=True).fit(X[sub], y[sub])
+                start = warm.kernel_
+                rows.append(
+                    (
+                        "kernla exact, 2000 subset",
+                        time.perf_counter() - t0,
+                        warm.optimizer_result_.iterations,
+                        math.nan,
+                        warm.noise_ * np.std(y[sub]) ** 2,
+                        *scores(*warm.predict(Xt, return_std=True, include_noise=True), ct, yt),
+                        math.nan,
+                    )
+                )
+            gp, t, it, m, s, p = run_kernla(X, y, Xt, "iterative", args.adam_iters, start)
+            label = "kernla BBMM Adam" + (" (warm)" if start is not None else "")
+            rows.append(
+                (
+                    label,
+                    t,
+                    it,
+                    gp.log_marginal_likelihood_value_ / n,
+                    gp.noise_ * np.std(y) ** 2,
+                    *scores(m, s, ct, yt),
+                    p,
+                )
+            )
+            if optional("gpytorch") is not None and n <= args.gpytorch_max:
+                for keops in (False, True):
+                    try:
+                        lml, t, m, s, p, noise = run_gpytorch(X, y, Xt, args.adam_iters, keops)
+                    except Exception as err:  # KeOps may not compile here
+                        print(f"# GPyTorch{' KeOps' if keops else ''} failed: {type(err).__name__}: {str(err)[:100]}")
+                        continue
+                    rows.append(
+                        (
+                            f"GPyTorch Adam{' KeOps' if keops else ''}",
+                            t,
+                            args.adam_iters,
+                            lml,
+                            noise,
+                            *scores(m, s, ct, yt),
+                            p,
+                        )
+                    )
+            if optional("sklearn") is not None and args.sk_max < n <= args.exact_max:
+                sk_eval, k_eval = one_evaluation(X, y)
+                print(
+                    f"# {name} N={n}: one log marginal likelihood + gradient evaluation: scikit-learn {sk_eval:.1f} s, "
+                    f"kernla exact {k_eval:.1f} s ({sk_eval / k_eval:.1f}x); its training not run (> 10 min)",
+                    flush=True,
+                )
+            if optional("sklearn") is not None and n <= args.sk_max:
+                lml, t, m, s, p, noise = run_sklearn(X, y, Xt)
+                rows.append(("scikit-learn L-BFGS-B", t, -1, lml / n, noise, *scores(m, s, ct, yt), p))
+                if k_time:
+                    print(f"# {name} N={n}: scikit-learn / kernla exact training time = {t / k_time:.1f}x", flush=True)
+    print(f"# load average {os.getloadavg()[0]:.1f} at the end; lml/N of GPyTorch: its last training objective")
+
+
+if __name__ == "__main__":
+    main()
