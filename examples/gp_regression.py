@@ -26,7 +26,7 @@ import os
 import time
 
 import numpy as np
-from _common import figure_path
+from _common import figure_path, scaled
 
 from kernla.models import GaussianProcessRegressor
 from kernla.models.gp_kernels import RBF, ConstantKernel, WhiteKernel
@@ -114,10 +114,10 @@ def total_memory_gb() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=10_000, help="training points for the main run")
+    parser.add_argument("--n", type=int, default=scaled(10_000), help="training points for the main run")
     parser.add_argument("--grid", type=int, default=1000, help="points where the mean is predicted")
-    parser.add_argument("--std-points", type=int, default=200, help="points where the std is predicted")
-    parser.add_argument("--sk-max", type=int, default=4000, help="largest N for scikit-learn (at most 5000)")
+    parser.add_argument("--std-points", type=int, default=scaled(200), help="points where the std is predicted")
+    parser.add_argument("--sk-max", type=int, default=scaled(4000), help="largest N for scikit-learn (at most 5000)")
     parser.add_argument("--out", default=None, help="PNG file to write")
     args = parser.parse_args()
     sk_max = min(args.sk_max, 5000)
