@@ -59,7 +59,7 @@ class LazyTensor:
 
     def __init__(self, x: Any = None, axis: int | None = None):
         if isinstance(x, LazyTensor):
-            self.formula, self.variables = x.formula, x.variables
+            self.formula, self.variables, self.ranges = x.formula, x.variables, x.ranges
             return
         if x is None:
             raise ShapeError("LazyTensor needs an array or a number")
@@ -217,7 +217,9 @@ class LazyTensor:
         if name in _COMPLEX_ARITHMETIC and _is_complex(other):
             return getattr(ComplexLazyTensor.of(other), _COMPLEX_ARITHMETIC[name])(self)
         if isinstance(other, int) and not isinstance(other, bool):
-            return LazyTensor._make(call(name, IntCst(other), self.formula), self.variables)
+            res = LazyTensor._make(call(name, IntCst(other), self.formula), self.variables)
+            res.ranges = self.ranges
+            return res
         return LazyTensor(other)._op(name, self)
 
     # arithmetic
@@ -541,7 +543,7 @@ class LazyTensor:
             weight_formula, variables = LazyTensor._make(formula, variables)._merge(w)
         red = Reduction(name, formula, weight_formula, K)
         slots = [Slot(f"variable {k} ({'ijp'[cat]})", cat, _dim(data)) for k, (data, cat) in enumerate(variables)]
-        ranges = self.ranges if ranges is None else ranges
+        ranges = _common_ranges(self, weight) if ranges is None else ranges
         return _BoundReduction(red, slots, variables, axis, backend, ranges)
 
     def _simple(self, name: str, vector_op: str | None, dim: int | None, backend, compat: dict, default: int, **kw):
