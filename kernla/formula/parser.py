@@ -32,8 +32,8 @@ from ..errors import FormulaError, FormulaSyntaxError
 from . import limits
 from .diff import grad
 from .macros import MACROS
-from .ops import OPS, get_op
-from .tree import CAT_I, CAT_J, CAT_PARAM, IntCst, Node, RealCst, Var, apply
+from .ops import OPS, OpSpec, get_op
+from .tree import CAT_I, CAT_J, CAT_PARAM, IntCst, Node, RealCst, Var, apply, build
 
 _REAL = r"(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[0-9]+[eE][+-]?[0-9]+"
 _INT = r"[0-9]+"
@@ -49,12 +49,12 @@ _VAR_MAKERS = {"Vi": CAT_I, "Vj": CAT_J, "Pm": CAT_PARAM}
 #: names the language reserves besides the operations: variable makers, ``IntCst`` and ``Grad``
 _KEYWORDS = frozenset({"Var", "IntCst", "Grad", *_VAR_MAKERS, *MACROS})
 #: operator symbols (``OpSpec.symbol``) -> operations; the grammar fixes their precedence, loosest first
-_INFIX = {spec.symbol: name for name, spec in OPS.items() if spec.symbol is not None and spec.arity == 2}
-_PREFIX = {spec.symbol: name for name, spec in OPS.items() if spec.symbol is not None and spec.arity == 1}
+_INFIX = {spec.symbol: spec for spec in OPS.values() if spec.symbol is not None and spec.arity == 2}
+_PREFIX = {spec.symbol: spec for spec in OPS.values() if spec.symbol is not None and spec.arity == 1}
 _LEVELS = (("|",), ("+", "-"), ("*", "/"))
 assert sorted(_INFIX) == sorted(s for level in _LEVELS for s in level), "an operator symbol without a precedence"
-#: infix symbol -> its precedence (index in _LEVELS: higher binds tighter)
-_LEVEL = {symbol: k for k, level in enumerate(_LEVELS) for symbol in level}
+#: infix symbol -> (its precedence: index in _LEVELS, higher binds tighter; its operation)
+_BINARY = {symbol: (k, _INFIX[symbol]) for k, level in enumerate(_LEVELS) for symbol in level}
 
 
 def _int_value(digits: str) -> int:
@@ -146,7 +146,8 @@ class _Group:
         self.start = start  # the token index of the argument being read
 
 
-#: a pending operator or open bracket, with its token index: ("binary" | "prefix", symbol, index),
+#: a pending operator or open bracket, with its token index: ("binary", (level, OpSpec), index),
+#: ("prefix", OpSpec, index),
 #: ("paren", None, index) or ("group", _Group, index)
 _Pending = tuple[str, Any, int]
 
@@ -168,7 +169,7 @@ class _Parser:
         self.aliases = aliases
         self.declared = declared  # collects the inline variables (Vi(0, 3), Var(1, 3, 1), …) when a list
         self.leaves: dict[str, Node] = {}
-        self.memo: dict[tuple[str, tuple], dict[tuple, Node]] = {}
+        self.memo: dict[str | tuple[str, tuple], dict[tuple, Node]] = {}
 
     def parse(self) -> Node:
         tokens, leaves = self.t.items, self.leaves
@@ -187,9 +188,10 @@ class _Parser:
                     i = self.t.i
                     if node is None:
                         continue
-            elif token in _LEVEL:
-                self._apply_infix(ops, values, _LEVEL[token])
-                ops.append(("binary", token, i - 1))
+            elif token in _BINARY:
+                binary = _BINARY[token]
+                self._apply_infix(ops, values, binary[0])
+                ops.append(("binary", binary, i - 1))
                 operand = True
                 continue
             else:
@@ -205,15 +207,15 @@ class _Parser:
                     operand = True
                     continue
             while ops and ops[-1][0] == "prefix":  # the complete operand ends the prefix operators before it
-                _, symbol, index = ops.pop()
-                node = self._apply(_PREFIX[symbol], (node,), (), index)
+                _, spec, index = ops.pop()
+                node = self._apply(spec, (node,), (), index)
             values.append(node)
             operand = False
 
     def _operand(self, token: str, index: int, ops: list[_Pending]) -> Node | None:
         """Read the start of an operand: the operand if it is complete, else None (an operator or bracket pushed)."""
         if token in _PREFIX:
-            ops.append(("prefix", token, index))
+            ops.append(("prefix", _PREFIX[token], index))
             return None
         if token == "+":  # unary plus
             return None
@@ -262,12 +264,12 @@ class _Parser:
     def _apply_infix(self, ops: list[_Pending], values: list[Node], level: int) -> None:
         """Apply the pending infix operators that bind at least as tightly as ``level``."""
         while ops:
-            what, symbol, index = ops[-1]
-            if what != "binary" or _LEVEL[symbol] < level:
+            what, binary, index = ops[-1]
+            if what != "binary" or binary[0] < level:
                 return
             ops.pop()
             right = values.pop()
-            values[-1] = self._apply(_INFIX[symbol], (values[-1], right), (), index)
+            values[-1] = self._apply(binary[1], (values[-1], right), (), index)
 
     def _leaf(self, kind: str, text: str, pos: int) -> Node:
         """A number or an alias."""
@@ -354,7 +356,7 @@ class _Parser:
             if node.op not in ("IntCst", _IntList.op):
                 raise self.t.error(f"{name}: {pname} must be an integer literal or a list of them", apos)
             params.append(node.params[0])
-        return self._apply(name, formulas, tuple(params), pos)
+        return self._apply(spec, formulas, tuple(params), pos)
 
     def _macro(self, group: _Group) -> Node:
         """A word of :mod:`kernla.formula.macros`, expanded."""
@@ -373,17 +375,22 @@ class _Parser:
         except FormulaError as err:
             raise self.t.error(str(err), pos) from None
 
-    def _apply(self, name: str, args: tuple, params: tuple, pos: int) -> Node:
+    def _apply(self, spec: OpSpec, args: tuple, params: tuple, pos: int) -> Node:
+        """Operation ``spec`` on ``args``, as many as it takes (the grammar or :meth:`_call` saw to it)."""
         for a in args:
             if isinstance(a, _IntList):
-                raise self.t.error(f"a list of integers is an operation's parameter, not an argument of {name}", a.pos)
-        memo = self.memo.get((name, params))  # by operation, then by arguments: no key tuple kept per node
+                raise self.t.error(
+                    f"a list of integers is an operation's parameter, not an argument of {spec.name}", a.pos
+                )
+        # by operation, then by arguments: no key tuple kept per node
+        key = (spec.name, params) if params else spec.name
+        memo = self.memo.get(key)
         if memo is None:
-            memo = self.memo[name, params] = {}
+            memo = self.memo[key] = {}
         node = memo.get(args)
         if node is None:
-            try:
-                node = memo[args] = apply(name, args, params)
+            try:  # apply checks the parameters; without any, the nodes of the right number need no check
+                node = memo[args] = apply(spec.name, args, params) if params else build(spec, args, params)
             except FormulaError as err:
                 raise self.t.error(str(err), pos) from None
         return node

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import sys
-import threading
 import weakref
 from _weakref import _remove_dead_weakref  # type: ignore[attr-defined]  # the C helper WeakValueDictionary uses
 from collections.abc import Iterable, Iterator
@@ -38,24 +37,28 @@ CAT_J = 1
 CAT_PARAM = 2
 CATEGORY_NAMES = {CAT_I: "Vi", CAT_J: "Vj", CAT_PARAM: "Pm"}
 
-#: the live nodes, by (op, args, parameter keys); an entry goes when its node dies (see _forget)
-_interned: dict[tuple, _NodeRef] = {}
-_intern_lock = threading.Lock()
-_set = object.__setattr__
+#: the live nodes: operation name -> {key: weak reference}; the key is the node's argument tuple itself,
+#: with its parameters' keys (``(args, keys)``) when it has parameters. An entry goes when its node dies
+#: (see _forget); the per-operation tables stay.
+_interned: dict[str, dict[tuple, _NodeRef]] = {}
 
 
 class _NodeRef(weakref.ref):
-    """A weak reference to an interned node that knows the node's key (as ``weakref.KeyedRef``, built faster)."""
+    """A weak reference to an interned node that knows its operation and key (as ``weakref.KeyedRef``, built faster).
 
-    __slots__ = ("key",)
+    It names its table rather than holding it: a table holding its references is no cycle, so the references
+    go with ``_interned`` (at exit, before the nodes: no callback runs then).
+    """
+
+    __slots__ = ("op", "key")
+    op: str
     key: tuple
 
 
 def _forget(ref: _NodeRef) -> None:
-    # called when a node dies, in whatever thread, possibly inside _intern_lock: so no lock here, but a step
-    # that is atomic under the GIL and removes the entry only if it still holds a dead reference (a new
-    # node of the same key may have taken its place)
-    _remove_dead_weakref(_interned, ref.key)
+    # called when a node dies, in whatever thread: one step that is atomic under the GIL and removes the
+    # entry only if it still holds a dead reference (a new node of the same key may have taken its place)
+    _remove_dead_weakref(_interned[ref.op], ref.key)
 
 
 def _param_key(p: object) -> tuple:
@@ -78,27 +81,7 @@ class Node:
     dim: int
 
     def __new__(cls, op: str, args: tuple[Node, ...] = (), params: tuple = (), dim: int | None = None):
-        key = (op, args, tuple(map(_param_key, params)) if params else ())
-        ref = _interned.get(key)
-        node = None if ref is None else ref()
-        if node is not None:
-            return node
-        if dim is None:
-            dim = _spec(op).output_dim(tuple(a.dim for a in args), params)
-        with _intern_lock:  # two threads building the same formula must get one node
-            ref = _interned.get(key)
-            node = None if ref is None else ref()
-            if node is not None:
-                return node
-            node = object.__new__(cls)
-            _set(node, "op", op)
-            _set(node, "args", args)
-            _set(node, "params", params)
-            _set(node, "dim", dim)
-            ref = _NodeRef(node, _forget)
-            ref.key = key
-            _interned[key] = ref
-        return node
+        return _node(op, args, params, dim)
 
     def __setattr__(self, name, value):
         raise AttributeError("formula nodes are immutable")
@@ -207,6 +190,41 @@ def walk_many(roots: Iterable[Node]) -> Iterator[Node]:
             else:
                 stack.append((node, True))
                 stack.extend((a, False) for a in reversed(node.args) if id(a) not in seen)
+
+
+class _Building(Node):
+    """A node while :func:`_node` fills it in: Node's layout with settable attributes; it is a Node when seen."""
+
+    __slots__ = ()
+    __setattr__ = object.__setattr__  # plain slot stores: a third of the cost of object.__setattr__(node, …) calls
+
+
+def _node(op: str, args: tuple[Node, ...], params: tuple, dim: int | None) -> Node:
+    """The interned node of these fields: the live one, else a new one (of dimension ``dim``, computed if None)."""
+    table = _interned.get(op)
+    if table is None:
+        table = _interned.setdefault(op, {})
+    key = (args, tuple(map(_param_key, params))) if params else args
+    ref = table.get(key)
+    if ref is not None:
+        node = ref()
+        if node is not None:
+            return node
+    if dim is None:
+        dim = _spec(op).output_dim(tuple(a.dim for a in args), params)
+    new = object.__new__(_Building)
+    new.op, new.args, new.params, new.dim = op, args, params, dim
+    new.__class__ = Node  # type: ignore[assignment]  # the same layout: only the frozen __setattr__ changes
+    ref = _NodeRef(new, _forget)
+    ref.op, ref.key = op, key
+    while True:  # no lock: each step is atomic, and threads building the same node all get the first one stored
+        entry = table.setdefault(key, ref)
+        if entry is ref:
+            return new
+        node = entry()
+        if node is not None:
+            return node
+        _remove_dead_weakref(table, key)  # a dead node's entry, its callback not yet run: retry without it
 
 
 def _rebuild(table: list[tuple[str, tuple[int, ...], tuple, int]]) -> Node:
@@ -331,16 +349,32 @@ def apply(op: str, args: tuple, params: tuple = ()) -> Node:
                     raise FormulaError(f"{op}: parameter {pname} must be an integer, got {p!r}")
                 if not -(2**31) < q < 2**31:  # compiled engines pass them as C ints
                     raise FormulaError(f"{op}: parameter {pname} = {q} is out of range (|{pname}| < 2**31)")
-    params = tuple(params)
-    dims = (nodes[0].dim, nodes[1].dim) if len(nodes) == 2 else tuple([a.dim for a in nodes])
-    dim = spec.output_dim(dims, params)  # checks dimensions
+    return build(spec, nodes, tuple(params))
+
+
+def build(spec: Any, args: tuple[Node, ...], params: tuple) -> Node:
+    """The node of operation ``spec`` (an ``OpSpec``) on ``args``, whose number and ``params`` are checked.
+
+    Dimensions are checked, then the simplification rules run: this is :func:`apply` after its checks,
+    for callers that have made them (the parser, for its operators).
+
+    >>> from kernla.formula.ops import get_op
+    >>> x = Vi(0, 2)
+    >>> build(get_op("Mult"), (x, IntCst(1)), ()) is x
+    True
+    """
+    dims = (args[0].dim, args[1].dim) if len(args) == 2 else tuple([a.dim for a in args])
+    try:
+        dim = spec.dim_rule(dims, params)
+    except FormulaError:
+        dim = spec.output_dim(dims, params)  # raises it again, naming the operation
     if dim > limits.MAX_DIM:
-        limits.check_dim(dim, f"{op}: the dimension")
+        limits.check_dim(dim, f"{spec.name}: the dimension")
     if spec.simplify is not None:
-        simplified = spec.simplify(nodes, params)
+        simplified = spec.simplify(args, params)
         if simplified is not None:
             return simplified
-    return Node(op, nodes, params, dim)
+    return _node(spec.name, args, params, dim)
 
 
 def swap_ij(formula: Node) -> Node:
