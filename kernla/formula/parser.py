@@ -188,14 +188,22 @@ class _Parser:
                     i = self.t.i
                     if node is None:
                         continue
-            elif token in _BINARY:
-                binary = _BINARY[token]
-                self._apply_infix(ops, values, binary[0])
-                ops.append(("binary", binary, i - 1))
-                operand = True
-                continue
             else:
-                self._apply_infix(ops, values, 0)
+                binary = _BINARY.get(token)
+                # apply the pending infix operators that bind at least as tightly: all of them (back to the
+                # bracket) before a closing token or the end
+                level = 0 if binary is None else binary[0]
+                while ops:
+                    what, pending, index = ops[-1]
+                    if what != "binary" or pending[0] < level:
+                        break
+                    ops.pop()
+                    right = values.pop()
+                    values[-1] = self._apply(pending[1], (values[-1], right), (), index)
+                if binary is not None:
+                    ops.append(("binary", binary, i - 1))
+                    operand = True
+                    continue
                 if not ops:
                     if not token:
                         return values.pop()
@@ -260,16 +268,6 @@ class _Parser:
             raise self.t.error(f"expected ',' or ')', found {token!r}", index)
         ops.pop()
         return self._call(group)
-
-    def _apply_infix(self, ops: list[_Pending], values: list[Node], level: int) -> None:
-        """Apply the pending infix operators that bind at least as tightly as ``level``."""
-        while ops:
-            what, binary, index = ops[-1]
-            if what != "binary" or binary[0] < level:
-                return
-            ops.pop()
-            right = values.pop()
-            values[-1] = self._apply(binary[1], (values[-1], right), (), index)
 
     def _leaf(self, kind: str, text: str, pos: int) -> Node:
         """A number or an alias."""
