@@ -213,7 +213,10 @@ def _node(op: str, args: tuple[Node, ...], params: tuple, dim: int | None) -> No
     if dim is None:
         dim = _spec(op).output_dim(tuple(a.dim for a in args), params)
     new = object.__new__(_Building)
-    new.op, new.args, new.params, new.dim = op, args, params, dim
+    new.op = op
+    new.args = args
+    new.params = params
+    new.dim = dim
     new.__class__ = Node  # type: ignore[assignment]  # the same layout: only the frozen __setattr__ changes
     ref = _NodeRef(new, _forget)
     ref.op, ref.key = op, key
@@ -370,8 +373,9 @@ def build(spec: Any, args: tuple[Node, ...], params: tuple) -> Node:
         dim = spec.output_dim(dims, params)  # raises it again, naming the operation
     if dim > limits.MAX_DIM:
         limits.check_dim(dim, f"{spec.name}: the dimension")
-    if spec.simplify is not None:
-        simplified = spec.simplify(args, params)
+    simplify = spec.simplify
+    if simplify is not None:
+        simplified = simplify(args, params)
         if simplified is not None:
             return simplified
     return _node(spec.name, args, params, dim)
