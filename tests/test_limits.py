@@ -1,13 +1,15 @@
 """Limits (issue 15, items 3 and 8): short or hostile formulas fail fast with kernla's own errors.
 
 Wide formulas are refused before code generation (``MAX_UNROLLED``) or when built (``MAX_DIM``);
-deep ones parse, print, pickle, differentiate, compile and evaluate without recursion; huge
+deep ones parse, print, pickle, differentiate, compile and evaluate without recursion; long ones
+parse building each distinct node once, walking no tree, with the cyclic collector paused; huge
 literals, non-ASCII digits and wrong argument types raise kernla errors; printing a formula with
 shared sub-formulas stays short.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import subprocess
@@ -24,7 +26,7 @@ from kernla.engines import numpy_engine
 from kernla.engines.cpu.source import kernel_source
 from kernla.engines.cuda.source import build_plan
 from kernla.errors import ArgumentTypeError
-from kernla.formula import IntCst, Vi, Vj, call, limits, parse, to_string
+from kernla.formula import IntCst, Vi, Vj, call, limits, parse, parser, to_string, tree
 from kernla.formula.codegen import emit_bodies, unrolled_size
 from kernla.formula.diff import grad
 from kernla.formula.parser import _Tokens
@@ -167,6 +169,45 @@ def test_a_512kb_formula_tokenises_in_linear_time():
     assert time.perf_counter() - start < 3.0
     f = _quick(20.0, parse, text, ["X = Vi(3)", "Y = Vj(3)", "G = Pm(1)"])
     assert f.dim == 3
+
+
+def test_a_long_chain_builds_each_node_once_and_walks_no_tree(monkeypatch):
+    # parse time is linear in the nodes: one build per distinct node, none for a repeat, no walk of a subtree
+    builds, walks = [], []
+    build, walk_many = parser.build, tree.walk_many
+    monkeypatch.setattr(parser, "build", lambda *a: builds.append(gc.isenabled()) or build(*a))
+    monkeypatch.setattr(tree, "walk_many", lambda *a: walks.append(a) or walk_many(*a))
+    x, y = Vi(0, 3), Vj(1, 3)
+    n = 5_000
+    f = parse("X" + "+X" * (n - 1), {"X": x})
+    assert len(builds) == n - 1 and not walks
+    g = x
+    for _ in range(n - 1):
+        g = g + x
+    assert f is g
+    builds.clear()
+    h = parse(" + ".join(["Exp(-SqDist(X, Y)) * X"] * 2_000), {"X": x, "Y": y})
+    assert len(builds) == 4 + 1_999 and not walks  # SqDist, Minus, Exp and Mult once; each Add once
+    assert h.dim == 3
+    # a long formula is read with the cyclic collector paused (its passes over the growing tree were a
+    # third of the time), and resumed after
+    assert set(builds) == {False} and gc.isenabled()
+
+
+def test_a_long_parse_resumes_the_collector_only_if_it_paused_it():
+    long_text = "X" + "+X" * 5_000
+    assert gc.isenabled()
+    parse(long_text, ["X = Vi(1)"])
+    assert gc.isenabled()
+    with pytest.raises(FormulaSyntaxError, match="unknown alias"):
+        parse(long_text + "+Z", ["X = Vi(1)"])
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        parse(long_text, ["X = Vi(1)"])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_formula_strings_longer_than_the_limit_are_refused(monkeypatch):

@@ -9,6 +9,9 @@ operation able to produce it, so every draw is valid and every registry operatio
 from __future__ import annotations
 
 import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from unittest import mock
 
 import numpy as np
@@ -19,7 +22,7 @@ from hypothesis import strategies as st
 import kernla
 from kernla import FormulaError, FormulaSyntaxError, Genred
 from kernla.engines import numpy_engine
-from kernla.formula import OPS, IntCst, RealCst, Var, call, parse, parse_aliases
+from kernla.formula import OPS, IntCst, RealCst, Var, call, parse, parse_aliases, tree
 from kernla.formula.evaluate import evaluate
 from kernla.formula.tree import CAT_I, CAT_J, CAT_PARAM
 
@@ -497,3 +500,47 @@ def test_formulas_are_never_evaluated_as_python():
     ):
         with pytest.raises(FormulaSyntaxError):
             parse(text, A)
+
+
+# ---------------------------------------------------------------------------------------------
+# interning
+# ---------------------------------------------------------------------------------------------
+def test_threads_building_the_same_formula_get_the_same_nodes():
+    # interning takes no lock: the first node stored for a key is the one every thread gets
+    x, y = Var(40, 3, CAT_I), Var(41, 3, CAT_J)  # positions no other test uses: every node below is new
+    barrier = threading.Barrier(8)
+
+    def build(seed: int) -> list:
+        barrier.wait()
+        f, chain = x, []
+        for k in range(2_000):
+            f = f * y + x if (k + seed) % 2 else call("Exp", f - y)
+            chain.append(f)
+        return chain
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch often: between any two steps of building a node
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            chains = list(pool.map(build, [0, 2, 4, 6, 0, 2, 4, 6]))
+    finally:
+        sys.setswitchinterval(interval)
+    for chain in chains[1:]:
+        assert all(a is b for a, b in zip(chain, chains[0]))
+    text = str(chains[0][-1])
+    assert parse(text) is chains[0][-1]
+    f = chains[0][-1]
+    assert type(f) is kernla.formula.Node
+    with pytest.raises(AttributeError, match="immutable"):
+        f.op = "Add"
+
+
+def test_nodes_leave_the_intern_table_when_they_die_and_can_be_built_again():
+    x = Var(42, 2, CAT_I)
+    f = x + 1.5
+    assert any(ref() is f for ref in tree._interned["Add"].values())
+    text = str(f)
+    del f
+    assert all(ref() is not None for ref in tree._interned["Add"].values())  # no dead entry left
+    g = parse(text)
+    assert g.op == "Add" and g.args == (x, RealCst(1.5)) and parse(text) is g
