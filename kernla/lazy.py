@@ -140,8 +140,8 @@ class LazyTensor:
 
     @property
     def _shape(self) -> tuple:
-        """pykeops' internal shape: (*batch, N, M, D)."""
-        return self.shape
+        """pykeops' internal shape: (*batch, N, M, D), with 1 for an index no variable carries."""
+        return self._batch() + (self._size(CAT_I) or 1, self._size(CAT_J) or 1, self.formula.dim)
 
     @property
     def ndim(self) -> int:
@@ -162,8 +162,14 @@ class LazyTensor:
 
     @property
     def shape(self) -> tuple:
-        """(*batch, N, M, D), with 1 for an index no variable carries."""
-        return self._batch() + (self._size(CAT_I) or 1, self._size(CAT_J) or 1, self.formula.dim)
+        """pykeops' shape: :attr:`_shape` without its last entry when D = 1, (*batch, N, M) for a scalar formula.
+
+        >>> x = np.zeros((4, 1, 3)); y = np.zeros((1, 5, 3))
+        >>> (LazyTensor(x) - LazyTensor(y)).shape, ((LazyTensor(x) - LazyTensor(y)) ** 2).sum(-1).shape
+        ((4, 5, 3), (4, 5))
+        """
+        s = self._shape
+        return s[:-1] if s[-1] == 1 else s
 
     def __repr__(self) -> str:
         return f"LazyTensor(shape={self.shape}, formula={self.formula})"
@@ -628,6 +634,21 @@ class LazyTensor:
         vj = LazyTensor(v.reshape(flat[0], 1) if len(flat) == 1 else v, axis=1)
         out = (self * vj).sum(dim=self.ndim - 2, **options)
         return out.reshape(out.shape[:-1]) if len(flat) == 1 and options.get("out") is None else out
+
+    def matvec(self, v: Any) -> Any:
+        """K @ v: with :attr:`shape` (N, M) and :attr:`dtype`, what ``scipy.sparse.linalg.aslinearoperator`` reads.
+
+        >>> from scipy.sparse.linalg import aslinearoperator
+        >>> x = np.arange(3.0)[:, None]
+        >>> A = aslinearoperator(LazyTensor(x[:, None, :]) * LazyTensor(x[None, :, :]))   # x_i x_j
+        >>> A.shape, A.matvec(np.ones(3)), A.rmatvec(np.array([0.0, 1.0, 0.0]))
+        ((3, 3), array([0., 3., 6.]), array([0., 1., 2.]))
+        """
+        return self @ v
+
+    def rmatvec(self, v: Any) -> Any:
+        """Kᵀ @ v (pykeops' alias for scipy)."""
+        return self.T @ v
 
 
 def _common_ranges(*operands: Operand) -> Any:
