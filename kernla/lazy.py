@@ -883,7 +883,7 @@ def _as_real(z: Any) -> Any:
     """A complex array (..., D) as its real view (..., 2D), interleaved (re, im); differentiable for torch."""
     if arr.kind_of(z) == "torch":
         torch = sys.modules["torch"]  # loaded: z is a torch tensor
-        return torch.view_as_real(z).reshape(*z.shape[:-1], -1)
+        return torch.view_as_real(z.resolve_conj()).reshape(*z.shape[:-1], -1)
     z = z.reshape(1) if z.ndim == 0 else z
     c = z if z.flags.c_contiguous else z.copy()
     return c.view(c.real.dtype)
