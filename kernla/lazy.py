@@ -58,7 +58,7 @@ class LazyTensor:
 
     def __new__(cls, x: Any = None, axis: int | None = None):
         if cls is LazyTensor and _is_complex(x):  # pykeops: a complex array makes a ComplexLazyTensor
-            return ComplexLazyTensor(x, axis)
+            return object.__new__(ComplexLazyTensor)  # then initialised by ComplexLazyTensor.__init__
         return super().__new__(cls)
 
     def __init__(self, x: Any = None, axis: int | None = None):
