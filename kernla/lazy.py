@@ -16,9 +16,10 @@ array([0, 0, 1])
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, TypeVar, Union
 
 import numpy as np
 
@@ -27,12 +28,14 @@ from .core import host_integers
 from .engines.ranges import swap_axes
 from .errors import ShapeError
 from .formula import CAT_I, CAT_J, CAT_PARAM, Var, call
+from .formula.complex_words import COMPLEX_WORDS
 from .formula.diff import grad as symbolic_grad
 from .formula.tree import IntCst, Node
 from .genred import Slot, _check_compat, reduce, write_out
 from .reductions import Reduction
 
 Operand = Union["LazyTensor", float, int, Any]
+_L = TypeVar("_L", bound="LazyTensor")
 
 
 class LazyTensor:
@@ -51,10 +54,11 @@ class LazyTensor:
     #: block-sparsity pattern, pykeops' 6-tuple (:mod:`kernla.engines.ranges`): set it, or use
     #: :meth:`with_ranges`; the tensors computed from this one keep it, and its reductions use it
     ranges: Any = None
+    _unit_dim = 1  # the formula dimension of one value: 2 for a complex LazyTensor (re, im)
 
     def __new__(cls, x: Any = None, axis: int | None = None):
         if cls is LazyTensor and _is_complex(x):  # pykeops: a complex array makes a ComplexLazyTensor
-            return ComplexLazyTensor(x, axis)
+            return object.__new__(ComplexLazyTensor)  # then initialised by ComplexLazyTensor.__init__
         return super().__new__(cls)
 
     def __init__(self, x: Any = None, axis: int | None = None):
@@ -104,10 +108,16 @@ class LazyTensor:
         self.variables = ((data, cat),)
 
     @classmethod
-    def _make(cls, formula: Node, variables: tuple) -> LazyTensor:
+    def _make(cls: type[_L], formula: Node, variables: tuple) -> _L:
         obj = cls.__new__(cls)
         obj.formula, obj.variables = formula, variables
         return obj
+
+    def _same(self, formula: Node, cls: type[LazyTensor] | None = None) -> Any:
+        """``formula`` over this tensor's variables, with its ranges (a ``cls``, by default a LazyTensor)."""
+        res = (cls or LazyTensor)._make(formula, self.variables)
+        res.ranges = self.ranges
+        return res
 
     # -- structure ---------------------------------------------------------------------------
     def _size(self, cat: int) -> int | None:
@@ -140,8 +150,8 @@ class LazyTensor:
 
     @property
     def _shape(self) -> tuple:
-        """pykeops' internal shape: (*batch, N, M, D)."""
-        return self.shape
+        """pykeops' internal shape: (*batch, N, M, D), with 1 for an index no variable carries."""
+        return self._batch() + (self._size(CAT_I) or 1, self._size(CAT_J) or 1, self.formula.dim)
 
     @property
     def ndim(self) -> int:
@@ -162,11 +172,17 @@ class LazyTensor:
 
     @property
     def shape(self) -> tuple:
-        """(*batch, N, M, D), with 1 for an index no variable carries."""
-        return self._batch() + (self._size(CAT_I) or 1, self._size(CAT_J) or 1, self.formula.dim)
+        """pykeops' shape: :attr:`_shape` without its last entry when D = 1, (*batch, N, M) for a scalar formula.
+
+        >>> x = np.zeros((4, 1, 3)); y = np.zeros((1, 5, 3))
+        >>> (LazyTensor(x) - LazyTensor(y)).shape, ((LazyTensor(x) - LazyTensor(y)) ** 2).sum(-1).shape
+        ((4, 5, 3), (4, 5))
+        """
+        s = self._shape
+        return s[:-1] if s[-1] == 1 else s
 
     def __repr__(self) -> str:
-        return f"LazyTensor(shape={self.shape}, formula={self.formula})"
+        return f"{type(self).__name__}(shape={self.shape}, formula={self.formula})"
 
     # -- combination -------------------------------------------------------------------------
     def merge_into(self, variables: list) -> tuple[Node, list[int]]:
@@ -347,6 +363,18 @@ class LazyTensor:
 
     def sinxdivx(self):
         return self._op("SinXDivX")
+
+    def real2complex(self) -> ComplexLazyTensor:
+        """This real tensor as a complex one (zero imaginary parts)."""
+        return self._same(_word("Real2Complex", self.formula), ComplexLazyTensor)
+
+    def imag2complex(self) -> ComplexLazyTensor:
+        """i times this real tensor."""
+        return self._same(_word("Imag2Complex", self.formula), ComplexLazyTensor)
+
+    def exp1j(self) -> ComplexLazyTensor:
+        """exp(i·x), complex."""
+        return self._same(_word("ComplexExp1j", self.formula), ComplexLazyTensor)
 
     def sinc(self):
         """sin(πx) / (πx), 1 at 0 (torch's and pykeops' normalised sinc)."""
@@ -620,14 +648,31 @@ class LazyTensor:
 
         ``K.__matmul__(v, backend=…, out=…)`` takes the reductions' pykeops keywords.
         """
-        if self.formula.dim != 1:
-            raise ShapeError(f"K @ v needs a scalar LazyTensor, this one has dimension {self.formula.dim}")
+        if self.formula.dim != self._unit_dim:
+            raise ShapeError(
+                f"K @ v needs a scalar LazyTensor, this one has dimension {self._shape[-1] // self._unit_dim}"
+            )
         flat = tuple(v.shape) if hasattr(v, "shape") else None
         if flat is None or len(flat) == 0:
             raise ShapeError("K @ v needs an array v of shape (M,) or (M, E)")
         vj = LazyTensor(v.reshape(flat[0], 1) if len(flat) == 1 else v, axis=1)
         out = (self * vj).sum(dim=self.ndim - 2, **options)
         return out.reshape(out.shape[:-1]) if len(flat) == 1 and options.get("out") is None else out
+
+    def matvec(self, v: Any) -> Any:
+        """K @ v: with :attr:`shape` (N, M) and :attr:`dtype`, what ``scipy.sparse.linalg.aslinearoperator`` reads.
+
+        >>> from scipy.sparse.linalg import aslinearoperator
+        >>> x = np.arange(3.0)[:, None]
+        >>> A = aslinearoperator(LazyTensor(x[:, None, :]) * LazyTensor(x[None, :, :]))   # x_i x_j
+        >>> A.shape, A.matvec(np.ones(3)), A.rmatvec(np.array([0.0, 1.0, 0.0]))
+        ((3, 3), array([0., 3., 6.]), array([0., 1., 2.]))
+        """
+        return self @ v
+
+    def rmatvec(self, v: Any) -> Any:
+        """Kᵀ @ v (pykeops' alias for scipy)."""
+        return self.T @ v
 
 
 def _common_ranges(*operands: Operand) -> Any:
@@ -808,149 +853,200 @@ def _resolve(variables: tuple, args: tuple) -> list:
 
 
 # ---------------------------------------------------------------------------------------------
-# complex numbers: a pair of real LazyTensors
+# complex numbers: interleaved (re, im) formulas, as in pykeops
 # ---------------------------------------------------------------------------------------------
 #: the arithmetic that a complex operand turns into complex arithmetic
 _COMPLEX_ARITHMETIC = {"Add": "__add__", "Subtract": "__sub__", "Mult": "__mul__", "Divide": "__truediv__"}
+#: the complex words of the binary operators (kernla.formula.complex_words)
+_COMPLEX_BINARY = {"Add": "ComplexAdd", "Subtract": "ComplexSubtract", "Mult": "ComplexMult", "Divide": "ComplexDivide"}
+_COMPLEX_OF = {"float16": "complex32", "float32": "complex64", "float64": "complex128"}
+
+
+def _word(name: str, *args: Any) -> Node:
+    """The formula of the complex word ``name`` (kernla.formula.complex_words) applied to ``args``."""
+    return COMPLEX_WORDS[name][2](*args)
 
 
 def _is_complex(x: Any) -> bool:
     """A complex number, a complex NumPy / torch / CuPy array, or a ComplexLazyTensor."""
     if isinstance(x, (complex, np.complexfloating, ComplexLazyTensor)):
         return True
+    if isinstance(x, list):
+        return any(isinstance(v, (complex, np.complexfloating)) for v in x)
     dtype = getattr(x, "dtype", None)
     if dtype is None or isinstance(x, LazyTensor):
         return False
     return bool(getattr(dtype, "is_complex", False)) or getattr(dtype, "kind", "") == "c"
 
 
-Part = LazyTensor | float | None  # None: a zero part
+def _as_real(z: Any) -> Any:
+    """A complex array (..., D) as its real view (..., 2D), interleaved (re, im); differentiable for torch."""
+    if arr.kind_of(z) == "torch":
+        torch = sys.modules["torch"]  # loaded: z is a torch tensor
+        return torch.view_as_real(z.resolve_conj()).reshape(*z.shape[:-1], -1)
+    z = z.reshape(1) if z.ndim == 0 else z
+    c = z if z.flags.c_contiguous else z.copy()
+    return c.view(c.real.dtype)
 
 
-def _add(a: Part, b: Part) -> Part:
-    return b if a is None else a if b is None else a + b
+def _as_complex(out: Any) -> Any:
+    """A real reduction output (..., 2E) back as complex (..., E)."""
+    if arr.kind_of(out) == "torch":
+        torch = sys.modules["torch"]  # loaded: out is a torch tensor
+        return torch.view_as_complex(out.reshape(*out.shape[:-1], -1, 2).contiguous())
+    c = out if out.flags.c_contiguous else out.copy()
+    return c.view(_COMPLEX_OF[c.dtype.name])
 
 
-def _mul(a: Part, b: Part) -> Part:
-    return None if a is None or b is None else a * b
+class ComplexLazyTensor(LazyTensor):
+    """pykeops' complex LazyTensor: a formula of even dimension 2D, the (re, im) pairs of D complex values.
 
+    ``LazyTensor(z)`` for a complex NumPy / torch array (or a complex number, or a list of them)
+    makes one. Arithmetic with complex or real numbers, arrays and LazyTensors, ``exp``, ``conj``,
+    ``abs``, ``angle``, ``real`` / ``imag``, ``sum`` (over i, j or the vector axis) and ``@`` build
+    the ``Complex*`` words of :mod:`kernla.formula.complex_words`, so they run on every engine;
+    reductions return complex arrays, differentiable with torch. :attr:`shape` counts complex
+    components; :attr:`_shape` is the real formula's.
 
-def _neg(a: Part) -> Part:
-    return None if a is None else -a
-
-
-def _scalar_part(v: Any) -> float | None:
-    return None if v == 0 else float(v)
-
-
-class ComplexLazyTensor:
-    """A complex symbolic tensor, pykeops' ``ComplexLazyTensor``: real and imaginary parts as two LazyTensors.
-
-    ``LazyTensor(z)`` for a complex array ``z`` (NumPy or torch) makes one; arithmetic with complex
-    numbers, arrays or LazyTensors, ``exp``, ``conj``, ``abs``, ``real``/``imag`` and ``sum`` work
-    on it, and reductions return complex arrays (differentiable with torch: the parts are views of
-    ``z``). The engines only ever see real formulas.
-
-    >>> import numpy as np
     >>> z = np.array([[[1 + 2j]], [[3 - 1j]]])                       # (2, 1, 1): an i-variable
     >>> w = np.array([[[1j], [2.0 + 0j]]])                           # (1, 2, 1): a j-variable
-    >>> (LazyTensor(z) * LazyTensor(w)).exp().sum(dim=1, backend="numpy").ravel().round(3)
-    array([  -4.757  -5.478j, -170.577-366.453j])
+    >>> K = (LazyTensor(z) * LazyTensor(w)).exp()
+    >>> K.shape, K._shape, K.sum(dim=1, backend="numpy").ravel().round(3)
+    ((2, 2), (2, 2, 2), array([  -4.757  -5.478j, -170.577-366.453j]))
     """
 
-    __array_priority__ = 10000
+    _unit_dim = 2
 
-    def __init__(self, x: Any = None, axis: int | None = None, *, parts: tuple[Part, Part] | None = None):
-        if parts is not None:
-            self._re, self._im = parts
-        elif isinstance(x, (complex, np.complexfloating)):
-            self._re, self._im = _scalar_part(x.real), _scalar_part(x.imag)
+    def __new__(cls, x: Any = None, axis: int | None = None):
+        return object.__new__(cls)
+
+    def __init__(self, x: Any = None, axis: int | None = None):
+        if isinstance(x, LazyTensor):
+            super().__init__(x)
+        elif isinstance(x, (complex, np.complexfloating, int, float)):
+            super().__init__([complex(x).real, complex(x).imag])
+        elif isinstance(x, list):
+            super().__init__([p for v in x for p in (complex(v).real, complex(v).imag)])
         else:
-            self._re, self._im = LazyTensor(x.real, axis), LazyTensor(x.imag, axis)
+            super().__init__(_as_real(x), axis)
+        if self.formula.dim % 2:
+            raise ShapeError(f"a complex LazyTensor has an even dimension (re, im pairs), got {self.formula.dim}")
 
     @staticmethod
     def of(x: Any) -> ComplexLazyTensor:
-        """``x`` as a ComplexLazyTensor (a real LazyTensor, a number or an array gets a zero imaginary part)."""
+        """``x`` as a ComplexLazyTensor (a real LazyTensor, number or array gets zero imaginary parts)."""
         if isinstance(x, ComplexLazyTensor):
             return x
         if _is_complex(x):
             return ComplexLazyTensor(x)
-        return ComplexLazyTensor(parts=(_lazy(x), None))
+        return _lazy(x).real2complex()
+
+    # -- structure: complex components ---------------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        """pykeops' complex shape: (*batch, N, M, D) for D complex components, without a trailing 1."""
+        s = self._shape
+        s = s[:-1] + (s[-1] // 2,)
+        return s[:-1] if s[-1] == 1 else s
 
     @property
+    def dtype(self) -> Any:
+        """The complex dtype of the data (complex128 for float64 parts), in its own library's spelling."""
+        real = super().dtype
+        if real is None:
+            return None
+        name = _COMPLEX_OF[str(real).replace("torch.", "")]
+        return getattr(sys.modules["torch"], name) if str(real).startswith("torch.") else np.dtype(name)
+
+    @property
+    def T(self) -> ComplexLazyTensor:
+        return ComplexLazyTensor(super().T)
+
+    def with_ranges(self, ranges: Any) -> ComplexLazyTensor:
+        return ComplexLazyTensor(super().with_ranges(ranges))
+
+    # -- complex operations ---------------------------------------------------------------------
+    @property
     def real(self) -> LazyTensor:
-        return self._part(self._re)
+        return self._same(_word("ComplexReal", self.formula))
 
     @property
     def imag(self) -> LazyTensor:
-        return self._part(self._im)
-
-    def _part(self, p: Part) -> LazyTensor:
-        if isinstance(p, LazyTensor):
-            return p
-        other = self._re if isinstance(self._re, LazyTensor) else self._im
-        return (other * 0) + (p or 0.0) if isinstance(other, LazyTensor) else LazyTensor(p or 0.0)
-
-    def __repr__(self) -> str:
-        return f"ComplexLazyTensor(real={self._re!r}, imag={self._im!r})"
-
-    # arithmetic
-    def __add__(self, o):
-        o = ComplexLazyTensor.of(o)
-        return ComplexLazyTensor(parts=(_add(self._re, o._re), _add(self._im, o._im)))
-
-    __radd__ = __add__
-
-    def __neg__(self):
-        return ComplexLazyTensor(parts=(_neg(self._re), _neg(self._im)))
-
-    def __sub__(self, o):
-        return self + (-ComplexLazyTensor.of(o))
-
-    def __rsub__(self, o):
-        return ComplexLazyTensor.of(o) - self
-
-    def __mul__(self, o):
-        o = ComplexLazyTensor.of(o)
-        re = _add(_mul(self._re, o._re), _neg(_mul(self._im, o._im)))
-        im = _add(_mul(self._re, o._im), _mul(self._im, o._re))
-        return ComplexLazyTensor(parts=(re, im))
-
-    __rmul__ = __mul__
+        return self._same(_word("ComplexImag", self.formula))
 
     def conj(self) -> ComplexLazyTensor:
-        return ComplexLazyTensor(parts=(self._re, _neg(self._im)))
+        return self._same(_word("Conj", self.formula), ComplexLazyTensor)
 
     def abs(self) -> LazyTensor:
         """The modulus |z|, a real LazyTensor."""
-        return (self.real.square() + self.imag.square()).sqrt()
+        return self._same(_word("ComplexAbs", self.formula))
 
-    def __truediv__(self, o):
-        o = ComplexLazyTensor.of(o)
-        inverse = 1 / (o.real.square() + o.imag.square())
-        return self * o.conj() * inverse
+    __abs__ = abs
 
-    def __rtruediv__(self, o):
-        return ComplexLazyTensor.of(o) / self
+    def angle(self) -> LazyTensor:
+        """The argument of z in (-π, π], a real LazyTensor."""
+        return self._same(_word("ComplexAngle", self.formula))
 
     def exp(self) -> ComplexLazyTensor:
         """exp(a + ib) = exp(a) (cos b + i sin b)."""
-        if self._im is None:
-            return ComplexLazyTensor(parts=(_lazy(self._re or 0.0).exp(), None))
-        scale = self.real.exp()
-        return ComplexLazyTensor(parts=(scale * self.imag.cos(), scale * self.imag.sin()))
+        return self._same(_word("ComplexExp", self.formula), ComplexLazyTensor)
 
-    # reductions
-    def sum(self, dim: int | None = None, **kw):
-        """Σ over i, j (complex arrays back) or the vector axis (``dim=-1``, symbolic)."""
-        re, im = self.real.sum(dim, **kw), self.imag.sum(dim, **kw)
-        if isinstance(re, LazyTensor):
-            return ComplexLazyTensor(parts=(re, im))
-        if arr.kind_of(re) == "torch":
-            import torch  # optional dependency: the data are torch tensors here
+    def __neg__(self) -> ComplexLazyTensor:
+        return self._same(-self.formula, ComplexLazyTensor)
 
-            return torch.complex(re, im)
-        return re + 1j * im
+    def real2complex(self):
+        raise ShapeError("real2complex applies to a real LazyTensor, this one is complex")
 
-    def sum_reduction(self, dim: int | None = None, **kw):
-        return self.sum(1 if dim is None and "axis" not in kw else dim, **kw)
+    imag2complex = exp1j = real2complex
+
+    def _binary(self, name: str, other: Operand, reverse: bool = False) -> ComplexLazyTensor:
+        o = other if isinstance(other, LazyTensor) else ComplexLazyTensor(other) if _is_complex(other) else None
+        o = LazyTensor(other) if o is None else o
+        if isinstance(o, ComplexLazyTensor) or not (name == "Mult" and o.formula.dim == 1):
+            o = ComplexLazyTensor.of(o)
+        variables = list(self.variables)
+        f, _ = o.merge_into(variables)
+        a, b = (f, self.formula) if reverse else (self.formula, f)
+        if isinstance(o, ComplexLazyTensor):
+            formula = _word(_COMPLEX_BINARY[name], a, b)
+        else:
+            formula = _word("ComplexRealScal", a, b)
+        res = ComplexLazyTensor._make(formula, tuple(variables))
+        res.ranges = _common_ranges(self, other)
+        return res
+
+    def __add__(self, o):
+        return self._binary("Add", o)
+
+    def __radd__(self, o):
+        return self._binary("Add", o, reverse=True)
+
+    def __sub__(self, o):
+        return self._binary("Subtract", o)
+
+    def __rsub__(self, o):
+        return self._binary("Subtract", o, reverse=True)
+
+    def __mul__(self, o):
+        return self._binary("Mult", o)
+
+    def __rmul__(self, o):
+        return self._binary("Mult", o, reverse=True)
+
+    def __truediv__(self, o):
+        return self._binary("Divide", o)
+
+    def __rtruediv__(self, o):
+        return self._binary("Divide", o, reverse=True)
+
+    # -- reductions: sums only, complex arrays back ---------------------------------------------
+    def sum(self, dim: int | None = None, backend: str | None = None, **compat):
+        """Σ over i (dim=0), j (dim=1) — complex arrays back — or the complex components (dim=-1, symbolic)."""
+        if self._axis(dim if dim is not None else compat.get("axis", -1)) is None:
+            return self._same(_word("ComplexSum", self.formula), ComplexLazyTensor)
+        return LazyTensor._simple(self, "Sum", None, dim, backend, compat, -1, post=_as_complex)
+
+    def _simple(self, name: str, vector_op: str | None, dim: int | None, backend, compat: dict, default: int, **kw):
+        raise ShapeError(
+            f"{name} is not defined for complex values: reduce K.real, K.imag or K.abs(), or sum (K.sum, K @ v)"
+        )

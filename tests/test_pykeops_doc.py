@@ -14,7 +14,7 @@ def test_examples_run():
     pytest.importorskip("torch")
 
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     namespace: dict = {}
     try:
         for code in blocks:

@@ -7,6 +7,7 @@ sizes. docs/pykeops.md gives the pass rate of pykeops' own suite, ported by its 
 
 import numpy as np
 import pytest
+from scipy.sparse.linalg import aslinearoperator, eigsh
 
 torch = pytest.importorskip("torch")
 
@@ -122,6 +123,37 @@ def test_batched_lazytensors_and_indexing():
     assert K.dtype == torch.float64
     ours = K[:, :, :, :, 1].exp().sum(dim=3)
     torch.testing.assert_close(ours, (x - y)[..., 1:2].exp().sum(3))
+
+
+def test_shape_drops_the_trailing_one_of_a_scalar_formula():
+    x, y = _t(_points(2, 3, N, 1, D)), _t(_points(2, 1, 1, M, D))
+    K = LazyTensor(x) - LazyTensor(y)
+    assert K.shape == (2, 3, N, M, D) and K.sum(-1).shape == (2, 3, N, M)
+    assert K.sum(-1)._shape == (2, 3, N, M, 1) and K.sum(-1).dim() == 5
+    assert LazyTensor(x).shape == (2, 3, N, 1, D) and LazyTensor(x)[..., 0].shape == (2, 3, N, 1)
+
+
+# -- tutorials/backends/plot_scipy.py: a LazyTensor as a scipy LinearOperator ------------------------
+def test_scipy_aslinearoperator_and_eigsh_match_the_dense_matrix():
+    x = RNG.normal(size=(101, 2)).astype(np.float64)
+    x_i, x_j = NpLazyTensor(x[:, None, :]), NpLazyTensor(x[None, :, :])
+    K_xx = (-((x_i - x_j) ** 2).sum(2) / 2).exp()
+    dense = np.exp(-((x[:, None] - x[None]) ** 2).sum(-1) / 2)
+    K = aslinearoperator(K_xx)
+    assert K.shape == (101, 101) and K.dtype == np.float64
+    v = RNG.normal(size=101)
+    np.testing.assert_allclose(K @ v, dense @ v, rtol=1e-12)
+    np.testing.assert_allclose(K.rmatvec(v), dense.T @ v, rtol=1e-12)
+    vals, vecs = eigsh(K, k=5, v0=np.ones(101))
+    ref_vals, ref_vecs = eigsh(dense, k=5, v0=np.ones(101))
+    np.testing.assert_allclose(vals, ref_vals, rtol=1e-9)
+    np.testing.assert_allclose(np.abs(vecs.T @ ref_vecs), np.eye(5), atol=1e-6)  # the same vectors, up to sign
+    rect = aslinearoperator(((x_i - NpLazyTensor(x[None, :37, :])) ** 2).sum(-1))
+    w = RNG.normal(size=101)
+    sq = ((x[:, None] - x[None, :37]) ** 2).sum(-1)
+    assert rect.shape == (101, 37)
+    np.testing.assert_allclose(rect.rmatvec(w), sq.T @ w, rtol=1e-12)
+    np.testing.assert_allclose(rect.matmat(np.eye(37)[:, :3]), sq[:, :3], rtol=1e-12)
 
 
 def test_symbolic_variables_give_callables():

@@ -4,7 +4,8 @@
 ``Grad``), ``Laplacian(f, v)``, ``SqNormIso(s, x)`` = s·|x|², ``SqNormDiag(s, x)`` = Σ s_k x_k²,
 ``SymSqNorm(S, x)`` = xᵀ S x, ``SumT(f, d)`` (a scalar repeated d times, the adjoint of ``Sum``),
 ``IntInv(n)`` = 1/n, ``BSpline(knots, x, order)`` (the B-spline basis functions at x) and
-``SoftDTW_SqDist(x, y, gamma)`` (soft dynamic time warping of the series x and y). Like
+``SoftDTW_SqDist(x, y, gamma)`` (soft dynamic time warping of the series x and y), and the
+complex words of :mod:`kernla.formula.complex_words` (``ComplexMult``, ``Conj``, …). Like
 ``Grad``, they are words of the string language, not nodes: the formula holds what they expand to.
 
 >>> from kernla.formula import parse
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import FormulaError
+from .complex_words import COMPLEX_WORDS
 from .diff import grad, zeros
 from .tree import CAT_I, IntCst, Node, RealCst, Var, call
 
@@ -162,3 +164,4 @@ MACROS: dict[str, Macro] = {
     "BSpline": Macro(2, 1, _bspline, "B-spline basis of an order on knots, at a scalar x"),
     "SoftDTW_SqDist": Macro(3, 0, _soft_dtw, "soft dynamic time warping of two series, squared differences"),
 }
+MACROS.update({name: Macro(*word) for name, word in COMPLEX_WORDS.items()})
