@@ -532,8 +532,9 @@ class DistributedKernelOperator(LinearOperator):
         return [np.concatenate([g[k] for g in got])[order] for k in range(len(got[0]))]
 
     def columns(self, cols: Sequence[int], chunk: int = COLUMN_CHUNK) -> np.ndarray:
-        """The columns ``c · K[:, cols]`` (no shift) as a host float64 array: the selected points are
-        gathered, then each row block multiplies them by an indicator block on its worker."""
+        """The columns ``c · K[:, cols]`` (no shift) as a host float64 array: each row block multiplies
+        the selected points by an indicator block on its worker — taken from its copy of the columns
+        (broadcast: one round trip, e.g. per pivot of a pivoted Cholesky factor), or gathered first."""
         index = np.asarray(cols, dtype=np.int64).reshape(-1)
         n, m = self.shape
         if index.size and (index.min() < 0 or index.max() >= m):
@@ -541,9 +542,12 @@ class DistributedKernelOperator(LinearOperator):
         out = np.empty((n, index.size))
         for c0 in range(0, index.size, chunk):
             sel = index[c0 : c0 + chunk]
-            points = self._column_points(sel)
-            eye = np.eye(sel.size, dtype=self.dtype)
-            parts = self._per_block("columns", tasks.block_product, lambda b, w, where: (points, eye))
+            if self.cols.copies is not None:
+                parts = self._per_block("columns", tasks.block_columns, lambda b, w, where: (self._copy(w, where), sel))
+            else:
+                points = self._column_points(sel)
+                eye = np.eye(sel.size, dtype=self.dtype)
+                parts = self._per_block("columns", tasks.block_product, lambda b, w, where: (points, eye))
             out[:, c0 : c0 + sel.size] = np.concatenate(parts)
         return self._affine.entries(out)
 

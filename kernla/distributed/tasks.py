@@ -211,6 +211,11 @@ def block_diagonal(spec: KernelSpec, rows: Sequence, cols: Sequence, lo: int, hi
     return spec.kernel(rows, cut).diagonal()
 
 
+def block_columns(spec: KernelSpec, rows: Sequence, cols: Sequence, index: np.ndarray) -> np.ndarray:
+    """The columns ``index`` of one row block, ``K(x_a, y_index)``, taken from the worker's copy of the columns."""
+    return block_product(spec, rows, take_rows(cols, index), np.eye(index.size, dtype=spec.dtype))
+
+
 def take_rows(block: Sequence, index: np.ndarray) -> list:
     """The rows ``index`` of each array of a block, as host arrays (a CuPy block is indexed on its GPU)."""
     on_gpu = not all(isinstance(a, np.ndarray) for a in block)
@@ -246,13 +251,3 @@ def to_device(arrays: Sequence[np.ndarray], device: str) -> list:
 def concat_rows(blocks: Sequence[Sequence]) -> list:
     """The arrays of consecutive row blocks joined (a whole side from its Dask chunks)."""
     return [np.concatenate([compute.to_host(b[k]) for b in blocks]) for k in range(len(blocks[0]))]
-
-
-def item(values: Sequence, index: int) -> Any:
-    return values[index]
-
-
-def finish(KV: np.ndarray, V: np.ndarray, lo: int, hi: int, scale: float, shift: float) -> np.ndarray:
-    """``scale · KV + shift · V[lo:hi]``: the operator's rows from K's (on a worker, for Dask outputs)."""
-    out = KV * scale if scale != 1.0 else KV
-    return out + shift * V[lo:hi] if shift != 0.0 else out
