@@ -8,8 +8,13 @@ product, which says what the wall time would be on otherwise idle cores. Each wo
 thread (Dask sets OMP_NUM_THREADS=1), so "2 workers" is 2 cores; the single-process row is the
 plain KernelOperator using both cores through OpenMP.
 
-    python benchmarks/bench_distributed.py                # N = 20000 and 40000, about 2 minutes
-    python benchmarks/bench_distributed.py --n 10000 --iterations 5
+A second table times one evaluation of a Gaussian process's BBMM marginal likelihood and
+gradient (what one Adam step of ``GaussianProcessRegressor(method="iterative")`` costs: pivoted
+Cholesky of rank r, block CG/Lanczos on [y, probes], the gradient's pair sums) in one process and
+through ``client=`` on 1 and 2 workers (``--gp-n 0`` skips it).
+
+    python benchmarks/bench_distributed.py                # N = 20000 and 40000, about 4 minutes
+    python benchmarks/bench_distributed.py --n 10000 --iterations 5 --gp-n 5000
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from distributed import Client, LocalCluster
 from kernla import kernels
 from kernla.distributed import distribute
 from kernla.linalg import ConvergenceWarning
+from kernla.models import gp_kernels as gk
+from kernla.models.gp_cluster import ClusterProducts
+from kernla.models.gp_evidence import LocalProducts, iterative_evidence
 
 
 def load() -> str:
@@ -78,11 +86,40 @@ def row(
     )
 
 
+def gp_table(n: int, clusters: dict[int, Client], rank: int = 50, probes: int = 8) -> None:
+    """One BBMM evidence evaluation (value and gradient), here and on the clusters, with the same seed."""
+    rng = np.random.default_rng(1)
+    X = rng.uniform(size=(n, 3))
+    Y = (np.sin(6 * X[:, :1]) + 0.1 * rng.normal(size=(n, 1))).astype(np.float64)
+    kernel = gk.ConstantKernel(1.0) * gk.RBF([0.2, 0.3, 0.4]) + gk.WhiteKernel(0.01)
+    print(f"\nGP evidence and gradient (ARD RBF + white noise, D = 3, rank {rank}, {probes} probes), {load()}\n")
+    print("| where | N | wall | client CPU | busiest worker's CPU | CG iterations | kernel products | LML |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    places = {"one process": None, **{f"{w} worker(s)": c for w, c in clusters.items()}}
+    for label, client in places.items():
+        products = LocalProducts(X) if client is None else ClusterProducts(client, X)
+        if client is not None:
+            products.operator(kernel)  # the points placed once, before the timing (as a fit does)
+        before = worker_cpu(client) if client is not None else {}
+        w0, c0 = time.perf_counter(), time.process_time()
+        ev = iterative_evidence(kernel, X, Y, 0.0, num_probes=probes, rank=rank, products=products)
+        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+        busiest = "—"
+        if client is not None:
+            after = worker_cpu(client)
+            busiest = f"{max(after[w] - before.get(w, 0.0) for w in after):.2f} s"
+        print(
+            f"| {label} | {n:,} | {wall:.2f} s | {cpu:.2f} s | {busiest} | {ev.info['cg_iterations']} | "
+            f"{ev.info['kernel_products']} | {ev.value:.10g} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, nargs="*", default=[20000, 40000])
     parser.add_argument("--iterations", type=int, default=10, help="CG iterations timed per configuration")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--gp-n", type=int, default=5000, help="points of the GP evidence table (0: none)")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores ({os.uname().machine}); start: {load()}\n")
     print(
@@ -100,10 +137,11 @@ def main() -> None:
         for n, x in data.items():
             K = kernels.gaussian(x, sigma=0.1)
             v = rng.normal(size=n)
-            local = measure(lambda: K @ v, repeat=args.repeat).wall
+            timing = measure(lambda: K @ v, repeat=args.repeat)
+            local = timing.wall
             print(
                 f"| single process (OpenMP, 2 threads) | {n:,} | — | {local * 1e3:.0f} ms | "
-                f"{n * n / local / 1e9:.2f} | — | — | — |"
+                f"{timing.cpu * 1e3:.0f} ms (process) | {n * n / local / 1e9:.2f} | — | — | — |"
             )
             base = None
             for workers, partitioned in ((1, False), (2, False), (2, True)):
@@ -117,6 +155,8 @@ def main() -> None:
                 client_mb = n * 8 * (workers if partitioned else 1) / 1e6
                 label = f"distributed, columns {'partitioned' if partitioned else 'broadcast'}"
                 row(label, n, workers, product, cpu, base, it, sent, client_mb)
+        if args.gp_n:
+            gp_table(args.gp_n, clusters)
     finally:
         for c in clusters.values():
             c.close()

@@ -7,6 +7,7 @@ column blocks streamed between the workers).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pickle
 import signal
@@ -20,7 +21,8 @@ import pytest
 from kernla import LazyTensor, kernels
 from kernla import Vi as local_Vi
 from kernla import Vj as local_Vj
-from kernla.errors import InputValueError
+from kernla.engines import resolve_backend
+from kernla.errors import BackendError, InputValueError, ShapeError
 from kernla.linalg import KernelOperator as LocalKernelOperator
 from kernla.models import KernelInterpolation, NearestNeighbors
 
@@ -190,6 +192,38 @@ def test_the_spec_shipped_with_every_task_has_no_points(client):
     assert D.rows.n_blocks == 2 and all(isinstance(f.key, str) for f in D.rows.blocks)
 
 
+def test_each_worker_chooses_its_own_engine_and_cuda_needs_a_gpu_there(client, points):
+    """The spec carries the operator's backend (None: automatic), resolved on the worker for the
+    arrays it holds — CuPy blocks (device="cuda") select the cuda engine; these workers have no GPU."""
+    K = kernels.gaussian(points)
+    assert kd.KernelSpec.of(K.kernel).backend is None
+    assert resolve_backend(None, True) == "cuda" and resolve_backend(None, False) in ("cpu", "numpy")
+    with pytest.raises(InputValueError, match="cuda engine"):
+        kd.distribute(kernels.gaussian(points, backend="cpu"), client, device="cuda")
+    if not client.run(lambda: importlib.util.find_spec("cupy") is None)[next(iter(client.scheduler_info()["workers"]))]:
+        pytest.skip("the workers have CuPy")
+    with pytest.raises(BackendError, match="cannot import cupy"):  # the blocks were sent to the GPU path
+        kd.distribute(K, client, device="cuda")
+
+
+def test_tasks_are_named_for_the_dashboard(client, points):
+    """Dask's dashboard groups tasks by key prefix: the kernla steps show up under their names."""
+    D = kd.distribute(kernels.gaussian(points), client, broadcast_bytes=0)
+    D @ np.ones(601)
+    prefixes = client.run_on_scheduler(lambda dask_scheduler: set(dask_scheduler.task_prefixes))
+    assert {"kernla-block", "kernla-piece", "kernla-step"} <= prefixes
+
+
+def test_a_new_formula_on_the_placed_points(client, points):
+    K = lambda s: kernels.gaussian(points, sigma=s)  # noqa: E731
+    D = kd.distribute(K(0.2), client, blocks=[300, 301])
+    v = np.random.default_rng(13).normal(size=601)
+    E = D.with_kernel(K(0.5))
+    assert E.rows is D.rows and close(E @ v, K(0.5) @ v)
+    with pytest.raises(ShapeError, match="dimensions"):
+        D.with_kernel(kernels.gaussian(np.hstack([points, points]), sigma=0.5))
+
+
 def test_importing_kernla_does_not_import_dask():
     code = (
         "import sys, kernla, kernla.linalg, kernla.models; print('dask' in sys.modules or 'distributed' in sys.modules)"
@@ -224,7 +258,9 @@ def test_a_worker_killed_during_a_solve_is_recomputed(client, points, mode):
     a, info = D.solve(b, alpha=1.0, tol=1e-13, callback=kill, return_info=True)
     assert info.converged and info.iterations > 3
     assert close(a, K.solve(b, alpha=1.0, tol=1e-13))
-    client.wait_for_workers(2, timeout=60)  # the nanny restarts the worker for the next tests
+    # the nanny restarts the worker for the next tests: a fresh process importing numpy, dask and kernla, which
+    # took over 60 s at a load average of 13 on the shared 2-core box (the wait only; nothing is timed)
+    client.wait_for_workers(2, timeout=300)
     assert victim not in client.run(os.getpid).values()  # it did die, during the solve
 
 

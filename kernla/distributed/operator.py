@@ -44,6 +44,7 @@ from distributed.client import CancelledError
 from distributed.scheduler import KilledWorker
 from scipy.sparse.linalg import LinearOperator
 
+from ..engines import resolve_backend
 from ..errors import InputValueError, KernlaError, ShapeError
 from ..formula import CAT_I, CAT_J
 from ..linalg import KernelOperator as LocalKernelOperator
@@ -185,6 +186,66 @@ class DistributedKernelOperator(LinearOperator):
         rows.settle(self.client)
         return DistributedKernelOperator(self.client, self.spec, rows, self.cols, Affine(self.scale, 0.0))
 
+    def with_kernel(self, op: LocalKernelOperator) -> DistributedKernelOperator:
+        """Another formula on the points already on the workers: nothing of theirs moves.
+
+        ``op``: a local operator whose i- and j-variables are those this one was made from (in the
+        same order; their data are not looked at, the workers' blocks are used), with other
+        parameters or another formula — e.g. a Gaussian process's kernel at new hyper-parameters.
+
+        >>> import numpy as np
+        >>> from distributed import Client, LocalCluster
+        >>> from kernla import Vi, Vj
+        >>> client = Client(LocalCluster(n_workers=1, processes=False, dashboard_address=":0"))
+        >>> x = np.linspace(0, 1, 20)[:, None]
+        >>> K = lambda g: LocalKernelOperator("Exp(-G * SqDist(X, Y))", X=Vi(x), Y=Vj(x), G=g)
+        >>> D = distribute(K(1.0), client).with_kernel(K(5.0))
+        >>> bool(np.allclose(D @ np.ones(20), K(5.0) @ np.ones(20), rtol=1e-13))
+        True
+        >>> client.close(); client.cluster.close()
+        """
+        if not isinstance(op, LocalKernelOperator) or op.kernel.sparsity is not None:
+            raise InputValueError("with_kernel takes a dense kernla.KernelOperator")
+        spec = KernelSpec.of(op.kernel).with_dtype(self.dtype)
+        self._check_points(spec, op.shape)
+        return DistributedKernelOperator(self.client, spec, self.rows, self.cols, op.affine)
+
+    def _check_points(self, spec: KernelSpec, shape: tuple) -> None:
+        """That ``spec``'s first i- and j-variables are, by their dimensions, the points placed here."""
+        dims = spec.dims()
+        for cat, side in ((CAT_I, self.rows), (CAT_J, self.cols)):
+            got = [dims.get(k) for k in spec.positions(cat)][: len(side.dims)]
+            if got != list(side.dims):
+                raise ShapeError(
+                    f"the formula's {'row' if cat == CAT_I else 'column'} variables have dimensions {got}; "
+                    f"the points on the workers have {list(side.dims)}"
+                )
+        if tuple(shape) != self.shape:
+            raise ShapeError(f"the kernel is {shape[0]}x{shape[1]}, the points on the workers make {self.shape}")
+
+    def pair_sum(self, spec: KernelSpec, U: np.ndarray, V: np.ndarray) -> np.ndarray:
+        """``Σ_i Σ_j F(x_i, U_i; y_j, V_j)`` for a vector formula F on the points placed here plus
+        per-call vectors: U (n, c), F's last i-variable, and V (m, c'), its last j-variable.
+
+        One reduction over all pairs (the weighted derivative sums of a Gaussian process's
+        marginal likelihood); each worker sends back the sums of its blocks. ``spec``:
+        :meth:`KernelSpec.build` with the placed points as the first i- and j-variables.
+        """
+        U = np.ascontiguousarray(U, dtype=spec.dtype)
+        V = np.ascontiguousarray(V, dtype=spec.dtype)
+        self._check_points(spec, self.shape)
+        op = DistributedKernelOperator(self.client, spec, self.rows, self.cols)
+        if self.cols.copies is None:
+            finals = op._partitioned(tasks.chain_pair_sum, V, (), row_vectors=U)
+            return np.sum([res for _, res in finals], axis=0)
+        vec = _quiet_submit(self.client, tasks.identity, V, key=_key("vector"), pure=False)
+
+        def args(b: int, w: str, where: dict) -> tuple:
+            lo, hi = self.rows.rows_of(b)
+            return self._copy(w, where), U[lo:hi], vec
+
+        return np.sum(op._per_block("pairsum", tasks.block_pair_sum, args), axis=0)
+
     def astype(self, dtype: Any) -> DistributedKernelOperator:
         """The same operator computing in ``dtype`` on the workers (the blocks are cast in each task)."""
         op = DistributedKernelOperator(self.client, self.spec.with_dtype(dtype), self.rows, self.cols, self._affine)
@@ -320,13 +381,16 @@ class DistributedKernelOperator(LinearOperator):
         pieces = [np.arange(*self.rows.rows_of(b)) for own, _ in finals for b in own]
         return np.argsort(np.concatenate(pieces), kind="stable")
 
-    def _partitioned(self, step: Callable, V: np.ndarray | None, args: tuple) -> list[tuple[list[int], list]]:
+    def _partitioned(
+        self, step: Callable, V: np.ndarray | None, args: tuple, row_vectors: np.ndarray | None = None
+    ) -> list[tuple[list[int], Any]]:
         """Each worker's row blocks reduced against every column block, one streamed piece at a time.
 
         ``step(spec, blocks, piece, *args, offset, acc)`` folds one piece (a column block and its slice
         of ``V``, made on the block's worker and freed by Dask once the step ran) into the worker's
         accumulators; the steps of a worker form a chain, so that it holds one foreign block at a
-        time. Returns ``(row block indices, results)`` per worker.
+        time. With ``row_vectors`` (n, c), the worker's slices of them (a list, one per row block,
+        sent to it once) come before ``args``. Returns ``(row block indices, result)`` per worker.
         """
         rows, cols = self.rows, self.cols
         groups: dict[str, list[int]] = {}
@@ -343,6 +407,11 @@ class DistributedKernelOperator(LinearOperator):
                 # piece (and its copy on w), and each intermediate result, as soon as the next step ran
                 acc = None
                 blocks = [rows.blocks[b] for b in own]
+                extra: tuple = ()
+                if row_vectors is not None:
+                    slices = [np.ascontiguousarray(row_vectors[slice(*rows.rows_of(b))]) for b in own]
+                    with dask.annotate(workers=[w], allow_other_workers=False):
+                        extra = (delayed(tasks.identity, pure=False)(slices, dask_key_name=_key("rowvec")),)
                 # its own column blocks first (no transfer), then the others in column order
                 for c in sorted(range(cols.n_blocks), key=lambda c: (holders[c] != w, c)):
                     lo, hi = cols.rows_of(c)
@@ -353,7 +422,7 @@ class DistributedKernelOperator(LinearOperator):
                         piece = delayed(tasks.with_vector, pure=False)(cols.blocks[c], vec, dask_key_name=name)
                     with dask.annotate(workers=[w], allow_other_workers=False):
                         step_of = delayed(step, pure=False)
-                        acc = step_of(self.spec, blocks, piece, *args, lo, acc, dask_key_name=_key("step"))
+                        acc = step_of(self.spec, blocks, piece, *extra, *args, lo, acc, dask_key_name=_key("step"))
                 with warnings.catch_warnings():  # the vectors travel in the graph on purpose (see _quiet_submit)
                     warnings.filterwarnings("ignore", message=".*[Ll]arge.*")
                     chains.append(self.client.compute(acc, optimize_graph=False))
@@ -463,8 +532,9 @@ class DistributedKernelOperator(LinearOperator):
         return [np.concatenate([g[k] for g in got])[order] for k in range(len(got[0]))]
 
     def columns(self, cols: Sequence[int], chunk: int = COLUMN_CHUNK) -> np.ndarray:
-        """The columns ``c · K[:, cols]`` (no shift) as a host float64 array: the selected points are
-        gathered, then each row block multiplies them by an indicator block on its worker."""
+        """The columns ``c · K[:, cols]`` (no shift) as a host float64 array: each row block multiplies
+        the selected points by an indicator block on its worker — taken from its copy of the columns
+        (broadcast: one round trip, e.g. per pivot of a pivoted Cholesky factor), or gathered first."""
         index = np.asarray(cols, dtype=np.int64).reshape(-1)
         n, m = self.shape
         if index.size and (index.min() < 0 or index.max() >= m):
@@ -472,9 +542,12 @@ class DistributedKernelOperator(LinearOperator):
         out = np.empty((n, index.size))
         for c0 in range(0, index.size, chunk):
             sel = index[c0 : c0 + chunk]
-            points = self._column_points(sel)
-            eye = np.eye(sel.size, dtype=self.dtype)
-            parts = self._per_block("columns", tasks.block_product, lambda b, w, where: (points, eye))
+            if self.cols.copies is not None:
+                parts = self._per_block("columns", tasks.block_columns, lambda b, w, where: (self._copy(w, where), sel))
+            else:
+                points = self._column_points(sel)
+                eye = np.eye(sel.size, dtype=self.dtype)
+                parts = self._per_block("columns", tasks.block_product, lambda b, w, where: (points, eye))
             out[:, c0 : c0 + sel.size] = np.concatenate(parts)
         return self._affine.entries(out)
 
@@ -576,6 +649,9 @@ def distribute(
         raise InputValueError("distribute takes an operator on host NumPy (or Dask) data")
     kernel = op.kernel
     spec = KernelSpec.of(kernel)
+    # each worker's engine is chosen there, for the arrays it holds (backend None: cuda for CuPy blocks)
+    if device == "cuda" and resolve_backend(spec.backend, True) != "cuda":
+        raise InputValueError(f"device='cuda' computes with the workers' cuda engine, not backend={spec.backend!r}")
     # a Dask array's stand-in carries the array (its data, the compute copy, is a zero-stride view)
     side_arrays = {
         cat: [

@@ -73,7 +73,7 @@ class Side:
     ``bounds``: block boundaries; ``blocks``: one future per block (the list of the side's arrays);
     ``owners``: the worker each block was placed on; ``copies``: worker -> future of the whole
     side (broadcast mode) or None; ``pieces``: keys of short-lived column pieces in flight, with
-    their rows (see :meth:`held_rows`).
+    their rows (see :meth:`held_rows`); ``dims``: each array's dimension.
     """
 
     bounds: tuple[int, ...]
@@ -83,6 +83,7 @@ class Side:
     pieces: dict[Any, tuple[int, int]] = field(default_factory=dict)
     device: str = "cpu"
     sources: list = field(default_factory=list, repr=False)  # Dask chunks the blocks are made from
+    dims: tuple[int, ...] = ()  # the dimension of each of the side's arrays
 
     def settle(self, client: Client) -> None:
         """Wait until the blocks and copies are on their workers, then let Dask recompute them anywhere.
@@ -184,7 +185,8 @@ def place(
         client.submit(to_device, pieces[b], device, key=_key("block"), workers=[owners[b]]) for b in range(n_blocks)
     ]
     copies = {w: whole_copy(client, blocks, device, w) for w in workers} if whole else None
-    return Side(bounds, blocks, owners, copies, device=device, sources=sources)
+    dims = tuple(int(a.shape[1]) if len(a.shape) > 1 else 1 for a in arrays)
+    return Side(bounds, blocks, owners, copies, device=device, sources=sources, dims=dims)
 
 
 def held_rows(client: Client, sides: dict[str, Side]) -> dict[str, dict[str, int]]:

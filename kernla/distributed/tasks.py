@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 
 from .. import arrays as arr
+from ..core import Slot
+from ..errors import BackendError
 from ..formula import CAT_I, CAT_J, CAT_PARAM
 from ..formula.tree import Node, swap_ij
 from ..genred import reduce
@@ -56,12 +58,26 @@ class KernelSpec:
     @classmethod
     def of(cls, kernel: Kernel) -> KernelSpec:
         """The spec of a local kernel (its parameters copied, its points left out)."""
-        params = tuple(d if c == CAT_PARAM else None for d, c in zip(kernel.data, kernel.cats))
-        return cls(kernel.formula, kernel.names, kernel.cats, params, kernel.backend, np.dtype(kernel.dtype))
+        return cls.build(
+            kernel.formula, list(zip(kernel.data, kernel.cats)), kernel.names, kernel.backend, kernel.dtype
+        )
+
+    @classmethod
+    def build(cls, formula: Node, variables: Sequence, names: Sequence, backend: str | None, dtype: Any) -> KernelSpec:
+        """The spec of ``formula`` on ``variables`` ((data, category) pairs; only the parameters' data kept).
+
+        The formula may be vector-valued (:func:`block_pair_sum`); :meth:`kernel` needs a scalar one.
+        """
+        params = tuple(d if c == CAT_PARAM else None for d, c in variables)
+        return cls(formula, tuple(names), tuple(c for _, c in variables), params, backend, np.dtype(dtype))
 
     def positions(self, cat: int) -> list[int]:
         """Positions of the variables of category ``cat`` (the order of a block's arrays)."""
         return [k for k, c in enumerate(self.cats) if c == cat]
+
+    def dims(self) -> dict[int, int]:
+        """The dimension of each variable the formula uses, by position."""
+        return {node.params[0]: node.dim for node in self.formula.walk() if node.is_var}
 
     def transposed(self) -> KernelSpec:
         """The spec of Kᵀ: i and j exchanged."""
@@ -70,8 +86,9 @@ class KernelSpec:
     def with_dtype(self, dtype: Any) -> KernelSpec:
         return replace(self, dtype=np.dtype(dtype))
 
-    def kernel(self, rows: Sequence[Any], cols: Sequence[Any]) -> Kernel:
-        """The local kernel of one block of rows (i-variables, in order) and one block of columns."""
+    def variables(self, rows: Sequence[Any], cols: Sequence[Any]) -> list[tuple[Any, int]]:
+        """``(data, category)`` of each variable: the parameters, and the arrays of one block of rows
+        (i-variables, in order) and one block of columns, in the spec's dtype."""
         it_rows, it_cols = iter(rows), iter(cols)
         variables = []
         for pos, cat in enumerate(self.cats):
@@ -80,7 +97,11 @@ class KernelSpec:
                 continue
             data = next(it_rows) if cat == CAT_I else next(it_cols)
             variables.append((data if arr.dtype_of(data) == self.dtype else data.astype(self.dtype), cat))
-        return Kernel.build(self.formula, variables, self.names, self.backend)
+        return variables
+
+    def kernel(self, rows: Sequence[Any], cols: Sequence[Any]) -> Kernel:
+        """The local kernel of one block of rows (i-variables, in order) and one block of columns."""
+        return Kernel.build(self.formula, self.variables(rows, cols), self.names, self.backend)
 
 
 def as_local(K: Kernel, V: np.ndarray) -> Any:
@@ -152,10 +173,47 @@ def chain_kmin(spec: KernelSpec, blocks: Sequence[Sequence], piece: tuple, k: in
     return blocks_kmin(spec, blocks, cols, k, offset, acc)
 
 
+def block_pair_sum(spec: KernelSpec, rows: Sequence, cols: Sequence, U: np.ndarray, V: np.ndarray) -> np.ndarray:
+    """``Σ_i Σ_j F(rows_i, U_i; cols_j, V_j)`` over one block of rows and one of columns, for a vector
+    formula F whose last i-variable is U and last j-variable V (host arrays, sent with the task).
+
+    >>> from kernla.formula import Var, call
+    >>> x, u = np.arange(3.0)[:, None], np.ones((3, 1))
+    >>> f = call("Mult", Var(0, 1, CAT_I) - Var(1, 1, CAT_J), Var(2, 1, CAT_I) * Var(3, 1, CAT_J))
+    >>> spec = KernelSpec.build(f, [(x, CAT_I), (x, CAT_J), (u, CAT_I), (u, CAT_J)], "abcd", None, np.float64)
+    >>> block_pair_sum(spec, [x[:2]], [x], u[:2], u)  # Σ over i < 2, j < 3 of x_i - x_j
+    array([-3.])
+    """
+    xp = compute.namespace(not all(isinstance(a, np.ndarray) for a in rows))[0]  # CuPy blocks: CuPy vectors
+    variables = spec.variables([*rows, xp.asarray(U)], [*cols, xp.asarray(V)])
+    slots = [
+        Slot(n, c, 1 if arr.kind_of(d) == "scalar" else int(d.shape[-1])) for n, (d, c) in zip(spec.names, variables)
+    ]
+    out = reduce(Reduction("Sum", spec.formula), slots, [d for d, _ in variables], 1, spec.backend)[0]
+    return compute.to_host(out).sum(axis=0)
+
+
+def blocks_pair_sum(spec: KernelSpec, blocks: Sequence, cols: Sequence, U: Sequence, V: np.ndarray, acc: Any = None):
+    """:func:`block_pair_sum` of each of a worker's row blocks (with its rows of U), added to ``acc``."""
+    out = sum(block_pair_sum(spec, rows, cols, u, V) for rows, u in zip(blocks, U))
+    return out if acc is None else acc + out
+
+
+def chain_pair_sum(spec: KernelSpec, blocks: Sequence, piece: tuple, U: Sequence, offset: int, acc: Any = None):
+    """One step of a worker's partitioned pair sum: its row blocks against a streamed ``(columns, V)`` piece."""
+    cols, V = piece
+    return blocks_pair_sum(spec, blocks, cols, U, V, acc)
+
+
 def block_diagonal(spec: KernelSpec, rows: Sequence, cols: Sequence, lo: int, hi: int) -> np.ndarray:
     """``F(x_i, y_i)`` for the rows ``lo:hi`` of a square kernel; ``cols`` hold (at least) those columns."""
     cut = [c[lo:hi] for c in cols]
     return spec.kernel(rows, cut).diagonal()
+
+
+def block_columns(spec: KernelSpec, rows: Sequence, cols: Sequence, index: np.ndarray) -> np.ndarray:
+    """The columns ``index`` of one row block, ``K(x_a, y_index)``, taken from the worker's copy of the columns."""
+    return block_product(spec, rows, take_rows(cols, index), np.eye(index.size, dtype=spec.dtype))
 
 
 def take_rows(block: Sequence, index: np.ndarray) -> list:
@@ -179,7 +237,13 @@ def to_device(arrays: Sequence[np.ndarray], device: str) -> list:
     """A block's arrays where the worker computes: host NumPy, or CuPy on the worker's GPU."""
     if device != "cuda":
         return [np.ascontiguousarray(a) for a in arrays]
-    import cupy  # optional dependency: only on workers asked to compute on their GPU
+    try:
+        import cupy  # optional dependency: only on workers asked to compute on their GPU
+    except ImportError as err:
+        raise BackendError(
+            "device='cuda' needs CuPy and a GPU on every worker (one GPU per worker: dask-cuda's "
+            f"LocalCUDACluster); this worker cannot import cupy ({err})"
+        ) from err
 
     return [cupy.ascontiguousarray(cupy.asarray(a)) for a in arrays]
 
@@ -187,13 +251,3 @@ def to_device(arrays: Sequence[np.ndarray], device: str) -> list:
 def concat_rows(blocks: Sequence[Sequence]) -> list:
     """The arrays of consecutive row blocks joined (a whole side from its Dask chunks)."""
     return [np.concatenate([compute.to_host(b[k]) for b in blocks]) for k in range(len(blocks[0]))]
-
-
-def item(values: Sequence, index: int) -> Any:
-    return values[index]
-
-
-def finish(KV: np.ndarray, V: np.ndarray, lo: int, hi: int, scale: float, shift: float) -> np.ndarray:
-    """``scale · KV + shift · V[lo:hi]``: the operator's rows from K's (on a worker, for Dask outputs)."""
-    out = KV * scale if scale != 1.0 else KV
-    return out + shift * V[lo:hi] if shift != 0.0 else out

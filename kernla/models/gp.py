@@ -49,9 +49,10 @@ from ..linalg import KernelOperator
 from ..linalg._compute import blas_single_thread
 from ..linalg.precond import default_rank, make_preconditioner
 from . import gp_kernels as gk
+from ._client import ClientParameter
 from ._common import as_points, as_targets, check_kernel, host, kind, make_kernel, positive, same_kind
 from ._sklearn import BaseEstimator, RegressorMixin, check_fitted
-from .gp_evidence import Evidence, exact_evidence, iterative_evidence
+from .gp_evidence import Evidence, LocalProducts, exact_evidence, iterative_evidence
 from .gp_optimize import optimize
 from .gp_predict import CholeskyPosterior, LowRankVarianceCache, sample_gaussian
 from .knn_predictors import RegressionScore
@@ -82,7 +83,9 @@ class _CallableKernel(gk.GPKernel):
     def _with_values(self, values: list[np.ndarray]) -> gk.GPKernel:
         return self
 
-    def operator(self, x: Any, y: Any = None, backend: str | None = None, power: int = 1) -> KernelOperator:
+    def operator(
+        self, x: Any, y: Any = None, backend: str | None = None, power: int = 1, placed: bool = False
+    ) -> KernelOperator:
         if power != 1:
             raise InputValueError("a callable kernel has no formula to square: use fast_variance=False")
         return make_kernel(self.fn, x, y, self.sigma, self.nu, backend)
@@ -97,7 +100,7 @@ class _CallableKernel(gk.GPKernel):
         return f"callable kernel {getattr(self.fn, '__name__', self.fn)!r}(sigma={self.sigma!r})"
 
 
-class GaussianProcessRegressor(RegressionScore, RegressorMixin, BaseEstimator):
+class GaussianProcessRegressor(ClientParameter, RegressionScore, RegressorMixin, BaseEstimator):
     """GP regression with learned hyper-parameters (module docstring), a scikit-learn regressor.
 
     Parameters
@@ -131,6 +134,12 @@ class GaussianProcessRegressor(RegressionScore, RegressorMixin, BaseEstimator):
         solves of the iterative method, most new points per CG variance batch.
     verbose : 1: a progress bar of the optimiser; 2: one line per iteration.
     backend : engine of every reduction (``None``: automatic).
+    client : a ``dask.distributed.Client``: the iterative method's kernel products — training's block
+        CG, pivoted Cholesky, stochastic Lanczos quadrature and gradient sums, and the predictions'
+        means, variance cache and solves — run on its workers, the training points placed there once
+        (:mod:`kernla.models.gp_cluster`; NumPy data, a formula kernel). The exact method (dense
+        Cholesky, N ≤ ``max_exact_size``) stays in this process. Clones share the client; a
+        pickled model has ``client=None``.
 
     After ``fit``: ``kernel_`` (the learned kernel), ``X_train_``, ``alpha_`` (``A⁻¹ y``),
     ``log_marginal_likelihood_value_`` (and ``_stderr_``: 0 when exact), ``noise_`` (the
@@ -178,6 +187,7 @@ class GaussianProcessRegressor(RegressionScore, RegressorMixin, BaseEstimator):
         batch_size: int = 256,
         verbose: int = 0,
         backend: str | None = None,
+        client: Any = None,
     ):
         self.kernel = kernel
         self.sigma = sigma
@@ -204,6 +214,7 @@ class GaussianProcessRegressor(RegressionScore, RegressorMixin, BaseEstimator):
         self.batch_size = batch_size
         self.verbose = verbose
         self.backend = backend
+        self.client = client
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -212,7 +223,7 @@ class GaussianProcessRegressor(RegressionScore, RegressorMixin, BaseEstimator):
 
     def __getstate__(self) -> dict:
         state = super().__getstate__()
-        for cache in ("_precond", "_variance_cache"):  # closures over the operator: rebuilt when needed
+        for cache in ("_precond", "_variance_cache", "_products"):  # closures over the operator: rebuilt when needed
             state.pop(cache, None)
         return state
 
@@ -275,6 +286,7 @@ class GaussianProcessRegressor(RegressionScore, RegressorMixin, BaseEstimator):
         Y = ((y_host - mean) / std).reshape(n, -1)
         exact = self.method == "exact" or (self.method == "auto" and n <= self.max_exact_size)
         self.method_ = "exact" if exact else "iterative"
+        self._products = self._make_products(X, exact)
         self._rank = default_rank(n) if self.rank is None else int(self.rank)
         self.optimizer_result_ = None
         if optimizer == "auto":
@@ -332,6 +344,20 @@ class GaussianProcessRegressor(RegressionScore, RegressorMixin, BaseEstimator):
         self.n_features_in_ = int(X.shape[1])
         return self
 
+    def _make_products(self, X: Any, exact: bool) -> Any:
+        """Where the kernel products run: on the cluster (``client``, iterative method), else here."""
+        if self.client is None or exact:
+            return LocalProducts(X, self.backend)
+        from .gp_cluster import ClusterProducts  # optional dependency (dask[distributed]), imported on use
+
+        return ClusterProducts(self.client, X, self.backend)
+
+    def _products_now(self) -> Any:
+        """The fitted model's products (local after unpickling: the client is not pickled)."""
+        if getattr(self, "_products", None) is None:
+            self._products = LocalProducts(self.X_train_, self.backend)
+        return self._products
+
     def _tol(self) -> float:
         return (
             float(self.tol) if self.tol is not None else (1e-6 if arr.dtype_of(self.X_train_) == np.float32 else 1e-10)
@@ -355,6 +381,7 @@ class GaussianProcessRegressor(RegressionScore, RegressorMixin, BaseEstimator):
             maxiter=self.maxiter or 1000,
             eval_gradient=eval_gradient,
             backend=self.backend,
+            products=self._products,
         )
 
     # -- prediction --------------------------------------------------------------------------------
@@ -402,7 +429,7 @@ class GaussianProcessRegressor(RegressionScore, RegressorMixin, BaseEstimator):
             return self._predict(X_new, return_std, return_cov, include_noise)
 
     def _predict(self, X_new: Any, return_std: bool, return_cov: bool, include_noise: bool):
-        Ks = self.kernel_.operator(X_new, self.X_train_, backend=self.backend)
+        Ks = self._products_now().cross(self.kernel_, X_new)
         mean_n = host(Ks @ self.alpha_, np.float64)
         mean_out = self._out(mean_n * self._y_std + self._y_mean, X_new)
         noise = self.noise_ - self._jitter if not self._named() else self.noise_
@@ -424,7 +451,7 @@ class GaussianProcessRegressor(RegressionScore, RegressorMixin, BaseEstimator):
             if cache is None:
                 rank = self._rank if self.variance_rank is None else int(self.variance_rank)
                 cache = self._variance_cache = LowRankVarianceCache(
-                    self.kernel_, self.X_train_, self.noise_, rank, self.backend
+                    self.kernel_, self.X_train_, self.noise_, rank, self.backend, self._products_now()
                 )
             return cache.variance(X_new)
         n, m = int(self.X_train_.shape[0]), int(X_new.shape[0])
@@ -447,7 +474,7 @@ class GaussianProcessRegressor(RegressionScore, RegressorMixin, BaseEstimator):
 
     def _solve(self, B: Any) -> Any:
         """``A⁻¹ B`` by preconditioned block CG (iterative method)."""
-        K = self.kernel_.operator(self.X_train_, backend=self.backend)
+        K = self._products_now().operator(self.kernel_)
         if getattr(self, "_precond", None) is None:
             self._precond = make_preconditioner(self.precond, K, self.noise_, rank=self.rank)
         return K.solve(B, alpha=self.noise_, tol=self._tol(), maxiter=self.maxiter, precond=self._precond)
@@ -531,6 +558,7 @@ class GaussianProcessRegressor(RegressionScore, RegressorMixin, BaseEstimator):
                 maxiter=lanczos_steps,
                 eval_gradient=eval_gradient,
                 backend=self.backend,
+                products=self._products_now(),
             )
         else:
             raise InputValueError(f"method must be 'exact' or 'slq', got {method!r}")

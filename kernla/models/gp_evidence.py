@@ -106,6 +106,27 @@ def exact_evidence(
     return Evidence(value, grad, 0.0, {"method": "exact", "alpha": alpha})
 
 
+class LocalProducts:
+    """A Gaussian process's kernel products in this process: kernla reductions on the training points X.
+
+    The interface the training and the predictions ask for (:class:`kernla.models.gp_cluster.ClusterProducts`
+    gives the same on a Dask cluster): ``operator(kernel)`` (K on X), ``cross(kernel, X_new)``
+    (K(X_new, X)) and ``pair_gradient(kernel, U, V)`` (:func:`~kernla.models.gp_kernels.pair_gradient`).
+    """
+
+    def __init__(self, X: Any, backend: str | None = None):
+        self.X, self.backend = X, backend
+
+    def operator(self, kernel: GPKernel) -> Any:
+        return kernel.operator(self.X, backend=self.backend)
+
+    def cross(self, kernel: GPKernel, X_new: Any) -> Any:
+        return kernel.operator(X_new, self.X, backend=self.backend)
+
+    def pair_gradient(self, kernel: GPKernel, U: np.ndarray, V: np.ndarray) -> np.ndarray:
+        return pair_gradient(kernel, self.X, U, V, self.backend)
+
+
 class _Woodbury:
     """``P = L Lᵀ + σ² I`` from a pivoted-Cholesky factor L: solves, log det and samples ``N(0, P)``."""
 
@@ -141,11 +162,13 @@ def iterative_evidence(
     maxiter: int = 1000,
     eval_gradient: bool = True,
     backend: str | None = None,
+    products: Any = None,
 ) -> Evidence:
     """The BBMM estimate of the log marginal likelihood and of its gradient (module docstring).
 
     ``tol``: CG tolerance of the target columns (``probe_tol``, default ``tol``: of the probes);
-    ``info["alpha"]`` holds ``A⁻¹ Y``.
+    ``info["alpha"]`` holds ``A⁻¹ Y``. ``products``: where the kernel products run (default
+    :class:`LocalProducts` on X; :class:`~kernla.models.gp_cluster.ClusterProducts`: on a cluster).
     """
     if isinstance(num_probes, bool) or not isinstance(num_probes, (int, np.integer)) or num_probes < 2:
         raise InputValueError(f"num_probes must be an integer >= 2, got {num_probes!r}")
@@ -153,7 +176,8 @@ def iterative_evidence(
     noise = kernel.white_noise() + jitter
     if not noise > 0:
         raise InputValueError("the iterative method needs a positive noise (a WhiteKernel or alpha > 0)")
-    op = kernel.operator(X, backend=backend)
+    products = LocalProducts(X, backend) if products is None else products
+    op = products.operator(kernel)
     pre = _Woodbury(pivoted_cholesky(op, min(int(rank), n))[0], noise)
     Z = pre.sample(np.random.default_rng(seed), int(num_probes))
 
@@ -180,10 +204,10 @@ def iterative_evidence(
     if eval_gradient and kernel.n_dims:
         PZ = pre.solve(Z)
         m = Z.shape[1]
-        grad = 0.5 * pair_gradient(kernel, X, np.hstack([alpha, U]), np.hstack([alpha, (-t / m) * PZ]), backend)
+        grad = 0.5 * products.pair_gradient(kernel, np.hstack([alpha, U]), np.hstack([alpha, (-t / m) * PZ]))
         info["kernel_products"] += 1
         _white_gradient(kernel, grad, float((alpha * alpha).sum()), float((U * PZ).sum()) / m, t)
     return Evidence(value, grad, stderr, info)
 
 
-__all__ = ["Evidence", "exact_evidence", "iterative_evidence"]
+__all__ = ["Evidence", "LocalProducts", "exact_evidence", "iterative_evidence"]

@@ -128,7 +128,7 @@ class FormulaBuilder:
     ``cache`` keeps each kernel's value node (and what its derivatives reuse) by ``id``.
     """
 
-    def __init__(self, dense: bool = False) -> None:
+    def __init__(self, dense: bool = False, placed: bool = False) -> None:
         self.variables: list[tuple[Any, int]] = []
         self.names: list[str] = []
         self.cache: dict[Any, Any] = {}
@@ -136,6 +136,25 @@ class FormulaBuilder:
         # matrix products, ARD derivatives as SquaredDifferenceSum
         self.dense = dense
         self.pairwise: dict[int, tuple[int, int, bool]] = {}  # placeholder -> (x, y, same points)
+        # placed=True: the points are the first i- and j-variable, shared by every factor, and length scales
+        # parameters multiplying them in the formula (points kept on a cluster's workers: only parameters change)
+        self.placed = placed
+        self.shared: dict[int, Node] = {}
+
+    def points(self, x: Any, y: Any, scale: np.ndarray | None = None) -> tuple[Node, Node]:
+        """The i-variable of the points x and the j-variable of y (``None``: x), each column times
+        ``scale``: scaled copies, or (placed mode) the shared variables times a parameter."""
+        if not self.placed:
+            xs = x if scale is None else _scaled(x, scale)
+            ys = xs if y is None else y if scale is None else _scaled(y, scale)
+            return self.var(xs, CAT_I, "x"), self.var(ys, CAT_J, "y")
+        if not self.shared:
+            self.shared = {CAT_I: self.var(x, CAT_I, "x"), CAT_J: self.var(x if y is None else y, CAT_J, "y")}
+        xi, yj = self.shared[CAT_I], self.shared[CAT_J]
+        if scale is None:
+            return xi, yj
+        s = self.var(np.ascontiguousarray(scale) if scale.size > 1 else float(scale[0]), CAT_PARAM, "scale")
+        return xi * s, yj * s
 
     def sqdist(self, xi: Node, yj: Node, same: bool) -> Node:
         """``|x_i − y_j|²``: the formula, or (dense mode) a placeholder computed blockwise by GEMM."""
@@ -258,10 +277,13 @@ class GPKernel:
         """``k(x_i, x_i)`` without white noise, host float64."""
         raise NotImplementedError  # pragma: no cover - interface
 
-    def operator(self, x: Any, y: Any = None, backend: str | None = None, power: int = 1) -> KernelOperator:
+    def operator(
+        self, x: Any, y: Any = None, backend: str | None = None, power: int = 1, placed: bool = False
+    ) -> KernelOperator:
         """The kernel matrix ``k(x_i, y_j)`` (``y=None``: y = x) as a :class:`~kernla.KernelOperator`;
-        ``power=2``: the entries squared."""
-        b = FormulaBuilder()
+        ``power=2``: the entries squared; ``placed``: on the points themselves, as their only i- and
+        j-variables (the hyper-parameters all parameters: what a cluster's operator changes per step)."""
+        b = FormulaBuilder(placed=placed)
         node = self.node(b, x, y)
         if node is None:
             raise InputValueError(f"the kernel {self!r} is white noise only: it has no off-diagonal part")
@@ -362,9 +384,7 @@ class _Stationary(_Leaf):
             raise InputValueError(
                 f"{type(self).__name__} has {ls.size} length scales (ARD) for points of dimension {x.shape[1]}"
             )
-        xs = _scaled(x, 1.0 / ls)
-        xi = b.var(xs, CAT_I, "x")
-        yj = b.var(xs if y is None else _scaled(y, 1.0 / ls), CAT_J, "y")
+        xi, yj = b.points(x, y, 1.0 / ls)
         s = b.sqdist(xi, yj, y is None)
         value = self._phi(b, s)
         b.cache[id(self)] = (value, s, xi - yj, ls.size > 1)
@@ -525,7 +545,7 @@ class ExpSineSquared(_Leaf):
         if ls.size > 1 or p.size > 1:
             raise InputValueError("ExpSineSquared takes one length scale and one periodicity")
         il2, w = b.param(1.0 / ls[0] ** 2, "inv_l2"), b.param(math.pi / p[0], "freq")
-        r = call("Sqrt", b.sqdist(b.var(x, CAT_I, "x"), b.var(x if y is None else y, CAT_J, "y"), y is None))
+        r = call("Sqrt", b.sqdist(*b.points(x, y), y is None))
         sn = call("Sin", w * r)
         value = _exp(-2.0 * il2 * call("Square", sn))
         b.cache[id(self)] = (value, il2, w, r, sn)
@@ -555,7 +575,8 @@ class DotProduct(_Leaf):
     def node(self, b: FormulaBuilder, x: Any, y: Any) -> Node:
         s2 = b.param(float(self._value("sigma_0")[0]) ** 2, "sigma0_sq")
         b.cache[id(self)] = s2
-        return s2 + (b.var(x, CAT_I, "x") | b.var(x if y is None else y, CAT_J, "y"))
+        xi, yj = b.points(x, y)
+        return s2 + (xi | yj)
 
     def grads(self, b: FormulaBuilder, e: Node) -> list[Node | None]:
         return self._free([2.0 * e * b.cache[id(self)]])
@@ -868,12 +889,31 @@ def dense_gradient(kernel: GPKernel, x: Any, W: np.ndarray) -> np.ndarray:
     return out
 
 
-def pair_gradient(kernel: GPKernel, x: Any, U: np.ndarray, V: np.ndarray, backend: str | None = None) -> np.ndarray:
+def _local_pair_sum(formula: Node, variables: list, names: list, backend: str | None) -> np.ndarray:
+    """``Σ_ij formula`` by one kernla reduction over j (then a sum over i)."""
+    slots = [
+        Slot(name, cat, 1 if arr.kind_of(d) == "scalar" else int(d.shape[-1]))
+        for name, (d, cat) in zip(names, variables)
+    ]
+    res = reduce(Reduction("Sum", formula), slots, [d for d, _ in variables], 1, backend)[0]
+    return arr.to_numpy(res, np.dtype(np.float64)).sum(axis=0)
+
+
+def pair_gradient(
+    kernel: GPKernel,
+    x: Any,
+    U: np.ndarray,
+    V: np.ndarray,
+    backend: str | None = None,
+    pair_sum: Any = None,
+) -> np.ndarray:
     """``Σ_ij (u_i·v_j) ∂k(x_i, x_j)/∂log θ`` (U, V: host (N, c)) as **one** kernla reduction over j.
 
-    The weight ``W = U Vᵀ`` of rank c is never formed; 0 for white-noise levels.
+    The weight ``W = U Vᵀ`` of rank c is never formed; 0 for white-noise levels. ``pair_sum``:
+    ``(formula, variables, names) -> Σ_ij formula`` on the points themselves (the placed mode of
+    :class:`FormulaBuilder`; e.g. on a cluster), instead of one reduction here.
     """
-    b = FormulaBuilder()
+    b = FormulaBuilder(placed=pair_sum is not None)
     kernel.node(b, x, None)
     xp_kind = arr.common_kind({"x": x})
     dtype = arr.dtype_of(x)
@@ -884,12 +924,12 @@ def pair_gradient(kernel: GPKernel, x: Any, U: np.ndarray, V: np.ndarray, backen
     if not nodes:
         return out
     formula = _concat(nodes)
-    slots = [
-        Slot(name, cat, 1 if arr.kind_of(d) == "scalar" else int(d.shape[-1]))
-        for name, (d, cat) in zip(b.names, b.variables)
-    ]
-    res = reduce(Reduction("Sum", formula), slots, [d for d, _ in b.variables], 1, backend)[0]
-    out[where] = arr.to_numpy(res, np.dtype(np.float64)).sum(axis=0)
+    total = (
+        _local_pair_sum(formula, b.variables, b.names, backend)
+        if pair_sum is None
+        else pair_sum(formula, b.variables, b.names)
+    )
+    out[where] = total
     return out
 
 

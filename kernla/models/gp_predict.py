@@ -36,6 +36,7 @@ from .. import arrays as arr
 from ..errors import InputValueError
 from ..linalg import _compute as compute
 from ..linalg.precond import pivoted_cholesky
+from .gp_evidence import LocalProducts
 from .gp_kernels import GPKernel
 
 #: target number of entries of one dense N×b cross-kernel block (exact path)
@@ -90,9 +91,13 @@ class LowRankVarianceCache:
     """The projection cache of fast predictive variances (module docstring): built once (one
     kernel product with 2·rank columns), then one reduction per call."""
 
-    def __init__(self, kernel: GPKernel, X: Any, noise: float, rank: int = 100, backend: str | None = None):
+    def __init__(
+        self, kernel: GPKernel, X: Any, noise: float, rank: int = 100, backend: str | None = None, products: Any = None
+    ):
         n = int(X.shape[0])
-        op = kernel.operator(X, backend=backend)
+        # products: where the kernel products run (gp_evidence.LocalProducts, or gp_cluster.ClusterProducts)
+        self.on = LocalProducts(X, backend) if products is None else products
+        op = self.on.operator(kernel)
         L, _ = pivoted_cholesky(op, min(int(rank), n))
 
         def apply_k(R: np.ndarray) -> np.ndarray:
@@ -110,7 +115,7 @@ class LowRankVarianceCache:
 
     def variance(self, X_new: Any) -> np.ndarray:
         """Latent variances at X_new: one kernel reduction over the new × training pairs."""
-        cross = self.kernel.operator(X_new, self.X, backend=self.backend)
+        cross = self.on.cross(self.kernel, X_new)
         C = _host(cross @ arr.wrap(np.ascontiguousarray(self.G), arr.common_kind({"x": X_new}), arr.dtype_of(X_new)))
         return np.maximum(self.kernel.diag(X_new) - (C * C).sum(axis=1), 0.0)
 
