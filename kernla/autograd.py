@@ -180,6 +180,8 @@ class _KernlaReduction(torch.autograd.Function):
         saved = ctx.saved_tensors
         if ctx.spec.red.kind.gradient is None:
             return (None,) * (len(saved) - ctx.n_in)
+        if ctx.spec.red.kind.gradient == "selection":
+            return _selection_jvp(ctx.spec, saved[: ctx.n_in], saved[ctx.n_in + 1], tangents)
         return _pairwise_jvp(ctx.spec, saved[: ctx.n_in], saved[ctx.n_in], tangents)
 
     @staticmethod
@@ -290,8 +292,6 @@ def _pairwise_jvp(spec: _Spec, rows, out: torch.Tensor, tangents: Sequence[torch
     tangent is ``Σ_j ∂h_ij/∂G``: the reverse-mode rules serve forward mode too.
     """
     red, slots, backend = spec.red, list(spec.slots), spec.backend
-    if red.kind.gradient != "pairwise":
-        raise NotImplementedError(f"forward-mode derivatives of {red.name} are not supported (reverse mode is)")
     all_slots, all_args = list(slots), list(rows)
 
     def new_var(t: torch.Tensor, cat: int) -> Node:
@@ -305,62 +305,92 @@ def _pairwise_jvp(spec: _Spec, rows, out: torch.Tensor, tangents: Sequence[torch
         red, G, lambda: new_var(out, CAT_I), lambda other: new_var(_reduce(other, slots, rows, 1, backend)[0], CAT_I)
     )
     given = {k: t for k, t in enumerate(tangents) if t is not None}
-    formulas = _vjp(tuple(seeds), tuple(_var(slots[k], k) for k in given)) if given else []
-    terms = [call("Scalprod", f, new_var(given[k], slots[k].cat)) for k, f in zip(given, formulas) if f is not None]
-    if not terms:
+    f = _tangent_formula(
+        tuple(seeds), G, [_var(slots[k], k) for k in given], [new_var(t, slots[k].cat) for k, t in given.items()]
+    )
+    if f is None:
         return (torch.zeros_like(out),)
+    (res,) = _reduce(Reduction("Sum", f), all_slots, all_args, 1, backend)
+    return (res,)
+
+
+def _tangent_formula(seeds: tuple, G: Node, variables: Sequence[Node], tangents: Sequence[Node]) -> Node | None:
+    """``∂h/∂G`` for ``h = Σ_k <vjp of seeds(G) wrt variables[k], tangents[k]>`` (None: no variable reached).
+
+    ``h`` is linear in the symbolic cotangent ``G``, so this is the forward-mode tangent of what the
+    seeds differentiate: the reverse-mode rules serve forward mode.
+    """
+    formulas = _vjp(seeds, tuple(variables)) if variables else []
+    terms = [call("Scalprod", f, t) for f, t in zip(formulas, tangents) if f is not None]
+    if not terms:
+        return None
     h = terms[0]
     for t in terms[1:]:
         h = h + t
-    (res,) = _reduce(Reduction("Sum", symbolic_grad(h, G, IntCst(1))), all_slots, all_args, 1, backend)
-    return (res,)
+    return symbolic_grad(h, G, IntCst(1))
 
 
 # ---------------------------------------------------------------------------------------------
 # Min / Max / KMin values: gradients at the selected pairs only
 # ---------------------------------------------------------------------------------------------
-def _selection_backward(spec: _Spec, rows, idx: torch.Tensor, g: torch.Tensor, targets: list[int]) -> list:
-    red, slots, backend = spec.red, list(spec.slots), spec.backend
-    d = red.formula.dim
-    R = (red.K or 1) * d  # selected pairs per row; output column r = k·d + c
-    batch, N = tuple(g.shape[:-2]), int(g.shape[-2])
-    valid = idx >= 0  # -1: no finite candidate, nothing to differentiate
-    # stack the R selections along the row axis: row r·N + i
-    flat_idx = idx.clamp_min(0).transpose(-1, -2).reshape(batch + (R * N,))
-    flat_valid = valid.transpose(-1, -2).reshape(batch + (R * N, 1))
-    gsel = torch.where(valid, g, torch.zeros((), dtype=g.dtype, device=g.device))
-    gsel = gsel.transpose(-1, -2).reshape(batch + (R * N, 1))
-    comp = torch.arange(R, device=g.device) % d
-    onehot = torch.eye(d, dtype=g.dtype, device=g.device)[comp].repeat_interleave(N, dim=0)  # (R·N, d)
-    E = gsel * onehot  # cotangent of F at each selected pair
+class _SelectedPairs:
+    """The pair problem of a selection (Min, KMin, …): one row per selected pair, no column to reduce.
 
-    pair_args, pair_slots, mapping = [], [], {}
-    for k, (s, a) in enumerate(zip(slots, rows)):
+    Row ``r·N + i`` holds pair (i, idx[i, r]): the j-variables become i-variables gathered at the
+    selected columns (``formula`` is the selection's formula with them renamed), so that derivatives
+    at the selected pairs are a Sum over one dummy column. Output column r of the selection is
+    component ``comp[r]`` of the formula (r = k·d + c).
+    """
+
+    def __init__(self, spec: _Spec, rows, idx: torch.Tensor):
+        red, slots = spec.red, spec.slots
+        self.d = d = red.formula.dim
+        self.R = R = (red.K or 1) * d  # selected pairs per row
+        self.batch, self.N = tuple(idx.shape[:-2]), int(idx.shape[-2])
+        self.slots, self.rows = slots, rows
+        self.valid = idx >= 0  # -1: no finite candidate, nothing to differentiate
+        self.flat_idx = idx.clamp_min(0).transpose(-1, -2).reshape(self.batch + (R * self.N,))
+        self.flat_valid = self.valid.transpose(-1, -2).reshape(self.batch + (R * self.N, 1))
+        self.comp = torch.arange(R, device=idx.device) % d
+        mapping = {Var(k, s.dim, CAT_J): Var(k, s.dim, CAT_I) for k, s in enumerate(slots) if s.cat == CAT_J}
+        self.formula = red.formula.replace(mapping)
+        self.pair_slots = [s if s.cat == CAT_PARAM else Slot(s.name, CAT_I, s.dim) for s in slots]
+
+    def layout(self, k: int, t: torch.Tensor) -> torch.Tensor:
+        """Argument ``k``'s data (or tangent) ``t`` in the pair rows."""
+        s, batch, N, R = self.slots[k], self.batch, self.N, self.R
         if s.cat == CAT_PARAM:
-            pair_args.append(a)
-            pair_slots.append(s)
-            continue
+            return t
         D = s.dim
         if s.cat == CAT_I:
-            t = a.expand(batch + (N, D)).unsqueeze(-3).expand(batch + (R, N, D)).reshape(batch + (R * N, D))
-        else:  # gather y_{idx}: the j-variable becomes an i-variable of the pair problem
-            M = int(a.shape[-2])
-            t = torch.gather(a.expand(batch + (M, D)), -2, flat_idx.unsqueeze(-1).expand(batch + (R * N, D)))
-            mapping[Var(k, D, CAT_J)] = Var(k, D, CAT_I)
-        pair_args.append(t)
-        pair_slots.append(Slot(s.name, CAT_I, D))
-    n = len(slots)
-    Fp = red.formula.replace(mapping)
-    Ev = Var(n, d, CAT_I)
-    pair_slots += [Slot("backward cotangent", CAT_I, d), Slot("backward column", CAT_J, 1)]
-    pair_args += [E, torch.zeros((1, 1), dtype=g.dtype, device=g.device)]
+            return t.expand(batch + (N, D)).unsqueeze(-3).expand(batch + (R, N, D)).reshape(batch + (R * N, D))
+        M = int(self.rows[k].shape[-2])  # gather column idx: the j-variable became an i-variable
+        return torch.gather(t.expand(batch + (M, D)), -2, self.flat_idx.unsqueeze(-1).expand(batch + (R * N, D)))
 
-    formulas = _vjp(((Fp, Ev),), tuple(_var(pair_slots[k], k) for k in targets))
+    def dummy_column(self, dtype: torch.dtype, device: Any) -> tuple[Slot, torch.Tensor]:
+        """The one column that the pair problem's Sum reduces over."""
+        return Slot("pair column", CAT_J, 1), torch.zeros((1, 1), dtype=dtype, device=device)
+
+
+def _selection_backward(spec: _Spec, rows, idx: torch.Tensor, g: torch.Tensor, targets: list[int]) -> list:
+    slots, backend = list(spec.slots), spec.backend
+    P = _SelectedPairs(spec, rows, idx)
+    batch, N, R, d = P.batch, P.N, P.R, P.d
+    gsel = torch.where(P.valid, g, torch.zeros((), dtype=g.dtype, device=g.device))
+    gsel = gsel.transpose(-1, -2).reshape(batch + (R * N, 1))
+    onehot = torch.eye(d, dtype=g.dtype, device=g.device)[P.comp].repeat_interleave(N, dim=0)  # (R·N, d)
+    E = gsel * onehot  # cotangent of F at each selected pair
+
+    n = len(slots)
+    column = P.dummy_column(g.dtype, g.device)
+    pair_slots = P.pair_slots + [Slot("backward cotangent", CAT_I, d), column[0]]
+    pair_args = [P.layout(k, a) for k, a in enumerate(rows)] + [E, column[1]]
+    formulas = _vjp(((P.formula, Var(n, d, CAT_I)),), tuple(_var(pair_slots[k], k) for k in targets))
     parts = [(k, f) for k, f in zip(targets, formulas) if f is not None]
     grads: dict[int, torch.Tensor] = {}
     if parts:
         (res,) = _reduce(Reduction("Sum", _concat([f for _, f in parts])), pair_slots, pair_args, 1, backend)
-        res = torch.where(flat_valid, res, torch.zeros((), dtype=res.dtype, device=res.device))
+        res = torch.where(P.flat_valid, res, torch.zeros((), dtype=res.dtype, device=res.device))
 
         def finish(k, t):
             s = slots[k]
@@ -370,10 +400,47 @@ def _selection_backward(spec: _Spec, rows, idx: torch.Tensor, g: torch.Tensor, t
                 return t.reshape(batch + (R, N, s.dim)).sum(-3)
             M = int(rows[k].shape[-2])
             out = torch.zeros(batch + (M, s.dim), dtype=t.dtype, device=t.device)
-            return out.scatter_add(-2, flat_idx.unsqueeze(-1).expand(batch + (R * N, s.dim)), t)
+            return out.scatter_add(-2, P.flat_idx.unsqueeze(-1).expand(batch + (R * N, s.dim)), t)
 
         grads = _grads_from(res, parts, slots, rows, finish)
     return [grads.get(k, torch.zeros_like(rows[k]) if k in targets else None) for k in range(len(rows))]
+
+
+def _selection_jvp(spec: _Spec, rows, idx: torch.Tensor, tangents: Sequence[torch.Tensor | None]) -> tuple:
+    """Forward mode of a selection: the formula's tangent at each selected pair (0 where none was selected).
+
+    With ``G`` a symbolic cotangent, ``h = Σ_k <vjp of F(G) wrt v_k, T_k>`` at the pair, and
+    ``∂h/∂G`` is the tangent of F there: one Sum over the pair problem's single column.
+    """
+    P = _SelectedPairs(spec, rows, idx)
+    given = {k: t for k, t in enumerate(tangents) if t is not None}
+    dtype, device = rows[0].dtype, rows[0].device
+    zero = torch.zeros(P.batch + (P.N, P.R), dtype=dtype, device=device)
+    if not given:
+        return zero, None
+    slots, args = list(P.pair_slots), [P.layout(k, a) for k, a in enumerate(rows)]
+
+    def new_var(t: torch.Tensor, cat: int) -> Node:
+        slots.append(Slot(f"tangent input {len(args)}", cat, int(t.shape[-1])))
+        args.append(t)
+        return Var(len(args) - 1, int(t.shape[-1]), cat)
+
+    G = new_var(torch.zeros(P.d, dtype=dtype, device=device), CAT_PARAM)  # h is linear in G: any value
+    cat = {k: CAT_PARAM if spec.slots[k].cat == CAT_PARAM else CAT_I for k in given}
+    variables = [_var(slots[k], k) for k in given]
+    f = _tangent_formula(((P.formula, G),), G, variables, [new_var(P.layout(k, t), cat[k]) for k, t in given.items()])
+    if f is None:
+        return zero, None
+    column = P.dummy_column(dtype, device)
+    (res,) = _reduce(Reduction("Sum", f), slots + [column[0]], args + [column[1]], 1, spec.backend)
+    # pair row r·N + i, component comp[r]  ->  output (i, r)
+    picked = (
+        res.reshape(P.batch + (P.R, P.N, P.d))
+        .gather(-1, P.comp.view(-1, 1, 1).expand(P.batch + (P.R, P.N, 1)))
+        .squeeze(-1)
+    )
+    out = picked.transpose(-1, -2)
+    return torch.where(P.valid, out, torch.zeros((), dtype=out.dtype, device=out.device)), None
 
 
 # ---------------------------------------------------------------------------------------------

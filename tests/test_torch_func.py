@@ -86,3 +86,31 @@ def test_vmap_of_index_reductions():
     idx = vmap(lambda x, y: ((LazyTensor(x) - LazyTensor(y)) ** 2).sum(-1).argKmin(3, dim=1))(x, y)
     ref = ((x - y) ** 2).sum(-1).argsort(-1)[..., :3]
     assert torch.equal(idx, ref)
+
+
+def _selections(x, y, b, backend=None):
+    """Min, Max and the 3 smallest values over j, of a scalar and of a vector formula (component-wise);
+    dense torch when ``backend`` is None."""
+    if backend is not None:
+        x, y, b = LazyTensor(x), LazyTensor(y), LazyTensor(b)
+        d = ((x - y) ** 2).sum(-1) * b
+        v = (x - y).abs() * b
+        return tuple(r(dim=1, backend=backend) for r in (d.min, d.max, lambda **k: d.Kmin(3, **k), v.min))
+    d = ((x - y) ** 2).sum(-1, keepdim=True) * b
+    v = (x - y).abs() * b
+    return d.min(1).values, d.max(1).values, d.squeeze(-1).sort(-1).values[:, :3], v.min(1).values
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_forward_mode_of_selections(backend):
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(N, 1, D, generator=g, dtype=torch.float64)
+    y = torch.randn(1, M, D, generator=g, dtype=torch.float64)
+    b = torch.rand(1, M, 1, generator=g, dtype=torch.float64) + 0.5
+    tangents = tuple(torch.randn(a.shape, generator=g, dtype=torch.float64) for a in (x, y, b))
+    ours = jvp(lambda *a: _selections(*a, backend), (x, y, b), tangents)
+    ref = jvp(lambda *a: _selections(*a), (x, y, b), tangents)
+    _close(ours[0], ref[0])
+    _close(ours[1], ref[1])
+    jac = jacfwd(lambda x: _selections(x, y, b, backend)[2])(x)
+    torch.testing.assert_close(jac, jacfwd(lambda x: _selections(x, y, b)[2])(x), rtol=1e-9, atol=1e-10)
