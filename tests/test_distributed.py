@@ -17,6 +17,7 @@ import threading
 
 import numpy as np
 import pytest
+from sklearn.base import clone
 
 from kernla import LazyTensor, kernels
 from kernla import Vi as local_Vi
@@ -273,6 +274,10 @@ def test_interpolation_fits_and_predicts_on_the_cluster(client, points, kernel):
     spread = KernelInterpolation(**params, client=client).fit(points, y)
     assert spread.solve_info_.converged
     assert close(spread.coef_, local.coef_, 1e-8) and close(spread.predict(new), local.predict(new), 1e-9)
+    twin = clone(spread)  # clones share the client (a connection is not copied)
+    assert twin.client is client and twin.get_params() == spread.get_params()
+    loaded = pickle.loads(pickle.dumps(spread))  # computes in the process that loads it
+    assert loaded.client is None and close(loaded.predict(new), local.predict(new), 1e-9)
     torch = pytest.importorskip("torch")
     with pytest.raises(InputValueError, match="NumPy data"):
         KernelInterpolation(client=client).fit(torch.as_tensor(points), torch.as_tensor(y))

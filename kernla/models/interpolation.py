@@ -32,6 +32,7 @@ import numpy as np
 from .. import arrays as arr
 from ..errors import InputValueError
 from ..linalg.cg import default_tol
+from ._client import ClientParameter
 from ._common import as_array, as_points, as_targets, cast, host, kind, make_kernel, positive, same_kind
 from ._sklearn import BaseEstimator, RegressorMixin, check_fitted
 from .knn_predictors import RegressionScore
@@ -54,7 +55,7 @@ ALIASES = {"rbf": "gaussian", "cauchy": "inverse_quadratic"}
 NATIVE = ("laplacian", "matern")
 
 
-class KernelInterpolation(RegressionScore, RegressorMixin, BaseEstimator):
+class KernelInterpolation(ClientParameter, RegressionScore, RegressorMixin, BaseEstimator):
     """RBF interpolation / smoothing with a polynomial tail, a scikit-learn regressor (module docstring).
 
     Parameters
@@ -122,6 +123,11 @@ class KernelInterpolation(RegressionScore, RegressorMixin, BaseEstimator):
         self.maxiter = maxiter
         self.backend = backend
         self.client = client
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state["_placed"] = None  # the operator on the cluster: the unpickled copy predicts in its own process
+        return state
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
