@@ -99,11 +99,13 @@ def plot(
     """A plot spec for :func:`write_json`: how docs/hooks.py draws ``y`` against ``x`` (log-log) from a table.
 
     ``table`` is the table's index in this run; ``y`` one column or several (one curve each); ``series`` a
-    column naming the curve of each row (``"kernla"``, ``"pykeops"``…); ``panel`` a column naming the subplot.
-    ``more``: ``x_regex`` (N read from inside the x column's label, the rest of the label names the panel),
-    ``skip_if`` ({column: value}: rows left out), ``labels`` ({y column: legend label}, ``{column}`` fields
-    filled from the row), ``references`` ({column: label}: one dashed curve over all rows, e.g. what a dense
-    matrix would need). A cell that is not a number (a peer not run at that N) leaves a gap: its curve stops.
+    column naming the curve of each row (``"kernla"``, ``"pykeops"``…); ``panel`` a column naming the subplot;
+    ``xlabel`` and ``ylabel`` say what the axes are, with units. ``more``: ``x_regex`` (N read from inside the x
+    column's label, the rest of the label names the panel), ``skip_if`` ({column: value}: rows left out),
+    ``labels`` ({y column: legend label}, ``{column}`` fields filled from the row), ``references`` ({column:
+    label}: one dashed curve over all rows, e.g. what a dense matrix would need), ``hline`` ({"y": 1.0,
+    "label": "parity"}: a dotted level, e.g. for a ratio), ``panel_titles`` ({panel: title}). A cell that is
+    not a number (a peer not run at that N) gives no point: that peer's curve stops there.
 
     >>> plot(0, "N", "wall (s)", "Sum", series="implementation")["series"]
     'implementation'

@@ -294,6 +294,7 @@ def plot_specs(cfg: dict) -> list[dict]:
             "high-dimensional formulas: the peer's time over kernla's (above 1: kernla is faster)",
             labels={"peer / kernla": "{peer} / kernla"},
             ylabel="time ratio, same run",
+            hline={"y": 1.0, "label": "parity"},
             **common,
         ),
     ]

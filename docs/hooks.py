@@ -24,6 +24,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -311,7 +312,8 @@ def draw(panels: dict[str, dict[str, list[tuple[float, float]]]], spec: dict, sc
     """One figure (PNG bytes) of :func:`curves`' panels: log-log, a legend, labelled axes; None if empty.
 
     A series missing at an N that its panel has, between two of its own points, is drawn with a gap there;
-    the ``references`` curves are dashed.
+    the ``references`` curves are dashed; ``hline`` ({"y": value, "label": text}) draws a dotted level
+    (a ratio's parity); the title wraps to the figure's width.
     """
     import matplotlib  # deferred: only the plots page draws
 
@@ -332,6 +334,8 @@ def draw(panels: dict[str, dict[str, list[tuple[float, float]]]], spec: dict, sc
             xs, ys = zip(*gapped(points, every_x))
             style = dict(linestyle="--", color="grey", marker="") if label in references else dict(marker="o")
             ax.plot(xs, ys, label=label, **style)
+        if "hline" in spec:
+            ax.axhline(spec["hline"]["y"], color="black", linewidth=0.8, linestyle=":", label=spec["hline"]["label"])
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(spec.get("panel_titles", {}).get(panel, panel), fontsize=10)
@@ -339,7 +343,7 @@ def draw(panels: dict[str, dict[str, list[tuple[float, float]]]], spec: dict, sc
         ax.set_ylabel(spec.get("ylabel", "seconds (median)"))
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(spec.get("title", script))
+    fig.suptitle(textwrap.fill(spec.get("title", script), 70 * cols))
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
