@@ -330,7 +330,7 @@ def draw(panels: dict[str, dict[str, list[tuple[float, float]]]], spec: dict, sc
         ax.set_visible(False)
     for ax, (panel, series) in zip(axes.flat, panels.items()):
         every_x = sorted({x for points in series.values() for x, _ in points})
-        for label, points in series.items():
+        for label, points in sorted(series.items(), key=lambda item: item[0] in references):  # references last
             xs, ys = zip(*gapped(points, every_x))
             style = dict(linestyle="--", color="grey", marker="") if label in references else dict(marker="o")
             ax.plot(xs, ys, label=label, **style)
