@@ -303,14 +303,34 @@ def main() -> None:
     print(f"# load average {os.getloadavg()[0]:.1f} at the end; lml/N of GPyTorch: its last training objective")
     headers = ["data", "N", "method", "train s", "iters", "lml/N", "noise", "RMSE", "NLL", "pred s"]
     print(table(headers, [[*r[:4], "—" if r[4] < 0 else r[4], *r[5:]] for r in ALL_ROWS], "bench_gp: training"))
-    specs = [plot(0, "N", "train s", "Gaussian-process training time", series="method", panel="data")]
     if EVALUATIONS:
         columns = ["data", "N", "scikit-learn s", "kernla exact s", "scikit-learn / kernla"]
         print(table(columns, EVALUATIONS, "one log marginal likelihood + gradient evaluation"))
-        specs.append(
-            plot(1, "N", ["scikit-learn s", "kernla exact s"], "one log marginal likelihood + gradient", panel="data")
+    write_json(
+        args.json, plot_specs(bool(EVALUATIONS)), "One training per method (wall seconds); Adam: --adam-iters steps."
+    )
+
+
+def plot_specs(evaluations: bool) -> list[dict]:
+    """Training time against N per method (a panel per data set); one evaluation's time, if measured."""
+    axes = dict(panel="data", xlabel="N (training points)")
+    specs = [
+        plot(
+            0,
+            "N",
+            "train s",
+            "Gaussian-process training time",
+            series="method",
+            ylabel="wall seconds (one training)",
+            **axes,
         )
-    write_json(args.json, specs, "One training per method (wall seconds); Adam: --adam-iters steps.")
+    ]
+    if evaluations:
+        y = ["scikit-learn s", "kernla exact s"]
+        specs.append(
+            plot(1, "N", y, "one log marginal likelihood + gradient evaluation", ylabel="wall seconds (one)", **axes)
+        )
+    return specs
 
 
 if __name__ == "__main__":
