@@ -22,7 +22,7 @@ estimate), learned noise, test RMSE, NLL, the time of mean + std at the test poi
 
     python benchmarks/bench_gp.py --sizes 1000,5000        # about 10 minutes on a loaded 2-core box
     python benchmarks/bench_gp.py --quick                  # N = 500, a smoke test
-    python benchmarks/bench_gp.py --sizes 1000,2000 --sk-max 0 --gpytorch-max 2000 --json PATH  # the docs plots
+    python benchmarks/bench_gp.py --datasets 2-D --sizes 500,1000,2000 --sk-max 0 --gpytorch-max 1000 --json PATH
 
 At the end the rows are printed again as one table (with ``--json PATH`` also written there, with the
 plots' specs: training time against N per method, and one evaluation's time, scikit-learn against kernla).

@@ -297,7 +297,7 @@ def benchmark_plots() -> tuple[dict[str, bytes], str]:
             page += [
                 f"## {title}",
                 "",
-                f"![{title}](benchmark_plots/{name})",
+                f"[![{title}](benchmark_plots/{name})](benchmark_plots/{name})",  # a click opens it full size
                 "",
                 f"`{data['script']} {' '.join(data.get('argv', []))}` (`benchmarks/results/{path.name}`) — "
                 f"{data['machine']}, {data['date']}."
