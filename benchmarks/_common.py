@@ -75,6 +75,8 @@ def machine() -> str:
 
 #: every table made in this run (title, headers, rows), for ``--json``
 TABLES: list[dict] = []
+#: the load and the clocks when the script started (``--json`` records them beside the end's)
+_START = (os.getloadavg()[0], time.perf_counter(), time.process_time())
 
 
 def add_json_option(parser: argparse.ArgumentParser) -> None:
@@ -82,23 +84,56 @@ def add_json_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="PATH", help="also write the tables to PATH (JSON, for docs/hooks.py)")
 
 
-def write_json(path: str | None, plots: Sequence[dict] = (), note: str = "") -> None:
-    """Write every table made in this run to ``path`` (nothing when it is None).
+def plot(
+    table: int,
+    x: str,
+    y: str | Sequence[str],
+    title: str,
+    *,
+    series: str | None = None,
+    panel: str | None = None,
+    xlabel: str = "N",
+    ylabel: str = "seconds (median)",
+    **more: object,
+) -> dict:
+    """A plot spec for :func:`write_json`: how docs/hooks.py draws ``y`` against ``x`` (log-log) from a table.
 
-    ``plots`` says how docs/hooks.py draws time against N from a table: ``{"table": index, "x": column,
-    "y": column or [columns], "series": column naming the curve (else one curve per y column),
-    "panel": column naming the subplot, "title": ..., "skip_if": {column: value} (rows left out)}``;
-    ``"x_regex"`` reads N from inside the x column's label.
+    ``table`` is the table's index in this run; ``y`` one column or several (one curve each); ``series`` a
+    column naming the curve of each row (``"kernla"``, ``"pykeops"``…); ``panel`` a column naming the subplot;
+    ``xlabel`` and ``ylabel`` say what the axes are, with units. ``more``: ``x_regex`` (N read from inside the x
+    column's label, the rest of the label names the panel), ``skip_if`` ({column: value}: rows left out),
+    ``labels`` ({y column: legend label}, ``{column}`` fields filled from the row), ``references`` ({column:
+    label}: one dashed curve over all rows, e.g. what a dense matrix would need), ``hline`` ({"y": 1.0,
+    "label": "parity"}: a dotted level, e.g. for a ratio), ``panel_titles`` ({panel: title}). A cell that is
+    not a number (a peer not run at that N) gives no point: that peer's curve stops there.
+
+    >>> plot(0, "N", "wall (s)", "Sum", series="implementation")["series"]
+    'implementation'
+    """
+    spec = {"table": table, "x": x, "y": y if isinstance(y, str) else list(y), "title": title}
+    spec.update({"xlabel": xlabel, "ylabel": ylabel, **more})
+    spec.update({key: value for key, value in (("series", series), ("panel", panel)) if value is not None})
+    return spec
+
+
+def write_json(path: str | None, plots: Sequence[dict] = (), note: str = "") -> None:
+    """Write every table made in this run to ``path`` (nothing when it is None), with :func:`plot` specs.
+
+    The file also records the machine, the date, the command, the load average at the start and the end of
+    the run (other jobs may share the box) and the run's wall and process CPU seconds.
     """
     if path is None:
         return
+    load, wall, cpu = _START
     data = {
         "script": "benchmarks/" + os.path.basename(sys.argv[0]),
         "argv": sys.argv[1:],
         "machine": machine(),
         "date": datetime.date.today().isoformat(),
         "note": note,
-        "load": f"1-minute load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores when the run ended",
+        "load": f"1-minute load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end of the run, on "
+        f"{os.cpu_count()} cores; the run took {time.perf_counter() - wall:.0f} s wall, "
+        f"{time.process_time() - cpu:.0f} s CPU (this process)",
         "tables": TABLES,
         "plots": list(plots),
     }

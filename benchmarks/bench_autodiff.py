@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
-from _common import add_json_option, machine, measure, optional, table, write_json  # noqa: E402
+from _common import add_json_option, machine, measure, optional, plot, table, write_json  # noqa: E402
 
 import kernla  # noqa: E402
 from kernla.engines import resolve_backend  # noqa: E402
@@ -205,18 +205,16 @@ def main() -> None:
             title=title,
         )
     )
-    write_json(
-        args.json,
-        [
-            {
-                "table": 0,
-                "x": "N",
-                "y": ["kernla fwd+bwd", "dense fwd+bwd", "pykeops fwd+bwd"],
-                "panel": "loss",
-                "title": "autodiff: loss and gradients, forward + backward, float32",
-            }
-        ],
+    spec = plot(
+        0,
+        "N",
+        ["kernla fwd+bwd", "dense fwd+bwd", "pykeops fwd+bwd"],
+        "autodiff: loss and gradients, forward + backward, float32",
+        panel="loss",
+        xlabel="N = M (points)",
+        ylabel=f"{CLOCK} seconds (median), forward + backward",
     )
+    write_json(args.json, [spec])
 
 
 if __name__ == "__main__":

@@ -22,6 +22,10 @@ estimate), learned noise, test RMSE, NLL, the time of mean + std at the test poi
 
     python benchmarks/bench_gp.py --sizes 1000,5000        # about 10 minutes on a loaded 2-core box
     python benchmarks/bench_gp.py --quick                  # N = 500, a smoke test
+    python benchmarks/bench_gp.py --datasets 2-D --sizes 500,1000,2000 --sk-max 0 --gpytorch-max 1000 --json PATH
+
+At the end the rows are printed again as one table (with ``--json PATH`` also written there, with the
+plots' specs: training time against N per method, and one evaluation's time, scikit-learn against kernla).
 """
 
 from __future__ import annotations
@@ -38,12 +42,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import optional  # noqa: E402
+from _common import add_json_option, optional, plot, table, write_json  # noqa: E402
 
 from kernla.models import GaussianProcessRegressor  # noqa: E402
 from kernla.models import gp_kernels as gk  # noqa: E402
 
 TEST = 2000
+#: every row of this run: data set, N, then the row of :class:`Rows`; and the one-evaluation timings
+ALL_ROWS: list[list] = []
+EVALUATIONS: list[list] = []
 
 
 def friedman(n: int, seed: int):
@@ -177,6 +184,7 @@ class Rows(list):
 
     def append(self, row) -> None:
         super().append(row)
+        ALL_ROWS.append([self.name, self.n, *row])
         label, t, it, lml, noise, rmse, nll, p = row
         print(
             f"{self.name:9} {self.n:6d} {label:24} {t:8.2f} {it if it >= 0 else '—':>5} {lml:8.4f} {noise:7.4f} "
@@ -194,6 +202,7 @@ def main() -> None:
     ap.add_argument("--gpytorch-max", type=int, default=1000)
     ap.add_argument("--exact-max", type=int, default=5000)
     ap.add_argument("--quick", action="store_true")
+    add_json_option(ap)
     args = ap.parse_args()
     sizes = [500] if args.quick else [int(s) for s in args.sizes.split(",")]
     if args.quick:
@@ -280,6 +289,7 @@ def main() -> None:
                     )
             if optional("sklearn") is not None and args.sk_max < n <= args.exact_max:
                 sk_eval, k_eval = one_evaluation(X, y)
+                EVALUATIONS.append([name, n, sk_eval, k_eval, sk_eval / k_eval])
                 print(
                     f"# {name} N={n}: one log marginal likelihood + gradient evaluation: scikit-learn {sk_eval:.1f} s, "
                     f"kernla exact {k_eval:.1f} s ({sk_eval / k_eval:.1f}x); its training not run (> 10 min)",
@@ -291,6 +301,36 @@ def main() -> None:
                 if k_time:
                     print(f"# {name} N={n}: scikit-learn / kernla exact training time = {t / k_time:.1f}x", flush=True)
     print(f"# load average {os.getloadavg()[0]:.1f} at the end; lml/N of GPyTorch: its last training objective")
+    headers = ["data", "N", "method", "train s", "iters", "lml/N", "noise", "RMSE", "NLL", "pred s"]
+    print(table(headers, [[*r[:4], "—" if r[4] < 0 else r[4], *r[5:]] for r in ALL_ROWS], "bench_gp: training"))
+    if EVALUATIONS:
+        columns = ["data", "N", "scikit-learn s", "kernla exact s", "scikit-learn / kernla"]
+        print(table(columns, EVALUATIONS, "one log marginal likelihood + gradient evaluation"))
+    write_json(
+        args.json, plot_specs(bool(EVALUATIONS)), "One training per method (wall seconds); Adam: --adam-iters steps."
+    )
+
+
+def plot_specs(evaluations: bool) -> list[dict]:
+    """Training time against N per method (a panel per data set); one evaluation's time, if measured."""
+    axes = dict(panel="data", xlabel="N (training points)")
+    specs = [
+        plot(
+            0,
+            "N",
+            "train s",
+            "Gaussian-process training time",
+            series="method",
+            ylabel="wall seconds (one training)",
+            **axes,
+        )
+    ]
+    if evaluations:
+        y = ["scikit-learn s", "kernla exact s"]
+        specs.append(
+            plot(1, "N", y, "one log marginal likelihood + gradient evaluation", ylabel="wall seconds (one)", **axes)
+        )
+    return specs
 
 
 if __name__ == "__main__":

@@ -10,9 +10,11 @@ plain sgemm of the same shape (the physical reference), a new formula's compile 
 ``--exact`` adds kernla with the tiles off (the per-component path: the threshold's evidence);
 ``--baseline PATH`` adds the same kernla rows run by the kernla found at PATH (e.g. a checkout of
 main) in a subprocess, for the low-dimensional rows only (its per-component kernels at large D take
-minutes to compile). ``--full`` uses the sizes of issue 10's table (tens of minutes here).
+minutes to compile). ``--full`` uses the sizes of issue 10's table (tens of minutes here); ``--quick``
+the same N for every D (time against D for the docs' plots, about 2 minutes here); ``--json PATH``
+also writes the tables and the plots' specs (time and peer / kernla against D, log-log).
 
-    python benchmarks/bench_highdim.py [--full] [--exact] [--baseline /work/main]
+    python benchmarks/bench_highdim.py [--full | --quick] [--exact] [--baseline /work/main] [--json PATH]
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import numpy as np
 from scipy.spatial.distance import cdist
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, measure, optional, table  # noqa: E402
+from _common import add_json_option, machine, measure, optional, plot, table, write_json  # noqa: E402
 
 torch = optional("torch")
 faiss = optional("faiss")
@@ -38,7 +40,13 @@ pykeops_torch = optional("pykeops.torch")
 THREADS = 2
 
 
-def sizes(full: bool) -> dict:
+def sizes(full: bool, quick: bool = False) -> dict:
+    if quick:  # one N per kind, so that times against D compare
+        return {
+            "gauss": [(d, 4000) for d in (3, 8, 16, 32, 100, 256, 1024)],
+            "knn": [(d, 2000, 20000) for d in (3, 50, 128)],
+            "prod": 4000,
+        }
     if full:
         return {
             "gauss": [
@@ -201,13 +209,15 @@ def gflops(name: str, cfg: dict) -> float | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--full", action="store_true")
+    ap.add_argument("--full", action="store_true", help="issue 10's sizes (tens of minutes)")
+    ap.add_argument("--quick", action="store_true", help="one N for every D (about 2 minutes)")
     ap.add_argument("--exact", action="store_true")
     ap.add_argument("--baseline", help="a kernla checkout to run the low-dimensional kernla rows with")
     ap.add_argument("--kernla-json", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--max-d", type=int, default=None, help=argparse.SUPPRESS)
+    add_json_option(ap)
     args = ap.parse_args()
-    cfg = sizes(args.full)
+    cfg = sizes(args.full, args.quick)
     if args.max_d is not None:
         cfg["max_d"] = args.max_d
     if args.kernla_json:  # the --baseline subprocess
@@ -216,7 +226,8 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
     base: dict = {}
     if args.baseline:
-        cmd = [sys.executable, __file__, "--kernla-json", "--max-d", "32"] + (["--full"] if args.full else [])
+        cmd = [sys.executable, __file__, "--kernla-json", "--max-d", "32"]
+        cmd += ["--full"] * args.full + ["--quick"] * args.quick
         env = {**os.environ, "PYTHONPATH": args.baseline}
         run = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
         base = json.loads(run.stdout.strip().splitlines()[-1])  # (peers' import messages come first)
@@ -250,10 +261,43 @@ def main() -> None:
         table(
             ["row", "kernla s", "peer", "peer s", "peer / kernla", "kernla GF/s (inner products)", "baseline kernla s"],
             rows,
-            "bench_highdim" + (" (full sizes)" if args.full else ""),
+            "bench_highdim" + (" (full sizes)" if args.full else " (one N per kind)" if args.quick else ""),
         )
     )
     print(table(["first call of a new formula", "s"], list(comp.items())))
+    write_json(args.json, plot_specs(cfg))
+
+
+def plot_specs(cfg: dict) -> list[dict]:
+    """Time and peer / kernla against D, one panel per kind of row (``gauss D=16`` -> panel gauss, D = 16)."""
+    gauss, knn = sorted({n for _, n in cfg["gauss"]}), sorted({(n, m) for _, n, m in cfg["knn"]})
+    panels = {
+        "gauss": f"Gaussian matvec exp(-|x-y|²) b, N = M = {' / '.join(map(str, gauss))}",
+        "dot": "inner products alone Sum((x|y)), same N",
+        "knn": "kNN k = 10, " + " / ".join(f"{n} queries × {m} points" for n, m in knn),
+    }
+    common = dict(x_regex=r"D=(\d+)", panel_titles=panels, xlabel="D (dimension of x and y)")
+    return [
+        plot(
+            0,
+            "row",
+            ["kernla s", "peer s"],
+            "high-dimensional formulas, float32: kernla against torch and faiss",
+            labels={"kernla s": "kernla cpu", "peer s": "{peer}"},
+            ylabel="wall seconds (median of 3)",
+            **common,
+        ),
+        plot(
+            0,
+            "row",
+            "peer / kernla",
+            "high-dimensional formulas: the peer's time over kernla's (above 1: kernla is faster)",
+            labels={"peer / kernla": "{peer} / kernla"},
+            ylabel="time ratio, same run",
+            hline={"y": 1.0, "label": "parity"},
+            **common,
+        ),
+    ]
 
 
 if __name__ == "__main__":

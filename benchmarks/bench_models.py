@@ -19,6 +19,7 @@ fit this machine in 10 minutes.
 
     python benchmarks/bench_models.py            # about 5 minutes on 2 cores
     python benchmarks/bench_models.py --quick    # smaller sizes, a smoke test
+    python benchmarks/bench_models.py --json benchmarks/results/bench_models.json   # also the tables, for the plots
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, optional, table  # noqa: E402
+from _common import add_json_option, machine, optional, plot, table, write_json  # noqa: E402
 
 from kernla.models import GaussianProcessRegressor, KernelInterpolation, NearestNeighbors  # noqa: E402
 from kernla.models.rbf import rbf_operator  # noqa: E402
@@ -139,6 +140,7 @@ def warm_up():
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test, ~30 s)")
+    add_json_option(parser)
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     print(f"machine: {machine()}")
@@ -150,9 +152,9 @@ def main() -> None:
     if args.quick:
         knn, rbf, gp = knn_rows([20_000], 1000), rbf_rows([1000], [], 0), gp_rows([1000], [])
     else:
-        knn = knn_rows([100_000, 1_000_000], 2000)
-        rbf = rbf_rows([2000, 5000], [20_000], 100_000)
-        gp = gp_rows([2000, 4000], [20_000])
+        knn = knn_rows([10_000, 100_000, 1_000_000], 2000)
+        rbf = rbf_rows([1000, 2000, 5000], [20_000], 100_000)
+        gp = gp_rows([1000, 2000, 4000], [20_000])
     print(
         table(
             ["N points", "queries", "kernla s", "sklearn brute s", "faiss Flat s", "same lists"],
@@ -182,6 +184,45 @@ def main() -> None:
             gp,
             "Gaussian-process regression, 2-D",
         )
+    )
+
+    kernla_peers = "kernla against its peers (one run each, seconds)"
+    write_json(
+        args.json,
+        [
+            plot(
+                0,
+                "N points",
+                ["kernla s", "sklearn brute s", "faiss Flat s"],
+                "k nearest neighbours, k = 10, D = 16, float32: " + kernla_peers,
+                labels={"kernla s": "kernla", "sklearn brute s": "scikit-learn brute", "faiss Flat s": "faiss Flat"},
+                xlabel="N (points searched; 2000 queries)",
+                ylabel="wall seconds (one run)",
+            ),
+            plot(
+                1,
+                "N",
+                ["kernla fit s", "scipy RBFInterpolator s"],
+                "thin-plate-spline interpolation, 2-D: " + kernla_peers,
+                labels={
+                    "kernla fit s": "kernla KernelInterpolation",
+                    "scipy RBFInterpolator s": "scipy RBFInterpolator",
+                },
+                xlabel="N (interpolation points)",
+                ylabel="wall seconds (one run)",
+            ),
+            plot(
+                2,
+                "N",
+                ["kernla total s", "sklearn total s"],
+                "Gaussian-process regression, 2-D (fit, mean, std): " + kernla_peers,
+                labels={"kernla total s": "kernla", "sklearn total s": "scikit-learn"},
+                xlabel="N (training points)",
+                ylabel="wall seconds (one run)",
+            ),
+        ],
+        "Every timing is one run after a warm-up of the compiled kernels; a peer is left out where its dense "
+        "N × N matrix or O(N³) time would not fit here.",
     )
 
 

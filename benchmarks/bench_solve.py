@@ -33,7 +33,7 @@ import numpy as np
 import scipy.linalg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_json_option, machine, measure, optional, table, write_json  # noqa: E402
+from _common import add_json_option, machine, measure, optional, plot, table, write_json  # noqa: E402
 
 import kernla  # noqa: E402
 from kernla.engines import resolve_backend  # noqa: E402
@@ -281,19 +281,17 @@ def main() -> None:
     for v in verdicts:
         print(v)
     print(f"\n(whole run: {time.perf_counter() - start:.0f} s)")
-    write_json(
-        args.json,
-        [
-            {
-                "table": 0,
-                "x": "N",
-                "y": "total s",
-                "series": "method",
-                "title": "kernel ridge solve, float64",
-                "skip_if": {"converged": False},
-            }
-        ],
+    spec = plot(
+        0,
+        "N",
+        "total s",
+        "kernel ridge solve, float64",
+        series="method",
+        skip_if={"converged": False},
+        xlabel="N (points)",
+        ylabel="seconds to the tolerance (set-up + solve, median)",
     )
+    write_json(args.json, [spec])
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -268,18 +269,16 @@ def gallery_page(script: Path, result: Path) -> str:
 
 def benchmark_plots() -> tuple[dict[str, bytes], str]:
     """PNG files and the page for ``benchmarks/results/*.json``."""
-    import matplotlib  # deferred: only the plots page draws
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     page = [
         "# Benchmark plots",
         "",
         "Drawn while the site is built from `benchmarks/results/*.json`, which the benchmark scripts write",
         "next to their printed table (`python benchmarks/bench_X.py --json benchmarks/results/bench_X.json`).",
-        "Time against N, log-log: one curve per implementation, all measured in the same run on the machine",
-        "named under each plot (see [the measured figures](benchmarks.md) for the tables and what they mean).",
+        "Time against N (or D), log-log: one curve per implementation, all measured in the same run on the machine",
+        "named under each plot, with the load average of the box during the run (it is shared with other jobs, so",
+        "ratios within a plot are more trustworthy than absolute times). A curve that stops early is a peer that",
+        "was not run at larger sizes (too slow or too big there: the table says which). The tables and what they",
+        "mean are on [the measured figures](benchmarks.md) page.",
         "",
     ]
     images: dict[str, bytes] = {}
@@ -289,36 +288,19 @@ def benchmark_plots() -> tuple[dict[str, bytes], str]:
     for path in results:
         data = json.loads(path.read_text())
         for k, spec in enumerate(data.get("plots", [])):
-            panels = curves(data["tables"][spec["table"]], spec)
-            if not panels:
+            png = draw(curves(data["tables"][spec["table"]], spec), spec, data["script"])
+            if png is None:
                 continue
-            cols = min(2, len(panels))
-            rows = -(-len(panels) // cols)
-            fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4.4 * rows), squeeze=False)
-            for ax in axes.flat[len(panels) :]:
-                ax.set_visible(False)
-            for ax, (panel, series) in zip(axes.flat, panels.items()):
-                for label, points in series.items():
-                    xs, ys = zip(*sorted(points))
-                    ax.loglog(xs, ys, "o-", label=label)
-                ax.set_title(panel, fontsize=10)
-                ax.set_xlabel(spec.get("xlabel", "N"))
-                ax.set_ylabel(spec.get("ylabel", "seconds (median)"))
-                ax.grid(True, which="both", alpha=0.3)
-                ax.legend(fontsize=8)
-            fig.suptitle(spec.get("title", data["script"]))
-            fig.tight_layout()
-            buffer = io.BytesIO()
-            fig.savefig(buffer, format="png", dpi=100)
-            plt.close(fig)
             name = f"{path.stem}_{k}.png"
-            images[name] = buffer.getvalue()
+            images[name] = png
+            title = spec.get("title", data["script"])
             page += [
-                f"## {spec.get('title', data['script'])}",
+                f"## {title}",
                 "",
-                f"![{spec.get('title', data['script'])}](benchmark_plots/{name})",
+                f"[![{title}](benchmark_plots/{name})](benchmark_plots/{name})",  # a click opens it full size
                 "",
-                f"`{data['script']} {' '.join(data.get('argv', []))}` — {data['machine']}, {data['date']}."
+                f"`{data['script']} {' '.join(data.get('argv', []))}` (`benchmarks/results/{path.name}`) — "
+                f"{data['machine']}, {data['date']}."
                 + (f" {data['load']}." if data.get("load") else "")
                 + (f" {data['note']}" if data.get("note") else ""),
                 "",
@@ -326,10 +308,70 @@ def benchmark_plots() -> tuple[dict[str, bytes], str]:
     return images, "\n".join(page)
 
 
+def draw(panels: dict[str, dict[str, list[tuple[float, float]]]], spec: dict, script: str) -> bytes | None:
+    """One figure (PNG bytes) of :func:`curves`' panels: log-log, a legend, labelled axes; None if empty.
+
+    A series missing at an N that its panel has, between two of its own points, is drawn with a gap there;
+    the ``references`` curves are dashed; ``hline`` ({"y": value, "label": text}) draws a dotted level
+    (a ratio's parity); the title wraps to the figure's width.
+    """
+    import matplotlib  # deferred: only the plots page draws
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not panels:
+        return None
+    references = set(spec.get("references", {}).values())
+    cols = min(2, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.4 * cols, 4.6 * rows), squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax, (panel, series) in zip(axes.flat, panels.items()):
+        every_x = sorted({x for points in series.values() for x, _ in points})
+        for label, points in sorted(series.items(), key=lambda item: item[0] in references):  # references last
+            xs, ys = zip(*gapped(points, every_x))
+            style = dict(linestyle="--", color="grey", marker="") if label in references else dict(marker="o")
+            ax.plot(xs, ys, label=label, **style)
+        if "hline" in spec:
+            ax.axhline(spec["hline"]["y"], color="black", linewidth=0.8, linestyle=":", label=spec["hline"]["label"])
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(spec.get("panel_titles", {}).get(panel, panel), fontsize=10)
+        ax.set_xlabel(spec.get("xlabel", "N"))
+        ax.set_ylabel(spec.get("ylabel", "seconds (median)"))
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(textwrap.fill(spec.get("title", script), 70 * cols))
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def gapped(points: list[tuple[float, float]], every_x: list[float]) -> list[tuple[float, float]]:
+    """A series' points in x order, with NaN (a gap in the line) at the panel's x values it lacks inside its range.
+
+    >>> gapped([(1.0, 2.0), (100.0, 3.0)], [1.0, 10.0, 100.0, 1000.0])
+    [(1.0, 2.0), (10.0, nan), (100.0, 3.0)]
+    """
+    own = dict(points)
+    lo, hi = min(own), max(own)
+    return [(x, own.get(x, float("nan"))) for x in every_x if lo <= x <= hi]
+
+
 def curves(table: dict, spec: dict) -> dict[str, dict[str, list[tuple[float, float]]]]:
-    """panel -> series -> [(N, seconds)] from one table and its plot spec (see benchmarks/_common.py)."""
+    """panel -> series -> [(N, seconds)] from one table and its plot spec (see ``plot`` in benchmarks/_common.py).
+
+    Cells that are not positive numbers (a peer not run there, "-") give no point; the ``references``
+    columns give one curve each over all rows (a value per x).
+    """
     headers = table["headers"]
-    out: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    out: dict[str, dict[str, dict[float, float]]] = {}
+    ys = spec["y"] if isinstance(spec["y"], list) else [spec["y"]]
+    references = spec.get("references", {})
     for row in table["rows"]:
         cells = dict(zip(headers, row))
         if any(cells.get(column) == value for column, value in spec.get("skip_if", {}).items()):
@@ -340,10 +382,14 @@ def curves(table: dict, spec: dict) -> dict[str, dict[str, list[tuple[float, flo
             if not match:
                 continue
             panel, x = re.sub(spec["x_regex"], "", str(x)).strip(), next(g for g in match.groups() if g)
-        ys = spec["y"] if isinstance(spec["y"], list) else [spec["y"]]
-        for column in ys:
-            label = str(cells[spec["series"]]) if "series" in spec else column
+        for column in [*ys, *references]:
+            if column in references:
+                label = references[column]
+            elif "series" in spec:
+                label = str(cells[spec["series"]]) + (f", {column}" if len(ys) > 1 else "")
+            else:
+                label = spec.get("labels", {}).get(column, column).format_map(cells)
             value = cells.get(column)
-            if isinstance(value, (int, float)) and not isinstance(x, bool):
-                out.setdefault(panel, {}).setdefault(label, []).append((float(x), float(value)))
-    return out
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+                out.setdefault(panel, {}).setdefault(label, {})[float(x)] = float(value)
+    return {panel: {label: sorted(p.items()) for label, p in series.items()} for panel, series in out.items()}
