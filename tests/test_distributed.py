@@ -29,7 +29,7 @@ from kernla.models import KernelInterpolation, NearestNeighbors
 
 try:
     import dask.array as da
-    from distributed import Client, LocalCluster
+    from distributed import Client, Future, LocalCluster
     from distributed.scheduler import KilledWorker
 
     from kernla import distributed as kd
@@ -149,6 +149,29 @@ def test_dask_arrays_in_and_out(client, points):
     assert close(
         D @ np.ones(400), LocalKernelOperator("SqDist(X, Y)", X=local_Vi(host), Y=local_Vj(host)) @ np.ones(400)
     )
+
+
+@pytest.mark.parametrize("blocks", [3, [100, 401, 100]])
+def test_dask_vectors_stay_on_the_cluster(client, points, blocks, monkeypatch):
+    K = 2.0 * kernels.gaussian(points, sigma=0.2).shifted(0.5)
+    D = kd.distribute(K, client, blocks=blocks)
+    V = np.random.default_rng(9).normal(size=(601, 3))
+    X = da.from_array(V, chunks=(250, 3))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a vector or a result went through the client")
+
+    with monkeypatch.context() as m:  # the products are built without any data reaching the client
+        m.setattr(Client, "gather", refuse)
+        m.setattr(Future, "result", refuse)
+        outs = [D @ X, D.matvec(X[:, 0]), D.rmatvec(X[:, 1]), D.rmatmat(X), D @ X[:, :0]]
+    assert all(isinstance(o, da.Array) for o in outs)
+    assert outs[0].chunks[0] == X.chunks[0] and outs[1].shape == (601,)
+    for out, ref in zip(outs, [K @ V, K.matvec(V[:, 0]), K.rmatvec(V[:, 1]), K.rmatmat(V)]):
+        assert close(out.compute(), ref)
+    assert outs[-1].compute().shape == (601, 0)
+    with pytest.raises(ShapeError, match="must have shape"):
+        D @ da.ones(600, chunks=200)
 
 
 def test_no_worker_ever_holds_all_the_points(client):

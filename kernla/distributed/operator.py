@@ -30,6 +30,7 @@ True
 
 from __future__ import annotations
 
+import math
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
@@ -451,7 +452,59 @@ class DistributedKernelOperator(LinearOperator):
         V, vector = compute.as_columns(np.asarray(x), rows, False, self.dtype, what, self.shape)
         return V, vector, chunks
 
+    def _on_cluster(self, x: da.Array, transpose: bool, what: str) -> da.Array:
+        """``(c·K + s·I) @ x`` (or with Kᵀ) for a Dask ``x``, with the columns broadcast: made on the workers.
+
+        Neither ``x`` nor the result passes through the client: x is joined (K x) or cut into the row
+        blocks' slices (Kᵀ x) by tasks, each row block's product is a task on its worker, and the
+        result is a Dask array of those tasks' futures. Their restrictions are loose, so that Dask
+        can recompute a lost piece on another worker when the result is computed.
+        """
+        rows = self.shape[0 if transpose else 1]
+        if any(math.isnan(n) for n in x.shape):
+            raise ShapeError(f"{what} has unknown chunk sizes (call its compute_chunk_sizes() first)")
+        if x.ndim not in (1, 2) or x.shape[0] != rows:  # as_columns raises the operator's shape error
+            compute.as_columns(
+                np.broadcast_to(np.zeros((), self.dtype), x.shape), rows, False, self.dtype, what, self.shape
+            )
+        X = (x.reshape(rows, 1) if x.ndim == 1 else x).astype(self.dtype)
+        width = X.shape[1]
+        where = self._placed(self.rows)
+        sizes = tuple(hi - lo for lo, hi in map(self.rows.rows_of, range(self.rows.n_blocks)))
+
+        def submit(b: int, *args: Any) -> Future:
+            w = self._holder(self.rows.blocks[b], where, self.rows.owners[b])
+            return self.client.submit(
+                tasks.block_product,
+                self.spec,
+                self.rows.blocks[b],
+                self._copy(w, where),
+                *args,
+                key=_key("rmatvec" if transpose else "matvec"),
+                workers=[w],
+                allow_other_workers=True,
+            )
+
+        if transpose:  # partial products Kᵀ_a U_a of the row blocks, summed on a worker
+            pieces = self.client.compute(list(X.rechunk((sizes, width)).to_delayed()[:, 0]))
+            parts = [submit(b, piece, True) for b, piece in enumerate(pieces)]
+            total = self.client.submit(sum, parts, key=_key("rmatvec-sum"))
+            KX = da.from_delayed(delayed(total), shape=(self.shape[1], width), dtype=self.dtype)
+        else:
+            whole = self.client.compute(X)  # joined on a worker, not on the client
+            parts = [submit(b, whole) for b in range(self.rows.n_blocks)]
+            KX = da.concatenate(
+                [da.from_delayed(delayed(f), shape=(n, width), dtype=self.dtype) for f, n in zip(parts, sizes)]
+            )
+        out = self._affine.product(KX, X) if width else da.zeros((KX.shape[0], 0), dtype=self.dtype)
+        out = out.reshape(-1) if x.ndim == 1 else out
+        if sum(x.chunks[0]) == out.shape[0]:  # square: the result in the same row chunks as x
+            out = out.rechunk((x.chunks[0],) + out.chunks[1:])
+        return out
+
     def _apply(self, x: Any, transpose: bool, what: str) -> Any:
+        if isinstance(x, da.Array) and self.cols.copies is not None:
+            return self._on_cluster(x, transpose, what)
         V, vector, chunks = self._columns_of(x, transpose, what)
         out = self.product(V, transpose)
         if vector:
