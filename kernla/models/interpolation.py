@@ -237,8 +237,8 @@ class KernelInterpolation(RegressionScore, RegressorMixin, BaseEstimator):
             K = self._distributed(K, x)
         Y = host(y, np.float64).reshape(n, -1)
 
-        def entries(rows, cols):  # the dense block K[rows][:, cols] (rows None: all), for the preconditioner
-            return host(self._operator(x64 if rows is None else x64[rows], x64[cols]).to_dense(force=True), np.float64)
+        def submatrix(rows, cols):  # the operator K[rows][:, cols] (None: all), for the preconditioner
+            return self._operator(x64 if rows is None else x64[rows], x64 if cols is None else x64[cols])
 
         tol = default_tol(arr.dtype_of(x)) if self.tol is None else self.tol
         C, D, info = solve_saddle(
@@ -252,7 +252,7 @@ class KernelInterpolation(RegressionScore, RegressorMixin, BaseEstimator):
             rank=self.rank,
             conditionally_pd=name in MIN_DEGREE,
             definite=degree >= MIN_DEGREE.get(name or "", -1),
-            entries=entries,
+            submatrix=submatrix,
             points=xh,
         )
         self.x_ = x
@@ -270,8 +270,8 @@ class KernelInterpolation(RegressionScore, RegressorMixin, BaseEstimator):
 
         >>> import numpy as np
         >>> x = np.array([[0.0], [1.0], [2.0]])
-        >>> KernelInterpolation(kernel="gaussian", epsilon=1.0).fit(x, np.array([1.0, 2.0, 0.0])).predict(x).round(8)
-        array([1., 2., 0.])
+        >>> KernelInterpolation(kernel="gaussian", epsilon=1.0).fit(x, np.array([1.0, 2.0, 0.5])).predict(x).round(8)
+        array([1. , 2. , 0.5])
         """
         check_fitted(self, "coef_")
         x = as_points(x, "X", dim=self.n_features_in_, dtype=arr.dtype_of(self.x_), model=type(self).__name__)
