@@ -18,15 +18,20 @@ shared products and true-residual checks are reused as they are. When the degree
 kernel's minimum (scipy warns there too) the projected system may be indefinite, and the full
 system is solved by scipy's MINRES instead (one column at a time, unpreconditioned).
 
-Preconditioners. ``precond="auto"``: the two-level preconditioner of :mod:`kernla.models.schwarz`
-(overlapping local blocks plus a coarse level), for every kernel; its coarse level is a
-**projected Nyström** approximation: r random landmark columns of ``Π K Π`` (an N×r dense block of K, one product
+Preconditioners. ``precond="auto"`` with the host points (what :class:`KernelInterpolation`
+passes): the two-level method of :mod:`kernla.models.schwarz` for every kernel — overlapping
+local blocks as the preconditioner and the interpolation problem on spread landmarks as a
+coarse level, by **deflation** (CG then runs on ``(I − A Z Zᵀ) A``, A the projected system,
+and the coarse component of the solution is added at the end). Without the points, and for
+``precond="nystrom"`` with conditionally positive definite kernels: a **projected Nyström**
+approximation, r random landmark columns of ``Π K Π`` (an N×r dense block of K, one product
 K Q), a rank-r eigendecomposition ``U Λ Uᵀ``, and ``M⁻¹ = Π (U diag(1/(λ+μ) − 1/ν) Uᵀ + I/ν) Π``
 (ν = μ, or the smallest kept eigenvalue when μ ≈ 0) — Nyström preconditioning applied to the
-matrix that CG actually sees (``precond="nystrom"`` uses that level alone for conditionally
-positive definite kernels). Any other choice (``"nystrom"`` and ``"jacobi"`` for positive definite
-kernels, a callable, ...) is kernla's :func:`~kernla.linalg.precond.make_preconditioner` for
-``K + μI`` (μ the mean smoothing), applied between two projections.
+matrix that CG actually sees. Any other choice (``"nystrom"`` and ``"jacobi"`` for positive
+definite kernels, a callable, ...) is kernla's :func:`~kernla.linalg.precond.make_preconditioner`
+for ``K + μI`` (μ the mean smoothing), applied between two projections. The solve runs with host
+BLAS on one thread (:func:`kernla.linalg._compute.blas_single_thread`): on a loaded 2-core box,
+multithreaded OpenBLAS made the blocks' eigendecompositions 10-20× slower.
 
 >>> import numpy as np
 >>> from kernla.models.rbf import rbf_operator
@@ -164,6 +169,31 @@ def _kernel_preconditioner(K: KernelOperator, proj: _Projection, precond: Any, m
     return (lambda R: proj(np.asarray(M.matmat(proj(R)), dtype=np.float64))), getattr(M, "name", str(precond))
 
 
+def _dense(submatrix: Callable[..., KernelOperator], rows: np.ndarray | None, cols: np.ndarray | None) -> np.ndarray:
+    """The dense host block ``K[rows][:, cols]`` (None: all)."""
+    return host(submatrix(rows, cols).to_dense(force=True), np.float64)
+
+
+def _two_level(
+    smoothing: np.ndarray,
+    proj: _Projection,
+    submatrix: Callable[[np.ndarray | None, np.ndarray | None], KernelOperator],
+    points: np.ndarray,
+    block: int,
+) -> tuple[Callable[[np.ndarray], np.ndarray], CoarseDeflation, str]:
+    """Overlapping local blocks (the preconditioner) and the landmarks' coarse level (:mod:`kernla.models.schwarz`)."""
+    boxes = overlapping(points, spatial_blocks(points, block), OVERLAP)
+    M = local_blocks(proj, boxes, block_inverses(boxes, lambda idx: _dense(submatrix, idx, idx), smoothing))
+    L = landmarks(points, coarse_size(points.shape[0]))
+    K_LL = _dense(submatrix, L, L)
+    coarse = CoarseDeflation(L, proj.P[L], K_LL, submatrix(None, L), submatrix(L, None), proj, smoothing)
+    name = (
+        f"two-level: {len(boxes)} overlapping blocks of <= {max(map(len, boxes))} points + deflation by "
+        f"{L.size} landmarks (coarse dimension {coarse.size})"
+    )
+    return M, coarse, name
+
+
 def _preconditioner(
     K: KernelOperator,
     smoothing: np.ndarray,
@@ -177,23 +207,10 @@ def _preconditioner(
 ) -> tuple[Callable[[np.ndarray], np.ndarray] | None, CoarseDeflation | None, str | None]:
     """``(M, deflation, description)`` for :func:`solve_saddle`'s ``precond`` (its docstring)."""
     mu = float(smoothing.mean())
-
-    def dense(rows: np.ndarray | None, cols: np.ndarray | None) -> np.ndarray:
-        assert submatrix is not None
-        return host(submatrix(rows, cols).to_dense(force=True), np.float64)
-
     if precond == "auto" and points is not None and submatrix is not None:
-        boxes = overlapping(points, spatial_blocks(points, block), OVERLAP)
-        M = local_blocks(proj, boxes, block_inverses(boxes, lambda idx: dense(idx, idx), smoothing))
-        L = landmarks(points, coarse_size(points.shape[0]))
-        coarse = CoarseDeflation(L, proj.P[L], dense(L, L), submatrix(None, L), submatrix(L, None), proj, smoothing)
-        name = (
-            f"two-level: {len(boxes)} overlapping blocks of <= {max(map(len, boxes))} points + deflation by "
-            f"{L.size} landmarks (coarse dimension {coarse.size})"
-        )
-        return M, coarse, name
+        return _two_level(smoothing, proj, submatrix, points, block)
     if precond == "auto" or (conditionally_pd and precond == "nystrom"):
-        columns = K.columns if submatrix is None else (lambda idx: dense(None, idx))
+        columns = K.columns if submatrix is None else (lambda idx: _dense(submatrix, None, idx))
         U, lam = projected_nystrom_basis(K, columns, proj, default_rank(K.shape[0]) if rank is None else rank)
         return nystrom_preconditioner(U, lam, proj, mu), None, f"projected nystrom(rank {lam.size})"
     if conditionally_pd and precond == "jacobi":
