@@ -72,8 +72,8 @@ class KernelInterpolation(RegressionScore, RegressorMixin, BaseEstimator):
     degree : degree of the polynomial tail, −1 for none; default scipy's for scipy's kernels
         (1 for thin_plate_spline and cubic, 2 for quintic, 0 otherwise), −1 for kernla's.
     nu : Matérn smoothness (0.5, 1.5 or 2.5) for ``kernel="matern"``.
-    precond : ``"auto"`` (projected Nyström for conditionally positive definite kernels,
-        kernla's Nyström/Jacobi choice otherwise), ``"nystrom"``, ``"jacobi"``, None, or a
+    precond : ``"auto"`` (overlapping local blocks plus a deflated coarse level on spread
+        landmarks, :mod:`kernla.models.schwarz`), ``"nystrom"``, ``"jacobi"``, None, or a
         preconditioner as :meth:`kernla.KernelOperator.solve` takes; ``rank``: Nyström rank.
     tol, maxiter : CG tolerance (relative residual of the projected system) and iteration limit.
     backend : engine of every reduction (``None``: automatic).

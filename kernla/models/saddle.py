@@ -216,7 +216,7 @@ def _preconditioner(
     if conditionally_pd and precond == "jacobi":
         raise InputValueError(
             "precond='jacobi' needs a positive diagonal; this kernel's is not (φ(0) <= 0): "
-            "use precond='auto' (projected Nyström) or None"
+            "use precond='auto' (the two-level method), 'nystrom' or None"
         )
     if precond is None:
         return None, None, None
