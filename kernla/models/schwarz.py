@@ -26,8 +26,8 @@ RBF interpolation (Beatson, Light & Billings 2000):
 Measured (thin-plate splines, uniform points in the unit square, Franke's function, smoothing 0,
 tol 1e-10, CG iterations): blocks alone 42 / 62 / 97 at N = 5000 / 10⁴ / 2·10⁴; blocks + an
 additive projected-Nyström coarse term (the previous default) 45 / 69 / 97 — the random-landmark
-Nyström level hardly helps, at any rank —; blocks + deflation **16-17** from N = 2000 to 10⁴, 15
-at 5·10⁴ (docs/models.md). Set-up cost: about 2·N·block kernel entries and N·block² flops for
+Nyström level hardly helps, at any rank —; blocks + deflation **16-17** from N = 2000 to 10⁴, 13
+at 5·10⁴, 14 at 10⁵ (docs/models.md). Set-up cost: about 2·N·block kernel entries and N·block² flops for
 the blocks, |L|² entries and an |L|³ eigendecomposition for the coarse level; each iteration
 O(N·block) plus two N × |L| reductions.
 
