@@ -6,11 +6,13 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy.linalg
 from scipy.interpolate import RBFInterpolator
 
 from kernla.errors import InputValueError
 from kernla.models import KernelInterpolation
-from kernla.models.rbf import FORMULAS, MIN_DEGREE
+from kernla.models.rbf import FORMULAS, MIN_DEGREE, rbf_operator
+from kernla.models.schwarz import CoarseDeflation, landmarks
 
 pytest.importorskip("sklearn")
 
@@ -127,3 +129,61 @@ def test_errors(data):
         KernelInterpolation(precond="jacobi").fit(x, y)
     with pytest.raises(InputValueError, match="degree"):
         KernelInterpolation(degree=-2).fit(x, y)
+
+
+def _dense_saddle(x, y, smoothing, eps, kernel):
+    """The saddle-point system solved densely in float64 (NumPy), scipy's tail: (c, d)."""
+    r = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)) * eps
+    with np.errstate(divide="ignore", invalid="ignore"):
+        phi = {"thin_plate_spline": np.where(r > 0, r**2 * np.log(r), 0.0), "gaussian": np.exp(-(r**2))}[kernel]
+    lo, hi = x.min(0), x.max(0)
+    P = np.column_stack([np.ones(len(x)), (x - (lo + hi) / 2) / ((hi - lo) / 2)])
+    n, m = P.shape
+    A = np.block([[phi + np.diag(smoothing), P], [P.T, np.zeros((m, m))]])
+    sol = np.linalg.solve(A, np.concatenate([y, np.zeros((m,) + y.shape[1:])]))
+    return sol[:n], sol[n:]
+
+
+@pytest.mark.parametrize("kernel, eps, smoothing", [("thin_plate_spline", 1.0, 0.0), ("gaussian", 9.0, 1e-4)])
+def test_two_level_deflated_solve_matches_dense(kernel, eps, smoothing):
+    r = np.random.default_rng(7)
+    x = r.uniform(size=(1337, 2))
+    y = np.column_stack([np.exp(-4 * ((x - 0.4) ** 2).sum(1)), np.sin(5 * x[:, 1])])
+    s = smoothing * r.uniform(0.5, 1.5, size=1337)
+    model = KernelInterpolation(kernel=kernel, epsilon=eps, smoothing=s, degree=1).fit(x, y)
+    info = model.solve_info_
+    assert "deflation" in info.precond and info.converged and info.residual_norms.max() < 1e-9
+    c, d = _dense_saddle(x, y, s, eps, kernel)
+    np.testing.assert_allclose(model.coef_, c, rtol=0, atol=1e-6 * np.abs(c).max())
+    np.testing.assert_allclose(model.poly_coef_, d, rtol=0, atol=1e-6 * np.abs(d).max())
+
+
+def test_coarse_level_is_the_landmarks_interpolation_problem():
+    r = np.random.default_rng(3)
+    x = r.uniform(size=(901, 2))
+    L = landmarks(x, 60)
+    assert 50 <= L.size <= 70 and np.unique(L).size == L.size
+    K = rbf_operator("thin_plate_spline", x, x, 1.0)
+    P = np.column_stack([np.ones(901), x])
+    Q = np.linalg.qr(P)[0]
+
+    def proj(V):
+        return V - Q @ (Q.T @ V)
+
+    s = np.full(901, 1e-3)
+    coarse = CoarseDeflation(
+        L,
+        P[L],
+        K.to_dense()[np.ix_(L, L)],
+        rbf_operator("thin_plate_spline", x, x[L], 1.0),
+        rbf_operator("thin_plate_spline", x[L], x, 1.0),
+        proj,
+        s,
+    )
+    assert coarse.size == L.size - 3
+    # a right-hand side whose solution is carried by the landmarks: deflated away, recovered exactly
+    c = np.zeros((901, 1))
+    c[L] = scipy.linalg.null_space(P[L].T) @ r.normal(size=(L.size - 3, 1))
+    B = proj(K.to_dense() @ c + s[:, None] * c)
+    assert np.abs(coarse.deflate(B)).max() < 1e-10 * np.abs(B).max()
+    np.testing.assert_allclose(coarse.solution(np.zeros_like(B), B), c, rtol=0, atol=1e-9 * np.abs(c).max())

@@ -73,8 +73,8 @@ class KernelInterpolation(ClientParameter, RegressionScore, RegressorMixin, Base
     degree : degree of the polynomial tail, −1 for none; default scipy's for scipy's kernels
         (1 for thin_plate_spline and cubic, 2 for quintic, 0 otherwise), −1 for kernla's.
     nu : Matérn smoothness (0.5, 1.5 or 2.5) for ``kernel="matern"``.
-    precond : ``"auto"`` (projected Nyström for conditionally positive definite kernels,
-        kernla's Nyström/Jacobi choice otherwise), ``"nystrom"``, ``"jacobi"``, None, or a
+    precond : ``"auto"`` (overlapping local blocks plus a deflated coarse level on spread
+        landmarks, :mod:`kernla.models.schwarz`), ``"nystrom"``, ``"jacobi"``, None, or a
         preconditioner as :meth:`kernla.KernelOperator.solve` takes; ``rank``: Nyström rank.
     tol, maxiter : CG tolerance (relative residual of the projected system) and iteration limit.
     backend : engine of every reduction (``None``: automatic).
@@ -243,8 +243,8 @@ class KernelInterpolation(ClientParameter, RegressionScore, RegressorMixin, Base
             K = self._distributed(K, x)
         Y = host(y, np.float64).reshape(n, -1)
 
-        def entries(rows, cols):  # the dense block K[rows][:, cols] (rows None: all), for the preconditioner
-            return host(self._operator(x64 if rows is None else x64[rows], x64[cols]).to_dense(force=True), np.float64)
+        def submatrix(rows, cols):  # the operator K[rows][:, cols] (None: all), for the preconditioner
+            return self._operator(x64 if rows is None else x64[rows], x64 if cols is None else x64[cols])
 
         tol = default_tol(arr.dtype_of(x)) if self.tol is None else self.tol
         C, D, info = solve_saddle(
@@ -258,7 +258,7 @@ class KernelInterpolation(ClientParameter, RegressionScore, RegressorMixin, Base
             rank=self.rank,
             conditionally_pd=name in MIN_DEGREE,
             definite=degree >= MIN_DEGREE.get(name or "", -1),
-            entries=entries,
+            submatrix=submatrix,
             points=xh,
         )
         self.x_ = x
@@ -276,8 +276,8 @@ class KernelInterpolation(ClientParameter, RegressionScore, RegressorMixin, Base
 
         >>> import numpy as np
         >>> x = np.array([[0.0], [1.0], [2.0]])
-        >>> KernelInterpolation(kernel="gaussian", epsilon=1.0).fit(x, np.array([1.0, 2.0, 0.0])).predict(x).round(8)
-        array([1., 2., 0.])
+        >>> KernelInterpolation(kernel="gaussian", epsilon=1.0).fit(x, np.array([1.0, 2.0, 0.5])).predict(x).round(8)
+        array([1. , 2. , 0.5])
         """
         check_fitted(self, "coef_")
         x = as_points(x, "X", dim=self.n_features_in_, dtype=arr.dtype_of(self.x_), model=type(self).__name__)

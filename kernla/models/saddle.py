@@ -18,15 +18,20 @@ shared products and true-residual checks are reused as they are. When the degree
 kernel's minimum (scipy warns there too) the projected system may be indefinite, and the full
 system is solved by scipy's MINRES instead (one column at a time, unpreconditioned).
 
-Preconditioners. ``precond="auto"``: the two-level preconditioner of :mod:`kernla.models.schwarz`
-(overlapping local blocks plus a coarse level), for every kernel; its coarse level is a
-**projected Nyström** approximation: r random landmark columns of ``Π K Π`` (an N×r dense block of K, one product
+Preconditioners. ``precond="auto"`` with the host points (what :class:`KernelInterpolation`
+passes): the two-level method of :mod:`kernla.models.schwarz` for every kernel — overlapping
+local blocks as the preconditioner and the interpolation problem on spread landmarks as a
+coarse level, by **deflation** (CG then runs on ``(I − A Z Zᵀ) A``, A the projected system,
+and the coarse component of the solution is added at the end). Without the points, and for
+``precond="nystrom"`` with conditionally positive definite kernels: a **projected Nyström**
+approximation, r random landmark columns of ``Π K Π`` (an N×r dense block of K, one product
 K Q), a rank-r eigendecomposition ``U Λ Uᵀ``, and ``M⁻¹ = Π (U diag(1/(λ+μ) − 1/ν) Uᵀ + I/ν) Π``
 (ν = μ, or the smallest kept eigenvalue when μ ≈ 0) — Nyström preconditioning applied to the
-matrix that CG actually sees (``precond="nystrom"`` uses that level alone for conditionally
-positive definite kernels). Any other choice (``"nystrom"`` and ``"jacobi"`` for positive definite
-kernels, a callable, ...) is kernla's :func:`~kernla.linalg.precond.make_preconditioner` for
-``K + μI`` (μ the mean smoothing), applied between two projections.
+matrix that CG actually sees. Any other choice (``"nystrom"`` and ``"jacobi"`` for positive
+definite kernels, a callable, ...) is kernla's :func:`~kernla.linalg.precond.make_preconditioner`
+for ``K + μI`` (μ the mean smoothing), applied between two projections. The solve runs with host
+BLAS on one thread (:func:`kernla.linalg._compute.blas_single_thread`): on a loaded 2-core box,
+multithreaded OpenBLAS made the blocks' eigendecompositions 10-20× slower.
 
 >>> import numpy as np
 >>> from kernla.models.rbf import rbf_operator
@@ -53,9 +58,21 @@ import scipy.sparse.linalg
 
 from ..errors import InputValueError
 from ..linalg import KernelOperator
+from ..linalg._compute import blas_single_thread
 from ..linalg.cg import ConvergenceWarning, SolveInfo, block_cg, default_maxiter
 from ..linalg.precond import default_rank, make_preconditioner
-from .schwarz import BLOCK, OVERLAP, block_inverses, overlapping, spatial_blocks, two_level
+from ._common import host
+from .schwarz import (
+    BLOCK,
+    OVERLAP,
+    CoarseDeflation,
+    block_inverses,
+    coarse_size,
+    landmarks,
+    local_blocks,
+    overlapping,
+    spatial_blocks,
+)
 
 
 @dataclass
@@ -86,8 +103,9 @@ class _Projection:
     def __init__(self, P: np.ndarray):
         self.m = P.shape[1]
         if self.m == 0:
-            self.Q, self.R = P, np.zeros((0, 0))
+            self.P, self.Q, self.R = P, P, np.zeros((0, 0))
             return
+        self.P = P
         self.Q, self.R = np.linalg.qr(P)
         diag = np.abs(np.diag(self.R))
         if diag.min() <= 1e-10 * diag.max():
@@ -151,6 +169,61 @@ def _kernel_preconditioner(K: KernelOperator, proj: _Projection, precond: Any, m
     return (lambda R: proj(np.asarray(M.matmat(proj(R)), dtype=np.float64))), getattr(M, "name", str(precond))
 
 
+def _dense(submatrix: Callable[..., KernelOperator], rows: np.ndarray | None, cols: np.ndarray | None) -> np.ndarray:
+    """The dense host block ``K[rows][:, cols]`` (None: all)."""
+    return host(submatrix(rows, cols).to_dense(force=True), np.float64)
+
+
+def _two_level(
+    smoothing: np.ndarray,
+    proj: _Projection,
+    submatrix: Callable[[np.ndarray | None, np.ndarray | None], KernelOperator],
+    points: np.ndarray,
+    block: int,
+) -> tuple[Callable[[np.ndarray], np.ndarray], CoarseDeflation, str]:
+    """Overlapping local blocks (the preconditioner) and the landmarks' coarse level (:mod:`kernla.models.schwarz`)."""
+    boxes = overlapping(points, spatial_blocks(points, block), OVERLAP)
+    M = local_blocks(proj, boxes, block_inverses(boxes, lambda idx: _dense(submatrix, idx, idx), smoothing))
+    L = landmarks(points, coarse_size(points.shape[0]))
+    K_LL = _dense(submatrix, L, L)
+    coarse = CoarseDeflation(L, proj.P[L], K_LL, submatrix(None, L), submatrix(L, None), proj, smoothing)
+    name = (
+        f"two-level: {len(boxes)} overlapping blocks of <= {max(map(len, boxes))} points + deflation by "
+        f"{L.size} landmarks (coarse dimension {coarse.size})"
+    )
+    return M, coarse, name
+
+
+def _preconditioner(
+    K: KernelOperator,
+    smoothing: np.ndarray,
+    proj: _Projection,
+    precond: Any,
+    rank: int | None,
+    conditionally_pd: bool,
+    submatrix: Callable[[np.ndarray | None, np.ndarray | None], KernelOperator] | None,
+    points: np.ndarray | None,
+    block: int,
+) -> tuple[Callable[[np.ndarray], np.ndarray] | None, CoarseDeflation | None, str | None]:
+    """``(M, deflation, description)`` for :func:`solve_saddle`'s ``precond`` (its docstring)."""
+    mu = float(smoothing.mean())
+    if precond == "auto" and points is not None and submatrix is not None:
+        return _two_level(smoothing, proj, submatrix, points, block)
+    if precond == "auto" or (conditionally_pd and precond == "nystrom"):
+        columns = K.columns if submatrix is None else (lambda idx: _dense(submatrix, None, idx))
+        U, lam = projected_nystrom_basis(K, columns, proj, default_rank(K.shape[0]) if rank is None else rank)
+        return nystrom_preconditioner(U, lam, proj, mu), None, f"projected nystrom(rank {lam.size})"
+    if conditionally_pd and precond == "jacobi":
+        raise InputValueError(
+            "precond='jacobi' needs a positive diagonal; this kernel's is not (φ(0) <= 0): "
+            "use precond='auto' (the two-level method), 'nystrom' or None"
+        )
+    if precond is None:
+        return None, None, None
+    M, name = _kernel_preconditioner(K, proj, precond, mu, rank)
+    return M, None, name
+
+
 def _projected_tol(tol: float, Y: np.ndarray, B: np.ndarray) -> float:
     """The CG tolerance (relative to ‖Π y_j‖) that gives ``‖Π(y_j − (K + S) c_j)‖ ≤ tol · ‖y_j‖`` for every column.
 
@@ -174,7 +247,7 @@ def solve_saddle(
     rank: int | None = None,
     conditionally_pd: bool = False,
     definite: bool = True,
-    entries: Callable[[np.ndarray | None, np.ndarray], np.ndarray] | None = None,
+    submatrix: Callable[[np.ndarray | None, np.ndarray | None], KernelOperator] | None = None,
     points: np.ndarray | None = None,
     block: int = BLOCK,
 ) -> tuple[np.ndarray, np.ndarray, SaddleSolveInfo]:
@@ -182,8 +255,8 @@ def solve_saddle(
 
     ``smoothing`` (N,) is S's diagonal; ``conditionally_pd``: K is only conditionally positive
     definite — ``precond="auto"``: the two-level preconditioner of :mod:`kernla.models.schwarz`
-    (needs the host ``points`` and ``entries(rows, cols)``, the dense block ``K[rows][:, cols]``,
-    ``rows=None`` for all; ``block`` points per box), ``"nystrom"``: the projected Nyström
+    (needs the host ``points`` and ``submatrix(rows, cols)``, the operator ``K[rows][:, cols]``,
+    None for all; ``block`` points per box), ``"nystrom"``: the projected Nyström
     alone, Jacobi refused. ``definite=False`` (degree below the kernel's minimum): MINRES on
     the full system.
     """
@@ -194,38 +267,37 @@ def solve_saddle(
     def system(C: np.ndarray) -> np.ndarray:
         return np.asarray(K.matmat(C), dtype=np.float64) + s * C
 
-    if not definite:
-        C, D, iterations, converged = _minres(system, P, Y, tol, maxiter)
-        name, cg_info = None, None
-    else:
-        M, name = None, None
-        mu = float(smoothing.mean())
-        if precond == "auto" or (conditionally_pd and precond == "nystrom"):
-            columns = K.columns if entries is None else (lambda idx: entries(None, idx))
-            U, lam = projected_nystrom_basis(K, columns, proj, default_rank(K.shape[0]) if rank is None else rank)
-            if precond == "nystrom" or points is None or entries is None:
-                M, name = nystrom_preconditioner(U, lam, proj, mu), f"projected nystrom(rank {lam.size})"
-            else:
-                boxes = overlapping(points, spatial_blocks(points, block), OVERLAP)
-                M = two_level(proj, boxes, block_inverses(boxes, lambda idx: entries(idx, idx), smoothing), U, lam)
-                name = (
-                    f"two-level: {len(boxes)} overlapping blocks of <= {max(map(len, boxes))} points + projected "
-                    f"nystrom(rank {lam.size})"
-                )
-        elif conditionally_pd and precond == "jacobi":
-            raise InputValueError(
-                "precond='jacobi' needs a positive diagonal; this kernel's is not (φ(0) <= 0): "
-                "use precond='auto' (projected Nyström) or None"
+    with blas_single_thread(getattr(K, "backend", None), bool(getattr(K, "on_gpu", False))):
+        if not definite:
+            C, D, iterations, converged = _minres(system, P, Y, tol, maxiter)
+            name, cg_info = None, None
+        else:
+            M, deflation, name = _preconditioner(
+                K, smoothing, proj, precond, rank, conditionally_pd, submatrix, points, block
             )
-        elif precond is not None:
-            M, name = _kernel_preconditioner(K, proj, precond, mu, rank)
-        B = proj(Y)
-        B[:, np.linalg.norm(B, axis=0) <= tol * np.linalg.norm(Y, axis=0)] = 0.0  # polynomial columns: c = 0
-        C, cg_info = block_cg(lambda V: proj(system(V)), B, tol=_projected_tol(tol, Y, B), maxiter=maxiter, precond=M)
-        C = proj(C)
-        D = proj.tail(Y - system(C))
-        iterations, converged = cg_info.iterations, cg_info.converged
-    resid = Y - system(C) - P @ D
+            B = proj(Y)
+            B[:, np.linalg.norm(B, axis=0) <= tol * np.linalg.norm(Y, axis=0)] = 0.0  # polynomial columns: c = 0
+            if deflation is None:
+                C, cg_info = block_cg(
+                    lambda V: proj(system(V)), B, tol=_projected_tol(tol, Y, B), maxiter=maxiter, precond=M
+                )
+            else:
+                Bd = deflation.deflate(B)
+                Bd[:, np.linalg.norm(Bd, axis=0) <= tol * np.linalg.norm(Y, axis=0)] = 0.0  # solved on the coarse level
+                C, cg_info = block_cg(
+                    lambda V: deflation.deflate(proj(system(V))),
+                    Bd,
+                    tol=_projected_tol(tol, Y, Bd),
+                    maxiter=maxiter,
+                    precond=M,
+                )
+                C = deflation.solution(C, B)
+            C = proj(C)
+            iterations, converged = cg_info.iterations, cg_info.converged
+        KC = system(C)  # one product for the tail and the residual
+        if cg_info is not None:
+            D = proj.tail(Y - KC)
+    resid = Y - KC - P @ D
     ynorm = np.linalg.norm(Y, axis=0)
     cnorm = np.linalg.norm(C, axis=0)
     info = SaddleSolveInfo(
