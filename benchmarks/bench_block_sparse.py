@@ -15,9 +15,16 @@ Errors are measured against an exact float64 NumPy product on ``--rows`` random 
 ``eps · ‖b‖_1`` (the certified bound: at most 1). ``--moonshot`` adds the clustering of 1e7 points
 (unit square σ = 0.002, unit cube σ = 0.01, eps = 1e-6): time, pairs kept and the ideal count
 ``N² · P(|x − y| < r)`` (the exact distance law of the unit square / cube), with the product when
-kernla has ``truncate=`` and ``--moonshot-product`` is given.
+kernla has ``truncate=`` and ``--moonshot-product`` is given (``--dtype``: its points and b in float64
+or float32; the certificate is on the given points, the engine's rounding is measured beside it).
+``--moonshot-n 1e6`` runs the same problems at fewer points with σ scaled by ``(1e7 / n)^(1/D)``, so
+that each point has as many neighbours within the cutoff radius and each cell as many points as at
+1e7 (a quick extrapolation: about a tenth of the pairs). The box may be shared: the moonshot reports
+wall seconds beside process CPU seconds (``getrusage`` of the process and its children, all
+threads) and the load average, and a quiet-box estimate ``clustering CPU + operator CPU + product
+CPU / threads``.
 
-Run: ``python benchmarks/bench_block_sparse.py [--sizes 1e5 1e6] [--moonshot]``.
+Run: ``python benchmarks/bench_block_sparse.py [--sizes 1e5 1e6] [--moonshot] [--json PATH]``.
 """
 
 from __future__ import annotations
@@ -25,11 +32,13 @@ from __future__ import annotations
 import argparse
 import inspect
 import math
+import os
+import resource
 import time
 from collections.abc import Callable
 
 import numpy as np
-from _common import machine, optional, table
+from _common import add_json_option, machine, optional, table, write_json
 
 from kernla import Vi, Vj
 from kernla.linalg import KernelOperator
@@ -47,12 +56,28 @@ def ball_fraction(r: float, dim: int) -> float:
 
 
 def exact_rows(x: np.ndarray, b: np.ndarray, rows: np.ndarray, sigma: float) -> np.ndarray:
+    """The float64 product's entries at ``rows``, a few rows at a time (at most ~2e7 pairs in memory)."""
     out = np.empty(len(rows))
-    for k0 in range(0, len(rows), 16):
-        sel = rows[k0 : k0 + 16]
+    x, b = x.astype(np.float64), b.astype(np.float64)
+    step = max(1, min(16, 20_000_000 // len(x)))
+    for k0 in range(0, len(rows), step):
+        sel = rows[k0 : k0 + step]
         d2 = ((x[sel, None, :] - x[None, :, :]) ** 2).sum(-1)
-        out[k0 : k0 + 16] = np.exp(-d2 / (2 * sigma**2)) @ b
+        out[k0 : k0 + step] = np.exp(-d2 / (2 * sigma**2)) @ b
     return out
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process (all threads) and its children, user + system."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def clocked(fn: Callable[[], object]) -> tuple[object, float, float]:
+    """``fn()``, its wall seconds and its CPU seconds."""
+    c0, t0 = cpu_seconds(), time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0, cpu_seconds() - c0
 
 
 def has_truncate() -> bool:
@@ -184,46 +209,60 @@ def side_by_side(sizes, n_rows, dense_max, neighbours, pykeops_max_pairs):
     print(table(headers, rows_out, "Gaussian K b, unit square, eps = 1e-6"))
 
 
-def moonshot(with_product: bool):
+def moonshot(with_product: bool, n: int, dims: list[int], dtype: str, n_rows: int):
+    threads = os.cpu_count() or 1
     rows_out = []
-    for dim, sigma in ((2, 0.002), (3, 0.01)):
-        n = 10**7
-        x = np.random.default_rng(dim).uniform(size=(n, dim))
-        c0 = time.process_time()
-        t, wall = timed(lambda: truncate(x, sigma=sigma, eps=EPS))
-        cpu = time.process_time() - c0
+    for dim in dims:
+        sigma = {2: 0.002, 3: 0.01}[dim] * (1e7 / n) ** (1 / dim)  # neighbours and cell occupancy of 1e7
+        rng = np.random.default_rng(dim)
+        x = rng.uniform(size=(n, dim))
+        t, wall, cpu = clocked(lambda: truncate(x, sigma=sigma, eps=EPS))
         ideal = n * n * ball_fraction(t.info.radius, dim)
-        product = "-"
+        build = product = err = "-"
+        estimate = cpu
         if with_product and has_truncate():
-            op = kernla_op(x, x, sigma, t)
-            c1 = time.process_time()
-            _, dt = timed(lambda: op @ np.ones(n))
-            product = f"{dt:.1f} (cpu {time.process_time() - c1:.1f})"
+            xd, b = x.astype(dtype), rng.normal(size=n).astype(dtype)
+            op, w_op, c_op = clocked(lambda: kernla_op(xd, xd, sigma, t))
+            out, w_p, c_p = clocked(lambda: op @ b)
+            rows = np.sort(rng.choice(n, size=n_rows, replace=False))
+            ref = exact_rows(xd, b, rows, sigma)
+            worst = np.abs(np.asarray(out, np.float64)[rows] - ref).max()
+            err = f"{worst / (EPS * np.abs(b.astype(np.float64)).sum()):.1e}"
+            build, product = f"{w_op:.1f} / {c_op:.1f}", f"{w_p:.1f} / {c_p:.1f}"
+            estimate = cpu + c_op + c_p / threads
         rows_out.append(
             [
-                f"{dim}-D, sigma={sigma}",
-                f"{wall:.1f}",
-                f"{cpu:.1f}",
+                f"{dim}-D, sigma={sigma:.3g}",
+                f"{n:.0e}",
+                f"{wall:.1f} / {cpu:.1f}",
                 f"{t.info.pairs_kept:.3e}",
                 f"{ideal:.3e}",
                 f"{t.info.pairs_kept / ideal:.2f}",
                 f"{t.info.blocks_kept:.2e}",
                 f"{t.info.clusters[0]}",
+                build,
                 product,
+                round(estimate, 1),
+                err,
+                f"{os.getloadavg()[0]:.1f}",
             ]
         )
     headers = [
-        "1e7 points",
-        "clustering wall s",
-        "cpu s",
+        "problem",
+        "N",
+        "clustering wall / CPU s",
         "pairs kept",
         "ideal",
         "kept/ideal",
         "blocks",
         "cells",
-        "product s",
+        "operator wall / CPU s",
+        f"product ({dtype}) wall / CPU s",
+        "quiet-box estimate s",
+        "max err / (eps |b|_1)",
+        "load",
     ]
-    print(table(headers, rows_out, "Moonshot: 1e7 points, eps = 1e-6"))
+    print(table(headers, rows_out, f"Moonshot: eps = 1e-6, {dtype} product, {threads} threads"))
 
 
 def main():
@@ -235,6 +274,10 @@ def main():
     p.add_argument("--neighbours", type=float, default=64, help="points within the cutoff radius of each point")
     p.add_argument("--moonshot", action="store_true")
     p.add_argument("--moonshot-product", action="store_true")
+    p.add_argument("--moonshot-n", type=float, default=1e7, help="points of the moonshot problems (σ scaled)")
+    p.add_argument("--moonshot-dims", type=int, nargs="*", default=[2, 3], choices=[2, 3])
+    p.add_argument("--dtype", default="float64", choices=["float64", "float32"], help="of the moonshot's product")
+    add_json_option(p)
     args = p.parse_args()
     print(machine())
     if args.sizes:
@@ -242,7 +285,9 @@ def main():
             [int(s) for s in args.sizes], args.rows, int(args.dense_max), args.neighbours, args.pykeops_max_pairs
         )
     if args.moonshot:
-        moonshot(args.moonshot_product)
+        moonshot(args.moonshot_product, int(args.moonshot_n), args.moonshot_dims, args.dtype, min(args.rows, 20))
+    plots = [{"table": 0, "x": "N", "y": "total s", "series": "method", "title": "block-sparse Gaussian K b"}]
+    write_json(args.json, plots if args.sizes else [])
 
 
 if __name__ == "__main__":

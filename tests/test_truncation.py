@@ -234,3 +234,50 @@ def test_truncated_torch_products_differentiate_like_the_masked_matrix():
     (g,) = torch.autograd.grad(out.square().sum(), [x])
     (g_ref,) = torch.autograd.grad(ref.square().sum(), [x])
     torch.testing.assert_close(g, g_ref, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("q", [2, 3, 4])
+@pytest.mark.parametrize("shape", ["uniform", "clustered"])
+def test_cells_at_whole_fractions_of_the_cutoff_radius_in_3d(q, shape):
+    """Cells of side r/q exactly (the default in 3-D is r/3): the bound holds on both sides, and the
+    symmetric kept set's two halves are the same arrays (the engines check them once)."""
+    from kernla.engines.ranges import block_sparsity
+    from kernla.linalg.truncation import cutoff_radius, profile
+
+    rng = np.random.default_rng([q, len(shape)])
+    sigma, eps = 0.03, 1e-6
+    r = cutoff_radius(profile("gaussian", sigma), eps, sigma)
+    x, y = _data(rng, shape, 347, 3), _data(rng, shape, 219, 3)
+    t = truncate(x, sigma=sigma, eps=eps, cells=(r / q, r / q))
+    _check(rng, x, None, "gaussian", {}, sigma, eps)
+    assert t.ranges[3] is t.ranges[0] and t.ranges[4] is t.ranges[1] and t.ranges[5] is t.ranges[2]
+    sp = block_sparsity(t.ranges, 347, 347)
+    assert sp.over_i is sp.over_j
+    xs = x[t.perm_x]
+    K = np.exp(-((xs[:, None] - xs[None]) ** 2).sum(-1) / (2 * sigma**2))
+    mask = _mask_forward(t.ranges, 347, 347)
+    b = rng.normal(size=347)
+    assert np.abs(K @ b - (K * mask) @ b).max() <= eps * np.abs(b).sum()
+    t_xy = truncate(x, y, sigma=sigma, eps=eps, cells=(r / q, r / (q + 1)))
+    mask_xy = _mask_forward(t_xy.ranges, 347, 219)
+    assert np.array_equal(mask_xy, _mask_backward(t_xy.ranges, 347, 219))
+    d2 = ((x[t_xy.perm_x][:, None] - y[t_xy.perm_y][None]) ** 2).sum(-1)
+    assert (np.exp(-d2 / (2 * sigma**2))[~mask_xy] <= eps).all()
+
+
+def test_float32_points_are_truncated_on_their_own_coordinates():
+    """float32 points: the boxes are computed on the float32 values (widened to float64), so the dropped
+    pairs of those very points have k ≤ eps, and the operator's products are the masked float32 matrix's."""
+    rng = np.random.default_rng(23)
+    x = rng.uniform(size=(419, 3)).astype(np.float32)
+    sigma, eps = 0.05, 1e-6
+    K = kernels.gaussian(x, sigma=sigma, truncate=eps)
+    t = truncate(x, sigma=sigma, eps=eps)
+    x64 = x.astype(np.float64)
+    dense = np.exp(-((x64[:, None] - x64[None]) ** 2).sum(-1) / (2 * sigma**2))
+    Kt = _truncated_dense(t, dense)
+    assert (dense[Kt == 0] <= eps).all() and K.truncation_info.pairs_kept == t.info.pairs_kept
+    b = rng.normal(size=419).astype(np.float32)
+    out = K @ b
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, Kt @ b.astype(np.float64), rtol=1e-4, atol=1e-5)

@@ -154,7 +154,10 @@ def block_sparsity(ranges: Any, nx: int, ny: int, batches: int = 1) -> BlockSpar
     shared = batches > 1 and all(n is None or a.size == 0 or a.max() <= n for a, n in zip(arrays, bounds))
     stacked = 1 if shared else batches  # indices within one problem: the same blocks for every entry
     over_j = _direction(arrays[0], arrays[1], arrays[2], NAMES[:3], nx, ny, stacked)
-    over_i = _direction(arrays[3], arrays[4], arrays[5], NAMES[3:], ny, nx, stacked)
+    if nx == ny and all(a is b for a, b in zip(arrays[3:], arrays[:3])):  # a symmetric mask (as truncate builds)
+        over_i = over_j
+    else:
+        over_i = _direction(arrays[3], arrays[4], arrays[5], NAMES[3:], ny, nx, stacked)
     return BlockSparsity(over_j * (batches // stacked), over_i * (batches // stacked), nx, ny)
 
 

@@ -58,9 +58,11 @@ class KernelSolve:
     ``KernelSolve(formula, aliases, varinvalias, axis=None)``; ``axis`` defaults to the unknown's
     category (1, over j, for a ``Vj`` unknown; 0 for a ``Vi`` one, pykeops' default). Call it as
     ``Kinv(*arrays, alpha=1e-10, tol=None, maxiter=None, precond=None, rank=None, x0=None,
-    callback=None, return_info=False, verbose=False, backend="auto")`` with one array per alias
+    callback=None, return_info=False, verbose=False, backend="auto", ranges=None)`` with one array per alias
     in alias order and ``b`` in the ``varinvalias`` slot. ``eps`` is accepted as pykeops' name for
-    ``tol``. Returns ``a`` with b's shape and kind (and ``(a, info)`` with ``return_info=True``).
+    ``tol``. ``ranges=`` (pykeops' block-sparse 6-tuple, in the formula's i, j frame; the mask must be
+    symmetric) makes every product of the solve block-sparse, the backward's included. Returns ``a``
+    with b's shape and kind (and ``(a, info)`` with ``return_info=True``).
 
     Differentiable with torch: when b, the points, the parameters or ``alpha`` (a 0-d tensor)
     require grad, ``a`` carries a ``grad_fn`` whose backward is one more solve of the same system
@@ -126,6 +128,7 @@ class KernelSolve:
         return_info: bool = False,
         verbose: bool = False,
         backend: str = "auto",
+        ranges: Any = None,
         **compat: Any,
     ):
         _check_compat(compat)
@@ -145,18 +148,18 @@ class KernelSolve:
             alpha=alpha, tol=tol, maxiter=maxiter, x0=x0, callback=callback, return_info=return_info, verbose=verbose
         )
         if self.kernel is not None:
-            op = self._operator(self.kernel, args, backend)
+            op = self._operator(self.kernel, args, backend, ranges)
             return op.solve(b, precond=precond, rank=rank, **options)
         if precond is not None or rank is not None:
             raise InputValueError(
                 f"preconditioners need a formula of the form k(x, y) * B with a scalar kernel k; {self.formula} is not"
             )
         if arr.needs_grad([*args, alpha]):
-            return self._generic_graph(args, backend, **options)
-        return self._generic(args, backend, **options)
+            return self._generic_graph(args, backend, ranges, **options)
+        return self._generic(args, backend, ranges, **options)
 
     def _generic_graph(
-        self, args: Sequence[Any], backend: str, *, alpha, tol, maxiter, x0, callback, return_info, verbose
+        self, args: Sequence[Any], backend: str, ranges: Any, *, alpha, tol, maxiter, x0, callback, return_info, verbose
     ):
         """:meth:`_generic` recorded for torch.autograd (:func:`kernla.autograd.solve_with_grad`).
 
@@ -187,6 +190,7 @@ class KernelSolve:
                 return self._generic(
                     call_args,
                     backend,
+                    ranges,
                     alpha=alpha_value,
                     tol=tol,
                     maxiter=maxiter,
@@ -198,6 +202,7 @@ class KernelSolve:
             a, found["info"] = self._generic(
                 call_args,
                 backend,
+                ranges,
                 alpha=alpha_value,
                 tol=tol,
                 maxiter=maxiter,
@@ -209,12 +214,13 @@ class KernelSolve:
             return a
 
         a = solve_with_grad(
-            solve, lambda ca: reduce(red, self.slots, ca, self.axis, backend)[0], args, self.varinv_pos, alpha
+            solve, lambda ca: reduce(red, self.slots, ca, self.axis, backend, ranges)[0], args, self.varinv_pos, alpha
         )
         return (a, found["info"]) if return_info else a
 
-    def _operator(self, kernel: Node, args: Sequence[Any], backend: str) -> KernelOperator:
-        """The operator ``kernel(x_i, y_j)`` on the call's arrays (``self.kernel``, split off when it exists)."""
+    def _operator(self, kernel: Node, args: Sequence[Any], backend: str, ranges: Any) -> KernelOperator:
+        """The operator ``kernel(x_i, y_j)`` on the call's arrays (``self.kernel``, split off when it exists),
+        block-sparse with ``ranges`` (pykeops' tuple in the i, j frame; the transpose for ``axis=0``)."""
         variables, names = [], []
         for slot, a in zip(self.slots, args):
             data: Any
@@ -228,10 +234,12 @@ class KernelSolve:
                 raise ShapeError(f"{slot.describe()} got an array of shape {tuple(a.shape)}")
             variables.append((data, slot.cat))
             names.append(slot.name)
-        op = KernelOperator.from_kernel(Kernel.build(kernel, variables, names, backend))
+        op = KernelOperator.from_kernel(Kernel.build(kernel, variables, names, backend, ranges))
         return op.T if self.axis == 0 else op
 
-    def _generic(self, args: Sequence[Any], backend: str, *, alpha, tol, maxiter, x0, callback, return_info, verbose):
+    def _generic(
+        self, args: Sequence[Any], backend: str, ranges: Any, *, alpha, tol, maxiter, x0, callback, return_info, verbose
+    ):
         b = args[self.varinv_pos]
         named = {s.name: a for s, a in zip(self.slots, args)}
         kind = arr.common_kind(named)
@@ -252,7 +260,7 @@ class KernelSolve:
         def product(x):
             call_args = list(data)
             call_args[self.varinv_pos] = x.reshape(n, d).astype(work)
-            out = reduce(red, self.slots, call_args, self.axis, backend)[0]
+            out = reduce(red, self.slots, call_args, self.axis, backend, ranges)[0]
             return out.astype(np.float64).reshape(n * d) + alpha * x
 
         def apply(X):  # (n·d, w): one reduction per column (the formula is linear in B, not a kernel product)

@@ -380,15 +380,16 @@ def truncate(
             kept.append((a.astype(small), b.astype(small)))
     counts_i = np.concatenate(counts)
     slices_i = np.cumsum(np.concatenate([counts_i, np.zeros(xc.count - len(counts_i), dtype=np.int64)]))
+    slices_i = slices_i.astype(np.int64)
     ranges_j = np.concatenate(red_j)
-    if yc is xc:  # a symmetric kept set: the transposed runs are the same
+    if yc is xc:  # a symmetric kept set: the transposed runs are the same arrays (checked once by the engines)
         slices_j, red_i = slices_i, ranges_j
     else:
         a = np.concatenate([np.zeros(0, dtype=small)] + [k[0] for k in kept])
         b = np.concatenate([np.zeros(0, dtype=small)] + [k[1] for k in kept])
         order = np.argsort(b, kind="stable")  # a is sorted: (b, a) order
         c, red_i = _runs(b[order], a[order], yc.count, xc.ranges)
-        slices_j = np.cumsum(c)
+        slices_j = np.cumsum(c).astype(np.int64)
     info = TruncationInfo(
         bound=float(eps),
         radius=radius,
@@ -399,7 +400,7 @@ def truncate(
         cells=(cx, cy),
         seconds=time.perf_counter() - t0,
     )
-    ranges = (xc.ranges, slices_i.astype(np.int64), ranges_j, yc.ranges, slices_j.astype(np.int64), red_i)
+    ranges = (xc.ranges, slices_i, ranges_j, yc.ranges, slices_j, red_i)
     return Truncation(ranges, xc.perm, yc.perm, info)
 
 
@@ -468,7 +469,7 @@ def sort_variables(variables: list, truncation: Truncation) -> tuple[list, Range
             f"(kernla.kernels.<name>(..., truncate=eps) builds it for you), got {type(truncation).__name__}"
         )
     perms = {CAT_I: truncation.perm_x, CAT_J: truncation.perm_y}
-    out = []
+    out, done = [], {}  # one sorted copy of an array that is both X and Y (y = x: perm_x is perm_y)
     for data, cat in variables:
         if cat in perms:
             if arr.kind_of(data) == "scalar" or len(data.shape) != 2 or data.shape[0] != len(perms[cat]):
@@ -476,7 +477,10 @@ def sort_variables(variables: list, truncation: Truncation) -> tuple[list, Range
                 raise ShapeError(
                     f"the truncation was computed for {len(perms[cat])} {which}; got data shaped {data.shape}"
                 )
-            data = take_rows(data, perms[cat])
+            key = (id(data), id(perms[cat]))
+            if key not in done:
+                done[key] = take_rows(data, perms[cat])
+            data = done[key]
         out.append((data, cat))
     return out, truncation.ranges, Order(truncation.perm_x, truncation.perm_y, truncation.info)
 
