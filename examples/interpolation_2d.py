@@ -27,11 +27,10 @@ import argparse
 import time
 
 import numpy as np
-from _common import figure_path, scaled
+from _common import Truncated, figure_path, scaled
 
 from kernla import Genred, KernelSolve
 from kernla.engines import resolve_backend
-from kernla.linalg.truncation import truncate
 
 SIGMA, ALPHA = 0.1, 10.0
 FORMULA = "Exp(-g * Norm2(x - y)) * b"
@@ -59,15 +58,10 @@ def main() -> None:
     side = np.linspace(0, 1, 100)
     grid = np.stack(np.meshgrid(side, side, indexing="xy"), -1).reshape(-1, 2)
 
-    ranges = ranges_grid = None
-    t0 = time.perf_counter()
-    if args.truncate is not None:  # sort the samples and the grid by cluster; keep the near block pairs
-        t_xx = truncate(x, kernel="laplacian", sigma=args.sigma, eps=args.truncate)
-        t_gx = truncate(grid, x, kernel="laplacian", sigma=args.sigma, eps=args.truncate)
-        x, b, ranges = x[t_xx.perm_x], b[t_xx.perm_x], t_xx.ranges
-        grid, ranges_grid = grid[t_gx.perm_x], t_gx.ranges
-        x_grid = x[np.argsort(t_xx.perm_x)][t_gx.perm_y]  # the samples in t_gx's column order
-    t_cluster = time.perf_counter() - t0
+    cut = None if args.truncate is None else Truncated(x, b, grid, "laplacian", args.sigma, args.truncate)
+    if cut is not None:  # the samples in cluster order, the near block pairs kept
+        x, b = cut.x, cut.b
+    ranges = None if cut is None else cut.ranges
 
     Kinv = KernelSolve(FORMULA, ALIASES, "b", axis=1)
     precond = None if args.precond == "none" else args.precond
@@ -78,26 +72,14 @@ def main() -> None:
     K = Genred(FORMULA, ALIASES, reduction_op="Sum", axis=1)
     residual = np.linalg.norm(K(x, x, a, g, ranges=ranges) + ALPHA * a - b) / np.linalg.norm(b)
     t1 = time.perf_counter()
-    if args.truncate is None:
-        f_grid = K(grid, x, a, g)
-    else:  # a in the order of t_gx's columns; the grid values back in the grid's order
-        a_grid = a[np.argsort(t_xx.perm_x)][t_gx.perm_y]
-        f_grid = K(grid, x_grid, a_grid, g, ranges=ranges_grid)[np.argsort(t_gx.perm_x)]
-        grid = grid[np.argsort(t_gx.perm_x)]
+    f_grid = K(grid, x, a, g) if cut is None else cut.evaluate(K, a, g)
     f_grid = f_grid.reshape(100, 100)
     t_eval = time.perf_counter() - t1
     error = np.abs(f_grid - target(grid).reshape(100, 100)).mean()
 
     print(f"N = {n}, σ = {args.sigma}, engine {resolve_backend(None, False)}, preconditioner {precond}")
-    if args.truncate is not None:
-        eps, kept = args.truncate, t_xx.info
-        print(
-            f"truncation (eps = {eps:g}, cutoff radius {kept.radius:.3g}, clustering {t_cluster:.2f} s): "
-            f"system {kept.fraction_kept:.2%} of the pairs kept ({kept.pairs_kept:,}), grid evaluation "
-            f"{t_gx.info.fraction_kept:.2%}; certified ‖K b − K_t b‖_∞ ≤ {eps:g} · ‖b‖_1 for every product"
-        )
-        if eps * n < ALPHA:
-            print(f"  so the solution of the truncated system: ‖a − a_t‖_2 ≤ {eps * n / (ALPHA - eps * n):.2e} ‖a_t‖_2")
+    if cut is not None:
+        print(cut.report(ALPHA))
     print(f"KernelSolve: {t_solve:.3f} s, {info.iterations} CG iterations, {info.kernel_products} kernel products")
     print(f"relative residual ‖(K + αI) a − b‖ / ‖b‖ = {residual:.2e}")
     print(f"Genred on a 100x100 grid: {t_eval:.3f} s; mean |interpolant - f| = {error:.3f}")

@@ -6,7 +6,10 @@ NumPy product, the mask read from each half of the returned ranges tuple by the 
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -281,3 +284,31 @@ def test_float32_points_are_truncated_on_their_own_coordinates():
     out = K @ b
     assert out.dtype == np.float32
     np.testing.assert_allclose(out, Kt @ b.astype(np.float64), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "script, args",
+    [
+        ("interpolation_1d.py", ["--n", "3001", "--sigma", "0.01"]),
+        ("interpolation_2d.py", ["--n", "2001", "--sigma", "0.02"]),
+        ("gp_regression.py", ["--n", "1500", "--grid", "200", "--std-points", "20", "--sk-max", "500"]),
+    ],
+)
+def test_the_examples_truncate_option(script, args, tmp_path):
+    """``--truncate EPS`` runs each example block-sparse and reports the kept fraction and the bound."""
+    pytest.importorskip("matplotlib")
+    if script == "gp_regression.py":
+        pytest.importorskip("sklearn")
+    path = Path(__file__).resolve().parents[1] / "examples" / script
+    run = subprocess.run(
+        [sys.executable, str(path), *args, "--truncate", "1e-6", "--out", str(tmp_path / "f.png")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "MPLBACKEND": "Agg"},
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    kept = re.search(r"([0-9.]+)% of the (?:N² )?pairs kept", run.stdout)
+    assert kept is not None and 0 < float(kept.group(1)) < 100, run.stdout
+    assert "1e-06 · ‖b‖_1" in run.stdout and (tmp_path / "f.png").is_file()
