@@ -711,3 +711,25 @@ def test_kernla_has_every_lazy_method_in_the_issue():
     names = "exp log sqrt abs sin cos relu clamp sqnorm2 norm2 normalize sqdist".split()
     for name in names:
         assert callable(getattr(kernla.LazyTensor, name)), name
+
+
+UNARY = sorted(n for n, s in OPS.items() if s.arity == 1 and not s.param_names and s.dim_rule((3,), ()) == 3)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, s in OPS.items() if s.constant_rules and s.simplify is not None))
+def test_constant_rules_never_fire_without_a_constant(name):
+    """``constant_rules`` lets building skip ``simplify`` when no argument is a constant: it must be true of it."""
+    from kernla.formula.tree import Node, Var  # noqa: PLC0415  # kept beside the only test that needs it
+
+    spec = OPS[name]
+    for dims in [(1,) * spec.arity, (3,) * spec.arity, (1,) + (3,) * (spec.arity - 1)]:
+        args = tuple(Var(k, d, CAT_I) for k, d in enumerate(dims))
+        params = tuple(1 for _ in spec.param_names)
+        try:
+            spec.output_dim(dims, params)
+        except (kernla.errors.FormulaError, TypeError):  # not dimensions (or parameters) this operation takes
+            continue
+        assert spec.simplify(args, params) is None
+        for wrap in UNARY:  # arguments made by any one-argument operation (not constants either)
+            inner = tuple(Node(wrap, (a,), (), OPS[wrap].output_dim((a.dim,), ())) for a in args)
+            assert spec.simplify(inner, params) is None, wrap

@@ -99,7 +99,7 @@ class Node:
 
     @property
     def is_const(self) -> bool:
-        return self.op in ("IntCst", "RealCst")
+        return self.op in CONSTANT_OPS
 
     def walk(self) -> Iterator[Node]:
         """All distinct nodes of the tree, children before parents (see :func:`walk_many`)."""
@@ -355,6 +355,17 @@ def apply(op: str, args: tuple, params: tuple = ()) -> Node:
     return build(spec, nodes, tuple(params))
 
 
+#: the operations whose nodes are constants (``Node.is_const``)
+CONSTANT_OPS = ("IntCst", "RealCst")
+
+
+def _has_constant(args: tuple[Node, ...]) -> bool:
+    for a in args:  # a loop, not any(…): this runs for every node built
+        if a.op in CONSTANT_OPS:
+            return True
+    return False
+
+
 def build(spec: Any, args: tuple[Node, ...], params: tuple) -> Node:
     """The node of operation ``spec`` (an ``OpSpec``) on ``args``, whose number and ``params`` are checked.
 
@@ -374,7 +385,7 @@ def build(spec: Any, args: tuple[Node, ...], params: tuple) -> Node:
     if dim > limits.MAX_DIM:
         limits.check_dim(dim, f"{spec.name}: the dimension")
     simplify = spec.simplify
-    if simplify is not None:
+    if simplify is not None and (not spec.constant_rules or _has_constant(args)):
         simplified = simplify(args, params)
         if simplified is not None:
             return simplified

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ...errors import FormulaError
-from ..tree import IntCst, Node, RealCst, call
+from ..tree import CONSTANT_OPS, IntCst, Node, RealCst, call
 
 #: the C expressions of a node's components, one string per component
 CExprs = list[str]
@@ -58,6 +58,9 @@ class OpSpec:
     param_names: tuple[str, ...] = ()
     simplify: Callable[[tuple, tuple], Node | None] | None = None
     fold: bool = True  # constant-fold when every argument is a constant
+    #: the ``simplify`` rules fire only when an argument is a constant, so nodes without one skip them;
+    #: ``register`` sets it when folding is the only rule
+    constant_rules: bool = False
     doc: str = ""
     elementwise: bool = False
     symbol: str | None = None
@@ -73,7 +76,7 @@ class OpSpec:
 
 #: operation name -> its OpSpec: every operation of the formula language (``register`` adds one)
 OPS: dict[str, OpSpec] = {}
-_CONSTANT_OPS = ("IntCst", "RealCst")  # as Node.is_const, without the property call
+_CONSTANT_OPS = CONSTANT_OPS  # as Node.is_const, without the property call
 
 
 def get_op(name: str) -> OpSpec:
@@ -94,7 +97,7 @@ def register(spec: OpSpec) -> None:
     if spec.name in OPS:
         raise FormulaError(f"operation {spec.name!r} is already registered")
     if spec.fold:
-        spec = replace(spec, simplify=_with_folding(spec))
+        spec = replace(spec, simplify=_with_folding(spec), constant_rules=spec.constant_rules or spec.simplify is None)
     OPS[spec.name] = spec
 
 
@@ -143,6 +146,8 @@ def same(dims, params):
 
 def broadcast(dims, params):
     """Equal dimensions, or 1 broadcast to the others."""
+    if len(dims) == 2 and dims[0] == dims[1]:  # the common case, first: this runs for every node built
+        return dims[0]
     out = max(dims)
     for d in dims:
         if d not in (1, out):
