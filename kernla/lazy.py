@@ -825,10 +825,10 @@ class _BoundReduction:
         return result if out is None else write_out(out, result)
 
     def _finish(self, o: Any) -> Any:
+        cut = o.ndim - (2 if self.axis == 0 else 1)  # where the reduced axis was (before any post-processing)
         if self.post is not None:
-            return self.post(o)
+            o = self.post(o)
         if self.keepdim:
-            cut = o.ndim - (2 if self.axis == 0 else 1)
             return o.reshape(tuple(o.shape[:cut]) + (1,) + tuple(o.shape[cut:]))
         return o
 

@@ -115,3 +115,13 @@ def test_complex_torch_in_and_out_with_gradients_on_each_engine(backend):
     g_ref = torch.autograd.grad((ref * w).real.sum(), (x, y, s))
     for a, b in zip(g_ours, g_ref):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("dim", [0, 1])
+def test_keepdim_keeps_the_reduced_axis_of_complex_sums(dim):
+    """``keepdim=True`` as for real reductions (it was dropped when the result is made complex)."""
+    rng = np.random.default_rng(11)
+    z = rng.normal(size=(7, 1, 3)) + 1j * rng.normal(size=(7, 1, 3))
+    w = rng.normal(size=(1, 5, 3)) + 1j * rng.normal(size=(1, 5, 3))
+    out = (LazyTensor(z) * LazyTensor(w)).sum(dim=dim, keepdim=True, backend="numpy")
+    np.testing.assert_allclose(out, (z * w).sum(dim, keepdims=True), rtol=1e-12, atol=1e-14)
