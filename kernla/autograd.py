@@ -55,7 +55,7 @@ from .engines.ranges import BlockSparsity, swap_axes
 from .errors import ShapeError
 from .formula.diff import grad as symbolic_grad
 from .formula.diff import vjp
-from .formula.tree import CAT_I, CAT_J, CAT_PARAM, IntCst, Node, Var, call
+from .formula.tree import CAT_I, CAT_J, CAT_PARAM, IntCst, Node, Var, call, concat
 from .reductions import KINDS, Reduction
 
 __all__ = ["DIFFERENTIABLE", "needs_grad", "reduce_with_grad", "implicit_solve", "solve_with_grad"]
@@ -228,13 +228,6 @@ def _vjp(seeds: tuple, targets: tuple) -> list:
     return vjp(seeds, targets)
 
 
-def _concat(formulas: Sequence[Node]) -> Node:
-    out = formulas[0]
-    for f in formulas[1:]:
-        out = call("Concat", out, f)
-    return out
-
-
 def _var(slot: Slot, pos: int) -> Node:
     return Var(pos, slot.dim, slot.cat)
 
@@ -279,7 +272,7 @@ def _pairwise_backward(spec: _Spec, rows, out: torch.Tensor, g: torch.Tensor, ta
         parts = [(k, f) for k, f in zip(group, formulas) if f is not None]
         if not parts:
             continue
-        (res,) = _reduce(Reduction("Sum", _concat([f for _, f in parts])), all_slots, all_args, axis, backend, ranges)
+        (res,) = _reduce(Reduction("Sum", concat([f for _, f in parts])), all_slots, all_args, axis, backend, ranges)
         grads.update(_grads_from(res, parts, slots, rows, lambda k, t: t.sum(-2) if slots[k].cat == CAT_PARAM else t))
     return [grads.get(k, torch.zeros_like(rows[k]) if k in targets else None) for k in range(len(rows))]
 
@@ -389,7 +382,7 @@ def _selection_backward(spec: _Spec, rows, idx: torch.Tensor, g: torch.Tensor, t
     parts = [(k, f) for k, f in zip(targets, formulas) if f is not None]
     grads: dict[int, torch.Tensor] = {}
     if parts:
-        (res,) = _reduce(Reduction("Sum", _concat([f for _, f in parts])), pair_slots, pair_args, 1, backend)
+        (res,) = _reduce(Reduction("Sum", concat([f for _, f in parts])), pair_slots, pair_args, 1, backend)
         res = torch.where(P.flat_valid, res, torch.zeros((), dtype=res.dtype, device=res.device))
 
         def finish(k, t):

@@ -8,7 +8,7 @@
 from .ops import OPS, OpSpec, get_op, operation_names
 from .parser import parse, parse_aliases
 from .printer import to_string
-from .tree import CAT_I, CAT_J, CAT_PARAM, IntCst, Node, Pm, RealCst, Var, Vi, Vj, as_node, call, swap_ij
+from .tree import CAT_I, CAT_J, CAT_PARAM, IntCst, Node, Pm, RealCst, Var, Vi, Vj, as_node, call, concat, swap_ij
 
 __all__ = [
     "OPS",
@@ -30,5 +30,6 @@ __all__ = [
     "Vj",
     "as_node",
     "call",
+    "concat",
     "swap_ij",
 ]

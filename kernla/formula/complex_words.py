@@ -23,9 +23,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..errors import FormulaError
-from .tree import IntCst, Node, call
+from .tree import IntCst, Node, call, concat
 
-__all__ = ["COMPLEX_WORDS", "complex_mult", "components", "interleave", "vector"]
+__all__ = ["COMPLEX_WORDS", "complex_mult", "components", "interleave"]
 
 
 def components(f: Node) -> list[Node]:
@@ -37,14 +37,6 @@ def components(f: Node) -> list[Node]:
     return [call("Elem", f, params=(k,)) for k in range(f.dim)]
 
 
-def vector(parts: list[Node]) -> Node:
-    """The vector of the scalar formulas ``parts`` (their concatenation)."""
-    out = parts[0]
-    for p in parts[1:]:
-        out = call("Concat", out, p)
-    return out
-
-
 def _even(name: str, f: Node) -> None:
     if f.dim % 2:
         raise FormulaError(f"{name}: a complex formula has an even dimension (re, im pairs), got {f.dim}")
@@ -53,13 +45,13 @@ def _even(name: str, f: Node) -> None:
 def real(f: Node) -> Node:
     """The real parts, dimension f.dim / 2."""
     _even("ComplexReal", f)
-    return vector(components(f)[0::2])
+    return concat(components(f)[0::2])
 
 
 def imag(f: Node) -> Node:
     """The imaginary parts, dimension f.dim / 2."""
     _even("ComplexImag", f)
-    return vector(components(f)[1::2])
+    return concat(components(f)[1::2])
 
 
 def interleave(re: Node, im: Node) -> Node:
@@ -69,7 +61,7 @@ def interleave(re: Node, im: Node) -> Node:
     n = max(re.dim, im.dim)
     rs, js = components(re), components(im)
     rs, js = rs * n if len(rs) == 1 else rs, js * n if len(js) == 1 else js
-    return vector([p for pair in zip(rs, js) for p in pair])
+    return concat([p for pair in zip(rs, js) for p in pair])
 
 
 def _real2complex(f: Node) -> Node:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from ..errors import FormulaError
 from .complex_words import COMPLEX_WORDS
 from .diff import grad, zeros
-from .tree import CAT_I, IntCst, Node, RealCst, Var, call
+from .tree import CAT_I, IntCst, Node, RealCst, Var, call, concat
 
 __all__ = ["MACROS", "Macro"]
 
@@ -111,10 +111,7 @@ def _bspline(knots: Node, x: Node, order: int) -> Node:
     basis = [call("LessOrEqual", t[j], x) * call("LessThan", x, t[j + 1]) for j in range(n - 1)]
     for k in range(1, order + 1):
         basis = [omega(i, k) * basis[i] + (1 - omega(i + 1, k)) * basis[i + 1] for i in range(n - 1 - k)]
-    out = basis[0]
-    for b in basis[1:]:
-        out = call("Concat", out, b)
-    return out
+    return concat(basis)
 
 
 def _soft_dtw(x: Node, y: Node, gamma: Node) -> Node:

@@ -325,6 +325,19 @@ def call(op: str, *args: Node | int | float, params: tuple = ()) -> Node:
     return apply(op, args, params)
 
 
+def concat(parts: Iterable[Node]) -> Node:
+    """The vector of the formulas ``parts``, in order (``Concat`` folded left to right).
+
+    >>> concat([Vi(0, 2), Vj(1, 1)]).dim
+    3
+    """
+    it = iter(parts)
+    out = next(it)
+    for p in it:
+        out = call("Concat", out, p)
+    return out
+
+
 def apply(op: str, args: tuple, params: tuple = ()) -> Node:
     """:func:`call` with the arguments in a tuple (which a new node keeps as its ``args``: no copy).
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -45,7 +44,7 @@ import numpy as np
 from .. import arrays as arr
 from ..core import Slot
 from ..errors import InputValueError
-from ..formula import CAT_I, CAT_J, CAT_PARAM, Var, call
+from ..formula import CAT_I, CAT_J, CAT_PARAM, Var, call, concat
 from ..formula.evaluate import evaluate
 from ..formula.tree import Node
 from ..genred import reduce
@@ -787,13 +786,6 @@ def legacy_kernel(name: str, sigma: Any, amplitude: float, nu: float, learnable:
 
 
 # -- derivative sums ----------------------------------------------------------------------------------
-def _concat(nodes: Sequence[Node]) -> Node:
-    out = nodes[0]
-    for n in nodes[1:]:
-        out = call("Concat", out, n)
-    return out
-
-
 def _pair_nodes(kernel: GPKernel, b: FormulaBuilder, e: Node) -> tuple[list[Any], np.ndarray]:
     """The non-white derivative formulas and where their entries go in ``theta``."""
     grads = kernel.grads(b, e)
@@ -867,7 +859,7 @@ def dense_gradient(kernel: GPKernel, x: Any, W: np.ndarray) -> np.ndarray:
         return out
     plain = [p for p in parts if isinstance(p, Node)]
     factored = [p for p in parts if isinstance(p, SquaredDifferenceSum)]
-    formula = _concat([*plain, *(f.weight for f in factored)])
+    formula = concat([*plain, *(f.weight for f in factored)])
     n = xh.shape[0]
     n_plain = sum(p.dim for p in plain)
     totals = [np.zeros(p.dim) for p in parts]
@@ -923,7 +915,7 @@ def pair_gradient(
     out = np.zeros(kernel.n_dims)
     if not nodes:
         return out
-    formula = _concat(nodes)
+    formula = concat(nodes)
     total = (
         _local_pair_sum(formula, b.variables, b.names, backend)
         if pair_sum is None
