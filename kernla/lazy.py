@@ -172,14 +172,16 @@ class LazyTensor:
 
     @property
     def shape(self) -> tuple:
-        """pykeops' shape: :attr:`_shape` without its last entry when D = 1, (*batch, N, M) for a scalar formula.
+        """pykeops' shape: (*batch, N, M, D) for D values per pair (complex ones for a complex tensor), without
+        the last entry when D = 1: (*batch, N, M) for a scalar formula.
 
         >>> x = np.zeros((4, 1, 3)); y = np.zeros((1, 5, 3))
         >>> (LazyTensor(x) - LazyTensor(y)).shape, ((LazyTensor(x) - LazyTensor(y)) ** 2).sum(-1).shape
         ((4, 5, 3), (4, 5))
         """
-        s = self._shape
-        return s[:-1] if s[-1] == 1 else s
+        *lead, d = self._shape
+        d //= self._unit_dim
+        return tuple(lead) if d == 1 else (*lead, d)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(shape={self.shape}, formula={self.formula})"
@@ -942,13 +944,6 @@ class ComplexLazyTensor(LazyTensor):
         return _lazy(x).real2complex()
 
     # -- structure: complex components ---------------------------------------------------------
-    @property
-    def shape(self) -> tuple:
-        """pykeops' complex shape: (*batch, N, M, D) for D complex components, without a trailing 1."""
-        s = self._shape
-        s = s[:-1] + (s[-1] // 2,)
-        return s[:-1] if s[-1] == 1 else s
-
     @property
     def dtype(self) -> Any:
         """The complex dtype of the data (complex128 for float64 parts), in its own library's spelling."""
