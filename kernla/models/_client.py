@@ -17,6 +17,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import InputValueError
+from ._common import kind
+
 
 class ClientParameter:
     """Mixin of the estimators with a ``client`` parameter (module docstring)."""
@@ -39,4 +42,10 @@ class ClientParameter:
         return state
 
 
-__all__ = ["ClientParameter"]
+def check_host_data(x: Any) -> None:
+    """InputValueError unless ``x`` is NumPy data: ``client=`` sends host arrays to the workers."""
+    if kind(x).kind != "numpy":
+        raise InputValueError(f"client= takes NumPy data (the workers receive host arrays), got {kind(x).kind} data")
+
+
+__all__ = ["ClientParameter", "check_host_data"]

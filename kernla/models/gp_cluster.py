@@ -32,7 +32,8 @@ from .. import arrays as arr
 from ..distributed import DistributedKernelOperator, KernelSpec, distribute
 from ..errors import InputValueError
 from ..formula.tree import Node
-from ._common import host, kind
+from ._client import check_host_data
+from ._common import host
 from .gp_kernels import GPKernel, pair_gradient
 
 
@@ -45,10 +46,7 @@ class ClusterProducts:
     """
 
     def __init__(self, client: Client, X: Any, backend: str | None = None, broadcast_bytes: int | None = None):
-        if kind(X).kind != "numpy":
-            raise InputValueError(
-                f"client= takes NumPy data (the workers receive host arrays), got {kind(X).kind} data"
-            )
+        check_host_data(X)
         self.client, self.X, self.backend, self.broadcast_bytes = client, X, backend, broadcast_bytes
         self._placed: DistributedKernelOperator | None = None
 

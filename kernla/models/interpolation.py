@@ -32,7 +32,7 @@ import numpy as np
 from .. import arrays as arr
 from ..errors import InputValueError
 from ..linalg.cg import default_tol
-from ._client import ClientParameter
+from ._client import ClientParameter, check_host_data
 from ._common import as_array, as_points, as_targets, cast, host, kind, make_kernel, positive, same_kind
 from ._sklearn import BaseEstimator, RegressorMixin, check_fitted
 from .knn_predictors import RegressionScore
@@ -205,10 +205,7 @@ class KernelInterpolation(ClientParameter, RegressionScore, RegressorMixin, Base
 
     def _distributed(self, K: Any, x: Any) -> Any:
         """``K`` with its points placed on the workers of ``self.client``."""
-        if kind(x).kind != "numpy":
-            raise InputValueError(
-                f"client= takes NumPy data (the workers receive host arrays), got {kind(x).kind} data"
-            )
+        check_host_data(x)
         from ..distributed import distribute  # optional dependency (dask[distributed]), imported on use
 
         return distribute(K, self.client)
