@@ -6,6 +6,8 @@ Run from the repository root on a machine with an NVIDIA GPU, CuPy and (for the 
     PYTHONPATH=. python3 benchmarks/gpu_check.py            # about 3-4 minutes on an H100/H200
     PYTHONPATH=. python3 benchmarks/gpu_check.py --quick    # correctness subset, 1e5 timings only
     PYTHONPATH=. python3 benchmarks/gpu_check.py --out gpu_check.md   # also write the tables
+    PYTHONPATH=. python3 benchmarks/gpu_check.py --tiles    # only the tile-path checks and their table
+    PYTHONPATH=. python3 benchmarks/gpu_check.py --dry-run  # no GPU: NumPy stands in, tiny sizes
 
 Part 1 prints one ``PASS``/``FAIL`` line per check: every reduction × float16/float32/float64 on
 fresh random inputs of odd sizes (N=1, M=1, partial tiles and blocks, N << M which takes the
@@ -17,24 +19,35 @@ the reference optimum (ties and near-ties may legitimately pick another index).
 
 Part 2 prints a table (median of several runs, synchronised): kernla vs a dense chunked torch
 baseline vs torch.cdist + topk, in billions of pairs per second, for the Gaussian matvec D=3 at
-N=M=1e5 and 1e6 in float16/32/64 and argKmin K=10, D=50, 1e5 queries × 1e6 points. Baselines
-that would take too long are skipped with an estimate. Every check and timing catches its own
-exception and reports it; the exit status is 1 when anything failed.
+N=M=1e5 and 1e6 in float16/32/64. Then one table for the tile paths (kernla.engines.cuda.tiles):
+kNN K=10 at 1e5 queries × 1e6 points, D=50 and D=784, and a Gaussian at D=128 (one column, and
+200 columns), kernla with the tile paths, with the exact path (``tiles.MIN_DIM = 0``) and with TF32
+Gram tiles, against torch.cdist + topk and chunked dense torch: medians and peer / kernla ratios (the
+exact path at D=784 is measured on a tenth of the queries and extrapolated, marked "est.").
+Baselines that would take too long are skipped with an estimate. Every check and timing catches its
+own exception and reports it; the exit status is 1 when anything failed.
+
+``--dry-run`` runs the same code paths on the CPU where CuPy or a GPU is absent: NumPy stands in for
+CuPy, the NumPy engine for the cuda engine (float16 data computed in float32, as on the GPU), torch
+on the CPU for the peers, at tiny sizes; its figures mean nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import contextlib
 import statistics
 import sys
 import time
 import traceback
+import types
 
 import numpy as np
 
 START = time.perf_counter()
 BUDGET_S = 285.0  # stop starting new work after this (the whole script must stay under 5 minutes)
+TILE_BUDGET_S = 420.0  # the tile table's rows stop here (--tiles alone starts it at once)
 CHECK_BUDGET_S = 180.0  # correctness checks stop here, leaving time for the timings
 RESULTS: list[tuple[str, bool, str]] = []
 TABLE: list[tuple[str, ...]] = []
@@ -134,6 +147,12 @@ KNN_CHECK_SIZES = [(1000, 20000), (7, 60001)]
 GAUSS_TIMING_N = [10**5, 10**6]
 KNN_TIMING = (10**5, 10**6)
 QUICK_KNN_TIMING = (10**4, 10**5)
+#: the tile-path table (kNN rows: KNN_TIMING, Gaussian rows: N=M=GAUSS_TIMING_N[0]): B's columns of the wide one
+TILE_WIDE = 200
+#: the tile checks: D just below and above the Gram-tile threshold and far above it; B widths of the k x B tiles
+TILE_DIMS = (31, 33, 130)
+TILE_WIDTHS = (16, 40, 200)
+TILE_SIZES = [(1, 1), (333, 777), (3, 20001)]
 RTOL = {"float16": 3e-3, "float32": 2e-4, "float64": 1e-9}
 #: tolerance on the float64 value of the formula at a returned index (the GPU computes in float)
 ITOL = {"float16": 1e-4, "float32": 1e-4, "float64": 1e-9}
@@ -231,6 +250,64 @@ def compare(red, got, ref_red, ref, arrays, dtype, ny):
     return ", ".join(msgs)
 
 
+def product_checks(cupy, engine, dim, width, nx, ny, rng, label):
+    """The Gaussian kernel product at dimension ``dim`` with B of ``width`` columns, every dtype, against float64.
+
+    B's declared width: the same CUDA source for every width (it is a run-time argument); at dim > 3 the scale
+    is 2^-log2(dim) (representable in float16), so that k is of order 1 whatever dim."""
+    aliases = [a.replace("(3)", f"({dim})").replace("Vj(1)", f"Vj({width})") for a in GAUSS[1]]
+    prod = reduction(GAUSS[0], aliases, "Sum")
+    arrays = inputs(prod, nx, ny, rng)
+    if dim > 3:
+        arrays[3] = np.array([2.0 ** -int(np.log2(dim))])
+    k = np.exp(-arrays[3][0] * ((arrays[0][:, None, :] - arrays[1][None, :, :]) ** 2).sum(-1))
+    want, scale = k @ arrays[2], np.abs(k) @ np.abs(arrays[2])
+    for dt in DTYPES:
+
+        def run_product(dt=dt):
+            got = gpu_run(cupy, engine, prod, arrays, nx, ny, dt)[0].astype(np.float64)
+            assert got.shape == want.shape, got.shape
+            err = np.abs(got - want) / (scale + 1e-30)
+            assert err.max() <= RTOL[dt] * 5, f"max error {err.max():.2e} (relative to sum |k b|)"
+            return f"max err {err.max():.1e} of sum |k b|"
+
+        check(f"{label} width={width} {dt:<7} N={nx:<4} M={ny}", run_product)
+
+
+def dtype_checks(label, cupy, engine, red, ref_red, arrays, nx, ny):
+    """``red`` on the GPU in every dtype against the NumPy engine's ``ref_red`` on the float64 ``arrays``."""
+    from kernla.engines import numpy_engine  # deferred: kernla is imported after the set-up
+
+    ref = numpy_engine.run(ref_red, arrays, nx, ny)
+    for dt in DTYPES:
+        check(
+            f"{label} {dt:<7} N={nx:<5} M={ny}",
+            lambda: compare(red, gpu_run(cupy, engine, red, arrays, nx, ny, dt), ref_red, ref, arrays, dt, ny),
+        )
+
+
+def tile_checks(cupy, engine, quick):
+    """The tile paths against float64: every kind of reduction at D just below / above the Gram-tile threshold
+    and far above it, then k tile x B tile products (widths from the threshold up)."""
+
+    rng = np.random.default_rng(33)
+    for d in TILE_DIMS:
+        aliases = [a.replace("(3)", f"({d})") for a in SCALAR[1]]
+        for op in ("Sum", "Min_ArgMin", "ArgKMin", "LogSumExp", "SumSoftMaxWeight"):
+            opt, f2 = (5 if "K" in op else None), ("B" if op.endswith("Weight") else None)
+            red = reduction(SCALAR[0], aliases, op, opt, f2)
+            ref_red = reduction(SCALAR[0], aliases, WITH_VALUES.get(op, op), opt, f2)
+            for nx, ny in TILE_SIZES[1:] if quick else TILE_SIZES:
+                if (red.K is not None and red.K > ny) or elapsed() > CHECK_BUDGET_S:
+                    continue
+                arrays = inputs(red, nx, ny, rng)
+                arrays[2] = np.array([2.0 ** -int(np.log2(d))])  # distances of order 1
+                dtype_checks(f"tiles D={d} {op:<16}", cupy, engine, red, ref_red, arrays, nx, ny)
+    for width in TILE_WIDTHS:
+        for nx, ny in TILE_SIZES[1:]:
+            product_checks(cupy, engine, 33, width, nx, ny, rng, "tiles product D=33")
+
+
 def gpu_run(cupy, engine, red, arrays, nx, ny, dtype):
     dev = [cupy.asarray(a.astype(dtype)) for a in arrays]
     out = engine.run(red, dev, nx, ny)
@@ -250,7 +327,8 @@ def section(title: str, fn, *args) -> None:
         traceback.print_exc()
 
 
-def correctness(cupy, torch, kernla, engine, quick: bool):
+def correctness(cupy, torch, kernla, engine, quick: bool, device_checks: bool = True):
+    """Part 1; ``device_checks``: also the public-API and 64-bit checks (they need CuPy and GPU memory)."""
     from kernla.engines import numpy_engine
 
     rng = np.random.default_rng(2024)
@@ -309,34 +387,12 @@ def correctness(cupy, torch, kernla, engine, quick: bool):
             for nx, ny in VECTOR_SIZES[:1] if quick else VECTOR_SIZES:
                 if elapsed() > CHECK_BUDGET_S:
                     return
-                arrays = inputs(red, nx, ny, rng)
-                ref = numpy_engine.run(ref_red, arrays, nx, ny)
-                for dt in DTYPES:
-                    check(
-                        f"vector {op:<13} {dt:<7} N={nx:<5} M={ny}",
-                        lambda: compare(
-                            red, gpu_run(cupy, engine, red, arrays, nx, ny, dt), ref_red, ref, arrays, dt, ny
-                        ),
-                    )
+                dtype_checks(f"vector {op:<13}", cupy, engine, red, ref_red, inputs(red, nx, ny, rng), nx, ny)
 
     def product():
         for width in (1, 3, 9):
-            # B's declared width: the same CUDA source for every width (it is a run-time argument)
-            prod = reduction(GAUSS[0], [a.replace("Vj(1)", f"Vj({width})") for a in GAUSS[1]], "Sum")
             for nx, ny in PRODUCT_SIZES:
-                arrays = inputs(prod, nx, ny, rng)
-                k = np.exp(-arrays[3][0] * ((arrays[0][:, None, :] - arrays[1][None, :, :]) ** 2).sum(-1))
-                want, scale = k @ arrays[2], np.abs(k) @ np.abs(arrays[2])
-                for dt in DTYPES:
-
-                    def run_product(arrays=arrays, want=want, scale=scale, dt=dt, nx=nx, ny=ny, prod=prod):
-                        got = gpu_run(cupy, engine, prod, arrays, nx, ny, dt)[0].astype(np.float64)
-                        assert got.shape == want.shape, got.shape
-                        err = np.abs(got - want) / (scale + 1e-30)
-                        assert err.max() <= RTOL[dt] * 5, f"max error {err.max():.2e} (relative to sum |k b|)"
-                        return f"max err {err.max():.1e} of sum |k b|"
-
-                    check(f"product width={width} {dt:<7} N={nx:<4} M={ny}", run_product)
+                product_checks(cupy, engine, 3, width, nx, ny, rng, "product")
 
     def knn_check():
         ref_red = reduction(*KNN, "KMin_ArgKMin", 10)
@@ -356,8 +412,16 @@ def correctness(cupy, torch, kernla, engine, quick: bool):
     section("vector formula (x-y) exp(-|x-y|^2/s), dimension 3", vector)
     section("kernel product sum_j k(x_i, y_j) B_j, B of run-time width", product)
     section("kNN ArgKMin K=10, D=50", knn_check)
-    section("public API: Genred with torch / CuPy / NumPy arrays", api_checks, cupy, torch, kernla, rng)
-    section("64-bit indexing", int64_checks, cupy, engine, quick)
+    section(
+        "tile paths: Gram tiles at D = 31, 33, 130; k x B tiles of 16, 40, 200 columns",
+        tile_checks,
+        cupy,
+        engine,
+        quick,
+    )
+    if device_checks:
+        section("public API: Genred with torch / CuPy / NumPy arrays", api_checks, cupy, torch, kernla, rng)
+        section("64-bit indexing", int64_checks, cupy, engine, quick)
 
 
 def api_checks(cupy, torch, kernla, rng):
@@ -522,12 +586,12 @@ def timed(label, n_pairs, fn, sync_fn, repeat, est_from=None):
         return None
 
 
-def timings(cupy, torch, kernla, engine, quick):
+def timings(cupy, torch, kernla, engine, quick, peers_on_cpu: bool = False):
     print("\n== timings (median, synchronised); rate in billion pairs / second", flush=True)
     row("what", "time", "Gpairs/s")
     gauss = reduction(*GAUSS, "Sum")
     sizes = GAUSS_TIMING_N[:1] if quick else GAUSS_TIMING_N
-    have_torch = torch is not None and torch.cuda.is_available()
+    have_torch = torch is not None and (peers_on_cpu or torch.cuda.is_available())
     dense_rate = {}
     for n in sizes:
         for dt in DTYPES:
@@ -567,7 +631,7 @@ def timings(cupy, torch, kernla, engine, quick):
             else:
                 est = n * n / dense_rate[dt] if dt in dense_rate else float("nan")
                 row(f"  dense chunked torch {dt}", "skipped", f"(est. {est:.0f} s)")
-    knn_timings(cupy, torch, engine, quick, have_torch)
+    tile_timings(cupy, torch if have_torch else None, engine, quick, have_torch)
 
 
 def dense_torch(torch, x, y, b, g):
@@ -583,67 +647,235 @@ def dense_torch(torch, x, y, b, g):
     return out
 
 
-def knn_timings(cupy, torch, engine, quick, have_torch):
-    q, p = QUICK_KNN_TIMING if quick else KNN_TIMING
-    knn = reduction(*KNN, "ArgKMin", 10)
+#: the tile-path table: (what, kernla tiles, kernla exact, peer name, peer, peer / kernla)
+TILE_TABLE: list[tuple[str, ...]] = []
+
+
+def trow(*cells) -> None:
+    TILE_TABLE.append(tuple(str(c) for c in cells))
+    print("  ".join(f"{c:<40}" if k == 0 else f"{c:>14}" for k, c in enumerate(cells)), flush=True)
+
+
+def measure(fn, sync_fn, scale: float = 1.0, repeat: int = 3) -> tuple[float | None, str]:
+    """(median seconds, cell text) of ``fn`` (its first call warms up: compiles), times ``scale`` when ``fn``
+    runs a fraction of the work (the cell says "est."); (None, reason) past the budget or on an error."""
+    if elapsed() > TILE_BUDGET_S:
+        return None, "skipped"
+    try:
+        t = timeit(fn, sync_fn, repeat) * scale
+    except Exception as err:
+        report("timing", False, f"{type(err).__name__}: {err}"[:300])
+        return None, f"FAILED {type(err).__name__}"
+    return t, f"{t:.3f} s" + (" est." if scale != 1 else "")
+
+
+@contextlib.contextmanager
+def tile_settings(**values):
+    """A context in which ``kernla.engines.cuda.tiles`` has these settings (the engine reads them per call):
+    ``MIN_DIM=0, PRODUCT_TILE_MIN=1 << 62`` the exact kernels, ``TF32=True`` the TF32 Gram tiles."""
+    from kernla.engines.cuda import tiles  # deferred: kernla is imported after the set-up
+
+    saved = {name: getattr(tiles, name) for name in values}
+    for name, value in values.items():
+        setattr(tiles, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(tiles, name, value)
+
+
+def tile_row(label, kernla_fn, peer_name, peer_fn, sync_fn, scale_exact=1.0, scale_peer=1.0, repeat=3):
+    """One row: kernla with the tile paths, with the exact path and with TF32 Gram tiles, and the peer; the
+    ratio peer / kernla (the default: the tile paths in float32)."""
+    t, cell = measure(kernla_fn(1.0), sync_fn, repeat=repeat)
+    with tile_settings(MIN_DIM=0, PRODUCT_TILE_MIN=1 << 62):
+        _, exact = measure(kernla_fn(1 / scale_exact), sync_fn, scale_exact, repeat=repeat)
+    with tile_settings(TF32=True):
+        _, tf32 = measure(kernla_fn(1.0), sync_fn, repeat=repeat)
+    tp, peer = measure(peer_fn(1 / scale_peer), sync_fn, scale_peer, repeat=repeat) if peer_fn else (None, "-")
+    trow(label, cell, exact, tf32, peer_name, peer, f"{tp / t:.2f}" if t and tp else "-")
+
+
+def tile_timings(cupy, torch, engine, quick, have_torch):
+    """The tile-path table: kNN at D=50 and D=784, a Gaussian at D=128 (1 and TILE_WIDE columns)."""
+    q_full, p = QUICK_KNN_TIMING if quick else KNN_TIMING
+    print(f"\n== tile paths (median, synchronised; peer / kernla > 1: kernla faster); kNN K=10, {p:.0e} points")
+    trow("what", "kernla", "kernla exact", "kernla TF32", "peer", "peer time", "peer / kernla")
     rng = cupy.random.default_rng(1)
-    pts = rng.standard_normal((p, 50), dtype=cupy.float32)
-    qs = rng.standard_normal((q, 50), dtype=cupy.float32)
-    res = {}
+    sync_fn = lambda: sync(cupy, torch if have_torch else None)  # noqa: E731
+    for d in (50, 784):
+        knn = reduction("SqDist(X, Y)", [f"X = Vi({d})", f"Y = Vj({d})"], "ArgKMin", 10)
+        pts = rng.standard_normal((p, d), dtype=cupy.float32)
+        qs = rng.standard_normal((q_full, d), dtype=cupy.float32)
+        res = {}
 
-    def kernla_knn():
-        res["kernla"] = engine.run(knn, [qs, pts], q, p)[0]
+        def kernla_knn(frac, knn=knn, pts=pts, qs=qs):
+            q = max(1, int(q_full * frac))
+            return lambda: res.__setitem__("kernla", engine.run(knn, [qs[:q], pts], q, p)[0])
 
-    timed(f"knn K=10 D=50 {q:.0e}x{p:.0e} f32 kernla", q * p, kernla_knn, lambda: sync(cupy), 3)
-    pts16, qs16 = pts.astype(cupy.float16), qs.astype(cupy.float16)
-    timed("  same, float16", q * p, lambda: engine.run(knn, [qs16, pts16], q, p), lambda: sync(cupy), 3)
-    if not have_torch:
-        return
-    pt, qt = torch.from_dlpack(pts), torch.from_dlpack(qs)
+        def torch_knn(frac, pts=pts, qs=qs):
+            q = max(1, int(q_full * frac))
+            pt, qt = torch.from_dlpack(pts), torch.from_dlpack(qs[:q])
 
-    def torch_knn():
-        rows = max(1, (1 << 31) // p)  # 8 GiB of distances per block
-        out = torch.empty((q, 10), dtype=torch.int64, device=qt.device)
-        for i0 in range(0, q, rows):
-            d = torch.cdist(qt[i0 : i0 + rows], pt)
-            out[i0 : i0 + rows] = d.topk(10, dim=1, largest=False).indices
-        res["torch"] = out
-        return out
+            def run():
+                rows = max(1, (1 << 31) // p)  # 8 GiB of distances per block
+                out = torch.empty((q, 10), dtype=torch.int64, device=qt.device)
+                for i0 in range(0, q, rows):
+                    out[i0 : i0 + rows] = torch.cdist(qt[i0 : i0 + rows], pt).topk(10, dim=1, largest=False).indices
+                res["torch"] = out
 
-    timed("  torch.cdist + topk f32", q * p, torch_knn, lambda: sync(cupy, torch), 2)
+            return run
 
-    def recall():
-        a = cupy.asnumpy(res["kernla"])[:2000]
-        b = res["torch"][:2000].cpu().numpy()
-        same = np.mean([len(set(u) & set(v)) / 10 for u, v in zip(a, b)])
-        assert same > 0.99, f"kernla and torch agree on {same:.4f} of the neighbours"
-        return f"{same:.4f} of the 10 neighbours agree on 2000 queries"
+        slow = 1.0 if d < 100 or quick else 10.0  # the exact path at D=784: a tenth of the queries, extrapolated
+        tile_row(
+            f"knn K=10 D={d} {q_full:.0e}x{p:.0e} f32",
+            kernla_knn,
+            "torch.cdist+topk",
+            torch_knn if torch is not None else None,
+            sync_fn,
+            scale_exact=slow,
+            repeat=3 if d < 100 else 2,
+        )
+        if "kernla" in res and "torch" in res:
+            check(f"kNN D={d}: kernla vs torch.cdist+topk neighbours", lambda res=res: recall(res, q_full))
+    n = GAUSS_TIMING_N[0] // (10 if quick else 1)
+    for width in (1, TILE_WIDE):
+        red = reduction(GAUSS[0], ["X = Vi(128)", "Y = Vj(128)", f"B = Vj({width})", "G = Pm(1)"], "Sum")
+        x = rng.standard_normal((n, 128), dtype=cupy.float32) / 8
+        y = rng.standard_normal((n, 128), dtype=cupy.float32) / 8
+        b = rng.standard_normal((n, width), dtype=cupy.float32)
+        g = cupy.asarray([0.5], cupy.float32)
 
-    if "kernla" in res and "torch" in res:
-        check("kNN: kernla vs torch.cdist+topk neighbours", recall)
+        def kernla_gauss(frac, red=red, x=x, y=y, b=b, g=g):
+            m = max(1, int(n * frac))
+            return lambda: engine.run(red, [x[:m], y, b, g], m, n)
+
+        def torch_gauss(frac, x=x, y=y, b=b, g=g):
+            m = max(1, int(n * frac))
+            xt, yt, bt, gt = (torch.from_dlpack(a) for a in (x[:m], y, b, g))
+            return lambda: dense_torch(torch, xt, yt, bt, gt)
+
+        tile_row(
+            f"gauss D=128 N=M={n:.0e} {width} col f32",
+            kernla_gauss,
+            "dense chunked torch",
+            torch_gauss if torch is not None else None,
+            sync_fn,
+        )
+
+
+def recall(res, q):
+    """The share of kernla's 10 neighbours that torch.cdist + topk finds too, on the first 2000 queries."""
+    a = np.asarray(cupy_numpy(res["kernla"]))[:2000]
+    b = res["torch"][:2000].cpu().numpy()
+    same = np.mean([len(set(u) & set(v)) / 10 for u, v in zip(a, b)])
+    assert same > 0.99, f"kernla and torch agree on {same:.4f} of the neighbours"
+    return f"{same:.4f} of the 10 neighbours agree on {min(q, 2000)} queries"
+
+
+def cupy_numpy(a):
+    """A CuPy (or, in a dry run, NumPy) array on the host."""
+    return a.get() if hasattr(a, "get") else a
 
 
 # ---------------------------------------------------------------------------------------------
+# --dry-run: NumPy for CuPy, the NumPy engine for the cuda engine, torch on the CPU, tiny sizes
+# ---------------------------------------------------------------------------------------------
+def stand_in():
+    """(cupy, torch or None, kernla, engine, name) for a run without a GPU; every size shrunk."""
+    import kernla  # deferred: as in setup()
+    from kernla.engines import numpy_engine  # deferred: as in setup()
+
+    global CHECK_SIZES, QUICK_SIZES, VECTOR_SIZES, PRODUCT_SIZES, KNN_CHECK_SIZES, GAUSS_TIMING_N, KNN_TIMING
+    global QUICK_KNN_TIMING, TILE_SIZES
+    CHECK_SIZES = QUICK_SIZES = [(1, 1), (33, 77)]
+    VECTOR_SIZES, PRODUCT_SIZES, KNN_CHECK_SIZES, TILE_SIZES = [(33, 77)], [(37, 51)], [(40, 500)], [(1, 1), (33, 77)]
+    GAUSS_TIMING_N, KNN_TIMING, QUICK_KNN_TIMING = [300, 400], (30, 400), (30, 400)
+
+    class RNG:
+        def __init__(self, seed):
+            self.r = np.random.default_rng(seed)
+
+        def standard_normal(self, shape, dtype=np.float64):
+            return self.r.standard_normal(shape).astype(dtype)
+
+    class Device:
+        id, compute_capability, attributes = 0, "-", {"MultiProcessorCount": 1}
+
+        def __init__(self, *args):
+            pass
+
+        def synchronize(self):
+            pass
+
+    cupy = types.SimpleNamespace(
+        __version__="NumPy stand-in",
+        ndarray=np.ndarray,
+        float16=np.float16,
+        float32=np.float32,
+        float64=np.float64,
+        asarray=lambda a, dtype=None: np.asarray(a, dtype=dtype),
+        asnumpy=np.asarray,
+        random=types.SimpleNamespace(default_rng=RNG),
+        cuda=types.SimpleNamespace(Device=Device),
+    )
+
+    class Engine:
+        """The NumPy engine computing float16 data in float32, as the cuda engine does."""
+
+        name = "numpy stand-in"
+
+        @staticmethod
+        def run(red, arrays, nx, ny, out=None):
+            dtype = np.result_type(*arrays)
+            work = np.float32 if dtype == np.float16 else dtype
+            outs = numpy_engine.run(red, [np.asarray(a, work) for a in arrays], nx, ny)
+            return [o.astype(dtype) if o.dtype.kind == "f" else o for o in outs]
+
+        @staticmethod
+        def prepare(red, dtype="float32", device=None):
+            return None
+
+    try:
+        import torch
+    except ImportError:  # optional: the peers' rows say "-"
+        torch = None
+    print("DRY RUN: NumPy stands in for CuPy and the cuda engine, torch runs on the CPU; the figures mean nothing")
+    return cupy, torch, kernla, Engine, "dry run (CPU)"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer checks, 1e5 timings only")
+    ap.add_argument("--tiles", action="store_true", help="only the tile-path checks and their table")
+    ap.add_argument("--dry-run", action="store_true", help="no GPU: NumPy stands in, tiny sizes")
     ap.add_argument("--out", help="also write the results as Markdown to this file")
     args = ap.parse_args()
     try:
-        cupy, torch, kernla, engine, gpu = setup()
+        cupy, torch, kernla, engine, gpu = stand_in() if args.dry_run else setup()
     except Exception as err:
         print(f"FAIL  set-up: {type(err).__name__}: {err}")
         traceback.print_exc()
         return 1
+    if args.dry_run:
+        cupy.cuda.runtime = None  # the 64-bit and API checks need a GPU: not run
     print("\n== part 1: correctness against the NumPy engine", flush=True)
     try:
-        correctness(cupy, torch, kernla, engine, args.quick)
+        if args.tiles:
+            section("tile paths", tile_checks, cupy, engine, args.quick)
+        else:
+            correctness(cupy, torch, kernla, engine, args.quick, device_checks=not args.dry_run)
     except Exception as err:
         report("correctness section", False, f"{type(err).__name__}: {err}")
         traceback.print_exc()
     print(f"(part 1 done at {elapsed():.0f} s)", flush=True)
     try:
-        timings(cupy, torch, kernla, engine, args.quick)
+        if args.tiles:
+            have_torch = torch is not None and (args.dry_run or torch.cuda.is_available())
+            tile_timings(cupy, torch if have_torch else None, engine, args.quick, have_torch)
+        else:
+            timings(cupy, torch, kernla, engine, args.quick, peers_on_cpu=args.dry_run)
     except Exception as err:
         report("timing section", False, f"{type(err).__name__}: {err}")
         traceback.print_exc()
@@ -655,6 +887,9 @@ def main() -> int:
         with open(args.out, "w") as fh:
             fh.write(f"# gpu_check on {gpu}\n\n| what | time | Gpairs/s |\n|---|---:|---:|\n")
             for cells in TABLE[1:]:
+                fh.write("| " + " | ".join(cells) + " |\n")
+            fh.write("\n| " + " | ".join(TILE_TABLE[0]) + " |\n|---|" + "---:|" * (len(TILE_TABLE[0]) - 1) + "\n")
+            for cells in TILE_TABLE[1:]:
                 fh.write("| " + " | ".join(cells) + " |\n")
             fh.write(f"\n{len(RESULTS) - len(failed)} checks passed, {len(failed)} failed.\n")
             for name, _, detail in failed:

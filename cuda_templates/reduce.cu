@@ -17,6 +17,8 @@
 // r = kl_blocks[3x] over its column ranges kl_cols[2s..2s+1] for s in [kl_slices[r-1], kl_slices[r])
 // (kl_slices[-1] read as 0), one after the other; gridDim.y is 1. A dense kernel has one column
 // segment: its j split.
+// Tile path (the GRAM slot filled): every thread helps to compute the block's Gram tile of one inner product
+// (tiles.cu), and reads its row of it in place of that inner product.
 extern "C" __global__ void __launch_bounds__(KL_BLOCK)
 @NAME@(const kl_i64 nx, const kl_i64 ny, const kl_i64 width, const kl_i64 jper,
 @ARGS@
@@ -37,6 +39,7 @@ extern "C" __global__ void __launch_bounds__(KL_BLOCK)
     for (kl_i64 kl_j0 = kl_jb; kl_j0 < kl_je; kl_j0 += @TJ@) {
         const int kl_cnt = (int)((kl_je - kl_j0 < @TJ@) ? (kl_je - kl_j0) : @TJ@);
 @TILE@
+@GRAM@
         __syncthreads();
         if (kl_active) {
 @TILE_BEGIN@

@@ -27,6 +27,7 @@ import pytest
 
 from kernla.engines import numpy_engine
 from kernla.engines.cuda import source as cs
+from kernla.engines.cuda import tiles as cs_tiles
 from kernla.formula import CAT_I, CAT_J, parse, parse_aliases
 from kernla.reductions import KINDS, REDUCTIONS, Reduction
 
@@ -49,7 +50,7 @@ def _wrapper(name: str, n_in: int, out_kinds: list[str], merge: bool) -> str:
         )
         threads = "KL_MBLOCK"
     else:
-        ins = [f"(const TIO*)c->a[{k}]" for k in range(n_in)]
+        ins = [f"kl_any{{c->a[{k}]}}" for k in range(n_in)]
         call = ", ".join(
             ["c->s[0]", "c->s[1]", "c->s[2]", "c->s[3]"]
             + ins
@@ -65,11 +66,12 @@ def _wrapper(name: str, n_in: int, out_kinds: list[str], merge: bool) -> str:
     )
 
 
-def _program(cases: list[tuple[str, Reduction]], dtype: str) -> tuple[str, dict]:
+def _program(cases: list[tuple[str, Reduction]], dtype: str, **options) -> tuple[str, dict]:
+    """The emulator's source for ``cases`` (``options``: those of ``kernels_source``, e.g. the tile paths)."""
     parts = [EMU_HEADER, cs.prelude(dtype)]
     bodies, dispatch, plans = [], [], {}
     for n, (label, red) in enumerate(cases):
-        text, plan = cs.kernels_source(red, dtype, prefix=f"e{n}")
+        text, plan = cs.kernels_source(red, dtype, prefix=f"e{n}", **options)
         parts.append(text)
         plans[label] = plan
         kinds = ["float"] if plan.product else [k for _, k in plan.outputs]
@@ -160,9 +162,13 @@ CASES = _cases()
 def programs(tmp_path_factory):
     """One emulator executable per dtype, compiled in parallel, at -O0: unoptimised ASan code
     checks every access, and compiles four times faster than -O1 for a small cost at run time."""
+    return _programs(tmp_path_factory.mktemp("cuda_emu"), CASES)
+
+
+def _programs(root: Path, cases_by_dtype: dict, **options):
+    """(root, executables, plans) of one emulator per dtype of ``cases_by_dtype`` (``options``: see _program)."""
     if CXX is None:
         pytest.skip("g++ is not installed")
-    root = tmp_path_factory.mktemp("cuda_emu")
     procs, plans = {}, {}
     flags = ["-std=c++17", "-O0", "-fno-strict-aliasing", "-w"]
     probe = root / "probe.cpp"
@@ -172,8 +178,8 @@ def programs(tmp_path_factory):
         flags += asan  # out-of-bounds reads and writes stop the run
     elif subprocess.run([CXX, *flags, str(probe), "-o", str(root / "probe")], capture_output=True).returncode != 0:
         pytest.skip("g++ cannot build ucontext programs here")
-    for dtype, cases in CASES.items():
-        text, plans[dtype] = _program(cases, dtype)
+    for dtype, cases in cases_by_dtype.items():
+        text, plans[dtype] = _program(cases, dtype, **options)
         src = root / f"emu_{dtype}.cpp"
         src.write_text(text)
         exe = root / f"emu_{dtype}"
@@ -226,6 +232,12 @@ class Batch:
         dtype = self.dtype
         plan = self.plans[dtype][label]
         width = int(arrays[plan.b_pos].shape[1]) if plan.product else 0
+        if plan.gram is not None:  # the tile path's operands, as the engine makes them
+            extra = cs_tiles.operands(plan.gram, arrays, dtype, nx, ny)
+            assert extra is not None, label
+            arrays = list(arrays) + [np.zeros(1)] * (max(plan.gram.operands) + 1 - len(arrays))
+            for pos, a in zip(plan.gram.operands, extra):
+                arrays[pos] = a
         run = len(self.outs)
         lines, ids = [f"run {run} {dtype} {label} N={nx} M={ny} splits={splits} width={width}"], {}
         for pos in plan.positions:
@@ -330,20 +342,29 @@ SIZES = [(1, 1), (1, 700), (513, 1), (300, 257), (37, 1500), (600, 611)]
 @pytest.mark.skipif(CXX is None, reason="g++ is not installed")
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
 def test_emulated_kernels_match_numpy(programs, dtype):
-    rng = np.random.default_rng(7)
+    full = ("gauss", "scalar_ArgKMin", "scalar_KMin_ArgKMin", "scalar_LogSumExp")
+    emulate_cases(programs, dtype, CASES[dtype], lambda label: SIZES if label in full else SIZES[3:5], _inputs, _check)
+
+
+def emulate_cases(programs, dtype: str, cases, sizes, make_inputs, check, widths=lambda red: (0,), seed: int = 7):
+    """Every case at its sizes (``sizes(label)``) and B widths (``widths(red)``), with and without forced j
+    splits, in one batch; then ``check(red, outputs, arrays, nx, ny, dtype, name)`` on each run.
+    ``make_inputs(red, nx, ny, dtype, rng, width)`` makes a run's arrays."""
+    rng = np.random.default_rng(seed)
     batch, checks = Batch(programs, dtype), []
-    for label, red in CASES[dtype]:
-        sizes = SIZES if label in ("gauss", "scalar_ArgKMin", "scalar_KMin_ArgKMin", "scalar_LogSumExp") else SIZES[3:5]
-        for nx, ny in sizes:
+    for label, red in cases:
+        for nx, ny in sizes(label):
             if red.K is not None and red.K > ny:
                 continue
-            arrays = _inputs(red, nx, ny, dtype, rng)
-            for splits in (None, 3):
-                run = batch.add(label, arrays, nx, ny, splits=splits)
-                checks.append((run, red, arrays, nx, ny, f"{dtype} {label} N={nx} M={ny} splits={splits}"))
+            for width in widths(red):
+                arrays = make_inputs(red, nx, ny, dtype, rng, width)
+                for splits in (None, 3):
+                    run = batch.add(label, arrays, nx, ny, splits=splits)
+                    name = f"{dtype} {label} N={nx} M={ny} width={width} splits={splits}"
+                    checks.append((run, red, arrays, nx, ny, name))
     results = batch.run()
     for run, red, arrays, nx, ny, name in checks:
-        _check(red, results[run], arrays, nx, ny, dtype, name)
+        check(red, results[run], arrays, nx, ny, dtype, name)
 
 
 @pytest.mark.skipif(CXX is None, reason="g++ is not installed")

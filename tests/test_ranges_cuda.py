@@ -23,6 +23,7 @@ import pytest
 from kernla.core import block_sparsity
 from kernla.engines import numpy_engine
 from kernla.engines.cuda import source as cs
+from kernla.engines.cuda import tiles as cs_tiles
 from kernla.formula import CAT_I, CAT_J, Var, parse, parse_aliases
 from kernla.reductions import KINDS, REDUCTIONS, Reduction
 
@@ -52,7 +53,21 @@ def _cases() -> dict[str, list[tuple[str, Reduction]]]:
     ]
     f64 = [("gauss", _red(*GAUSS, "Sum")), ("scalar_KMin_ArgKMin", _red(*SCALAR, "KMin_ArgKMin", 3))]
     f16 = [("gauss", _red(*GAUSS, "Sum")), ("scalar_LogSumExp", _red(*SCALAR, "LogSumExp"))]
+    # the tile paths (kernels_source(..., **TILES)): Gram tiles of D = 33 and 40, the k tile x B tile product
+    tile_gauss = ("Exp(-G * SqDist(X, Y)) * B", ["X = Vi(33)", "Y = Vj(33)", "B = Vj(1)", "G = Pm(1)"])
+    tile_lse = ("-SqDist(X, Y) * G", ["X = Vi(33)", "Y = Vj(33)", "G = Pm(1)"], "LogSumExp")
+    f32 += [
+        ("tile_gauss", _red(*tile_gauss, "Sum")),
+        ("tile_knn", _red("SqDist(X, Y)", ["X = Vi(40)", "Y = Vj(40)"], "ArgKMin", 3)),
+        ("tile_lse", _red(*tile_lse)),
+    ]
+    f64 += [("tile_gauss", _red(*tile_gauss, "Sum"))]
+    f16 += [("tile_lse", _red(*tile_lse))]
     return {"float32": f32, "float64": f64, "float16": f16}
+
+
+#: the options of the tile cases' kernels
+TILES = {"tile_dim": 32, "product_tiles": True}
 
 
 CASES = _cases()
@@ -62,7 +77,7 @@ def _wrapper(name: str, n_in: int, out_kinds: list[str]) -> tuple[str, str]:
     """The emulator's call of one block-sparse kernel: scalars, inputs, outputs, scratch, the three tables."""
     n_out = len(out_kinds)
     args = ["c->s[0]", "c->s[1]", "c->s[2]", "c->s[3]"]
-    args += [f"(const TIO*)c->a[{k}]" for k in range(n_in)]
+    args += [f"kl_any{{c->a[{k}]}}" for k in range(n_in)]
     args += [f"({'TIO*' if kind == 'float' else 'kl_i64*'})c->a[{n_in + k}]" for k, kind in enumerate(out_kinds)]
     args += [f"(double*)c->a[{n_in + n_out}]"] + [f"(const kl_i64*)c->a[{n_in + n_out + t}]" for t in (1, 2, 3)]
     body = (
@@ -95,7 +110,8 @@ def programs(tmp_path_factory):
         parts = [(EMULATOR / "emulator.h").read_text(), cs.prelude(dtype)]
         bodies, dispatch = [], []
         for n, (label, red) in enumerate(cases):
-            text, plan = cs.kernels_source(red, dtype, prefix=f"e{n}", ranges=True)
+            options = TILES if label.startswith("tile_") else {}
+            text, plan = cs.kernels_source(red, dtype, prefix=f"e{n}", ranges=True, **options)
             parts.append(text)
             plans[dtype, label] = plan
             kinds = ["float"] if plan.product else [k for _, k in plan.outputs]
@@ -139,7 +155,8 @@ def _ranges(nx: int, ny: int, rng) -> tuple:
     return ri, np.cumsum(keep.sum(1)), redj, rj, np.cumsum(keep.sum(0)), redi
 
 
-def _inputs(red: Reduction, nx: int, ny: int, dtype: str, rng, width: int = 1) -> list[np.ndarray]:
+def _inputs(red: Reduction, nx: int, ny: int, dtype: str, rng, width: int = 1, unit: bool = False) -> list[np.ndarray]:
+    """Normal points (``unit``: divided by sqrt(D), distances of order 1 whatever D), positive parameters."""
     arrays = {}
     product = red.kernel_product()
     for f in red.formulas:
@@ -147,6 +164,7 @@ def _inputs(red: Reduction, nx: int, ny: int, dtype: str, rng, width: int = 1) -
             pos, dim, cat = v.params
             shape = (nx, dim) if cat == CAT_I else (ny, dim) if cat == CAT_J else (dim,)
             arrays[pos] = rng.normal(size=shape) if cat in (CAT_I, CAT_J) else np.abs(rng.normal(size=shape)) + 0.5
+            arrays[pos] /= np.sqrt(dim) if unit and cat in (CAT_I, CAT_J) else 1
     if product:
         arrays[product[1].params[0]] = rng.normal(size=(ny, width))
     return [arrays.get(p, np.zeros(1)).astype(dtype) for p in range(max(arrays) + 1)]
@@ -175,6 +193,9 @@ def _emulate(programs, dtype: str, runs: list) -> list[list[np.ndarray]]:
                 lines.append(f"buf {k} {data.nbytes} {path}")
             return k
 
+        if plan.gram is not None:  # the tile path's operands, as the engine makes them
+            extra = dict(zip(plan.gram.operands, cs_tiles.operands(plan.gram, arrays, dtype, nx, ny)))
+            arrays = [extra.get(p, arrays[p] if p < len(arrays) else None) for p in range(max(extra) + 1)]
         ins = [buf(arrays[p]) for p in plan.positions]
         dims = [(width, "float")] if plan.product else list(plan.outputs)
         item = np.dtype(dtype).itemsize
@@ -233,8 +254,11 @@ def test_emulated_block_sparse_kernels_match_numpy(programs, dtype):
     for label, red in CASES[dtype]:
         sizes = SIZES if label in ("gauss", "scalar_ArgKMin", "scalar_SumSoftMaxWeight") else SIZES[1:3]
         for nx, ny in sizes:
-            for width in (1, 3, 9) if label == "gauss" and dtype == "float32" else (1,):
-                arrays = _inputs(red, nx, ny, dtype, rng, width)
+            widths = (
+                (1, 3, 9) if label == "gauss" and dtype == "float32" else (1, 9, 20) if label == "tile_gauss" else (1,)
+            )
+            for width in widths:
+                arrays = _inputs(red, nx, ny, dtype, rng, width, unit=label.startswith("tile_"))
                 blocks = block_sparsity(_ranges(nx, ny, rng), nx, ny).over_j[0]
                 ref_arrays = [a.astype(np.float32 if dtype == "float16" else dtype) for a in arrays]
                 product = red.kernel_product()
@@ -254,8 +278,9 @@ def test_block_sparse_sources_compile_with_nvcc(tmp_path):
     procs = []
     for dtype, cases in CASES.items():
         text = [cs.prelude(dtype)]
-        for n, (_, red) in enumerate(cases):
-            text.append(cs.kernels_source(red, dtype, prefix=f"c{n}", ranges=True)[0])
+        for n, (label, red) in enumerate(cases):
+            options = TILES if label.startswith("tile_") else {}
+            text.append(cs.kernels_source(red, dtype, prefix=f"c{n}", ranges=True, **options)[0])
         src = tmp_path / f"ranges_{dtype}.cu"
         src.write_text("\n".join(text))
         procs.append(

@@ -27,6 +27,8 @@ static int kl_emu_tid;  /* the running thread (fiber) */
 #define __shared__ static
 #define __align__(n) __attribute__((aligned(n)))
 #define __syncthreads() kl_emu_barrier()
+/* a buffer handed to a kernel argument of any pointer type (inputs are TIO, the tile operands T) */
+struct kl_any { void* p; template <class X> operator X*() const { return (X*)p; } };
 static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 static inline double rsqrt(double x) { return 1.0 / sqrt(x); }
 static inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }

@@ -10,6 +10,11 @@ stream. Each reduction's source (:func:`kernla.engines.cuda.source.build_plan`) 
 device and kept in an in-process dictionary; CuPy also caches the binary on disk, keyed by the
 source text, which inlines every template.
 
+Tile paths (:mod:`kernla.engines.cuda.tiles`): an inner product or squared distance of dimension ≥
+``tiles.MIN_DIM`` is computed by Gram tiles, its operands made here per call (centred on the mean of
+the j side; data with a non-finite operand value runs the exact kernels instead), and kernel products
+of ``tiles.PRODUCT_TILE_MIN`` columns or more by k tile × B tile products.
+
 Scheme choice (:func:`kernla.engines.cuda.source.launches`): the 1-D scheme (one block per
 KL_BLOCK·rows rows, all j) when it fills the GPU, otherwise the split-j scheme, with the number of
 j splits chosen from the SM count and the kernel's occupancy so that blocks spread evenly.
@@ -37,6 +42,7 @@ from ...errors import BackendError, DTypeError, ShapeError
 from ...formula.tree import CAT_I, CAT_J
 from ...reductions import Reduction
 from ..ranges import Blocks
+from . import tiles
 from .source import BLOCK, MERGE_BLOCK, KernelInfo, Launch, Plan, build_plan, dtype_name, launches, ranges_launches
 
 name = "cuda"
@@ -99,9 +105,14 @@ def function(source: str, device: int, kernel: str):
     return fn
 
 
+def _plan(red: Reduction, dtype: str, ranges: bool, exact: bool = False) -> Plan:
+    """The plan the engine runs: the tile paths (:mod:`kernla.engines.cuda.tiles`) unless ``exact``."""
+    return build_plan(red, dtype, ranges, 0 if exact else tiles.MIN_DIM, True, tiles.TF32)
+
+
 def prepare(red: Reduction, dtype: str = "float32", device: int | None = None) -> None:
     """Compile ``red``'s kernels for ``dtype`` now (e.g. ahead of timing, or in parallel threads)."""
-    plan = build_plan(red, dtype_name(dtype))
+    plan = _plan(red, dtype_name(dtype), False)
     device = cupy.cuda.Device().id if device is None else device
     for info in plan.kernels:
         function(plan.source, device, info.name)
@@ -140,6 +151,8 @@ def _prepare(red: Reduction, plan: Plan, arrays: Sequence[Any], nx: int, ny: int
         shapes[plan.b_pos] = (ny, None)
     out = []
     for pos in plan.positions:
+        if plan.gram is not None and pos in plan.gram.operands:
+            continue  # made by tiles.operands
         if pos >= len(arrays):
             raise ShapeError(f"the formula uses argument {pos} but only {len(arrays)} arrays were given")
         a = arrays[pos]
@@ -173,10 +186,15 @@ def run(
     dtype = dtype_name(max(dtypes, key=lambda d: d.itemsize))
     if len(dtypes) > 1:
         raise DTypeError(f"the cuda engine needs one dtype for all arrays, got {sorted(map(str, dtypes))}")
-    plan = build_plan(red, dtype, ranges is not None)
+    plan = _plan(red, dtype, ranges is not None)
     device = next((a.device.id for a in used if isinstance(a, cupy.ndarray)), cupy.cuda.Device().id)
     with cupy.cuda.Device(device):
-        data = _prepare(red, plan, arrays, nx, ny)
+        extra: list = []
+        if plan.gram is not None:
+            extra = tiles.operands(plan.gram, arrays, plan.dtype, nx, ny, cupy) or []
+            if not extra:  # a non-finite operand value: the expansion would not give it back
+                plan = _plan(red, dtype, ranges is not None, exact=True)
+        data = _prepare(red, plan, arrays, nx, ny) + extra
         if plan.product:
             width = int(data[plan.positions.index(plan.b_pos)].shape[1])
             dims = [(width, "float")]

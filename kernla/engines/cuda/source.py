@@ -50,12 +50,14 @@ from ...formula.codegen import drop_unused, emit_bodies
 from ...formula.tree import CAT_I, CAT_J, CAT_PARAM, Node, Vj, call
 from ...reductions import CAccumulator, Reduction
 from .._template import fill, indent
+from . import tiles
+from .tiles import BLOCK_ROWS, TILE_SHAPE, Gram, gram_plan, tile_cols
 
 if TYPE_CHECKING:  # importlib.resources.abc from Python 3.11 on
     from importlib.abc import Traversable
 
 #: threads per block of the reduction kernels, and of the merge kernels
-BLOCK = 256
+BLOCK = BLOCK_ROWS
 MERGE_BLOCK = 128
 #: columns per z-chunk of the kernel-product kernels (one-column kernel, any-width kernel)
 PRODUCT_WIDTHS = (1, 8)
@@ -77,7 +79,7 @@ def template_dir() -> Traversable:
     repository's top-level ``cuda_templates/`` there), else that top-level folder of a source checkout.
 
     >>> sorted(t.name for t in template_dir().iterdir() if t.name.endswith(".cu"))
-    ['merge.cu', 'prelude.cu', 'reduce.cu']
+    ['merge.cu', 'prelude.cu', 'product.cu', 'reduce.cu', 'tiles.cu']
     """
     installed = importlib.resources.files("kernla") / "cuda_templates"
     return installed if installed.is_dir() else Path(__file__).resolve().parents[3] / "cuda_templates"
@@ -133,7 +135,8 @@ class Plan:
 
     ``positions``: argument positions passed to the kernels, in order; ``outputs``: the
     reduction's ``output_dims()`` (for products, the width is B's run-time width);
-    ``b_pos``: position of B for kernel products.
+    ``b_pos``: position of B for kernel products; ``gram``: the tile path's inner product (its operands
+    are the last positions, see :func:`kernla.engines.cuda.tiles.operands`), None for the exact path.
     """
 
     dtype: str
@@ -143,6 +146,7 @@ class Plan:
     outputs: tuple[tuple[int, str], ...]
     product: bool
     b_pos: int | None
+    gram: Gram | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,8 +271,11 @@ class _Layout:
     i_in_regs: bool
     p_in_regs: bool
     product: tuple[int, int] | None  # (B position, columns per chunk) for kernel products
+    gram: Gram | None = None  # the tile path: its site value is read from the Gram tile kl_g
 
     def j(self, pos: int, dim: int, k: int) -> str:
+        if self.gram is not None and pos == self.gram.value:
+            return self.gram.read("kl_g")
         if self.shared:
             return f"kl_y[{self.offsets[pos] + k}]"
         if self.product and pos == self.product[0]:
@@ -302,12 +309,15 @@ def _dims(formulas: Sequence[Node], cat: int) -> int:
     return sum(v.params[1] for v in {v for f in formulas for v in f.variables()} if v.params[2] == cat)
 
 
-def _layout(formulas: Sequence[Node], size: int, product: tuple[int, int] | None) -> _Layout:
+def _layout(
+    formulas: Sequence[Node], size: int, product: tuple[int, int] | None, gram: Gram | None = None, tj: int = 0
+) -> _Layout:
+    """``tj``: the j tile length the kernel needs (the tile kernels), else chosen from the record size."""
     jvars: dict[int, int] = {}
     for f in formulas:
         for v in f.variables():
             pos, dim, cat = v.params
-            if cat == CAT_J:
+            if cat == CAT_J and not (gram is not None and pos == gram.value):
                 jvars[pos] = dim
     if product:
         jvars[product[0]] = product[1]
@@ -319,20 +329,20 @@ def _layout(formulas: Sequence[Node], size: int, product: tuple[int, int] | None
     quantum = 16 // size
     rec = max(quantum, -(-rec // quantum) * quantum)  # 16-byte records: vector shared loads
     per_j = rec * size
-    if per_j * BLOCK <= TILE_BYTES:
-        tj = BLOCK
-    else:
-        tj = max(32, 1 << max(0, (TILE_BYTES // per_j).bit_length() - 1))
+    forced = tj > 0
+    if not forced:
+        tj = BLOCK if per_j * BLOCK <= TILE_BYTES else max(32, 1 << max(0, (TILE_BYTES // per_j).bit_length() - 1))
     shared = bool(jvars) and tj * per_j <= TILE_BYTES_MAX
     return _Layout(
         jvars,
         offsets,
         rec,
-        tj if shared else BLOCK,
+        tj if shared or forced else BLOCK,
         shared,
         _dims(formulas, CAT_I) <= I_REGISTERS,
         _dims(formulas, CAT_PARAM) <= P_REGISTERS,
         product,
+        gram,
     )
 
 
@@ -355,16 +365,22 @@ def _kernel(
     out: _Out,
     product: tuple[Node, int, int] | None = None,
     ranges: bool = False,
+    gram: Gram | None = None,
 ) -> tuple[str, KernelInfo]:
     """Source of one reduction kernel and its merge kernel.
 
     ``red`` is the (chunk of the) reduction this kernel computes; for a kernel product,
     ``product = (k, B position, columns)`` and ``red`` is the Sum over those columns. ``ranges``:
     the block-sparse variant (its blocks and column segments come from three more arguments).
+    ``gram``: the tile path (one row per thread, j tiles of the Gram tile's width).
     """
     single = dtype == "float64"
     formulas = (product[0],) if product else red.formulas
-    L = _layout(formulas, 8 if single else 4, (product[1], product[2]) if product else None)
+    if gram is not None:
+        formulas = gram.rewrite(formulas)
+    L = _layout(
+        formulas, 8 if single else 4, (product[1], product[2]) if product else None, gram, gram.tj if gram else 0
+    )
     nvalues = product[2] if product else (red.weight.dim if red.weight is not None else red.formula.dim)
 
     def row_code(r: int, rows: int, pre: dict) -> tuple[list[str], list[str], list[str] | None]:
@@ -375,7 +391,7 @@ def _kernel(
             return lines, [f"({kx} * {L.j(product[1], product[2], c)})" for c in range(product[2])], None
         return lines, outs[0], (outs[1] if len(outs) > 1 else None)
 
-    rows = _rows_for(red, L, formulas, nvalues, len(row_code(0, 1, {})[0]), single)
+    rows = 1 if gram else _rows_for(red, L, formulas, nvalues, len(row_code(0, 1, {})[0]), single)
     two_level = red.kind.two_level and not single
     pre: dict[str, str] = {}
     body, update, decl, init, tile_begin, tile_end, final, save, row_defs = ([] for _ in range(9))
@@ -414,7 +430,7 @@ def _kernel(
         tile_begin.insert(0, "typedef KL_TACC_IN TACC;")
         tile_end = ["{", "    typedef double TACC;"] + [indent(t, 4) for t in tile_end] + ["}"]
     body_size = len(body) // rows
-    unroll = 8 if body_size <= 16 else 4 if body_size <= 40 else 2 if body_size <= 160 else 1
+    unroll = _unroll(body_size)
     if red.kind.k_selection:
         unroll = min(unroll, 2)
     preload = row_defs + [pre[k] for k in sorted(pre)]
@@ -422,7 +438,8 @@ def _kernel(
         "NAME": name,
         "ARGS": arg_decl,
         "ROWS": str(rows),
-        "SHARED": f"    __shared__ __align__(16) T kl_sh[{L.tj * L.rec}];" if L.shared else "",
+        "SHARED": _shared(L, gram, gram.gram_words(gram.tj) if gram else 0),
+        "GRAM": indent(gram.call("kl_g"), 8) if gram else "",
         "CW": str(product[2] if product else 0),
         "PRELOAD": indent("\n".join(preload), 4),
         "DECL": indent("\n".join(decl), 4),
@@ -441,15 +458,36 @@ def _kernel(
         **_block_slots(rows, ranges),
     }
     main = fill(template("reduce.cu"), slots)
+    merge = _merge(red, name, merge_name, out, product[2] if product else 0, words)
+    tj = L.tj if L.shared or gram else 0
+    info = KernelInfo(name, merge_name, words, tj, product[2] if product else 0, rows)
+    return main + "\n" + merge, info
+
+
+def _shared(L: _Layout, gram: Gram | None, gram_words: int) -> str:
+    """The shared arrays of a kernel: its j tile, and on the tile path the Gram tile (``gram_words`` values,
+    none when the kernel declares it itself) and the staged operand chunks."""
+    out = [f"    __shared__ __align__(16) T kl_sh[{L.tj * L.rec}];"] if L.shared else []
+    if gram is not None:
+        kc = gram.shape[2]
+        if gram_words:
+            out.append(f"    __shared__ __align__(16) T kl_g[{gram_words}];")
+        out.append(f"    __shared__ __align__(16) T kl_xs[{kc * (BLOCK + 1)}];")
+        out.append(f"    __shared__ __align__(16) T kl_ys[{kc * gram.tj}];")
+    return "\n".join(out)
+
+
+def _merge(red: Reduction, name: str, merge_name: str, out: _Out, cw: int, words: int) -> str:
+    """The split-j merge kernel of ``red``'s kernel ``name`` (``cw``: columns per z-chunk of a product)."""
     acc = red.c_accumulator("acc")
     q = red.c_accumulator("kl_q")
-    merge = fill(
+    return fill(
         template("merge.cu"),
         {
             "NAME": merge_name,
             "MAIN": name,
             "ARGS": _out_args([(0, k) for _, k in out.args])[1],
-            "CW": str(product[2] if product else 0),
+            "CW": str(cw),
             "WORDS": str(words),
             "DECL": indent(acc.decl, 4),
             "INIT": indent(acc.init, 4),
@@ -459,8 +497,6 @@ def _kernel(
             "FINAL": indent(_final_code(acc, out), 4),
         },
     )
-    info = KernelInfo(name, merge_name, words, L.tj if L.shared else 0, product[2] if product else 0, rows)
-    return main + "\n" + merge, info
 
 
 def _block_slots(rows: int, ranges: bool) -> dict[str, str]:
@@ -597,7 +633,8 @@ def launches(
 def _launched(plan: Plan, width: int) -> tuple[list[KernelInfo], int]:
     """The kernels a call runs (a kernel product: the one for its width) and the width they get."""
     if plan.product:
-        return [plan.kernels[0] if width == 1 else plan.kernels[1]], width
+        tiled = len(plan.kernels) > 2 and width >= tiles.PRODUCT_TILE_MIN  # read per call
+        return [plan.kernels[0] if width == 1 else plan.kernels[2] if tiled else plan.kernels[1]], width
     return list(plan.kernels), 0
 
 
@@ -633,47 +670,135 @@ def _header(dtype: str) -> str:
 
 
 def prelude(dtype: str) -> str:
-    """The dtype header and ``cuda_templates/prelude.cu``: what every kernel text needs first."""
-    return _header(dtype_name(dtype)) + template("prelude.cu")
+    """The dtype header, ``cuda_templates/prelude.cu`` and ``tiles.cu``: what every kernel text needs first."""
+    return _header(dtype_name(dtype)) + template("prelude.cu") + template("tiles.cu")
 
 
-def kernels_source(red: Reduction, dtype: str, prefix: str = "kl", ranges: bool = False) -> tuple[str, Plan]:
+def _tile_path(red: Reduction, dtype: str, tile_dim: int, tf32: bool) -> Gram | None:
+    """The tile path of ``red`` for inner products of dimension ≥ ``tile_dim``, when its kernels' shared
+    arrays fit (None: the exact path); ``tf32``: on TF32 tensor cores for float32 data."""
+    if tile_dim <= 0:
+        return None
+    base = 1 + max((v.params[0] for f in red.formulas for v in f.variables()), default=-1)
+    product = red.kernel_product()
+    gram = gram_plan((product[0],) if product else red.formulas, base, tile_dim, dtype, tf32)
+    if gram is None:
+        return None
+    size = 8 if dtype == "float64" else 4
+    extra = (max(PRODUCT_WIDTHS), tile_cols(dtype) ** 2) if product else (0, 0)
+    jvars = {v for f in gram.rewrite(red.formulas) for v in f.variables() if v.params[2] == CAT_J}
+    staged = {gram.value, product[1].params[0]} if product else {gram.value}  # B: a chunk's columns, in extra
+    record = sum(v.params[1] for v in jvars if v.params[0] not in staged) + extra[0] + 16 // size
+    words = record * gram.tj + gram.shared_words() + extra[1]
+    return gram if words * size <= TILE_BYTES_MAX else None
+
+
+def _product_tile_kernel(
+    k: Node, b_pos: int, dtype: str, name: str, merge_name: str, arg_decl: str, out: _Out, ranges: bool, gram
+) -> tuple[str, KernelInfo]:
+    """Source of the kernel product Σ_j k_ij B_j by k tile × B tile products (``product.cu``), and its merge."""
+    single = dtype == "float64"
+    rm, rn, _ = TILE_SHAPE[dtype]
+    tj = rm * rn
+    formulas = gram.rewrite((k,)) if gram else (k,)
+    L = _layout(formulas, 8 if single else 4, None, gram, tj)
+    pre: dict[str, str] = {}
+    lines, outs = emit_bodies(formulas, _Loader(L, 0, pre), "t", fast=not single, prune=True)
+    slots = {
+        "NAME": name,
+        "ARGS": arg_decl,
+        "SHARED": _shared(L, gram, 0),
+        "PRELOAD": indent("\n".join(pre[key] for key in sorted(pre)), 4),
+        "TJ": str(tj),
+        "RM": str(rm),
+        "RN": str(rn),
+        "TILE": indent(L.tile_code(), 8) if L.shared else "",
+        "GRAM": indent(gram.call("kl_g"), 8) if gram else "",
+        "BPOS": str(b_pos),
+        "UNROLL": str(_unroll(len(lines))),
+        "ROW": f"                    const T* kl_y = kl_sh + kl_jj * {L.rec};" if L.shared else "",
+        "BODY": indent("\n".join(lines), 20),
+        "KVALUE": outs[0][0],
+        **_block_slots(1, ranges),
+    }
+    sub = Reduction("Sum", Vj(b_pos, tj))
+    words = _save_state(sub.c_accumulator("acc"))[1]
+    merge = _merge(sub, name, merge_name, out, tj, words)
+    return fill(template("product.cu"), slots) + "\n" + merge, KernelInfo(name, merge_name, words, tj, tj, 1)
+
+
+def _unroll(body_size: int) -> int:
+    """How far the loop over one j tile is unrolled, from the size of the formula's body."""
+    return 8 if body_size <= 16 else 4 if body_size <= 40 else 2 if body_size <= 160 else 1
+
+
+def kernels_source(
+    red: Reduction,
+    dtype: str,
+    prefix: str = "kl",
+    ranges: bool = False,
+    tile_dim: int = 0,
+    product_tiles: bool = False,
+    tf32: bool = False,
+) -> tuple[str, Plan]:
     """The kernels of ``red`` (without the prelude), names prefixed ``prefix``, and their plan.
 
     Several reductions of one dtype can share one translation unit: one :func:`prelude`, then
     each one's kernels with distinct prefixes (the compile tests batch them this way).
     ``ranges``: the block-sparse kernels (see :func:`ranges_launches`) instead of the dense ones.
+    ``tile_dim``: inner products of that dimension or more by Gram tiles (:mod:`kernla.engines.cuda.tiles`;
+    0: the exact path); ``product_tiles``: kernel products also get a third kernel, ``_wt``, k tile × B tile
+    products for widths of :data:`~kernla.engines.cuda.tiles.PRODUCT_TILE_MIN` columns or more; ``tf32``: the
+    Gram tiles of float32 data on TF32 tensor cores (opt-in, see :mod:`kernla.engines.cuda.tiles`).
     """
     dtype = dtype_name(dtype)
     single = dtype == "float64"
     product = red.kernel_product()
-    positions = sorted({v.params[0] for f in red.formulas for v in f.variables()})
+    gram = _tile_path(red, dtype, tile_dim, tf32)
+    formulas = gram.rewrite(red.formulas) if gram else red.formulas
+    used = {v.params[0] for f in formulas for v in f.variables()} - ({gram.value} if gram else set())
+    positions = sorted(used) + list(gram.operands if gram else ())
+    in_args = ",\n".join(
+        f"       const {'T' if gram and p in gram.operands else 'TIO'}* __restrict__ a{p}" for p in positions
+    )
     texts, infos = [], []
     if product:
         k, b = product
         b_pos = b.params[0]
         outputs: tuple[tuple[int, str], ...] = ((b.params[1], "float"),)
-        in_args = ",\n".join(f"       const TIO* __restrict__ a{p}" for p in positions)
         args, out_decl = _out_args(outputs)
-        for cw in PRODUCT_WIDTHS:
-            sub = Reduction("Sum", Vj(b_pos, cw))
+        widths = PRODUCT_WIDTHS + ((tile_cols(dtype),) if product_tiles else ())
+        for cw in widths:
             out = _Out(args, {"float": cw}, lambda c: f"kl_c0 + {c}", "width", guard=lambda c: f"kl_c0 + {c} < width")
-            text, info = _kernel(
-                sub,
-                dtype,
-                f"{prefix}_reduce_w{cw}",
-                f"{prefix}_merge_w{cw}",
-                in_args + ",\n" + out_decl,
-                out,
-                (k, b_pos, cw),
-                ranges,
-            )
+            if cw in PRODUCT_WIDTHS:
+                text, info = _kernel(
+                    Reduction("Sum", Vj(b_pos, cw)),
+                    dtype,
+                    f"{prefix}_reduce_w{cw}",
+                    f"{prefix}_merge_w{cw}",
+                    in_args + ",\n" + out_decl,
+                    out,
+                    (k, b_pos, cw),
+                    ranges,
+                    gram,
+                )
+            else:
+                text, info = _product_tile_kernel(
+                    k,
+                    b_pos,
+                    dtype,
+                    f"{prefix}_reduce_wt",
+                    f"{prefix}_merge_wt",
+                    in_args + ",\n" + out_decl,
+                    out,
+                    ranges,
+                    gram,
+                )
             texts.append(text)
             infos.append(info)
     else:
         b_pos = None
         outputs = tuple(red.output_dims())
-        in_args = ",\n".join(f"       const TIO* __restrict__ a{p}" for p in positions)
         args, out_decl = _out_args(outputs)
         chunks = _chunks(red, single)
         full = red.weight.dim if red.weight is not None else red.formula.dim
@@ -681,12 +806,12 @@ def kernels_source(red: Reduction, dtype: str, prefix: str = "kl", ranges: bool 
         row = str(outputs[0][0])
         for z, (sub, s, n) in enumerate(chunks):
             suffix = f"_z{z}" if len(chunks) > 1 else ""
-            widths = {kind: w for w, kind in sub.output_dims()}
+            widths_of = {kind: w for w, kind in sub.output_dims()}
             if kmin:
                 column = (lambda s, n: lambda c: (c // n) * full + s + c % n)(s, n)
             else:
                 column = (lambda s: lambda c: s + c)(s)
-            out = _Out(args, widths, column, row)
+            out = _Out(args, widths_of, column, row)
             text, info = _kernel(
                 sub,
                 dtype,
@@ -695,19 +820,23 @@ def kernels_source(red: Reduction, dtype: str, prefix: str = "kl", ranges: bool 
                 (in_args + ",\n" if positions else "") + out_decl,
                 out,
                 ranges=ranges,
+                gram=gram,
             )
             texts.append(text)
             infos.append(info)
     body = "\n".join(texts)
-    plan = Plan(dtype, "", tuple(infos), tuple(positions), outputs, bool(product), b_pos)
+    plan = Plan(dtype, "", tuple(infos), tuple(positions), outputs, bool(product), b_pos, gram)
     return body, plan
 
 
 @functools.lru_cache(maxsize=256)
-def build_plan(red: Reduction, dtype: str, ranges: bool = False) -> Plan:
+def build_plan(
+    red: Reduction, dtype: str, ranges: bool = False, tile_dim: int = 0, product_tiles: bool = False, tf32: bool = False
+) -> Plan:
     """The complete source (prelude + kernels) of ``red`` for ``dtype``, and its launch plan
-    (``ranges``: the block-sparse kernels)."""
+    (``ranges``: the block-sparse kernels; ``tile_dim``, ``product_tiles``: the tile paths, see
+    :func:`kernels_source`)."""
     dtype = dtype_name(dtype)
-    body, plan = kernels_source(red, dtype, ranges=ranges)
+    body, plan = kernels_source(red, dtype, ranges=ranges, tile_dim=tile_dim, product_tiles=product_tiles, tf32=tf32)
     src = prelude(dtype) + "\n" + body
-    return Plan(plan.dtype, src, plan.kernels, plan.positions, plan.outputs, plan.product, plan.b_pos)
+    return dataclasses.replace(plan, source=src)
