@@ -106,7 +106,8 @@ def run_kernla(X, y, Xt, method, adam_iters, start=None, **extra):
     res, sub = gp.optimizer_result_, gp.subset_result_
     evals = (res.evaluations if res else 0, sub.evaluations if sub else 0)
     print(
-        f"# kernla {method} N={len(X)}: {train:.1f} s wall, {cpu:.1f} s CPU; evaluations at full N {evals[0]}"
+        f"# kernla {method} N={len(X)}: {train:.1f} s wall, {cpu:.1f} s CPU, log marginal likelihood "
+        f"{gp.log_marginal_likelihood_value_:.4f}; evaluations at full N {evals[0]}"
         + (f", on the {opts['start_subset']}-point subset {evals[1]} ({sub.time:.1f} s)" if sub else ""),
         flush=True,
     )

@@ -63,6 +63,10 @@ MAX_EXACT_SIZE = 5000
 #: target number of entries of the dense cross-kernel block of one CG variance batch (N·b)
 _BATCH_ENTRIES = 1 << 22
 
+#: from this N on the exact method's training runs BLAS on all its threads (large factorisations, no
+#: kernla products to compete with); below, on one (small LAPACK calls spin more than they gain)
+_THREADED_EXACT_SIZE = 2000
+
 #: the jitter added to the diagonal with a kernel object when ``alpha`` is None (scikit-learn's default)
 _DEFAULT_ALPHA = 1e-10
 
@@ -269,15 +273,16 @@ class GaussianProcessRegressor(ClientParameter, RegressionScore, RegressorMixin,
     def fit(self, X: Any, y: Any) -> GaussianProcessRegressor:
         """Learn the hyper-parameters (unless fixed) and condition on X (N, D), y (N,) or (N, k).
 
-        Returns self. The exact method keeps its last Cholesky factor (no second factorisation).
-        The iterative method runs host BLAS on one thread when the products use the compiled
-        CPU engine (:func:`kernla.linalg._compute.blas_single_thread`: the two thread pools
-        would otherwise spin against each other; measured 0.03 s against up to 1.1 s for a
-        500×500 Cholesky factor on the shared 2-core box).
+        Returns self. The exact method keeps its last Cholesky factor (no second factorisation)
+        and, from N = 2000 on, lets BLAS use all its threads. Otherwise host BLAS runs on one
+        thread when the products use the compiled CPU engine
+        (:func:`kernla.linalg._compute.blas_single_thread`: the two thread pools would otherwise
+        spin against each other; measured 0.03 s against up to 1.1 s for a 500×500 Cholesky
+        factor on the shared 2-core box).
         """
         X = as_points(X, "X")
         exact = self.method == "exact" or (self.method == "auto" and int(X.shape[0]) <= self.max_exact_size)
-        if exact:  # dense NumPy/LAPACK only: BLAS keeps its threads
+        if exact and int(X.shape[0]) >= _THREADED_EXACT_SIZE:  # dense LAPACK only: BLAS keeps its threads
             return self._fit(X, y, exact)
         with blas_single_thread(self.backend, kind(X).on_gpu):
             return self._fit(X, y, exact)
