@@ -6,10 +6,17 @@ free targets for the RMSE; NLL: the mean negative log predictive density of nois
 Kernel everywhere: ``ConstantKernel · Matérn-5/2(ARD) + White`` from the same starting values
 (amplitude 1, length scales 1, noise 0.1), targets standardised.
 
-- kernla exact (N ≤ 5000): Cholesky evidence with the analytic gradient, L-BFGS-B.
-- kernla iterative: BBMM (pivoted-Cholesky PCG on [y, 16 probes], SLQ + Hutchinson), Adam
-  (lr 0.1, at most ``--adam-iters`` steps; N > 5000 start from the hyper-parameters learned exactly
-  on a 2000-point subset, which the table says).
+- kernla exact (N ≤ 5000): Cholesky evidence with the analytic gradient, L-BFGS-B; above
+  2·``--start-subset`` points it first learns on a random ``--start-subset``-point subset (default
+  1000) and starts the full-N L-BFGS-B there (``start_subset``).
+- kernla iterative (N ≤ 5000, unless ``--skip-bbmm``): BBMM (pivoted-Cholesky PCG on [y, 16 probes],
+  SLQ + Hutchinson), Adam (lr 0.1, at most ``--adam-iters`` steps).
+- N > 5000: hyper-parameters learned exactly on a ``--big-subset``-point subset, ``--full-steps``
+  BBMM Adam steps at full N (default 0), the final CG solve to ``--big-tol`` with ``--probes`` probes
+  (the evidence estimate) and the low-rank variance cache of rank ``--variance-rank``: one ``fit``,
+  all timed. ``--std-points M`` times the std at M more test points (and, N ≤ 3e4, its largest relative
+  error against the exact std at ``--std-check`` of them); ``--reference R`` adds an exact GP trained
+  on an R-point subset (the reference of the test RMSE; not a timed peer).
 - scikit-learn ``GaussianProcessRegressor`` (L-BFGS-B, no restarts) where N ≤ ``--sk-max``
   (default 1000: it took 550 s there on the loaded box); above, up to 5000, the time of one of its
   log marginal likelihood + gradient evaluations against one of kernla's exact ones.
@@ -22,6 +29,7 @@ estimate), learned noise, test RMSE, NLL, the time of mean + std at the test poi
 
     python benchmarks/bench_gp.py --sizes 1000,5000        # about 10 minutes on a loaded 2-core box
     python benchmarks/bench_gp.py --quick                  # N = 500, a smoke test
+    python benchmarks/bench_gp.py --datasets friedman1 --sizes 100000 --std-points 10000   # N = 1e5 (< 10 min)
     python benchmarks/bench_gp.py --datasets 2-D --sizes 500,1000,2000 --sk-max 0 --gpytorch-max 1000 --json PATH
 
 At the end the rows are printed again as one table (with ``--json PATH`` also written there, with the
@@ -46,6 +54,7 @@ from _common import add_json_option, optional, plot, table, write_json  # noqa: 
 
 from kernla.models import GaussianProcessRegressor  # noqa: E402
 from kernla.models import gp_kernels as gk  # noqa: E402
+from kernla.models.gp_predict import CholeskyPosterior  # noqa: E402
 
 TEST = 2000
 #: every row of this run: data set, N, then the row of :class:`Rows`; and the one-evaluation timings
@@ -80,21 +89,60 @@ def scores(mean, std, clean, noisy):
     return rmse, nll
 
 
-def run_kernla(X, y, Xt, method, adam_iters, start=None):
+def run_kernla(X, y, Xt, method, adam_iters, start=None, **extra):
     k = kernel(X.shape[1]) if start is None else start
     opts = dict(method=method, normalize_y=True, random_state=0)
     if method == "iterative":
         opts.update(optimizer="adam", optimizer_maxiter=adam_iters, learning_rate=0.1, tol=1e-6)
-    t0 = time.perf_counter()
+    opts.update(extra)
+    t0, c0 = time.perf_counter(), time.process_time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         gp = GaussianProcessRegressor(k, **opts).fit(X, y)
-    train = time.perf_counter() - t0
+    train, cpu = time.perf_counter() - t0, time.process_time() - c0
     t0 = time.perf_counter()
     mean, std = gp.predict(Xt, return_std=True, include_noise=True)
     pred = time.perf_counter() - t0
-    res = gp.optimizer_result_
+    res, sub = gp.optimizer_result_, gp.subset_result_
+    evals = (res.evaluations if res else 0, sub.evaluations if sub else 0)
+    print(
+        f"# kernla {method} N={len(X)}: {train:.1f} s wall, {cpu:.1f} s CPU, log marginal likelihood "
+        f"{gp.log_marginal_likelihood_value_:.4f}; evaluations at full N {evals[0]}"
+        + (f", on the {opts['start_subset']}-point subset {evals[1]} ({sub.time:.1f} s)" if sub else ""),
+        flush=True,
+    )
     return gp, train, res.iterations if res else 0, mean, std, pred
+
+
+def big_fit(X, y, Xt, args):
+    """N above --exact-max: hyper-parameters learned exactly on a subset, --full-steps BBMM steps at full N
+    (warm), the final solve and the variance cache (all inside ``fit``)."""
+    return run_kernla(
+        X,
+        y,
+        Xt,
+        "iterative",
+        args.full_steps,
+        start_subset=args.big_subset,
+        num_probes=args.probes,
+        tol=args.big_tol,
+        variance_rank=args.variance_rank,
+    )
+
+
+def std_check(gp, X, n_std: int, n_check: int):
+    """Seconds of the std at n_std test points; with n_check, its largest relative error against the exact
+    (dense Cholesky) std at n_check of them (needs the N×N matrix: N ≤ 3e4 or so)."""
+    Xs, _, _ = friedman(n_std, 3) if X.shape[1] == 10 else two_d(n_std, 3)
+    t0, c0 = time.perf_counter(), time.process_time()
+    _, std = gp.predict(Xs, return_std=True)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    err = math.nan
+    if n_check:
+        exact = CholeskyPosterior(gp.kernel_, X, gp.noise_).variance(Xs[:n_check])
+        ref = np.sqrt(exact) * float(gp._y_std)
+        err = float(np.max(np.abs(std[:n_check] - ref) / ref))
+    return wall, cpu, err
 
 
 def run_sklearn(X, y, Xt):
@@ -201,6 +249,16 @@ def main() -> None:
     ap.add_argument("--sk-max", type=int, default=1000)
     ap.add_argument("--gpytorch-max", type=int, default=1000)
     ap.add_argument("--exact-max", type=int, default=5000)
+    ap.add_argument("--start-subset", type=int, default=1000, help="exact training: learn on this many points first")
+    ap.add_argument("--skip-bbmm", action="store_true", help="no BBMM Adam row at N <= --exact-max")
+    ap.add_argument("--big-subset", type=int, default=2000, help="N > --exact-max: exact training on this subset")
+    ap.add_argument("--full-steps", type=int, default=0, help="N > --exact-max: BBMM Adam steps at full N after it")
+    ap.add_argument("--probes", type=int, default=4, help="N > --exact-max: probes of the final evidence estimate")
+    ap.add_argument("--big-tol", type=float, default=1e-4, help="N > --exact-max: CG tolerance of the final solve")
+    ap.add_argument("--variance-rank", type=int, default=100, help="N > --exact-max: rank of the variance cache")
+    ap.add_argument("--std-points", type=int, default=0, help="N > --exact-max: time the std at this many points")
+    ap.add_argument("--std-check", type=int, default=300, help="... its error at this many (exact; N <= 3e4)")
+    ap.add_argument("--reference", type=int, default=0, help="also an exact GP trained on a subset of this size")
     ap.add_argument("--quick", action="store_true")
     add_json_option(ap)
     args = ap.parse_args()
@@ -225,12 +283,13 @@ def main() -> None:
             Xt, yt, ct = DATASETS[name](TEST, 1)
             rows = Rows(name, n)
             k_time = None
-            start = None
             if n <= args.exact_max:
-                gp, t, it, m, s, p = run_kernla(X, y, Xt, "exact", args.adam_iters)
+                sub = args.start_subset if n > 2 * args.start_subset else None
+                gp, t, it, m, s, p = run_kernla(X, y, Xt, "exact", args.adam_iters, start_subset=sub)
+                label = "kernla exact L-BFGS-B" + (f" ({sub} first)" if sub else "")
                 rows.append(
                     (
-                        "kernla exact L-BFGS-B",
+                        label,
                         t,
                         it,
                         gp.log_marginal_likelihood_value_ / n,
@@ -240,35 +299,60 @@ def main() -> None:
                     )
                 )
                 k_time = t
+                if not args.skip_bbmm:
+                    gp, t, it, m, s, p = run_kernla(X, y, Xt, "iterative", args.adam_iters)
+                    rows.append(
+                        (
+                            "kernla BBMM Adam",
+                            t,
+                            it,
+                            gp.log_marginal_likelihood_value_ / n,
+                            gp.noise_ * np.std(y) ** 2,
+                            *scores(m, s, ct, yt),
+                            p,
+                        )
+                    )
             else:
-                sub = np.random.default_rng(2).choice(n, 2000, replace=False)
-                t0 = time.perf_counter()
-                warm = GaussianProcessRegressor(kernel(X.shape[1]), normalize_y=True).fit(X[sub], y[sub])
-                start = warm.kernel_
+                gp, t, it, m, s, p = big_fit(X, y, Xt, args)
+                label = f"kernla {args.big_subset} exact, {args.full_steps} BBMM"
                 rows.append(
                     (
-                        "kernla exact, 2000 subset",
-                        time.perf_counter() - t0,
-                        warm.optimizer_result_.iterations,
-                        math.nan,
-                        warm.noise_ * np.std(y[sub]) ** 2,
-                        *scores(*warm.predict(Xt, return_std=True, include_noise=True), ct, yt),
-                        math.nan,
+                        label,
+                        t,
+                        it,
+                        gp.log_marginal_likelihood_value_ / n,
+                        gp.noise_ * np.std(y) ** 2,
+                        *scores(m, s, ct, yt),
+                        p,
                     )
                 )
-            gp, t, it, m, s, p = run_kernla(X, y, Xt, "iterative", args.adam_iters, start)
-            label = "kernla BBMM Adam" + (" (warm)" if start is not None else "")
-            rows.append(
-                (
-                    label,
-                    t,
-                    it,
-                    gp.log_marginal_likelihood_value_ / n,
-                    gp.noise_ * np.std(y) ** 2,
-                    *scores(m, s, ct, yt),
-                    p,
+                if args.std_points:
+                    wall, cpu, err = std_check(gp, X, args.std_points, args.std_check if n <= 30000 else 0)
+                    print(
+                        f"# {name} N={n}: std at {args.std_points} test points {wall:.1f} s wall, {cpu:.1f} s CPU"
+                        + (
+                            f"; largest relative error against the exact std at {args.std_check} of them {err:.2e}"
+                            if np.isfinite(err)
+                            else ""
+                        ),
+                        flush=True,
+                    )
+            if args.reference and n > args.reference:
+                rsub = np.random.default_rng(2).choice(n, args.reference, replace=False)
+                gp, t, it, m, s, p = run_kernla(
+                    X[rsub], y[rsub], Xt, "exact", 0, max_exact_size=args.reference, start_subset=args.start_subset
                 )
-            )
+                rows.append(
+                    (
+                        f"kernla exact on {args.reference} subset",
+                        t,
+                        it,
+                        math.nan,
+                        gp.noise_ * np.std(y) ** 2,
+                        *scores(m, s, ct, yt),
+                        p,
+                    )
+                )
             if optional("gpytorch") is not None and n <= args.gpytorch_max:
                 for keops in (False, True):
                     try:

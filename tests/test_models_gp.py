@@ -58,6 +58,32 @@ def test_learned_evidence_reaches_sklearns_optimum(make):
 
 
 @needs_sklearn
+def test_start_subset_reaches_sklearns_optimum_and_reuses_the_last_cholesky_factor():
+    X, y = _data(301, seed=5)
+    ref = sk_gp.GaussianProcessRegressor(_kernel_sk(), normalize_y=True, random_state=0).fit(X, y)
+    gp = GaussianProcessRegressor(_kernel(), normalize_y=True, random_state=4, start_subset=61).fit(X, y)
+    best = ref.log_marginal_likelihood_value_
+    assert gp.log_marginal_likelihood_value_ >= best - 1e-3 * abs(best)
+    assert gp.subset_result_.evaluations > 0 and gp.optimizer_result_.evaluations > 0
+    # the kept factor is the dense Cholesky factor of K + noise·I at the learned hyper-parameters
+    A = gp.kernel_.dense(X) + gp.noise_ * np.eye(len(X))
+    assert np.allclose(gp._chol.L @ gp._chol.L.T, A, rtol=1e-12, atol=1e-12)
+    assert ref.log_marginal_likelihood(gp.kernel_.theta) == pytest.approx(gp.log_marginal_likelihood_value_, rel=1e-9)
+    # optimizer_maxiter=0: the subset's hyper-parameters, conditioned on all points
+    only = GaussianProcessRegressor(_kernel(), normalize_y=True, random_state=4, start_subset=61, optimizer_maxiter=0)
+    only.fit(X, y)
+    assert only.optimizer_result_ is None
+    assert np.allclose(only.kernel_.theta, only.subset_result_.theta)
+    assert only.log_marginal_likelihood_value_ <= gp.log_marginal_likelihood_value_ + 1e-9
+    with pytest.raises(InputValueError, match="start_subset"):
+        GaussianProcessRegressor(_kernel(), start_subset=1).fit(X, y)
+
+
+def _kernel_sk():
+    return sk.ConstantKernel(1.0) * sk.Matern([0.8, 1.2], nu=2.5) + sk.WhiteKernel(0.05)
+
+
+@needs_sklearn
 def test_sklearn_kernel_objects_and_restarts_match_sklearn():
     X, y = _data(61, seed=5)
     kern = sk.ConstantKernel(1.0, (1e-2, 1e2)) * sk.RBF(1.0, (1e-2, 1e2)) + sk.WhiteKernel(0.1, (1e-4, 1e1))

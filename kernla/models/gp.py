@@ -63,6 +63,10 @@ MAX_EXACT_SIZE = 5000
 #: target number of entries of the dense cross-kernel block of one CG variance batch (N·b)
 _BATCH_ENTRIES = 1 << 22
 
+#: from this N on the exact method's training runs BLAS on all its threads (large factorisations, no
+#: kernla products to compete with); below, on one (small LAPACK calls spin more than they gain)
+_THREADED_EXACT_SIZE = 2000
+
 #: the jitter added to the diagonal with a kernel object when ``alpha`` is None (scikit-learn's default)
 _DEFAULT_ALPHA = 1e-10
 
@@ -121,7 +125,12 @@ class GaussianProcessRegressor(ClientParameter, RegressionScore, RegressorMixin,
         as scikit-learn's.
     n_restarts_optimizer : extra runs from log-uniform draws inside the bounds; the best is kept.
     optimizer_maxiter, learning_rate : iteration limit of the optimiser (default 200 for
-        L-BFGS-B, 100 for Adam) and Adam's step size.
+        L-BFGS-B, 100 for Adam; 0: no training on all N points, only the ``start_subset``
+        stage) and Adam's step size.
+    start_subset : None, or learn the hyper-parameters first on a random subset of this many
+        points (exact evidence, L-BFGS-B, the restarts there; from ``random_state``) and start
+        the training on all N points from them: few evaluations at full N then reach the
+        optimum (``subset_result_``: that stage's :class:`~kernla.models.gp_optimize.OptimizeResult`).
     method : ``"auto"`` (exact up to ``max_exact_size`` points), ``"exact"`` or ``"iterative"``.
     num_probes, rank : probes of the stochastic estimates and rank of the pivoted-Cholesky
         preconditioner (default about 3.5·√N between 100 and 500).
@@ -143,7 +152,7 @@ class GaussianProcessRegressor(ClientParameter, RegressionScore, RegressorMixin,
 
     After ``fit``: ``kernel_`` (the learned kernel), ``X_train_``, ``alpha_`` (``A⁻¹ y``),
     ``log_marginal_likelihood_value_`` (and ``_stderr_``: 0 when exact), ``noise_`` (the
-    diagonal σ²), ``method_``, ``optimizer_result_`` (or None), ``n_features_in_``,
+    diagonal σ²), ``method_``, ``optimizer_result_`` and ``subset_result_`` (or None), ``n_features_in_``,
     ``solve_info_`` (the iterative method's CG figures, None when exact).
 
     Data may be NumPy, torch or CuPy (X and y of one kind); results come back in the kind of
@@ -185,6 +194,7 @@ class GaussianProcessRegressor(ClientParameter, RegressionScore, RegressorMixin,
         tol: float | None = None,
         maxiter: int | None = None,
         batch_size: int = 256,
+        start_subset: int | None = None,
         verbose: int = 0,
         backend: str | None = None,
         client: Any = None,
@@ -212,6 +222,7 @@ class GaussianProcessRegressor(ClientParameter, RegressionScore, RegressorMixin,
         self.tol = tol
         self.maxiter = maxiter
         self.batch_size = batch_size
+        self.start_subset = start_subset
         self.verbose = verbose
         self.backend = backend
         self.client = client
@@ -262,16 +273,21 @@ class GaussianProcessRegressor(ClientParameter, RegressionScore, RegressorMixin,
     def fit(self, X: Any, y: Any) -> GaussianProcessRegressor:
         """Learn the hyper-parameters (unless fixed) and condition on X (N, D), y (N,) or (N, k).
 
-        Returns self. Host BLAS runs on one thread meanwhile when the products use the compiled
-        CPU engine (:func:`kernla.linalg._compute.blas_single_thread`: the two thread pools
-        would otherwise spin against each other; measured 0.03 s against up to 1.1 s for a
-        500×500 Cholesky factor on the shared 2-core box).
+        Returns self. The exact method keeps its last Cholesky factor (no second factorisation)
+        and, from N = 2000 on, lets BLAS use all its threads. Otherwise host BLAS runs on one
+        thread when the products use the compiled CPU engine
+        (:func:`kernla.linalg._compute.blas_single_thread`: the two thread pools would otherwise
+        spin against each other; measured 0.03 s against up to 1.1 s for a 500×500 Cholesky
+        factor on the shared 2-core box).
         """
         X = as_points(X, "X")
+        exact = self.method == "exact" or (self.method == "auto" and int(X.shape[0]) <= self.max_exact_size)
+        if exact and int(X.shape[0]) >= _THREADED_EXACT_SIZE:  # dense LAPACK only: BLAS keeps its threads
+            return self._fit(X, y, exact)
         with blas_single_thread(self.backend, kind(X).on_gpu):
-            return self._fit(X, y)
+            return self._fit(X, y, exact)
 
-    def _fit(self, X: Any, y: Any) -> GaussianProcessRegressor:
+    def _fit(self, X: Any, y: Any, exact: bool) -> GaussianProcessRegressor:
         kernel, jitter, optimizer = self._resolve()
         y = as_targets(y, int(X.shape[0]))
         same_kind(X=X, y=y)
@@ -284,34 +300,25 @@ class GaussianProcessRegressor(ClientParameter, RegressionScore, RegressorMixin,
             mean, std = np.zeros(y_host.shape[1:]), np.ones(y_host.shape[1:])
         self._y_mean, self._y_std = mean, std
         Y = ((y_host - mean) / std).reshape(n, -1)
-        exact = self.method == "exact" or (self.method == "auto" and n <= self.max_exact_size)
         self.method_ = "exact" if exact else "iterative"
         self._products = self._make_products(X, exact)
         self._rank = default_rank(n) if self.rank is None else int(self.rank)
-        self.optimizer_result_ = None
+        self.optimizer_result_ = self.subset_result_ = None
+        self._last_cholesky: tuple[np.ndarray, np.ndarray] | None = None
         if optimizer == "auto":
             optimizer = "fmin_l_bfgs_b" if exact else "adam"
-        if optimizer is not None and kernel.n_dims:
-            seed = self.random_state if isinstance(self.random_state, (int, np.integer)) else 0
-
-            def objective(theta: np.ndarray, step: int) -> Evidence:
-                k = kernel.clone_with_theta(theta)
-                ev = self._evidence(k, X, Y, jitter, int(seed) + step, self.train_tol)
-                lp, lg = k.log_prior(theta)
-                return Evidence(ev.value + lp, ev.gradient + lg, ev.stderr, ev.info)
-
-            maxiter = self.optimizer_maxiter or (200 if optimizer != "adam" else 100)
-            res = optimize(
-                objective,
-                kernel.theta,
-                kernel.bounds,
-                optimizer,
-                self.n_restarts_optimizer,
-                self.random_state,
-                maxiter,
-                self.learning_rate,
-                self.verbose,
-            )
+        maxiter = self.optimizer_maxiter
+        if maxiter is None:
+            maxiter = 200 if optimizer != "adam" else 100
+        restarts = self.n_restarts_optimizer
+        sub = self._start_subset(n)
+        if optimizer is not None and kernel.n_dims and sub is not None:
+            rows = np.random.default_rng(self._seed()).choice(n, sub, replace=False)
+            self.subset_result_ = self._learn(kernel, X[rows], Y[rows], jitter, "fmin_l_bfgs_b", 200, restarts, True)
+            kernel, restarts = kernel.clone_with_theta(self.subset_result_.theta), 0
+            self._last_cholesky = None
+        if optimizer is not None and kernel.n_dims and maxiter:
+            res = self._learn(kernel, X, Y, jitter, optimizer, maxiter, restarts, exact)
             kernel = kernel.clone_with_theta(res.theta)
             self.optimizer_result_ = res
         self.kernel_ = kernel
@@ -323,7 +330,9 @@ class GaussianProcessRegressor(ClientParameter, RegressionScore, RegressorMixin,
         self._variance_cache: LowRankVarianceCache | None = None
         self._chol: CholeskyPosterior | None = None
         if exact:
-            self._chol = CholeskyPosterior(kernel, X, self.noise_, self.backend)
+            last = self._last_cholesky
+            reuse = last[1] if last is not None and np.array_equal(last[0], kernel.theta) else None
+            self._chol = CholeskyPosterior(kernel, X, self.noise_, self.backend, L=reuse)
             alpha = self._chol.solve(Y)
             L = self._chol.L
             t = Y.shape[1]
@@ -339,10 +348,61 @@ class GaussianProcessRegressor(ClientParameter, RegressionScore, RegressorMixin,
             alpha = ev.info.pop("alpha")
             self.log_marginal_likelihood_value_, self.log_marginal_likelihood_stderr_ = ev.value, ev.stderr
             self.solve_info_ = ev.info
+        self._last_cholesky = None
         self.alpha_ = arr.wrap(np.ascontiguousarray(alpha.reshape(y_host.shape)), kind(X), arr.dtype_of(X))
         self._alpha_host = alpha
         self.n_features_in_ = int(X.shape[1])
         return self
+
+    def _seed(self) -> int:
+        return int(self.random_state) if isinstance(self.random_state, (int, np.integer)) else 0
+
+    def _start_subset(self, n: int) -> int | None:
+        """The size of the random subset the hyper-parameters are first learned on, or None."""
+        s = self.start_subset
+        if s is None:
+            return None
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 2:
+            raise InputValueError(f"start_subset must be None or an integer >= 2, got {s!r}")
+        return int(s) if s < n else None
+
+    def _learn(
+        self,
+        kernel: gk.GPKernel,
+        X: Any,
+        Y: np.ndarray,
+        jitter: float,
+        optimizer: Any,
+        maxiter: int,
+        restarts: int,
+        exact: bool,
+    ) -> Any:
+        """Maximise the evidence of (X, Y) over the kernel's log hyper-parameters from its values;
+        the exact objective keeps the last Cholesky factor (``_last_cholesky``), for ``fit`` to reuse."""
+        seed = self._seed()
+
+        def objective(theta: np.ndarray, step: int) -> Evidence:
+            k = kernel.clone_with_theta(theta)
+            if exact:
+                ev = exact_evidence(k, X, Y, jitter, True, self.backend)
+                factor = ev.info.pop("cholesky", None)
+                self._last_cholesky = None if factor is None else (np.array(theta, dtype=np.float64), factor)
+            else:
+                ev = self._evidence(k, X, Y, jitter, seed + step, self.train_tol)
+            lp, lg = k.log_prior(theta)
+            return Evidence(ev.value + lp, ev.gradient + lg, ev.stderr, ev.info)
+
+        return optimize(
+            objective,
+            kernel.theta,
+            kernel.bounds,
+            optimizer,
+            restarts,
+            self.random_state,
+            maxiter,
+            self.learning_rate,
+            self.verbose,
+        )
 
     def _make_products(self, X: Any, exact: bool) -> Any:
         """Where the kernel products run: on the cluster (``client``, iterative method), else here."""

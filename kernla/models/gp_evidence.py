@@ -84,7 +84,8 @@ def exact_evidence(
     """The exact log marginal likelihood (dense Cholesky) and its gradient; Y host float64 (N, t).
 
     A covariance that is not positive definite to machine precision gives ``value = -inf``
-    (scikit-learn's convention, so that an optimiser backs off).
+    (scikit-learn's convention, so that an optimiser backs off). ``info["cholesky"]``: the lower
+    factor of A (for a fit to keep instead of factorising again).
     """
     n, t = Y.shape
     A = kernel.dense(X)
@@ -103,7 +104,7 @@ def exact_evidence(
         W += alpha @ alpha.T
         grad = 0.5 * dense_gradient(kernel, X, W)
         _white_gradient(kernel, grad, float((alpha * alpha).sum()), trace_inv, t)
-    return Evidence(value, grad, 0.0, {"method": "exact", "alpha": alpha})
+    return Evidence(value, grad, 0.0, {"method": "exact", "alpha": alpha, "cholesky": L})
 
 
 class LocalProducts:

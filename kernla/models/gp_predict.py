@@ -50,17 +50,21 @@ def _host(a: Any) -> np.ndarray:
 class CholeskyPosterior:
     """The dense Cholesky factor of ``A = K + σ² I`` and what the exact predictions need from it."""
 
-    def __init__(self, kernel: GPKernel, X: Any, noise: float, backend: str | None = None):
-        n = int(X.shape[0])
-        A = kernel.dense(X)
-        A[np.diag_indices(n)] += noise
-        try:
-            self.L = scipy.linalg.cholesky(A, lower=True, overwrite_a=True, check_finite=False)
-        except np.linalg.LinAlgError:
-            raise InputValueError(
-                "the training covariance K + noise·I is not positive definite to machine precision; "
-                "increase alpha or add a WhiteKernel"
-            ) from None
+    def __init__(self, kernel: GPKernel, X: Any, noise: float, backend: str | None = None, L: np.ndarray | None = None):
+        """``L``: the lower Cholesky factor of A if already computed (by the evidence at these values)."""
+        if L is not None:
+            self.L = L
+        else:
+            n = int(X.shape[0])
+            A = kernel.dense(X)
+            A[np.diag_indices(n)] += noise
+            try:
+                self.L = scipy.linalg.cholesky(A, lower=True, overwrite_a=True, check_finite=False)
+            except np.linalg.LinAlgError:
+                raise InputValueError(
+                    "the training covariance K + noise·I is not positive definite to machine precision; "
+                    "increase alpha or add a WhiteKernel"
+                ) from None
         self.kernel, self.X, self.backend = kernel, X, backend
 
     def solve(self, B: np.ndarray) -> np.ndarray:
