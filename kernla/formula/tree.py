@@ -372,11 +372,46 @@ def apply(op: str, args: tuple, params: tuple = ()) -> Node:
 CONSTANT_OPS = ("IntCst", "RealCst")
 
 
-def _has_constant(args: tuple[Node, ...]) -> bool:
+def may_simplify(spec: Any, args: tuple[Node, ...]) -> bool:
+    """Whether a simplification rule of operation ``spec`` (an ``OpSpec``) may apply to ``args``.
+
+    Those of most operations only apply when an argument is a constant (``spec.constant_rules``).
+
+    >>> from kernla.formula.ops import get_op
+    >>> x = Vi(0, 2)
+    >>> may_simplify(get_op("Add"), (x, x)), may_simplify(get_op("Add"), (x, IntCst(0)))
+    (False, True)
+    """
+    if spec.simplify is None:
+        return False
+    if not spec.constant_rules:
+        return True
     for a in args:  # a loop, not any(…): this runs for every node built
         if a.op in CONSTANT_OPS:
             return True
     return False
+
+
+def find(spec: Any, args: tuple[Node, ...]) -> Node | None:
+    """The live node :func:`build` returns for operation ``spec`` (an ``OpSpec`` without parameters) on ``args``,
+    if no simplification rule can apply to them (an operation without rules, or whose rules need a constant
+    argument, and none is); else None.
+
+    Such a node was built by :func:`build` before, its dimensions checked: a caller that builds many nodes, a
+    few of them new (the parser), finds the others here, for the cost of one look-up each.
+
+    >>> from kernla.formula.ops import get_op
+    >>> x = Vi(0, 2)
+    >>> s = x + x
+    >>> find(get_op("Add"), (x, x)) is s, find(get_op("Add"), (x, IntCst(0)))
+    (True, None)
+    """
+    table = _interned.get(spec.name)
+    ref = table.get(args) if table is not None else None
+    node = ref() if ref is not None else None
+    if node is None or may_simplify(spec, args) or node.dim > limits.MAX_DIM:  # (the limit may have been lowered)
+        return None
+    return node
 
 
 def build(spec: Any, args: tuple[Node, ...], params: tuple) -> Node:
@@ -390,16 +425,20 @@ def build(spec: Any, args: tuple[Node, ...], params: tuple) -> Node:
     >>> build(get_op("Mult"), (x, IntCst(1)), ()) is x
     True
     """
-    dims = (args[0].dim, args[1].dim) if len(args) == 2 else tuple([a.dim for a in args])
-    try:
-        dim = spec.dim_rule(dims, params)
-    except FormulaError:
-        dim = spec.output_dim(dims, params)  # raises it again, naming the operation
+    # this runs for every node built: the dimension of a ``same`` or ``broadcast`` operation on arguments of one
+    # dimension is that dimension (``keeps_equal_dims``), found without calling the rule
+    n = len(args)
+    dim = args[0].dim if n else 0
+    if not (spec.keeps_equal_dims and (n == 1 or (n == 2 and args[1].dim == dim))):
+        dims = tuple([a.dim for a in args])
+        try:
+            dim = spec.dim_rule(dims, params)
+        except FormulaError:
+            dim = spec.output_dim(dims, params)  # raises it again, naming the operation
     if dim > limits.MAX_DIM:
         limits.check_dim(dim, f"{spec.name}: the dimension")
-    simplify = spec.simplify
-    if simplify is not None and (not spec.constant_rules or _has_constant(args)):
-        simplified = simplify(args, params)
+    if may_simplify(spec, args):
+        simplified = spec.simplify(args, params)
         if simplified is not None:
             return simplified
     return _node(spec.name, args, params, dim)
