@@ -35,7 +35,7 @@ from . import limits
 from .diff import grad
 from .macros import MACROS
 from .ops import OPS, OpSpec, get_op
-from .tree import CAT_I, CAT_J, CAT_PARAM, IntCst, Node, RealCst, Var, apply, build, find, may_simplify
+from .tree import CAT_I, CAT_J, CAT_PARAM, IntCst, Node, RealCst, Var, apply, build, find
 
 _REAL = r"(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[0-9]+[eE][+-]?[0-9]+"
 _INT = r"[0-9]+"
@@ -210,7 +210,6 @@ class _Parser:
     def parse(self) -> Node:
         tokens, leaves = self.t.items, self.leaves
         ops: list[_Pending] = []
-        args: tuple[Node, ...]
         i = 0  # the index of the next token
         while True:
             # an operand: a leaf seen before (the fast path), else read by _operand
@@ -228,10 +227,7 @@ class _Parser:
             while True:
                 while ops and ops[-1][0] == _PREFIX_OP:
                     _, spec, index, _ = ops.pop()
-                    args = (node,)
-                    node = find(spec, args)  # a repeated sub-formula, or None (see _build)
-                    if node is None:
-                        node = self._build(spec, args, (), index)
+                    node = self._apply(spec, (node,), (), index)
                 token = tokens[i]
                 i += 1
                 binary = _BINARY.get(token)
@@ -240,11 +236,17 @@ class _Parser:
                 level = 0 if binary is None else binary[0]
                 while ops and ops[-1][0] >= level:
                     _, spec, index, left = ops.pop()
-                    args = (left, node)
-                    node = find(spec, args)
-                    if node is None:
-                        node = self._build(spec, args, (), index)
+                    node = self._apply(spec, (left, node), (), index)
                 if binary is not None:
+                    # the fast path of a chain (X + Y - Z): the right operand is a leaf seen before, and the
+                    # operator after it binds no tighter than this one, so this one applies at once
+                    right = leaves.get(tokens[i])
+                    if right is not None and tokens[i + 1] != "(":
+                        after = _BINARY.get(tokens[i + 1])
+                        if after is None or after[0] <= level:
+                            node = self._apply(binary[1], (node, right), (), i - 1)
+                            i += 1
+                            continue
                     ops.append((level, binary[1], i - 1, node))
                     break  # its right operand follows
                 if not ops:
@@ -419,8 +421,9 @@ class _Parser:
     def _build(self, spec: OpSpec, args: tuple, params: tuple, pos: int) -> Node:
         """:meth:`_apply` when :func:`~kernla.formula.tree.find` found no node.
 
-        It finds none for an operation with parameters or whose simplification rules may apply: those the
-        parse remembers itself, in ``memo``, to build each once (nor any for a ``[…]`` argument, an error).
+        It finds only nodes :func:`~kernla.formula.tree.build` made for these arguments: the others (a node of
+        another operation that the rules gave, one with parameters) the parse remembers itself, in ``memo``,
+        to build each once. (Nor does it find any for a ``[…]`` argument, an error.)
         """
         if self.int_lists:  # a ``[…]`` was read: it may be a parameter (see _call), never an argument
             for a in args:
@@ -428,18 +431,17 @@ class _Parser:
                     raise self.t.error(
                         f"a list of integers is an operation's parameter, not an argument of {spec.name}", a.pos
                     )
-        remember = bool(params) or may_simplify(spec, args)
-        if remember:
-            key = (spec.name, params, args)
-            node = self.memo.get(key)
+        memo = self.memo
+        if memo:
+            node = memo.get((spec.name, params, args))
             if node is not None:
                 return node
         try:  # apply checks the parameters; without any, the nodes of the right number need no check
             node = apply(spec.name, args, params) if params else build(spec, args, params)
         except FormulaError as err:
             raise self.t.error(str(err), pos) from None
-        if remember:
-            self.memo[key] = node
+        if params or node.args is not args:  # not a node build made of these arguments: find will not find it
+            memo[spec.name, params, args] = node
         return node
 
 

@@ -50,9 +50,10 @@ class _NodeRef(weakref.ref):
     go with ``_interned`` (at exit, before the nodes: no callback runs then).
     """
 
-    __slots__ = ("op", "key")
+    __slots__ = ("op", "key", "built")
     op: str
     key: tuple
+    built: bool  # whether build made the node, its simplification rules left it as it is: see find
 
 
 def _forget(ref: _NodeRef) -> None:
@@ -199,8 +200,11 @@ class _Building(Node):
     __setattr__ = object.__setattr__  # plain slot stores: a third of the cost of object.__setattr__(node, …) calls
 
 
-def _node(op: str, args: tuple[Node, ...], params: tuple, dim: int | None) -> Node:
-    """The interned node of these fields: the live one, else a new one (of dimension ``dim``, computed if None)."""
+def _node(op: str, args: tuple[Node, ...], params: tuple, dim: int | None, built: bool = False) -> Node:
+    """The interned node of these fields: the live one, else a new one (of dimension ``dim``, computed if None).
+
+    ``built``: :func:`build` calls it, the operation's simplification rules having left these fields as they are.
+    """
     table = _interned.get(op)
     if table is None:
         table = _interned.setdefault(op, {})
@@ -219,7 +223,7 @@ def _node(op: str, args: tuple[Node, ...], params: tuple, dim: int | None) -> No
     new.dim = dim
     new.__class__ = Node  # type: ignore[assignment]  # the same layout: only the frozen __setattr__ changes
     ref = _NodeRef(new, _forget)
-    ref.op, ref.key = op, key
+    ref.op, ref.key, ref.built = op, key, built
     while True:  # no lock: each step is atomic, and threads building the same node all get the first one stored
         entry = table.setdefault(key, ref)
         if entry is ref:
@@ -393,23 +397,25 @@ def may_simplify(spec: Any, args: tuple[Node, ...]) -> bool:
 
 
 def find(spec: Any, args: tuple[Node, ...]) -> Node | None:
-    """The live node :func:`build` returns for operation ``spec`` (an ``OpSpec`` without parameters) on ``args``,
-    if no simplification rule can apply to them (an operation without rules, or whose rules need a constant
-    argument, and none is); else None.
+    """The live node that :func:`build` made for operation ``spec`` (an ``OpSpec``, without parameters) on ``args``,
+    else None: what it would return again (its checks passed, and its simplification rules left the node as
+    it is; they depend on the arguments only). A node made otherwise (``Node(…)`` keeps its fields unsimplified,
+    unpickling) is not found.
 
-    Such a node was built by :func:`build` before, its dimensions checked: a caller that builds many nodes, a
-    few of them new (the parser), finds the others here, for the cost of one look-up each.
+    A caller that builds many nodes, some of them again (the parser), finds those here for one look-up each.
 
     >>> from kernla.formula.ops import get_op
     >>> x = Vi(0, 2)
     >>> s = x + x
-    >>> find(get_op("Add"), (x, x)) is s, find(get_op("Add"), (x, IntCst(0)))
+    >>> find(get_op("Add"), (x, x)) is s, find(get_op("Add"), (x, Vi(1, 2)))
     (True, None)
     """
     table = _interned.get(spec.name)
     ref = table.get(args) if table is not None else None
-    node = ref() if ref is not None else None
-    if node is None or may_simplify(spec, args) or node.dim > limits.MAX_DIM:  # (the limit may have been lowered)
+    if ref is None or not ref.built:
+        return None
+    node = ref()
+    if node is None or node.dim > limits.MAX_DIM:  # (the limit may have been lowered since)
         return None
     return node
 
@@ -441,7 +447,7 @@ def build(spec: Any, args: tuple[Node, ...], params: tuple) -> Node:
         simplified = spec.simplify(args, params)
         if simplified is not None:
             return simplified
-    return _node(spec.name, args, params, dim)
+    return _node(spec.name, args, params, dim, True)
 
 
 def swap_ij(formula: Node) -> Node:
