@@ -243,8 +243,10 @@ class _Parser:
                     right = leaves.get(tokens[i])
                     if right is not None and tokens[i + 1] != "(":
                         after = _BINARY.get(tokens[i + 1])
-                        if after is None or after[0] <= level:
-                            node = self._apply(binary[1], (node, right), (), i - 1)
+                        if after is None or after[0] <= level:  # (_apply written out: the hottest line)
+                            args = (node, right)
+                            found = find(binary[1], args)
+                            node = found if found is not None else self._build(binary[1], args, (), i - 1)
                             i += 1
                             continue
                     ops.append((level, binary[1], i - 1, node))
