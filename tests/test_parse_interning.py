@@ -106,3 +106,16 @@ def test_a_long_distinct_chain_equals_the_tree_built_in_python_and_frees_its_nod
     del f, total, product
     gc.collect()
     assert len(table) < before
+
+
+def test_each_parse_builds_its_distinct_nodes_once_even_those_built_before(monkeypatch):
+    # find only finds what this parse built (tree.start_generation): what an earlier formula built is built
+    # once more, then remembered, so the count does not depend on what else is alive
+    x, y = Vi(0, 3), Vj(1, 3)
+    earlier = parse("Exp(-SqDist(X, Y)) * X", {"X": x, "Y": y})
+    builds = []
+    build = parser.build
+    monkeypatch.setattr(parser, "build", lambda *a: builds.append(a[0].name) or build(*a))
+    h = parse(" + ".join(["Exp(-SqDist(X, Y)) * X"] * 50), {"X": x, "Y": y})
+    assert sorted(builds) == sorted(["SqDist", "Minus", "Exp", "Mult"] + ["Add"] * 49)
+    assert h.args[1] is earlier

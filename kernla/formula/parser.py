@@ -35,7 +35,7 @@ from . import limits
 from .diff import grad
 from .macros import MACROS
 from .ops import OPS, OpSpec, get_op
-from .tree import CAT_I, CAT_J, CAT_PARAM, IntCst, Node, RealCst, Var, apply, build, find
+from .tree import CAT_I, CAT_J, CAT_PARAM, IntCst, Node, RealCst, Var, apply, build, find, start_generation
 
 _REAL = r"(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[0-9]+[eE][+-]?[0-9]+"
 _INT = r"[0-9]+"
@@ -206,9 +206,10 @@ class _Parser:
         self.leaves: dict[str, Node] = {}
         self.int_lists = False  # whether a [2, 3] literal has been read
         self.memo: dict[tuple[str, tuple, tuple], Node] = {}  # what find cannot find: see _build
+        self.since = start_generation()  # find finds the nodes this parse built (see _build)
 
     def parse(self) -> Node:
-        tokens, leaves = self.t.items, self.leaves
+        tokens, leaves, since = self.t.items, self.leaves, self.since
         ops: list[_Pending] = []
         i = 0  # the index of the next token
         while True:
@@ -245,7 +246,7 @@ class _Parser:
                         after = _BINARY.get(tokens[i + 1])
                         if after is None or after[0] <= level:  # (_apply written out: the hottest line)
                             args = (node, right)
-                            found = find(binary[1], args)
+                            found = find(binary[1], args, since)
                             node = found if found is not None else self._build(binary[1], args, (), i - 1)
                             i += 1
                             continue
@@ -417,15 +418,15 @@ class _Parser:
 
     def _apply(self, spec: OpSpec, args: tuple, params: tuple, pos: int) -> Node:
         """Operation ``spec`` on ``args``, as many as it takes (the grammar or :meth:`_call` saw to it)."""
-        node = None if params else find(spec, args)
+        node = None if params else find(spec, args, self.since)
         return node if node is not None else self._build(spec, args, params, pos)
 
     def _build(self, spec: OpSpec, args: tuple, params: tuple, pos: int) -> Node:
         """:meth:`_apply` when :func:`~kernla.formula.tree.find` found no node.
 
-        It finds only nodes :func:`~kernla.formula.tree.build` made for these arguments: the others (a node of
-        another operation that the rules gave, one with parameters) the parse remembers itself, in ``memo``,
-        to build each once. (Nor does it find any for a ``[…]`` argument, an error.)
+        It finds only nodes :func:`~kernla.formula.tree.build` made for these arguments in this parse: the
+        others (a node made before, a node of another operation that the rules gave, one with parameters) the
+        parse remembers itself, in ``memo``, to build each once. (Nor does it find any for a ``[…]``, an error.)
         """
         if self.int_lists:  # a ``[…]`` was read: it may be a parameter (see _call), never an argument
             for a in args:

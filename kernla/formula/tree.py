@@ -19,6 +19,7 @@ True
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 import weakref
@@ -53,7 +54,7 @@ class _NodeRef(weakref.ref):
     __slots__ = ("op", "key", "built")
     op: str
     key: tuple
-    built: bool  # whether build made the node, its simplification rules left it as it is: see find
+    built: int  # the generation of build that made the node (its rules left it as it is), else 0: see find
 
 
 def _forget(ref: _NodeRef) -> None:
@@ -200,10 +201,11 @@ class _Building(Node):
     __setattr__ = object.__setattr__  # plain slot stores: a third of the cost of object.__setattr__(node, …) calls
 
 
-def _node(op: str, args: tuple[Node, ...], params: tuple, dim: int | None, built: bool = False) -> Node:
+def _node(op: str, args: tuple[Node, ...], params: tuple, dim: int | None, built: int = 0) -> Node:
     """The interned node of these fields: the live one, else a new one (of dimension ``dim``, computed if None).
 
-    ``built``: :func:`build` calls it, the operation's simplification rules having left these fields as they are.
+    ``built``: :func:`build` calls it, the operation's simplification rules having left these fields as they are,
+    with its generation (see :func:`find`).
     """
     table = _interned.get(op)
     if table is None:
@@ -396,23 +398,40 @@ def may_simplify(spec: Any, args: tuple[Node, ...]) -> bool:
     return False
 
 
-def find(spec: Any, args: tuple[Node, ...]) -> Node | None:
-    """The live node that :func:`build` made for operation ``spec`` (an ``OpSpec``, without parameters) on ``args``,
-    else None: what it would return again (its checks passed, and its simplification rules left the node as
-    it is; they depend on the arguments only). A node made otherwise (``Node(…)`` keeps its fields unsimplified,
-    unpickling) is not found.
+#: the generations of build: the nodes it makes carry the current one (see find and start_generation)
+_generations = itertools.count(1)
+_generation = next(_generations)
 
-    A caller that builds many nodes, some of them again (the parser), finds those here for one look-up each.
+
+def start_generation() -> int:
+    """A new generation of :func:`build`, returned: the nodes it makes from now on carry it (see :func:`find`).
+
+    >>> start_generation() < start_generation()
+    True
+    """
+    global _generation
+    _generation = generation = next(_generations)  # (next is atomic: threads get distinct generations)
+    return generation
+
+
+def find(spec: Any, args: tuple[Node, ...], since: int = 1) -> Node | None:
+    """The live node that :func:`build` made for operation ``spec`` (an ``OpSpec``, without parameters) on ``args``,
+    in generation ``since`` or later (:func:`start_generation`), else None.
+
+    It is what build would return again: its checks passed, and its simplification rules left the node as it is
+    (they depend on the arguments only). A node made otherwise (``Node(…)`` keeps its fields unsimplified,
+    unpickling) is not found. A caller that builds many nodes, some of them again (the parser), finds those here
+    for one look-up each; with ``since``, the parser builds once in each parse each node it needs.
 
     >>> from kernla.formula.ops import get_op
     >>> x = Vi(0, 2)
     >>> s = x + x
-    >>> find(get_op("Add"), (x, x)) is s, find(get_op("Add"), (x, Vi(1, 2)))
-    (True, None)
+    >>> find(get_op("Add"), (x, x)) is s, find(get_op("Add"), (x, Vi(1, 2))), find(get_op("Add"), (x, x), 10**9)
+    (True, None, None)
     """
     table = _interned.get(spec.name)
     ref = table.get(args) if table is not None else None
-    if ref is None or not ref.built:
+    if ref is None or ref.built < since:
         return None
     node = ref()
     if node is None or node.dim > limits.MAX_DIM:  # (the limit may have been lowered since)
@@ -447,7 +466,7 @@ def build(spec: Any, args: tuple[Node, ...], params: tuple) -> Node:
         simplified = spec.simplify(args, params)
         if simplified is not None:
             return simplified
-    return _node(spec.name, args, params, dim, True)
+    return _node(spec.name, args, params, dim, _generation)
 
 
 def swap_ij(formula: Node) -> Node:
