@@ -18,7 +18,11 @@ wall time plus ``GC after``.
 ``kernla/`` folder exported to a temporary folder), each case in a fresh process per tree, and prints
 both, one row per case and tree, with the ratio of REV's CPU time to the row's.
 
-    python benchmarks/bench_parse.py [--repeat 3] [--against REV]
+``--bytecodes`` adds a figure that does not depend on the load of a shared box: the Python bytecodes
+the parse interprets per token (``sys.settrace`` counting opcodes), on the same shape 1/32 the
+size (tracing is slow). It leaves out the C-level work (allocations, dict inserts), a good part of the time.
+
+    python benchmarks/bench_parse.py [--repeat 3] [--against REV] [--bytecodes]
 """
 
 from __future__ import annotations
@@ -39,11 +43,42 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-CASES = {
-    "nested": "(" * 262_144 + "X" + ")" * 262_144,
-    "repeated": "+".join(["Exp(-G*SqDist(X,Y))*X"] * 23_831),
-    "distinct": "X" + "+X" * 262_143,
-}
+
+
+def _cases(scale: int = 1) -> dict[str, str]:
+    """The three formula strings, about 512 KB each (``scale`` times shorter)."""
+    return {
+        "nested": "(" * (262_144 // scale) + "X" + ")" * (262_144 // scale),
+        "repeated": "+".join(["Exp(-G*SqDist(X,Y))*X"] * (23_831 // scale)),
+        "distinct": "X" + "+X" * (262_144 // scale - 1),
+    }
+
+
+CASES = _cases()
+#: how much shorter the strings whose bytecodes --bytecodes counts are
+BYTECODE_SCALE = 32
+
+
+def _bytecodes_per_token(text: str) -> float:
+    """The Python bytecodes that ``parse(text, aliases)`` interprets, per token of ``text``."""
+    from kernla.formula.parser import _TOKEN, parse, parse_aliases  # the kernla on sys.path: this tree's or REV's
+
+    aliases = parse_aliases(["X = Vi(0, 3)", "Y = Vj(1, 3)", "G = Pm(2, 1)"])
+    count = 0
+
+    def trace(frame, event, arg):
+        nonlocal count
+        frame.f_trace_opcodes = True
+        count += event == "opcode"
+        return trace
+
+    sys.settrace(trace)
+    try:
+        node = parse(text, aliases)
+    finally:
+        sys.settrace(None)
+    del node
+    return count / sum(1 for _ in _TOKEN.finditer(text))
 
 
 def _time_parse(text: str, repeat: int) -> dict:
@@ -68,10 +103,11 @@ def _time_parse(text: str, repeat: int) -> dict:
     return {"wall": med(walls), "cpu": med(cpus), "after": med(after), "nodes": size, "tokens": tokens}
 
 
-def _run_case(case: str, repeat: int, kernla_root: Path) -> dict:
+def _run_case(case: str, repeat: int, kernla_root: Path, bytecodes: bool) -> dict:
     """:func:`_time_parse` of ``case`` in a fresh process that imports kernla from ``kernla_root``."""
     env = dict(os.environ, PYTHONPATH=str(kernla_root))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", case, "--repeat", str(repeat)]
+    cmd += ["--bytecodes"] if bytecodes else []
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, cwd=kernla_root).stdout
     return json.loads(out.splitlines()[-1])
 
@@ -90,10 +126,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--against", metavar="REV", help="a git revision to measure side by side")
+    ap.add_argument("--bytecodes", action="store_true", help="count the bytecodes interpreted per token")
     ap.add_argument("--worker", choices=CASES, help=argparse.SUPPRESS)  # one case, JSON out: for --against
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(_time_parse(CASES[args.worker], args.repeat)))
+        result = _time_parse(CASES[args.worker], args.repeat)
+        if args.bytecodes:
+            result["bytecodes"] = _bytecodes_per_token(_cases(BYTECODE_SCALE)[args.worker])
+        print(json.dumps(result))
         return
     with tempfile.TemporaryDirectory() as tmp:
         trees = {"this tree": ROOT}
@@ -101,15 +141,18 @@ def main() -> None:
             trees = {args.against: _export(args.against, Path(tmp)), **trees}
         rows = []
         for name, text in CASES.items():
-            r = {label: _run_case(name, args.repeat, root) for label, root in trees.items()}
+            r = {label: _run_case(name, args.repeat, root, args.bytecodes) for label, root in trees.items()}
             for label, t in r.items():
                 total = t["wall"] + t["after"]
                 row: list = [name, f"{len(text) / 1024:.0f}", t["tokens"], t["nodes"], label, t["wall"], t["cpu"]]
                 row += [t["after"], total / t["tokens"] * 1e6, total / t["nodes"] * 1e6]
+                if args.bytecodes:
+                    row.append(f"{t['bytecodes']:.0f}")
                 if args.against:
                     row.append(f"{r[args.against]['cpu'] / t['cpu']:.2f}")
                 rows.append(row)
     heads = ["case", "KB", "tokens", "nodes", "kernla", "seconds", "CPU s", "GC after", "µs/token", "µs/node"]
+    heads += [f"bytecodes/token (1/{BYTECODE_SCALE} size)"] if args.bytecodes else []
     heads += [f"CPU ratio {args.against} / row"] if args.against else []
     print(f"{machine()}, load average {os.getloadavg()[0]:.1f}; median of {args.repeat}")
     print(table(heads, rows))

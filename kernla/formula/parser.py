@@ -35,7 +35,7 @@ from . import limits
 from .diff import grad
 from .macros import MACROS
 from .ops import OPS, OpSpec, get_op
-from .tree import CAT_I, CAT_J, CAT_PARAM, IntCst, Node, RealCst, Var, apply, build
+from .tree import CAT_I, CAT_J, CAT_PARAM, IntCst, Node, RealCst, Var, apply, build, find, start_generation
 
 _REAL = r"(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[0-9]+[eE][+-]?[0-9]+"
 _INT = r"[0-9]+"
@@ -177,22 +177,26 @@ class _Group:
         self.start = start  # the token index of the argument being read
 
 
-#: a pending operator or open bracket, with its token index: ("binary", (level, OpSpec), index),
-#: ("prefix", OpSpec, index),
-#: ("paren", None, index) or ("group", _Group, index)
-_Pending = tuple[str, Any, int]
+#: a pending operator or open bracket: (kind, what, token index, left operand). An infix operator's kind is its
+#: precedence (0, 1 or 2), ``what`` its OpSpec, and it holds its left operand; the others hold None there:
+#: (_PREFIX_OP, OpSpec, index, None), (_PAREN, None, index, None) and (_GROUP, _Group, index, None)
+_Pending = tuple[int, Any, int, Any]
+#: the kinds of pending entries besides the infix operators': the operators that an infix one ends are those on
+#: top of the stack of kind >= its precedence, so the brackets rank below them all (and a prefix operator never
+#: waits for an infix one: see _Parser.parse)
+_PAREN, _GROUP, _PREFIX_OP = -2, -1, len(_LEVELS)
 
 
 class _Parser:
     """Operator-precedence parsing with explicit stacks: no recursion, so nesting is bounded by memory only.
 
-    ``ops`` holds the pending operators and open brackets, innermost last, ``values`` the operands
-    read. A prefix operator binds tighter than every infix one: it applies as soon as its operand
-    is complete. An infix operator waits until the next one is known to bind no tighter (all are
-    left-associative); a closing bracket or the end applies every operator back to its bracket.
+    ``ops`` holds the pending operators and open brackets, innermost last, each infix operator with
+    its left operand. A prefix operator binds tighter than every infix one: it applies as soon as its
+    operand is complete. An infix operator waits until the next one is known to bind no tighter (all
+    are left-associative); a closing bracket or the end applies every operator back to its bracket.
     Positions are token indices until an error needs a character position. Within one parse,
-    ``leaves`` remembers the node of each number or alias and ``memo`` the node of each operation
-    applied, so repeated sub-formulas are built once.
+    ``leaves`` remembers the node of each number or alias; a repeated sub-formula is found in the
+    interning tables (:func:`~kernla.formula.tree.find`) or in ``memo``: each distinct one is built once.
     """
 
     def __init__(self, text: str, aliases: Mapping[str, Node], declared: list | None = None):
@@ -200,66 +204,73 @@ class _Parser:
         self.aliases = aliases
         self.declared = declared  # collects the inline variables (Vi(0, 3), Var(1, 3, 1), …) when a list
         self.leaves: dict[str, Node] = {}
-        self.memo: dict[str | tuple[str, tuple], dict[tuple, Node]] = {}
+        self.int_lists = False  # whether a [2, 3] literal has been read
+        self.memo: dict[tuple[str, tuple, tuple], Node] = {}  # what find cannot find: see _build
+        self.since = start_generation()  # find finds the nodes this parse built (see _build)
 
     def parse(self) -> Node:
-        tokens, leaves = self.t.items, self.leaves
+        tokens, leaves, since = self.t.items, self.leaves, self.since
         ops: list[_Pending] = []
-        values: list[Node] = []
-        operand = True  # whether the next token starts an operand
         i = 0  # the index of the next token
         while True:
+            # an operand: a leaf seen before (the fast path), else read by _operand
             token = tokens[i]
             i += 1
-            if operand:
-                node = leaves.get(token)
-                if node is None or tokens[i] == "(":
-                    self.t.i = i
-                    node = self._operand(token, i - 1, ops)
-                    i = self.t.i
-                    if node is None:
-                        continue
-            else:
+            node = leaves.get(token)
+            if node is None or tokens[i] == "(":
+                self.t.i = i
+                node = self._operand(token, i - 1, ops)
+                i = self.t.i
+                if node is None:  # a prefix operator or an open bracket was pushed: an operand follows
+                    continue
+            # `node` is a complete operand: it ends the prefix operators before it; an infix operator or a
+            # closing token follows
+            while True:
+                while ops and ops[-1][0] == _PREFIX_OP:
+                    _, spec, index, _ = ops.pop()
+                    node = self._apply(spec, (node,), (), index)
+                token = tokens[i]
+                i += 1
                 binary = _BINARY.get(token)
                 # apply the pending infix operators that bind at least as tightly: all of them (back to the
                 # bracket) before a closing token or the end
                 level = 0 if binary is None else binary[0]
-                while ops:
-                    what, pending, index = ops[-1]
-                    if what != "binary" or pending[0] < level:
-                        break
-                    ops.pop()
-                    right = values.pop()
-                    values[-1] = self._apply(pending[1], (values[-1], right), (), index)
+                while ops and ops[-1][0] >= level:
+                    _, spec, index, left = ops.pop()
+                    node = self._apply(spec, (left, node), (), index)
                 if binary is not None:
-                    ops.append(("binary", binary, i - 1))
-                    operand = True
-                    continue
+                    # the fast path of a chain (X + Y - Z): the right operand is a leaf seen before, and the
+                    # operator after it binds no tighter than this one, so this one applies at once
+                    right = leaves.get(tokens[i])
+                    if right is not None and tokens[i + 1] != "(":
+                        after = _BINARY.get(tokens[i + 1])
+                        if after is None or after[0] <= level:  # (_apply written out: the hottest line)
+                            args = (node, right)
+                            found = find(binary[1], args, since)
+                            node = found if found is not None else self._build(binary[1], args, (), i - 1)
+                            i += 1
+                            continue
+                    ops.append((level, binary[1], i - 1, node))
+                    break  # its right operand follows
                 if not ops:
                     if not token:
-                        return values.pop()
+                        return node
                     raise self.t.error(f"unexpected {token!r} after a complete formula", i - 1)
                 self.t.i = i
-                node = self._close(token, i - 1, ops, values)
+                node = self._close(token, i - 1, ops, node)
                 i = self.t.i
-                if node is None:
-                    operand = True
-                    continue
-            while ops and ops[-1][0] == "prefix":  # the complete operand ends the prefix operators before it
-                _, spec, index = ops.pop()
-                node = self._apply(spec, (node,), (), index)
-            values.append(node)
-            operand = False
+                if node is None:  # after a ',': an operand follows
+                    break
 
     def _operand(self, token: str, index: int, ops: list[_Pending]) -> Node | None:
         """Read the start of an operand: the operand if it is complete, else None (an operator or bracket pushed)."""
         if token in _PREFIX:
-            ops.append(("prefix", _PREFIX[token], index))
+            ops.append((_PREFIX_OP, _PREFIX[token], index, None))
             return None
         if token == "+":  # unary plus
             return None
         if token == "(":
-            ops.append(("paren", None, index))
+            ops.append((_PAREN, None, index, None))
             return None
         if token == "[":
             return self._int_list(index)
@@ -274,24 +285,24 @@ class _Parser:
             if self.t.peek()[1] == ")":
                 self.t.next()
                 return self._call(group)
-            ops.append(("group", group, index))
+            ops.append((_GROUP, group, index, None))
             return None
         node = self.leaves[token] = self._leaf(kind, token, index)
         return node
 
-    def _close(self, token: str, index: int, ops: list[_Pending], values: list[Node]) -> Node | None:
-        """After a complete operand inside the bracket ``ops[-1]``: read ``,`` or ``)``.
+    def _close(self, token: str, index: int, ops: list[_Pending], node: Node) -> Node | None:
+        """After the complete operand ``node`` inside the bracket ``ops[-1]``: read ``,`` or ``)``.
 
         The operand the closed bracket makes, or None after a ``,`` (an operand follows).
         """
-        what, group, _ = ops[-1]
-        if what == "paren":
+        what, group, _, _ = ops[-1]
+        if what == _PAREN:
             if token != ")":
                 found = "the end of the formula" if not token else repr(token)
                 raise self.t.error(f"expected ')', found {found}", index)
             ops.pop()
-            return values.pop()
-        group.args.append((values.pop(), group.start))
+            return node
+        group.args.append((node, group.start))
         if token == ",":
             group.start = self.t.peek()[2]
             return None
@@ -359,6 +370,7 @@ class _Parser:
                 self.t.expect(",")
             items.append(self._integer())
         self.t.next()
+        self.int_lists = True
         return _IntList(tuple(items), pos)
 
     def _call(self, group: _Group) -> Node:
@@ -406,22 +418,33 @@ class _Parser:
 
     def _apply(self, spec: OpSpec, args: tuple, params: tuple, pos: int) -> Node:
         """Operation ``spec`` on ``args``, as many as it takes (the grammar or :meth:`_call` saw to it)."""
-        # by operation, then by arguments: no key tuple kept per node
-        key = (spec.name, params) if params else spec.name
-        memo = self.memo.get(key)
-        if memo is None:
-            memo = self.memo[key] = {}
-        node = memo.get(args)
-        if node is None:  # (arguments found in the memo are nodes: an _IntList never enters it)
+        node = None if params else find(spec, args, self.since)
+        return node if node is not None else self._build(spec, args, params, pos)
+
+    def _build(self, spec: OpSpec, args: tuple, params: tuple, pos: int) -> Node:
+        """:meth:`_apply` when :func:`~kernla.formula.tree.find` found no node.
+
+        It finds only nodes :func:`~kernla.formula.tree.build` made for these arguments in this parse: the
+        others (a node made before, a node of another operation that the rules gave, one with parameters) the
+        parse remembers itself, in ``memo``, to build each once. (Nor does it find any for a ``[…]``, an error.)
+        """
+        if self.int_lists:  # a ``[…]`` was read: it may be a parameter (see _call), never an argument
             for a in args:
                 if isinstance(a, _IntList):
                     raise self.t.error(
                         f"a list of integers is an operation's parameter, not an argument of {spec.name}", a.pos
                     )
-            try:  # apply checks the parameters; without any, the nodes of the right number need no check
-                node = memo[args] = apply(spec.name, args, params) if params else build(spec, args, params)
-            except FormulaError as err:
-                raise self.t.error(str(err), pos) from None
+        memo = self.memo
+        if memo:
+            node = memo.get((spec.name, params, args))
+            if node is not None:
+                return node
+        try:  # apply checks the parameters; without any, the nodes of the right number need no check
+            node = apply(spec.name, args, params) if params else build(spec, args, params)
+        except FormulaError as err:
+            raise self.t.error(str(err), pos) from None
+        if params or node.args is not args:  # not a node build made of these arguments: find will not find it
+            memo[spec.name, params, args] = node
         return node
 
 

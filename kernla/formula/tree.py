@@ -19,6 +19,7 @@ True
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 import weakref
@@ -50,9 +51,10 @@ class _NodeRef(weakref.ref):
     go with ``_interned`` (at exit, before the nodes: no callback runs then).
     """
 
-    __slots__ = ("op", "key")
+    __slots__ = ("op", "key", "built")
     op: str
     key: tuple
+    built: int  # the generation of build that made the node (its rules left it as it is), else 0: see find
 
 
 def _forget(ref: _NodeRef) -> None:
@@ -199,8 +201,12 @@ class _Building(Node):
     __setattr__ = object.__setattr__  # plain slot stores: a third of the cost of object.__setattr__(node, …) calls
 
 
-def _node(op: str, args: tuple[Node, ...], params: tuple, dim: int | None) -> Node:
-    """The interned node of these fields: the live one, else a new one (of dimension ``dim``, computed if None)."""
+def _node(op: str, args: tuple[Node, ...], params: tuple, dim: int | None, built: int = 0) -> Node:
+    """The interned node of these fields: the live one, else a new one (of dimension ``dim``, computed if None).
+
+    ``built``: :func:`build` calls it, the operation's simplification rules having left these fields as they are,
+    with its generation (see :func:`find`).
+    """
     table = _interned.get(op)
     if table is None:
         table = _interned.setdefault(op, {})
@@ -219,7 +225,7 @@ def _node(op: str, args: tuple[Node, ...], params: tuple, dim: int | None) -> No
     new.dim = dim
     new.__class__ = Node  # type: ignore[assignment]  # the same layout: only the frozen __setattr__ changes
     ref = _NodeRef(new, _forget)
-    ref.op, ref.key = op, key
+    ref.op, ref.key, ref.built = op, key, built
     while True:  # no lock: each step is atomic, and threads building the same node all get the first one stored
         entry = table.setdefault(key, ref)
         if entry is ref:
@@ -372,11 +378,65 @@ def apply(op: str, args: tuple, params: tuple = ()) -> Node:
 CONSTANT_OPS = ("IntCst", "RealCst")
 
 
-def _has_constant(args: tuple[Node, ...]) -> bool:
+def may_simplify(spec: Any, args: tuple[Node, ...]) -> bool:
+    """Whether a simplification rule of operation ``spec`` (an ``OpSpec``) may apply to ``args``.
+
+    Those of most operations only apply when an argument is a constant (``spec.constant_rules``).
+
+    >>> from kernla.formula.ops import get_op
+    >>> x = Vi(0, 2)
+    >>> may_simplify(get_op("Add"), (x, x)), may_simplify(get_op("Add"), (x, IntCst(0)))
+    (False, True)
+    """
+    if spec.simplify is None:
+        return False
+    if not spec.constant_rules:
+        return True
     for a in args:  # a loop, not any(…): this runs for every node built
         if a.op in CONSTANT_OPS:
             return True
     return False
+
+
+#: the generations of build: the nodes it makes carry the current one (see find and start_generation)
+_generations = itertools.count(1)
+_generation = next(_generations)
+
+
+def start_generation() -> int:
+    """A new generation of :func:`build`, returned: the nodes it makes from now on carry it (see :func:`find`).
+
+    >>> start_generation() < start_generation()
+    True
+    """
+    global _generation
+    _generation = generation = next(_generations)  # (next is atomic: threads get distinct generations)
+    return generation
+
+
+def find(spec: Any, args: tuple[Node, ...], since: int = 1) -> Node | None:
+    """The live node that :func:`build` made for operation ``spec`` (an ``OpSpec``, without parameters) on ``args``,
+    in generation ``since`` or later (:func:`start_generation`), else None.
+
+    It is what build would return again: its checks passed, and its simplification rules left the node as it is
+    (they depend on the arguments only). A node made otherwise (``Node(…)`` keeps its fields unsimplified,
+    unpickling) is not found. A caller that builds many nodes, some of them again (the parser), finds those here
+    for one look-up each; with ``since``, the parser builds once in each parse each node it needs.
+
+    >>> from kernla.formula.ops import get_op
+    >>> x = Vi(0, 2)
+    >>> s = x + x
+    >>> find(get_op("Add"), (x, x)) is s, find(get_op("Add"), (x, Vi(1, 2))), find(get_op("Add"), (x, x), 10**9)
+    (True, None, None)
+    """
+    table = _interned.get(spec.name)
+    ref = table.get(args) if table is not None else None
+    if ref is None or ref.built < since:
+        return None
+    node = ref()
+    if node is None or node.dim > limits.MAX_DIM:  # (the limit may have been lowered since)
+        return None
+    return node
 
 
 def build(spec: Any, args: tuple[Node, ...], params: tuple) -> Node:
@@ -390,19 +450,23 @@ def build(spec: Any, args: tuple[Node, ...], params: tuple) -> Node:
     >>> build(get_op("Mult"), (x, IntCst(1)), ()) is x
     True
     """
-    dims = (args[0].dim, args[1].dim) if len(args) == 2 else tuple([a.dim for a in args])
-    try:
-        dim = spec.dim_rule(dims, params)
-    except FormulaError:
-        dim = spec.output_dim(dims, params)  # raises it again, naming the operation
+    # this runs for every node built: the dimension of a ``same`` or ``broadcast`` operation on arguments of one
+    # dimension is that dimension (``keeps_equal_dims``), found without calling the rule
+    n = len(args)
+    dim = args[0].dim if n else 0
+    if not (spec.keeps_equal_dims and (n == 1 or (n == 2 and args[1].dim == dim))):
+        dims = tuple([a.dim for a in args])
+        try:
+            dim = spec.dim_rule(dims, params)
+        except FormulaError:
+            dim = spec.output_dim(dims, params)  # raises it again, naming the operation
     if dim > limits.MAX_DIM:
         limits.check_dim(dim, f"{spec.name}: the dimension")
-    simplify = spec.simplify
-    if simplify is not None and (not spec.constant_rules or _has_constant(args)):
-        simplified = simplify(args, params)
+    if may_simplify(spec, args):
+        simplified = spec.simplify(args, params)
         if simplified is not None:
             return simplified
-    return _node(spec.name, args, params, dim)
+    return _node(spec.name, args, params, dim, _generation)
 
 
 def swap_ij(formula: Node) -> Node:

@@ -66,6 +66,9 @@ class OpSpec:
     symbol: str | None = None
     c_fast: FastEmitter | None = None
     unroll_cost: int = 1  # weight of each output component in codegen.unrolled_size (compile time)
+    #: arguments of one dimension give a result of that dimension (the rule is ``same`` or ``broadcast``), so
+    #: :func:`~kernla.formula.tree.build` need not call it for them; ``register`` sets it
+    keeps_equal_dims: bool = False
 
     def output_dim(self, dims: tuple[int, ...], params: tuple) -> int:
         try:
@@ -98,6 +101,7 @@ def register(spec: OpSpec) -> None:
         raise FormulaError(f"operation {spec.name!r} is already registered")
     if spec.fold:
         spec = replace(spec, simplify=_with_folding(spec), constant_rules=spec.constant_rules or spec.simplify is None)
+    spec = replace(spec, keeps_equal_dims=spec.dim_rule in (same, broadcast))
     OPS[spec.name] = spec
 
 
