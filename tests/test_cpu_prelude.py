@@ -102,7 +102,9 @@ def test_prelude_is_precompiled_once_and_used(cache, logging_cxx, tmp_path):
     assert twice(source()) == 3.0
     assert calls(logging_cxx)[2:] == [calls(logging_cxx)[2]] and "-include" in calls(logging_cxx)[2]
     # in a new process too
-    code = f"import sys; sys.path.insert(0, {str(Path(__file__).parents[1])!r}); from kernla.engines.cpu import compiler"
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parents[1])!r}); from kernla.engines.cpu import compiler"
+    )
     code += f"\ncompiler.compile_module({source()!r})"
     subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ))
     assert len(calls(logging_cxx)) == 4 and "c++-header" not in calls(logging_cxx)[3]
