@@ -5,13 +5,16 @@ One table: the first call of a never-seen Gaussian kernel product ``Exp(-SqDist(
 ``--repeat`` formulas), timed inside that process around the call: kernla with its precompiled prelude
 already in the cache ("new formula": what every formula after the first one costs) and with an empty
 cache ("first formula": the prelude is precompiled too, once per compiler, flags and dtype), pykeops'
-``pykeops.numpy.Genred`` of the same formula in a build folder holding only its own core module (built
-beforehand, not timed) — then the call overhead at N = M = 1 of both (median of 5 rounds of the mean
-over many calls), through ``Genred`` on NumPy arrays and through torch ``LazyTensor``. Beside each wall
-time: the CPU seconds of the process and its compilers (RUSAGE_SELF + RUSAGE_CHILDREN), which a loaded
-box does not inflate the way it inflates wall time.
+``pykeops.numpy.Genred`` of the same formula in a cache folder where its core module and one warm-up
+formula were built beforehand (not timed) — then the call overhead at N = M = 1 of both (median of 5 rounds of the mean
+over many calls, wall and CPU), through ``Genred`` on NumPy arrays and through torch ``LazyTensor``.
+Beside each wall time: the CPU seconds of the process and its compilers (RUSAGE_SELF + RUSAGE_CHILDREN),
+which a loaded box does not inflate the way it inflates wall time.
 
-    python benchmarks/bench_compile.py [--repeat 3] [--json PATH]
+``--baseline PATH`` adds kernla's "new formula" rows run by the kernla found at PATH (e.g. a checkout of
+main, without the precompiled prelude), in the same run.
+
+    python benchmarks/bench_compile.py [--repeat 3] [--baseline /work/main] [--json PATH]
 """
 
 from __future__ import annotations
@@ -70,13 +73,14 @@ OVERHEAD = textwrap.dedent("""
 
     def per_call(fn, calls):
         fn()
-        rounds = []
+        walls, cpus = [], []
         for _ in range(5):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(calls):
                 fn()
-            rounds.append((time.perf_counter() - t0) / calls)
-        return sorted(rounds)[2]
+            walls.append((time.perf_counter() - t0) / calls)
+            cpus.append((time.process_time() - c0) / calls)
+        return sorted(walls)[2], sorted(cpus)[2]
 
     x = np.random.default_rng(4).random((1, 3), dtype=np.float32)
     g = Genred("Exp(-SqDist(X, Y))", ["X = Vi(3)", "Y = Vj(3)"], axis=1)
@@ -118,6 +122,7 @@ def new_constant() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3, help="new formulas per row (median)")
+    ap.add_argument("--baseline", help="a kernla checkout whose new-formula times to add")
     add_json_option(ap)
     args = ap.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": THREADS}
@@ -129,20 +134,24 @@ def main() -> None:
         if pykeops is not None:
             peer = first_calls("pykeops", d, args.repeat, env, False)
         ratio = None if peer[0] is None else peer[0] / new[0]
-        rows.append([f"new formula, D={d}", *new, *first, *peer, ratio])
+        base = (None, None)
+        if args.baseline:
+            base = first_calls("kernla", d, args.repeat, {**env, "PYTHONPATH": args.baseline}, False)
+        rows.append([f"new formula, D={d}", *new, *first, *peer, ratio, *base])
     mine = child(OVERHEAD, "kernla", env=env)
     with tempfile.TemporaryDirectory() as folder:  # pykeops builds its kernels in a folder of its own
         theirs = child(OVERHEAD, "pykeops", env={**env, "KEOPS_CACHE_FOLDER": folder}) if pykeops else [None, None]
     for k, via in enumerate(("Genred on NumPy", "LazyTensor on torch")):
-        us = [None if t is None else t * 1e6 for t in (mine[k], theirs[k])]
-        ratio = None if us[1] is None else us[1] / us[0]
-        rows.append([f"call overhead N=M=1 µs, {via}", us[0], None, None, None, us[1], None, ratio])
+        us, peer_us = [t * 1e6 for t in mine[k]], [None, None] if theirs[k] is None else [t * 1e6 for t in theirs[k]]
+        ratio = None if peer_us[0] is None else peer_us[0] / us[0]
+        rows.append([f"call overhead N=M=1 µs, {via}", *us, None, None, *peer_us, ratio, None, None])
     print(
         f"machine: {machine()}; OMP threads {THREADS}; load average {load0:.1f} at the start, "
         f"{os.getloadavg()[0]:.1f} at the end (other jobs may share this box); median of {args.repeat} formulas"
     )
     headers = ["row", "kernla s", "kernla CPU s", "first formula s", "first CPU s", "pykeops s", "pykeops CPU s"]
-    print(table([*headers, "pykeops / kernla"], rows, "bench_compile: a new formula's first call, and per call"))
+    headers += ["pykeops / kernla", "baseline kernla s", "baseline CPU s"]
+    print(table(headers, rows, "bench_compile: a new formula's first call, and per call"))
     write_json(args.json)
 
 
