@@ -6,8 +6,9 @@ One table: the first call of a never-seen Gaussian kernel product ``Exp(-SqDist(
 already in the cache ("new formula": what every formula after the first one costs) and with an empty
 cache ("first formula": the prelude is precompiled too, once per compiler, flags and dtype), pykeops'
 ``pykeops.numpy.Genred`` of the same formula in a cache folder where its core module and one warm-up
-formula were built beforehand (not timed) — then the call overhead at N = M = 1 of both (median of 5 rounds of the mean
-over many calls, wall and CPU), through ``Genred`` on NumPy arrays and through torch ``LazyTensor``.
+formula were built beforehand (not timed) — then the call overhead at N = M = 1 of both (median of 5
+rounds of the mean over many calls, wall and CPU), through ``Genred`` on NumPy arrays and through torch
+``LazyTensor``.
 Beside each wall time: the CPU seconds of the process and its compilers (RUSAGE_SELF + RUSAGE_CHILDREN),
 which a loaded box does not inflate the way it inflates wall time.
 
