@@ -21,6 +21,7 @@ main, without the precompiled prelude), in the same run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -91,27 +92,32 @@ OVERHEAD = textwrap.dedent("""
 """)
 
 
-def child(code: str, *args: object, env: dict) -> list[float]:
+def child(code: str, *args: object, env: dict) -> list:
     run = subprocess.run([sys.executable, "-c", code, *map(str, args)], env=env, capture_output=True, text=True)
     if run.returncode != 0:
         raise RuntimeError(f"the benchmark's child failed:\n{run.stderr[-3000:]}")
     return json.loads(run.stdout.strip().splitlines()[-1])  # (pykeops' messages may come first)
 
 
-def first_calls(peer: str, d: int, repeat: int, env: dict, empty: bool) -> tuple[float, float]:
-    """Median (wall, CPU) of ``repeat`` first calls of new formulas; ``empty``: each in an empty cache.
+#: where each library keeps what it compiles
+CACHE_VAR = {"kernla": "KERNLA_CACHE_DIR", "pykeops": "KEOPS_CACHE_FOLDER"}
 
-    Otherwise one warm-up formula first (not timed) builds kernla's precompiled prelude, or pykeops'
-    core module, in a private cache folder (``KERNLA_CACHE_DIR``, ``KEOPS_CACHE_FOLDER``) the new ones share.
-    """
-    var = {"kernla": "KERNLA_CACHE_DIR", "pykeops": "KEOPS_CACHE_FOLDER"}[peer]
+
+def warmed(peer: str, env: dict, folder: str) -> dict:
+    """``env`` with ``peer``'s cache in ``folder``, where one warm-up formula (not timed) built kernla's
+    precompiled prelude or pykeops' core module, which every later formula shares."""
+    env = {**env, CACHE_VAR[peer]: folder}
+    child(FIRST_CALL, peer, 3, new_constant(), env=env)
+    return env
+
+
+def first_calls(peer: str, d: int, repeat: int, env: dict, empty: bool = False) -> tuple[float, float]:
+    """Median (wall, CPU) of ``repeat`` first calls of new formulas in ``env``'s cache (``empty``: a new one each)."""
     runs = []
-    with tempfile.TemporaryDirectory() as warm:
-        if not empty:
-            child(FIRST_CALL, peer, d, new_constant(), env={**env, var: warm})
-        for _ in range(repeat):
-            with tempfile.TemporaryDirectory() as fresh:
-                runs.append(child(FIRST_CALL, peer, d, new_constant(), env={**env, var: fresh if empty else warm}))
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory() as fresh:
+            where = {**env, CACHE_VAR[peer]: fresh} if empty else env
+            runs.append(child(FIRST_CALL, peer, d, new_constant(), env=where))
     return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
 
 
@@ -129,21 +135,28 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": THREADS}
     load0 = os.getloadavg()[0]
     rows = []
-    for d in DIMS:
-        new, first = first_calls("kernla", d, args.repeat, env, False), first_calls("kernla", d, args.repeat, env, True)
-        peer: tuple[float | None, float | None] = (None, None)
-        if pykeops is not None:
-            peer = first_calls("pykeops", d, args.repeat, env, False)
-        ratio = None if peer[0] is None else peer[0] / new[0]
-        base = (None, None)
-        if args.baseline:
-            base = first_calls("kernla", d, args.repeat, {**env, "PYTHONPATH": args.baseline}, False)
-        rows.append([f"new formula, D={d}", *new, *first, *peer, ratio, *base])
+    with contextlib.ExitStack() as stack:
+        folders = [stack.enter_context(tempfile.TemporaryDirectory()) for _ in range(3)]
+        mine_env = warmed("kernla", env, folders[0])
+        peer_env = warmed("pykeops", env, folders[1]) if pykeops is not None else None
+        base_env = warmed("kernla", {**env, "PYTHONPATH": args.baseline}, folders[2]) if args.baseline else None
+        for d in DIMS:
+            new, first = (
+                first_calls("kernla", d, args.repeat, mine_env),
+                first_calls("kernla", d, args.repeat, env, True),
+            )
+            peer = (None, None) if peer_env is None else first_calls("pykeops", d, args.repeat, peer_env)
+            ratio = None if peer[0] is None else peer[0] / new[0]
+            base = (None, None) if base_env is None else first_calls("kernla", d, args.repeat, base_env)
+            rows.append([f"new formula, D={d}", *new, *first, *peer, ratio, *base])
     mine = child(OVERHEAD, "kernla", env=env)
-    with tempfile.TemporaryDirectory() as folder:  # pykeops builds its kernels in a folder of its own
-        theirs = child(OVERHEAD, "pykeops", env={**env, "KEOPS_CACHE_FOLDER": folder}) if pykeops else [None, None]
+    theirs: list = [None, None]
+    if pykeops is not None:
+        with tempfile.TemporaryDirectory() as folder:  # pykeops builds its kernels in a folder of its own
+            theirs = child(OVERHEAD, "pykeops", env={**env, "KEOPS_CACHE_FOLDER": folder})
     for k, via in enumerate(("Genred on NumPy", "LazyTensor on torch")):
-        us, peer_us = [t * 1e6 for t in mine[k]], [None, None] if theirs[k] is None else [t * 1e6 for t in theirs[k]]
+        us = [t * 1e6 for t in mine[k]]
+        peer_us: list[float | None] = [None, None] if theirs[k] is None else [t * 1e6 for t in theirs[k]]
         ratio = None if peer_us[0] is None else peer_us[0] / us[0]
         rows.append([f"call overhead N=M=1 µs, {via}", *us, None, None, *peer_us, ratio, None, None])
     print(
