@@ -47,8 +47,19 @@ def _cupy():
     return sys.modules.get("cupy")
 
 
+#: the kind of each type :func:`kind_of` has seen (a type's kind never changes), for the per-call path
+_KIND_OF_TYPE: dict[type, str] = {np.ndarray: "numpy"}
+
+
 def kind_of(a: Any) -> str:
     """'numpy', 'torch', 'cupy' or 'scalar' (a Python or NumPy number); TypeError otherwise."""
+    kind = _KIND_OF_TYPE.get(type(a))
+    if kind is None:
+        kind = _KIND_OF_TYPE[type(a)] = _kind_of_new_type(a)
+    return kind
+
+
+def _kind_of_new_type(a: Any) -> str:
     if type(a) is np.ndarray or isinstance(a, np.ndarray):
         return "numpy"
     if isinstance(a, (int, float, np.integer, np.floating)) and not isinstance(a, bool):
@@ -126,6 +137,11 @@ def dtype_of(a: Any) -> np.dtype | None:
 
 def common_dtype(arrays: dict[str, Any]) -> np.dtype:
     """The one float dtype of named arrays; DTypeError if mixed or not floating point."""
+    values = list(arrays.values())
+    if values and all(type(a) is np.ndarray for a in values):  # the common case, without per-array checks
+        dt = values[0].dtype
+        if all(a.dtype == dt for a in values) and dt.isnative and dt in FLOAT_DTYPES:
+            return dt
     seen: dict[np.dtype, str] = {}
     for name, a in arrays.items():
         try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import math
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -161,8 +162,11 @@ def _run_batches(
 
     ``blocks``: the block-sparse ranges of each batch entry (in ``np.ndindex`` order), or None.
     """
-    with np.errstate(over="ignore"):  # a number too large for the dtype becomes inf, refused below
+    # a number too large for the dtype becomes inf, refused below; valid data near the float range may sum to inf
+    with np.errstate(over="ignore", invalid="ignore"):
         data = [convert(a, dtype) for a in shaped]
+        # fast path: a finite sum proves there is no NaN (and no infinity); else look closer
+        finite = isinstance(data[0], np.ndarray) and math.isfinite(sum(float(np.add.reduce(a, None)) for a in data))
     if isinstance(data[0], np.ndarray):
         xp: Any = np
     else:
@@ -170,7 +174,8 @@ def _run_batches(
 
         xp = cupy
 
-    _refuse_nan(slots, data, dtype, xp)
+    if not finite:
+        _refuse_nan(slots, data, dtype, xp)
 
     def run(views: list, b: int) -> list:
         if blocks is None:
@@ -193,10 +198,6 @@ def _run_batches(
 
 def _refuse_nan(slots: Sequence[Slot], data: list, dtype: np.dtype, xp) -> None:
     """InputValueError for NaN in data or a non-finite parameter (one host sync on the GPU)."""
-    # fast path: a finite sum proves there is no NaN (and no infinity); else look closer
-    with np.errstate(over="ignore", invalid="ignore"):  # valid data near the float range may sum to inf
-        if xp is np and all(np.isfinite(np.add.reduce(a, axis=None)) for a in data):
-            return
     flags = [(~xp.isfinite(a) if s.cat == CAT_PARAM else xp.isnan(a)).any() for s, a in zip(slots, data)]
     if bool(xp.stack(flags).any()):
         for s, flag in zip(slots, flags):

@@ -18,6 +18,16 @@ private temporary folder inside the cache, then ``os.replace``-d into place), ca
 concurrent processes compiling the same source all succeed (an advisory file lock, where the
 platform has one, makes all but one of them wait for the first build instead of repeating it).
 
+A source with a line starting with :data:`PRELUDE_END` has a *prelude*, the text above that line
+(standard headers and fixed helpers): with gcc it is compiled once into a precompiled header
+``kl_pch_<key>.gch`` (keyed like a library, over the prelude instead of the source) and every
+later source with the same prelude is compiled against it, which skips parsing the headers
+(about a third of a small kernel's compile). A precompiled header is code the compiler loads, so
+it obeys the libraries' rules: it is used only when it is a regular file of the user's that no
+one else can write, matching its ``.sha256`` sidecar, checked on the very file the compiler reads
+(a hard link in the private build folder); anything else is rebuilt, and one the compiler rejects
+is rebuilt the next time (the kernel then compiles from the prelude's text, with the same result).
+
 Environment:
     ``CXX``              compiler to use (else ``g++``, else ``clang++``)
     ``KERNLA_CXXFLAGS``  replaces the optimisation flags (``-shared -fPIC`` are always added)
@@ -53,6 +63,7 @@ __all__ = [
     "CompilerUnavailableError",
     "UnsafeCacheDirError",
     "DEFAULT_FLAGS",
+    "PRELUDE_END",
     "cache_dir",
     "clear_cache",
     "compile_module",
@@ -73,6 +84,9 @@ DEFAULT_FLAGS: tuple[str, ...] = (
 )
 #: Always passed, whatever the optimisation flags.
 REQUIRED_FLAGS: tuple[str, ...] = ("-shared", "-fPIC")
+
+#: a source line starting with this ends its prelude, the text compiled once into a precompiled header
+PRELUDE_END = "// kernla: end of the prelude"
 
 _COMPILE_TIMEOUT_S = 600
 _STALE_TMP_S = 24 * 3600
@@ -557,14 +571,12 @@ def _build(source: str, compiler: str, cmd_flags: tuple[str, ...], folder: Path,
             (tmp / src_name).write_text(source, encoding="utf-8")
             # relative names, run inside the temporary folder: the output does not depend on it
             cmd = [compiler, *cmd_flags, "-o", so_name, src_name]
-            log.debug("kernla: compiling %s", " ".join(cmd))
-            t0 = time.perf_counter()
-            try:
-                proc = _run_compiler(cmd, tmp, source)
-            except OSError as exc:
-                if exc.errno in _FULL:
-                    raise
-                raise CompilerUnavailableError(f"cannot run the compiler {compiler}: {exc}") from exc
+            pch = _with_prelude(source, compiler, cmd_flags, folder, tmp, stem)
+            proc = _compile(pch or cmd, tmp, source, compiler)
+            if pch and (proc.returncode != 0 or "-Winvalid-pch" in proc.stderr):
+                _drop_rejected_pch(proc, source, compiler, cmd_flags, folder)
+                if proc.returncode != 0:  # compiled again without it: the messages are the source's own
+                    proc = _compile(cmd, tmp, source, compiler)
             if proc.returncode != 0 or not (tmp / so_name).is_file():
                 stderr = (proc.stderr or "") + (proc.stdout or "")
                 if "No space left on device" in stderr or "Disk quota exceeded" in stderr:
@@ -575,20 +587,194 @@ def _build(source: str, compiler: str, cmd_flags: tuple[str, ...], folder: Path,
                     command=cmd,
                     source=source,
                 )
-            log.debug("kernla: compiled %s in %.2f s", stem, time.perf_counter() - t0)
             digest = hashlib.sha256((tmp / so_name).read_bytes()).hexdigest()
             (tmp / (so_name + ".sha256")).write_text(f"{digest}\n", encoding="ascii")
             # library first, then the sidecar that marks it complete, then the source (for humans)
-            for name in (so_name, so_name + ".sha256", src_name):
-                if (folder / name).is_dir():  # an entry replaced by a folder: os.replace cannot go over it
-                    _clear_entry(folder, name)
-                os.replace(tmp / name, folder / name)
+            _install(
+                tmp, folder, [(so_name, so_name), (so_name + ".sha256", so_name + ".sha256"), (src_name, src_name)]
+            )
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     except OSError as exc:
         if exc.errno in _FULL:
             raise CacheFullError(f"kernla cannot store compiled kernels in {folder}: {exc}") from exc
         raise
+
+
+def _compile(cmd: list[str], tmp: Path, source: str, compiler: str) -> subprocess.CompletedProcess:
+    """Run one compiler command in ``tmp`` (OSError: the compiler cannot run, or the folder is full)."""
+    log.debug("kernla: compiling %s", " ".join(cmd))
+    t0 = time.perf_counter()
+    try:
+        proc = _run_compiler(cmd, tmp, source)
+    except OSError as exc:
+        if exc.errno in _FULL:
+            raise
+        raise CompilerUnavailableError(f"cannot run the compiler {compiler}: {exc}") from exc
+    log.debug("kernla: compiled in %.2f s (exit status %d)", time.perf_counter() - t0, proc.returncode)
+    return proc
+
+
+def _install(tmp: Path, folder: Path, names: list[tuple[str, str]]) -> None:
+    """Move each ``tmp/src`` to ``folder/dst`` atomically, in order."""
+    for src, dst in names:
+        if (folder / dst).is_dir():  # an entry replaced by a folder: os.replace cannot go over it
+            _clear_entry(folder, dst)
+        os.replace(tmp / src, folder / dst)
+
+
+# --------------------------------------------------------------------------------------
+# precompiled preludes (gcc)
+# --------------------------------------------------------------------------------------
+
+#: the prelude's name in a build folder (its precompiled header beside it, ``kl_prelude.h.gch``)
+_PRELUDE_H = "kl_prelude.h"
+#: digests of precompiled headers already checked in this process, by (device, inode, size, mtime)
+_pch_digests: dict[tuple[int, int, int, int], str] = {}
+
+
+def _split_prelude(source: str) -> tuple[str, str]:
+    """(the prelude, the rest) of ``source``; ('', source) when it has no :data:`PRELUDE_END` line."""
+    at = source.find("\n" + PRELUDE_END) + 1
+    return (source[:at], source[at:]) if at else ("", source)
+
+
+def _pch_name(prelude: str, compiler: str, cmd_flags: tuple[str, ...]) -> str:
+    key = _cache_key("precompiled prelude\0" + prelude, compiler, _compiler_version(compiler) or "", cmd_flags)
+    return f"{_PREFIX}pch_{key}.gch"
+
+
+def _with_prelude(
+    source: str, compiler: str, cmd_flags: tuple[str, ...], folder: Path, tmp: Path, stem: str
+) -> list[str] | None:
+    """The command compiling ``source`` against its precompiled prelude, set up in ``tmp``; None without one.
+
+    Only for gcc (another compiler's precompiled headers differ); a prelude that does not
+    precompile leaves the source to compile whole (its messages are then the usual ones).
+    """
+    prelude, rest = _split_prelude(source)
+    if not prelude or "Free Software Foundation" not in (_compiler_version(compiler) or ""):
+        return None
+    (tmp / _PRELUDE_H).write_text(prelude, encoding="utf-8")  # the fallback gcc reads: ours, never the cache's
+    name = _pch_name(prelude, compiler, cmd_flags)
+    dir_fd = _open_folder(folder)
+    try:
+        if not _link_checked_pch(dir_fd, folder, name, tmp):
+            with _FileLock(folder / f".lock-{name}"):
+                if not _link_checked_pch(dir_fd, folder, name, tmp) and not _build_pch(
+                    prelude, compiler, cmd_flags, folder, name, tmp
+                ):
+                    return None
+    finally:
+        os.close(dir_fd)
+    body = stem + ".body.cpp"  # line numbers (and the file's name) as in the whole source
+    (tmp / body).write_text(f'#line {prelude.count(chr(10)) + 1} "{stem}.cpp"\n{rest}', encoding="utf-8")
+    return [compiler, *cmd_flags, "-Winvalid-pch", "-include", _PRELUDE_H, "-o", stem + ".so", body]
+
+
+def _link_checked_pch(dir_fd: int, folder: Path, name: str, tmp: Path) -> bool:
+    """Whether the cached precompiled header ``name`` is ours and intact, hard-linked (or copied) into ``tmp``.
+
+    The checks run on the file in ``tmp``, the private folder the compiler reads it from, so no other
+    file can be swapped in after them; a link planted in the cache is linked as a link, and refused.
+    """
+    target = tmp / (_PRELUDE_H + ".gch")
+    with contextlib.suppress(FileNotFoundError):
+        target.unlink()
+    if _checked_link(dir_fd, folder, name, target):
+        return True
+    with contextlib.suppress(FileNotFoundError):  # nothing refused stays where the compiler would use it
+        target.unlink()  # (or write through it: a planted link would be followed by the compiler's output)
+    return False
+
+
+def _checked_link(dir_fd: int, folder: Path, name: str, target: Path) -> bool:
+    """:func:`_link_checked_pch`'s link (or copy) and checks, on ``target``."""
+    tmp_fd = fd = sum_fd = None
+    try:
+        sum_fd = _owned_fd(name + ".sha256", dir_fd)
+        if sum_fd is None:
+            return False
+        try:
+            os.link(folder / name, target, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        except OSError:  # no hard links here (or not to that file): a copy of the checked bytes
+            src_fd = _owned_fd(name, dir_fd)
+            if src_fd is None:
+                return False
+            dst_fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            with os.fdopen(src_fd, "rb") as src, os.fdopen(dst_fd, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        tmp_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = _owned_fd(target.name, tmp_fd)
+        expected = _read_fd(sum_fd).decode("ascii", "replace").strip()
+        if fd is None or not expected or _pch_digest(fd) != expected:
+            log.warning("kernla: cached precompiled header %s is corrupt or incomplete; rebuilding", name)
+            return False
+        return True
+    except _Untrusted as exc:
+        warnings.warn(
+            f"kernla: not using the cached precompiled header {exc}; rebuilding it", RuntimeWarning, stacklevel=2
+        )
+        return False
+    finally:
+        for f in (tmp_fd, fd, sum_fd):
+            if f is not None:
+                os.close(f)
+
+
+def _pch_digest(fd: int) -> str:
+    """SHA-256 of the file open as ``fd``, hashed once per process for one unchanged file."""
+    st = os.fstat(fd)
+    ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    digest = _pch_digests.get(ident)
+    if digest is None:
+        digest = _pch_digests[ident] = _sha256_fd(fd)
+    return digest
+
+
+def _sha256_fd(fd: int) -> str:
+    """SHA-256 of what ``fd`` reads from its start, in chunks (a precompiled header is tens of MB)."""
+    h = hashlib.sha256()
+    offset = 0
+    while chunk := os.pread(fd, 1 << 22, offset):
+        h.update(chunk)
+        offset += len(chunk)
+    return h.hexdigest()
+
+
+def _build_pch(prelude: str, compiler: str, cmd_flags: tuple[str, ...], folder: Path, name: str, tmp: Path) -> bool:
+    """Precompile ``tmp``'s prelude beside it and install a copy as ``folder/name``; False if it fails to build."""
+    for entry in (name + ".sha256", name):  # a bad entry goes before the new one comes
+        _clear_entry(folder, entry)
+    gch = _PRELUDE_H + ".gch"
+    cmd = [compiler, *cmd_flags, "-x", "c++-header", _PRELUDE_H, "-o", gch]
+    proc = _compile(cmd, tmp, prelude, compiler)
+    if proc.returncode != 0 or not (tmp / gch).is_file():
+        log.debug("kernla: the prelude does not precompile:\n%s", proc.stderr)
+        return False
+    os.chmod(tmp / gch, 0o600)  # whatever the umask: a file others can write would never be used
+    with open(tmp / gch, "rb") as fh:
+        digest = _sha256_fd(fh.fileno())
+    (tmp / (name + ".sha256")).write_text(f"{digest}\n", encoding="ascii")
+    try:
+        os.link(tmp / gch, tmp / name)
+    except OSError:  # no hard links here
+        shutil.copyfile(tmp / gch, tmp / name)
+    _install(tmp, folder, [(name, name), (name + ".sha256", name + ".sha256")])
+    return True
+
+
+def _drop_rejected_pch(
+    proc: subprocess.CompletedProcess, source: str, compiler: str, cmd_flags: tuple[str, ...], folder: Path
+) -> None:
+    """Forget a precompiled header gcc did not use (or failed on): the next build makes a new one."""
+    name = _pch_name(_split_prelude(source)[0], compiler, cmd_flags)
+    log.warning("kernla: the compiler rejected the precompiled header %s; rebuilding it next time", name)
+    log.debug("kernla: %s", proc.stderr)
+    for entry in (name + ".sha256", name):
+        _clear_entry(folder, entry)
 
 
 def compile_module(source: str, *, flags: tuple[str, ...] | None = None) -> ctypes.CDLL:

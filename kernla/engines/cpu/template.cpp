@@ -14,6 +14,7 @@
 typedef @T@ T;
 typedef @TACC@ TACC;
 @TILES@
+// kernla: end of the prelude (compiler.py precompiles the text above once; it depends on T only)
 #define KL_INF std::numeric_limits<T>::infinity()
 #define MODE_@MODE@ 1
 static const bool IS_PRODUCT = @IS_PRODUCT@;
