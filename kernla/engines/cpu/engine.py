@@ -183,7 +183,7 @@ def run(
     # small problems: waking threads costs more than it saves
     pairs = nx * ny if ranges is None else ranges.pairs
     workers = max(1, min(threads(), (pairs * k.width) // _PAIRS_PER_THREAD))
-    with tiles.blas_single_thread() if use_blas else contextlib.nullcontext():
+    with tiles.blas_single_thread() if use_blas and workers > 1 else contextlib.nullcontext():
         if ranges is None:
             status = k.fn(nx, ny, ptrs, *out_ptrs, k.width, workers)
         else:

@@ -31,10 +31,11 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -224,18 +225,32 @@ def gemm(dtype: str) -> int:
     return get(capsule, name(capsule)) or 0
 
 
-_limiter = None
+_blas_libraries: list | None = None
 
 
-def blas_single_thread():
+@contextlib.contextmanager
+def blas_single_thread() -> Iterator[None]:
     """A context in which scipy's (and numpy's) OpenBLAS runs each call on the calling thread only.
 
     The kernel calls ?gemm from each of its OpenMP threads; OpenBLAS, asked for several threads,
-    would serialise those calls on its own thread pool. Needs threadpoolctl (a dependency).
+    would serialise those calls on its own thread pool. Needs threadpoolctl (a dependency); sets
+    and restores the libraries' thread counts directly (threadpoolctl's ``limit`` costs ~40 µs).
+
+    >>> with blas_single_thread():
+    ...     pass
     """
-    global _limiter
-    if _limiter is None:
+    global _blas_libraries
+    if _blas_libraries is None:
         import threadpoolctl  # deferred: only kernels that use BLAS need it
 
-        _limiter = threadpoolctl.ThreadpoolController().select(user_api="blas")
-    return _limiter.limit(limits=1)
+        _blas_libraries = threadpoolctl.ThreadpoolController().select(user_api="blas").lib_controllers
+    before = [lib.get_num_threads() for lib in _blas_libraries]
+    for lib, n in zip(_blas_libraries, before):
+        if n != 1:
+            lib.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for lib, n in zip(_blas_libraries, before):
+            if n != 1:
+                lib.set_num_threads(n)
