@@ -12,7 +12,9 @@ plain sgemm of the same shape (the physical reference), a new formula's compile 
 main) in a subprocess, for the low-dimensional rows only (its per-component kernels at large D take
 minutes to compile). ``--full`` uses the sizes of issue 10's table (tens of minutes here); ``--quick``
 the same N for every D (time against D for the docs' plots, about 2 minutes here); ``--json PATH``
-also writes the tables and the plots' specs (time and peer / kernla against D, log-log).
+also writes the tables and the plots' specs (time and peer / kernla against D, log-log). The ``dot``
+rows give kernla's share of two sgemm flop rates of the same shape, numpy's (its OpenBLAS) and torch's;
+``KERNLA_CPU_BLAS=off`` runs kernla's micro-kernel instead of BLAS on the tiles.
 
     python benchmarks/bench_highdim.py [--full | --quick] [--exact] [--baseline /work/main] [--json PATH]
 """
@@ -88,31 +90,31 @@ def kernla_rows(cfg: dict, exact: bool) -> dict:
         x, _ = data(d, n, 0)
         b = np.random.default_rng(1).random((n, 1), dtype=np.float32)
         g = Genred("Exp(-SqDist(X, Y)) * B", [f"X = Vi({d})", f"Y = Vj({d})", "B = Vj(1)"], axis=1)
-        out[f"gauss D={d}"] = measure(lambda: g(x, x, b, backend="cpu"), repeat=3, budget=20).wall
+        out[f"gauss D={d}"] = measure(lambda: g(x, x, b, backend="cpu"), repeat=3, budget=20)
         if exact and tiles is not None and 3 < d <= 32:  # the other path: the threshold's evidence
             tiled = 0 < default <= d
             tiles.MIN_DIM = 0 if tiled else 1
             tag = " exact" if tiled else " tiles"
-            out[f"gauss D={d}{tag}"] = measure(lambda: g(x, x, b, backend="cpu"), repeat=3, budget=20).wall
+            out[f"gauss D={d}{tag}"] = measure(lambda: g(x, x, b, backend="cpu"), repeat=3, budget=20)
             tiles.MIN_DIM = default
         if d >= 32:
             ip = Genred("(X|Y)", [f"X = Vi({d})", f"Y = Vj({d})"], axis=1)
-            out[f"dot D={d}"] = measure(lambda: ip(x, x, backend="cpu"), repeat=3, budget=20).wall
+            out[f"dot D={d}"] = measure(lambda: ip(x, x, backend="cpu"), repeat=3, budget=20)
     for d, n, m in cfg["knn"]:
         if cfg.get("max_d", 1 << 30) < d:
             continue
         x, y = data(d, n, m, seed=2)
         knn = Genred("SqDist(X, Y)", [f"X = Vi({d})", f"Y = Vj({d})"], reduction_op="ArgKMin", opt_arg=10, axis=1)
-        out[f"knn D={d}"] = measure(lambda: knn(x, y, backend="cpu"), repeat=3, budget=20).wall
+        out[f"knn D={d}"] = measure(lambda: knn(x, y, backend="cpu"), repeat=3, budget=20)
     n = cfg["prod"]
     x, _ = data(3, n, 0, dtype=np.float64)
     b = np.random.default_rng(3).random((n, 200))
     g = Genred("Exp(-SqDist(X, Y)) * B", ["X = Vi(3)", "Y = Vj(3)", "B = Vj(200)"], axis=1)
-    out["prod200"] = measure(lambda: g(x, x, b, backend="cpu"), repeat=3).wall
+    out["prod200"] = measure(lambda: g(x, x, b, backend="cpu"), repeat=5)
     x1 = np.random.default_rng(4).random((1, 3), dtype=np.float32)
     g1 = Genred("Exp(-SqDist(X, Y))", ["X = Vi(3)", "Y = Vj(3)"], axis=1)
     out["overhead"] = _per_call(lambda: g1(x1, x1, backend="cpu"))
-    return out
+    return {name: (t.wall, t.cpu) if hasattr(t, "cpu") else (t, None) for name, t in out.items()}
 
 
 def _per_call(fn, calls: int = 3000) -> float:
@@ -145,6 +147,10 @@ def peer_rows(cfg: dict) -> dict:
             out[f"gauss D={d}"] = measure(dense, repeat=3, budget=20).wall
             if d >= 32:
                 out[f"dot D={d}"] = measure(lambda xt=xt: xt @ xt.T, repeat=3, budget=20).wall
+    for d, n in cfg["gauss"]:  # the other sgemm: numpy's OpenBLAS
+        if d >= 32:
+            x, _ = data(d, n, 0)
+            out[f"numpy dot D={d}"] = measure(lambda x=x: x @ x.T, repeat=3, budget=20).wall
     if faiss is not None:
         faiss.omp_set_num_threads(THREADS)
         for d, n, m in cfg["knn"]:
@@ -160,7 +166,7 @@ def peer_rows(cfg: dict) -> dict:
     x, _ = data(3, n, 0, dtype=np.float64)
     b = np.random.default_rng(3).random((n, 200))
     K = np.exp(-cdist(x, x, "sqeuclidean"))
-    out["prod200"] = measure(lambda: K @ b, repeat=5).wall
+    out["prod200"] = measure(lambda: K @ b, repeat=7).wall
     if pykeops_torch is not None:
         x1 = torch.rand(1, 1, 3)
         lt = pykeops_torch.LazyTensor
@@ -221,7 +227,7 @@ def main() -> None:
     if args.max_d is not None:
         cfg["max_d"] = args.max_d
     if args.kernla_json:  # the --baseline subprocess
-        print(json.dumps(kernla_rows(cfg, False)))
+        print(json.dumps({name: t for name, (t, _) in kernla_rows(cfg, False).items()}))
         return
     os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
     base: dict = {}
@@ -234,20 +240,22 @@ def main() -> None:
     mine, peers, comp = kernla_rows(cfg, args.exact), peer_rows(cfg), compile_times()
     peer_name = {
         "gauss": "torch dense (chunked cdist)",
-        "dot": "torch sgemm x @ x.T",
+        "dot": "torch sgemm x @ x.T",  # peer / kernla: kernla's share of torch's sgemm rate
         "knn": "faiss IndexFlatL2",
         "prod200": "numpy K @ B (K precomputed)",
         "overhead": "pykeops",
     }
     rows = []
-    for name, t in mine.items():
+    for name, (t, cpu) in mine.items():
         kind = name.split()[0]
         peer = peers.get(name)
-        row = [name, t, peer_name.get(kind, "") if peer is not None else "", peer, None if peer is None else peer / t]
-        if kind in ("gauss", "dot") and "exact" not in name:
-            row.append(gflops(name, cfg) / t)
-        else:
-            row.append(None)
+        row = [name, t, cpu, peer_name.get(kind, "") if peer is not None else "", peer]
+        row.append(None if peer is None else peer / t)
+        rate = gflops(name, cfg) / t if kind in ("gauss", "dot") and "exact" not in name else None
+        row.append(rate)
+        np_dot = peers.get(f"numpy {name}") if kind == "dot" else None
+        row += [None if np_dot is None else gflops(name, cfg) / np_dot]
+        row += [None if rate is None or np_dot is None else rate * np_dot / gflops(name, cfg)]
         row.append(base.get(name))
         rows.append(row)
     missing = [name for name, mod in (("torch", torch), ("faiss", faiss), ("pykeops", pykeops_torch)) if mod is None]
@@ -259,7 +267,18 @@ def main() -> None:
     )
     print(
         table(
-            ["row", "kernla s", "peer", "peer s", "peer / kernla", "kernla GF/s (inner products)", "baseline kernla s"],
+            [
+                "row",
+                "kernla s",
+                "kernla CPU s",
+                "peer",
+                "peer s",
+                "peer / kernla",
+                "kernla GF/s (inner products)",
+                "numpy sgemm GF/s",
+                "kernla / numpy sgemm",
+                "baseline kernla s",
+            ],
             rows,
             "bench_highdim" + (" (full sizes)" if args.full else " (one N per kind)" if args.quick else ""),
         )

@@ -14,6 +14,7 @@ array([0, 0, 1, 1])
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import os
@@ -82,6 +83,8 @@ class Kernel:
     tiles: tiles.TilePlan | None  # the inner products it computes by matrix-multiply tiles
     float_out: int | None  # which output the kernel's float pointer writes
     index_out: int | None  # which output its index pointer writes
+    gemm_arg: int  # the argument that holds BLAS's ?gemm (null: the micro-kernel)
+    needs_gemm: bool  # a tile site is computed by BLAS
 
 
 def _address(a: np.ndarray) -> int:
@@ -89,15 +92,16 @@ def _address(a: np.ndarray) -> int:
     return a.__array_interface__["data"][0]
 
 
-def kernel(red: Reduction, dtype: np.dtype, min_dim: int = 0) -> Kernel:
-    """The kernel of ``red`` on ``dtype``, compiled once; inner products of dimension ≥ ``min_dim`` by tiles."""
-    key = (red, dtype.str, min_dim)
+def kernel(red: Reduction, dtype: np.dtype, min_dim: int = 0, blas_dim: int = 0) -> Kernel:
+    """The kernel of ``red`` on ``dtype``, compiled once; inner products of dimension ≥ ``min_dim`` by tiles,
+    by BLAS from ``blas_dim`` on (0: never)."""
+    key = (red, dtype.str, min_dim, blas_dim)
     entry = _kernels.get(key)
     if entry is None:
         product = red.kernel_product()
         formulas = (product[0],) if product else red.formulas
         base = 1 + max((v.params[0] for f in red.formulas for v in f.variables()), default=-1)
-        plan = tiles.plan(formulas, min_dim, base) if dtype.name in tiles.PANEL else None
+        plan = tiles.plan(formulas, min_dim, base, blas_dim) if dtype.name in tiles.PANEL else None
         if plan is not None:
             formulas = plan.formulas
         lib = compile_module(kernel_source(red, dtype.name, plan))
@@ -121,7 +125,16 @@ def kernel(red: Reduction, dtype: np.dtype, min_dim: int = 0) -> Kernel:
         first = {kind: n for n, (_, kind) in reversed(list(enumerate(dims)))}
         width = product[1].dim if product else 1
         entry = _kernels[key] = Kernel(
-            fn, ranges_fn, width, transposed, dims, plan, first.get("float"), first.get("index")
+            fn,
+            ranges_fn,
+            width,
+            transposed,
+            dims,
+            plan,
+            first.get("float"),
+            first.get("index"),
+            tiles.gemm_slot(red.formulas, plan),
+            plan is not None and any(s.blas for s in plan.sites),
         )
     return entry
 
@@ -141,7 +154,8 @@ def run(
     global _warned
     dtype = np.result_type(*arrays) if len(arrays) else np.dtype(np.float64)
     try:
-        k = kernel(red, dtype, tiles.MIN_DIM)
+        gemm = tiles.gemm(dtype.name)
+        k = kernel(red, dtype, tiles.MIN_DIM, tiles.BLAS_DIM if gemm else 0)
         extra = [] if k.tiles is None else tiles.operands(k.tiles, arrays, nx, ny, dtype)
         if extra is None:  # a non-finite operand: the exact per-component path
             k, extra = kernel(red, dtype), []
@@ -154,10 +168,12 @@ def run(
     # j-variables go transposed, (D, ny): contiguous along j for the vector loop
     keep = [np.ascontiguousarray(a.T if pos in k.transposed and a.shape[1] > 1 else a) for pos, a in enumerate(arrays)]
     addresses: list[int | None] = [_address(a) for a in keep]
+    addresses += [None] * (max(base + len(extra), k.gemm_arg + 1) - len(addresses))
     if extra:  # (over positions no formula reads, if any)
-        addresses += [None] * (base + len(extra) - len(addresses))
         addresses[base : base + len(extra)] = [_address(a) for a in extra]
-    ptrs = (ctypes.c_void_p * max(len(addresses), 1))(*addresses)
+    use_blas = k.needs_gemm or k.width >= tiles.BLAS_COLUMNS > 0
+    addresses[k.gemm_arg] = tiles.gemm(dtype.name) if use_blas else None
+    ptrs = (ctypes.c_void_p * len(addresses))(*addresses)
     if out is None:
         out = [np.empty((nx, w), dtype if kind == "float" else np.int64) for w, kind in k.dims]
     out_ptrs = [
@@ -167,12 +183,13 @@ def run(
     # small problems: waking threads costs more than it saves
     pairs = nx * ny if ranges is None else ranges.pairs
     workers = max(1, min(threads(), (pairs * k.width) // _PAIRS_PER_THREAD))
-    if ranges is None:
-        status = k.fn(nx, ny, ptrs, *out_ptrs, k.width, workers)
-    else:
-        tables = [np.ascontiguousarray(a, dtype=np.int64) for a in (ranges.rows, ranges.slices, ranges.cols)]
-        pointers = [a.ctypes.data_as(_c_int64_p) for a in tables]
-        status = k.ranges_fn(nx, ny, ptrs, *out_ptrs, k.width, workers, len(ranges.rows), *pointers)
+    with tiles.blas_single_thread() if use_blas and workers > 1 else contextlib.nullcontext():
+        if ranges is None:
+            status = k.fn(nx, ny, ptrs, *out_ptrs, k.width, workers)
+        else:
+            tables = [np.ascontiguousarray(a, dtype=np.int64) for a in (ranges.rows, ranges.slices, ranges.cols)]
+            pointers = [a.ctypes.data_as(_c_int64_p) for a in tables]
+            status = k.ranges_fn(nx, ny, ptrs, *out_ptrs, k.width, workers, len(ranges.rows), *pointers)
     if status != 0:
         raise MemoryError(f"the cpu engine ran out of memory for a reduction of {nx} rows")
     return out

@@ -108,6 +108,22 @@ static inline void kl_micro_rows(int64_t rows, int64_t K, int64_t k0, int64_t kc
     });
 }
 
+// g[(i - ibeg) * ldg + jj] = max(na_i + nb_j - 2 g, 0) for j = j0 + jj < j0 + tj (NaN kept); nothing without na
+static inline void kl_distances(const T* na, const T* nb, int64_t ibeg, int64_t iend, int64_t j0, int64_t tj, T* g,
+                                int64_t ldg) {
+    if (na == nullptr) return;
+    for (int64_t i = ibeg; i < iend; i++) {
+        T* __restrict gr = g + (i - ibeg) * ldg;
+        const T nai = na[i];
+        const T* __restrict nbj = nb + j0;
+#pragma omp simd
+        for (int64_t jj = 0; jj < tj; jj++) {
+            const T d = nai + nbj[jj] - T(2) * gr[jj];
+            gr[jj] = d < T(0) ? T(0) : d;
+        }
+    }
+}
+
 // g[(i - ibeg) * ldg + c] = <a_i, b_j> for j = j0 - (j0 % KL_NR) + c, columns covering [j0, j0 + tj):
 // ap rows [ibeg, iend) of a packed (kl_pack_rows), bp packed (panels, D, KL_NR). With na/nb (squared
 // norms), the squared distance max(na_i + nb_j - 2 <a_i, b_j>, 0) instead (NaN kept).
@@ -120,16 +136,47 @@ static void kl_gram(int64_t D, const T* ap, const T* bp, const T* na, const T* n
             kl_micro_rows(iend - ibeg, D, k0, kc, ap, bp + (p * D + k0) * KL_NR, KL_NR, g + (p - p0) * KL_NR, ldg,
                           k0 > 0);
     }
-    if (na == nullptr) return;
-    const int64_t off = j0 % KL_NR;
-    for (int64_t i = ibeg; i < iend; i++) {
-        T* __restrict gr = g + (i - ibeg) * ldg + off;
-        const T nai = na[i];
-        const T* __restrict nbj = nb + j0;
-#pragma omp simd
-        for (int64_t jj = 0; jj < tj; jj++) {
-            const T d = nai + nbj[jj] - T(2) * gr[jj];
-            gr[jj] = d < T(0) ? T(0) : d;
+    kl_distances(na, nb, ibeg, iend, j0, tj, g + j0 % KL_NR, ldg);
+}
+
+// BLAS's ?gemm (Fortran, column-major), handed to the kernel at run time (tiles.py: scipy's cython_blas)
+typedef void (*kl_gemm_t)(const char*, const char*, const int*, const int*, const int*, const T*, const T*,
+                          const int*, const T*, const int*, const T*, T*, const int*);
+
+// C (m x n, row-major, row stride ldc) = alpha A (m x k, row stride lda) . op(B) (+ beta C), op(B) = B (k x n,
+// row stride ldb) or, with bt, B' for B (n x k, row stride ldb). Row-major C is column-major C', C' = op(B)' A'.
+static inline void kl_gemm_rm(kl_gemm_t gemm, bool bt, int64_t m, int64_t n, int64_t k, const T* A, int64_t lda,
+                              const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+    const int im = (int)m, in = (int)n, ik = (int)k, ila = (int)lda, ilb = (int)ldb, ilc = (int)ldc;
+    const T one = T(1);
+    gemm(bt ? "T" : "N", "N", &in, &im, &ik, &one, B, &ilb, A, &ila, &beta, C, &ilc);
+}
+
+// kl_gram's block by BLAS: a (nx, D) and b (ny, D) row-major, g written from g + j0 % KL_NR as kl_gram does
+static void kl_gram_blas(kl_gemm_t gemm, int64_t D, const T* a, const T* b, const T* na, const T* nb,
+                         int64_t ibeg, int64_t iend, int64_t j0, int64_t tj, T* g, int64_t ldg) {
+    if (iend <= ibeg || tj <= 0) return;
+    kl_gemm_rm(gemm, true, iend - ibeg, tj, D, a + ibeg * D, D, b + j0 * D, D, T(0), g + j0 % KL_NR, ldg);
+    kl_distances(na, nb, ibeg, iend, j0, tj, g + j0 % KL_NR, ldg);
+}
+
+// acc[(i - ibeg) * E + e] += sum_jj k[(i - ibeg) * ldk + jj] * b[jj * E + e] by BLAS: straight into acc when
+// it has T's precision, else through ctile (rows x SUBE) columns at a time
+template <typename TA>
+static void kl_product_blas(kl_gemm_t gemm, int64_t ibeg, int64_t iend, int64_t ts, const T* k, int64_t ldk,
+                            const T* b, int64_t E, T* ctile, int64_t sube, TA* acc) {
+    const int64_t rows = iend - ibeg;
+    if (rows <= 0 || ts <= 0) return;
+    if constexpr (sizeof(TA) == sizeof(T)) {
+        (void)ctile;
+        (void)sube;
+        kl_gemm_rm(gemm, false, rows, E, ts, k, ldk, b, E, T(1), (T*)acc, E);
+    } else {
+        for (int64_t e0 = 0; e0 < E; e0 += sube) {
+            const int64_t ne = std::min(sube, E - e0);
+            kl_gemm_rm(gemm, false, rows, ne, ts, k, ldk, b + e0, E, T(0), ctile, ne);
+            for (int64_t r = 0; r < rows; r++)
+                for (int64_t c = 0; c < ne; c++) acc[r * E + e0 + c] += TA(ctile[r * ne + c]);
         }
     }
 }

@@ -25,6 +25,7 @@ static const int64_t SUB = 256;    // columns per sub-tile of a many-column kern
 static const int64_t LDK = SUB + 8;  // row stride of k on a sub-tile (not a multiple of 4 KiB: no L1 set conflicts)
 static const int WIDTH = @WIDTH@;  // formula components per pair
 static const int NSITES = @NSITES@;  // inner products computed by matrix-multiply tiles (kl_tiles.h)
+static const int GEMM_ARG = @GEMM_ARG@;  // args[GEMM_ARG]: BLAS's ?gemm for the tiles and wide products, or null
 static const int64_t LDG = TJ + 2 * KL_NR;  // row stride of one block of inner products
 // scratch per thread: the formula on one tile, or k on one sub-tile for every row of a block; then B's
 // panel and the C tile of a many-column product; then the inner products of the block for each site
@@ -56,6 +57,8 @@ typedef Acc Slot;
 static void run_block(const void** args, int64_t ny, int64_t E, int64_t ibeg, int64_t iend,
                       int64_t jbeg, int64_t jend, Slot* slots, T* buf) {
 @UNPACK@
+    const kl_gemm_t gemm = (kl_gemm_t)args[GEMM_ARG];
+    (void)gemm;
 #if MODE_PRODUCT
     const T* __restrict bmat = @B_PTR@;
     for (int64_t r = 0; r < (iend - ibeg) * E; r++) slots[r] = TACC(0);
@@ -83,6 +86,10 @@ static void run_block(const void** args, int64_t ny, int64_t E, int64_t ibeg, in
                     }
                 }
                 T* kp = buf + BUF_F;
+                if (gemm) {  // BLAS on the block (kp: float32's C, a sub-tile's columns at a time)
+                    kl_product_blas<TACC>(gemm, ibeg, iend, ts, buf, LDK, bmat + (j0 + sub0) * E, E, kp, SUB, slots);
+                    continue;
+                }
                 kl_product_tile<TACC>(ibeg, iend, ts, buf, LDK, bmat + (j0 + sub0) * E, E, kp, kp + IB * SUB,
                                       kp + IB * SUB + SUB * KL_NR, slots);
             }

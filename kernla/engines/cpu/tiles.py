@@ -6,7 +6,11 @@ dimension D ≥ :data:`MIN_DIM` — ``SqDist(a, b)``, ``SqNorm2(a - b)``, ``Sum(
 ``b`` of j-variables and parameters — is rewritten so that each such *site* is read from a per-pair
 tile value. The CPU kernel computes the (row block × column tile) matrix of ⟨a_i, b_j⟩ with a
 register-blocked micro-kernel (``kl_tiles.h``), then forms ``max(|a_i|² + |b_j|² − 2⟨a_i, b_j⟩, 0)``
-for a distance, and evaluates the rest of the formula on that scalar.
+for a distance, and evaluates the rest of the formula on that scalar. From D ≥ :data:`BLAS_DIM` that
+matrix is one call of BLAS's ``?gemm`` per (192-row block × 1024-column tile) instead, and kernel
+products of ≥ :data:`BLAS_COLUMNS` columns multiply each block of k by B with ``?gemm`` too: the BLAS
+of this process's scipy (:func:`gemm`), handed to the kernel as an argument, held on one thread
+per call (:func:`blas_single_thread`), as each OpenMP thread calls it on its own block.
 
 Rounding (float32 or float64, unit roundoff u): a distance is computed on operands centred on the
 mean c of the b_j (distances do not change), and the expansion's absolute error is at most about
@@ -27,8 +31,11 @@ True
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +49,15 @@ MIN_DIM = 0 if os.environ.get("KERNLA_CPU_TILES", "").lower() in ("off", "0", "n
 if os.environ.get("KERNLA_CPU_TILE_DIM", "").isdigit():
     MIN_DIM = int(os.environ["KERNLA_CPU_TILE_DIM"])
 
+#: the smallest dimension an inner product is computed by BLAS on the tiles at (below: the micro-kernel);
+#: 0: never (``KERNLA_CPU_BLAS=off``, else ``KERNLA_CPU_BLAS_DIM``); read at each call
+BLAS_DIM = 0 if os.environ.get("KERNLA_CPU_BLAS", "").lower() in ("off", "0", "no") else 256
+if os.environ.get("KERNLA_CPU_BLAS_DIM", "").isdigit():
+    BLAS_DIM = int(os.environ["KERNLA_CPU_BLAS_DIM"])
+
+#: the fewest columns a kernel product multiplies by BLAS (below: the micro-kernel); read at each call
+BLAS_COLUMNS = 16
+
 #: columns of one micro-kernel panel, per value type: two 32-byte vectors
 PANEL = {"float32": 16, "float64": 8}
 
@@ -53,6 +69,7 @@ class Site:
     kind: str
     left: Node  # i-variables and parameters
     right: Node  # j-variables and parameters
+    blas: bool = False  # by BLAS's ?gemm (b row-major), else by the micro-kernel (b packed in panels)
 
     @property
     def dim(self) -> int:
@@ -110,10 +127,11 @@ def _match(node: Node) -> tuple[str, tuple[Node, Node] | None, bool]:
     return "", None, False
 
 
-def plan(formulas: Sequence[Node], min_dim: int, base: int) -> TilePlan | None:
+def plan(formulas: Sequence[Node], min_dim: int, base: int, blas_dim: int = 0) -> TilePlan | None:
     """The tile plan of ``formulas`` for inner products of dimension ≥ ``min_dim`` (None: nothing to tile).
 
-    ``base``: a position above every variable of the reduction (the tile values take ``base + s``).
+    ``base``: a position above every variable of the reduction (the tile values take ``base + s``);
+    ``blas_dim``: sites of that dimension or more are computed by BLAS (0: none).
     """
     if min_dim <= 0:
         return None
@@ -124,7 +142,7 @@ def plan(formulas: Sequence[Node], min_dim: int, base: int) -> TilePlan | None:
         kind, pair, norm = _match(node)
         if pair is None or pair[0].dim < min_dim or node in mapping:
             continue
-        site = Site(kind, *pair)
+        site = Site(kind, *pair, 0 < blas_dim <= pair[0].dim)
         if site not in sites:
             sites.append(site)
         value = Var(base + sites.index(site), 1, CAT_J)
@@ -159,11 +177,80 @@ def operands(
         if site.kind == "sqdist":
             centre = b.mean(axis=0, dtype=np.float64).astype(dtype)
             a, b = a - centre, b - centre
-        panels = -(-ny // width)
-        packed = np.zeros((panels * width, site.dim), dtype)
-        packed[:ny] = b
-        packed = np.ascontiguousarray(packed.reshape(panels, width, site.dim).transpose(0, 2, 1))
         norms_a = np.einsum("ij,ij->i", a, a) if site.kind == "sqdist" else np.zeros(1, dtype)
         norms_b = np.einsum("ij,ij->i", b, b) if site.kind == "sqdist" else np.zeros(1, dtype)
-        out += [np.ascontiguousarray(a), packed, norms_a, norms_b]
+        out += [np.ascontiguousarray(a), np.ascontiguousarray(b) if site.blas else _panels(b, width), norms_a, norms_b]
     return out
+
+
+def _panels(b: np.ndarray, width: int) -> np.ndarray:
+    """``b`` (ny, D) packed in panels of ``width`` columns, (panels, D, width), zero-padded."""
+    panels = -(-len(b) // width)
+    packed = np.zeros((panels * width, b.shape[1]), b.dtype)
+    packed[: len(b)] = b
+    return np.ascontiguousarray(packed.reshape(panels, width, b.shape[1]).transpose(0, 2, 1))
+
+
+def gemm_slot(formulas: Sequence[Node], tiles: TilePlan | None) -> int:
+    """The kernel argument that holds BLAS's ?gemm: after the variables and the tile operands."""
+    if tiles is not None:
+        return tiles.base + 4 * len(tiles.sites)
+    return 1 + max((v.params[0] for f in formulas for v in f.variables()), default=-1)
+
+
+_GEMM = {"float32": "sgemm", "float64": "dgemm"}
+
+
+@functools.cache
+def gemm(dtype: str) -> int:
+    """The address of scipy's BLAS ?gemm for ``dtype`` (from ``scipy.linalg.cython_blas``), 0 if none.
+
+    The compiled kernels never link a BLAS: they call the one of the scipy this process imported
+    through this pointer, on one thread per OpenMP thread (:func:`blas_single_thread`).
+
+    >>> gemm("float64") != 0, gemm("int8")
+    (True, 0)
+    """
+    if dtype not in _GEMM:
+        return 0
+    try:
+        from scipy.linalg import cython_blas  # deferred heavy import: only kernels that use BLAS need it
+    except ImportError:  # pragma: no cover - scipy is a dependency
+        return 0
+    capsule = cython_blas.__pyx_capi__[_GEMM[dtype]]
+    get = ctypes.pythonapi.PyCapsule_GetPointer
+    get.restype, get.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+    name = ctypes.pythonapi.PyCapsule_GetName
+    name.restype, name.argtypes = ctypes.c_char_p, [ctypes.py_object]
+    return get(capsule, name(capsule)) or 0
+
+
+_blas_libraries: list | None = None
+
+
+@contextlib.contextmanager
+def blas_single_thread() -> Iterator[None]:
+    """A context in which scipy's (and numpy's) OpenBLAS runs each call on the calling thread only.
+
+    The kernel calls ?gemm from each of its OpenMP threads; OpenBLAS, asked for several threads,
+    would serialise those calls on its own thread pool. Needs threadpoolctl (a dependency); sets
+    and restores the libraries' thread counts directly (threadpoolctl's ``limit`` costs ~40 µs).
+
+    >>> with blas_single_thread():
+    ...     pass
+    """
+    global _blas_libraries
+    if _blas_libraries is None:
+        import threadpoolctl  # deferred: only kernels that use BLAS need it
+
+        _blas_libraries = threadpoolctl.ThreadpoolController().select(user_api="blas").lib_controllers
+    before = [lib.get_num_threads() for lib in _blas_libraries]
+    for lib, n in zip(_blas_libraries, before):
+        if n != 1:
+            lib.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for lib, n in zip(_blas_libraries, before):
+            if n != 1:
+                lib.set_num_threads(n)
