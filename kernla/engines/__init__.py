@@ -21,7 +21,6 @@ from types import ModuleType
 
 from ..errors import BackendError
 from ..formula import limits
-from ..formula.codegen import unrolled_size
 from ..formula.tree import Node
 
 
@@ -82,7 +81,8 @@ def resolve_backend(backend: str | None, on_device: bool, formulas: Sequence[Nod
     """The engine name for a call: explicit ``backend``, else ``KERNLA_BACKEND``, else automatic.
 
     Automatic on the host: ``cpu``, but ``numpy`` for ``formulas`` too wide to compile
-    (``limits.MAX_UNROLLED``) or without a working compiler.
+    (``limits.MAX_UNROLLED``, counted as the cpu engine unrolls them: inner products on its tile path
+    are one value each) or without a working compiler.
     """
     if backend is None or backend == "auto":
         backend = os.environ.get("KERNLA_BACKEND", "auto") or "auto"
@@ -94,9 +94,9 @@ def resolve_backend(backend: str | None, on_device: bool, formulas: Sequence[Nod
     if on_device:
         return "cuda"
     try:
-        get_engine("cpu")
+        cpu = get_engine("cpu")
     except BackendError:
         return "numpy"
-    if formulas and unrolled_size(formulas) > limits.MAX_UNROLLED:
+    if formulas and cpu.unrolled_size(tuple(formulas)) > limits.MAX_UNROLLED:
         return "numpy"
     return "cpu"

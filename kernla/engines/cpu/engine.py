@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from ...formula.tree import CAT_J
+from ...formula import codegen, limits
+from ...formula.tree import CAT_J, Node
 from ...reductions import Reduction
 from .. import numpy_engine
 from ..ranges import Blocks
@@ -90,6 +91,24 @@ class Kernel:
 def _address(a: np.ndarray) -> int:
     """The address of an array's data (faster than ``a.ctypes.data``)."""
     return a.__array_interface__["data"][0]
+
+
+def unrolled_size(formulas: tuple[Node, ...]) -> int:
+    """The scalar operations this engine's code unrolls for ``formulas``: inner products the tile path computes
+    (dimension ≥ ``tiles.MIN_DIM``) count as one value each, the rest as :func:`kernla.formula.codegen.unrolled_size`.
+
+    >>> from kernla.formula import Vi, Vj, call
+    >>> unrolled_size((call("Exp", -call("SqDist", Vi(0, 1024), Vj(1, 1024))),)) < 100
+    True
+    """
+    return _unrolled_size(formulas, tiles.MIN_DIM)
+
+
+@functools.lru_cache(maxsize=512)  # the automatic backend asks on every call
+def _unrolled_size(formulas: tuple[Node, ...], min_dim: int) -> int:
+    base = 1 + max((v.params[0] for f in formulas for v in f.variables()), default=-1)
+    plan = tiles.plan(formulas, min_dim, base)
+    return codegen.unrolled_size(plan.formulas if plan else formulas)
 
 
 def kernel(red: Reduction, dtype: np.dtype, min_dim: int = 0, blas_dim: int = 0) -> Kernel:
@@ -157,7 +176,9 @@ def run(
         gemm = tiles.gemm(dtype.name)
         k = kernel(red, dtype, tiles.MIN_DIM, tiles.BLAS_DIM if gemm else 0)
         extra = [] if k.tiles is None else tiles.operands(k.tiles, arrays, nx, ny, dtype)
-        if extra is None:  # a non-finite operand: the exact per-component path
+        if extra is None:  # a non-finite operand: the exact per-component path, if it is not too wide to compile
+            if codegen.unrolled_size(red.formulas) > limits.MAX_UNROLLED:
+                return numpy_engine.run(red, arrays, nx, ny, out, ranges)
             k, extra = kernel(red, dtype), []
     except CompilerUnavailableError as err:
         if not _warned:
