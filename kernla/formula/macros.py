@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from ..errors import FormulaError
 from .complex_words import COMPLEX_WORDS
 from .diff import grad, zeros
-from .tree import CAT_I, IntCst, Node, RealCst, Var, call, concat
+from .tree import CAT_I, IntCst, Node, RealCst, Var, call, concat, free_position
 
 __all__ = ["MACROS", "Macro"]
 
@@ -45,16 +45,12 @@ def _variable(v: Node, what: str) -> None:
         raise FormulaError(f"{what} differentiates with respect to a variable, got {v}")
 
 
-def _free_position(*nodes: Node) -> int:
-    return 1 + max((w.params[0] for n in nodes for w in n.variables()), default=-1)
-
-
 def _diff(f: Node, v: Node, u: Node) -> Node:
     """J_f(v)·u: ⟨Grad(f, v, e), u⟩ is linear in e, its gradient in e is J·u (e a variable that then vanishes)."""
     _variable(v, "Diff")
     if u.dim != v.dim:
         raise FormulaError(f"Diff: the direction has dimension {u.dim}, the variable {v.dim}")
-    e = Var(_free_position(f, v, u), f.dim, CAT_I)
+    e = Var(free_position(f, v, u), f.dim, CAT_I)
     jvp = grad(call("Scalprod", grad(f, v, e), u), e, IntCst(1))
     return jvp.replace({e: zeros(f.dim)})
 

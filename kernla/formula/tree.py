@@ -169,6 +169,15 @@ class Node:
         return call("Scalprod", self, as_node(other))
 
 
+def free_position(*nodes: Node) -> int:
+    """The first variable position above every variable the ``nodes`` read (0 if they read none).
+
+    >>> free_position(Vi(0, 3) + Vj(4, 3), Pm(2, 1)), free_position(IntCst(1))
+    (5, 0)
+    """
+    return 1 + max((v.params[0] for n in nodes for v in n.variables()), default=-1)
+
+
 def walk_many(roots: Iterable[Node]) -> Iterator[Node]:
     """The distinct nodes reachable from ``roots``, children before parents, each node once.
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ...formula import codegen, limits
-from ...formula.tree import CAT_J, Node
+from ...formula.tree import CAT_J, Node, free_position
 from ...reductions import Reduction
 from .. import numpy_engine
 from ..ranges import Blocks
@@ -106,8 +106,7 @@ def unrolled_size(formulas: tuple[Node, ...]) -> int:
 
 @functools.lru_cache(maxsize=512)  # the automatic backend asks on every call
 def _unrolled_size(formulas: tuple[Node, ...], min_dim: int) -> int:
-    base = 1 + max((v.params[0] for f in formulas for v in f.variables()), default=-1)
-    plan = tiles.plan(formulas, min_dim, base)
+    plan = tiles.plan(formulas, min_dim, free_position(*formulas))
     return codegen.unrolled_size(plan.formulas if plan else formulas)
 
 
@@ -119,8 +118,9 @@ def kernel(red: Reduction, dtype: np.dtype, min_dim: int = 0, blas_dim: int = 0)
     if entry is None:
         product = red.kernel_product()
         formulas = (product[0],) if product else red.formulas
-        base = 1 + max((v.params[0] for f in red.formulas for v in f.variables()), default=-1)
-        plan = tiles.plan(formulas, min_dim, base, blas_dim) if dtype.name in tiles.PANEL else None
+        plan = (
+            tiles.plan(formulas, min_dim, free_position(*red.formulas), blas_dim) if dtype.name in tiles.PANEL else None
+        )
         if plan is not None:
             formulas = plan.formulas
         lib = compile_module(kernel_source(red, dtype.name, plan))
@@ -193,7 +193,7 @@ def run(
     if extra:  # (over positions no formula reads, if any)
         addresses[base : base + len(extra)] = [_address(a) for a in extra]
     use_blas = k.needs_gemm or k.width >= tiles.BLAS_COLUMNS > 0
-    addresses[k.gemm_arg] = tiles.gemm(dtype.name) if use_blas else None
+    addresses[k.gemm_arg] = (gemm or None) if use_blas else None
     ptrs = (ctypes.c_void_p * len(addresses))(*addresses)
     if out is None:
         out = [np.empty((nx, w), dtype if kind == "float" else np.int64) for w, kind in k.dims]

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...formula.evaluate import evaluate
-from ...formula.tree import CAT_I, CAT_J, CAT_PARAM, Node, Var, call
+from ...formula.tree import CAT_I, CAT_J, CAT_PARAM, Node, Var, call, free_position
 
 #: the smallest dimension an inner product is computed by tiles at; 0: never (``KERNLA_CPU_TILES=off``,
 #: else ``KERNLA_CPU_TILE_DIM``); read at each call
@@ -195,7 +195,7 @@ def gemm_slot(formulas: Sequence[Node], tiles: TilePlan | None) -> int:
     """The kernel argument that holds BLAS's ?gemm: after the variables and the tile operands."""
     if tiles is not None:
         return tiles.base + 4 * len(tiles.sites)
-    return 1 + max((v.params[0] for f in formulas for v in f.variables()), default=-1)
+    return free_position(*formulas)
 
 
 _GEMM = {"float32": "sgemm", "float64": "dgemm"}

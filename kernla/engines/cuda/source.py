@@ -47,7 +47,7 @@ import numpy as np
 
 from ...errors import DTypeError
 from ...formula.codegen import drop_unused, emit_bodies
-from ...formula.tree import CAT_I, CAT_J, CAT_PARAM, Node, Vj, call
+from ...formula.tree import CAT_I, CAT_J, CAT_PARAM, Node, Vj, call, free_position
 from ...reductions import CAccumulator, Reduction
 from .._template import fill, indent
 from . import tiles
@@ -679,9 +679,8 @@ def _tile_path(red: Reduction, dtype: str, tile_dim: int, tf32: bool) -> Gram | 
     arrays fit (None: the exact path); ``tf32``: on TF32 tensor cores for float32 data."""
     if tile_dim <= 0:
         return None
-    base = 1 + max((v.params[0] for f in red.formulas for v in f.variables()), default=-1)
     product = red.kernel_product()
-    gram = gram_plan((product[0],) if product else red.formulas, base, tile_dim, dtype, tf32)
+    gram = gram_plan((product[0],) if product else red.formulas, free_position(*red.formulas), tile_dim, dtype, tf32)
     if gram is None:
         return None
     size = 8 if dtype == "float64" else 4
