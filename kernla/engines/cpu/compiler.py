@@ -587,8 +587,7 @@ def _build(source: str, compiler: str, cmd_flags: tuple[str, ...], folder: Path,
                     command=cmd,
                     source=source,
                 )
-            digest = hashlib.sha256((tmp / so_name).read_bytes()).hexdigest()
-            (tmp / (so_name + ".sha256")).write_text(f"{digest}\n", encoding="ascii")
+            _write_sidecar(tmp, so_name)
             # library first, then the sidecar that marks it complete, then the source (for humans)
             _install(
                 tmp, folder, [(so_name, so_name), (so_name + ".sha256", so_name + ".sha256"), (src_name, src_name)]
@@ -613,6 +612,19 @@ def _compile(cmd: list[str], tmp: Path, source: str, compiler: str) -> subproces
         raise CompilerUnavailableError(f"cannot run the compiler {compiler}: {exc}") from exc
     log.debug("kernla: compiled in %.2f s (exit status %d)", time.perf_counter() - t0, proc.returncode)
     return proc
+
+
+def _write_sidecar(tmp: Path, name: str) -> None:
+    """Write ``tmp/name``'s checksum sidecar ``tmp/name.sha256`` (integrity, not origin)."""
+    with open(tmp / name, "rb") as fh:
+        digest = _sha256_fd(fh.fileno())
+    (tmp / (name + ".sha256")).write_text(f"{digest}\n", encoding="ascii")
+
+
+def _clear_with_sidecar(folder: Path, name: str) -> None:
+    """Remove the cache entry ``name`` and its sidecar, the sidecar first (a bad entry goes before a new one comes)."""
+    for entry in (name + ".sha256", name):
+        _clear_entry(folder, entry)
 
 
 def _install(tmp: Path, folder: Path, names: list[tuple[str, str]]) -> None:
@@ -746,8 +758,7 @@ def _sha256_fd(fd: int) -> str:
 
 def _build_pch(prelude: str, compiler: str, cmd_flags: tuple[str, ...], folder: Path, name: str, tmp: Path) -> bool:
     """Precompile ``tmp``'s prelude beside it and install a copy as ``folder/name``; False if it fails to build."""
-    for entry in (name + ".sha256", name):  # a bad entry goes before the new one comes
-        _clear_entry(folder, entry)
+    _clear_with_sidecar(folder, name)
     gch = _PRELUDE_H + ".gch"
     cmd = [compiler, *cmd_flags, "-x", "c++-header", _PRELUDE_H, "-o", gch]
     proc = _compile(cmd, tmp, prelude, compiler)
@@ -755,13 +766,11 @@ def _build_pch(prelude: str, compiler: str, cmd_flags: tuple[str, ...], folder: 
         log.debug("kernla: the prelude does not precompile:\n%s", proc.stderr)
         return False
     os.chmod(tmp / gch, 0o600)  # whatever the umask: a file others can write would never be used
-    with open(tmp / gch, "rb") as fh:
-        digest = _sha256_fd(fh.fileno())
-    (tmp / (name + ".sha256")).write_text(f"{digest}\n", encoding="ascii")
     try:
         os.link(tmp / gch, tmp / name)
     except OSError:  # no hard links here
         shutil.copyfile(tmp / gch, tmp / name)
+    _write_sidecar(tmp, name)
     _install(tmp, folder, [(name, name), (name + ".sha256", name + ".sha256")])
     return True
 
@@ -773,8 +782,7 @@ def _drop_rejected_pch(
     name = _pch_name(_split_prelude(source)[0], compiler, cmd_flags)
     log.warning("kernla: the compiler rejected the precompiled header %s; rebuilding it next time", name)
     log.debug("kernla: %s", proc.stderr)
-    for entry in (name + ".sha256", name):
-        _clear_entry(folder, entry)
+    _clear_with_sidecar(folder, name)
 
 
 def compile_module(source: str, *, flags: tuple[str, ...] | None = None) -> ctypes.CDLL:
@@ -849,8 +857,7 @@ def _load_or_build(source: str, compiler: str, cmd_flags: tuple[str, ...], key: 
             lib = _load_verified(dir_fd, folder, so_name)  # someone may have built it while we waited
             if lib is not None:
                 return lib
-            for name in (so_name + ".sha256", so_name):  # a bad entry goes before the new one comes
-                _clear_entry(folder, name)
+            _clear_with_sidecar(folder, so_name)
             _build(source, compiler, cmd_flags, folder, key)
             lib = _load_verified(dir_fd, folder, so_name)
             if lib is None:
