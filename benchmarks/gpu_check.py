@@ -817,8 +817,13 @@ def stand_in():
         float64=np.float64,
         asarray=lambda a, dtype=None: np.asarray(a, dtype=dtype),
         asnumpy=np.asarray,
+        ones=np.ones,
+        zeros=np.zeros,
         random=types.SimpleNamespace(default_rng=RNG),
-        cuda=types.SimpleNamespace(Device=Device),
+        cuda=types.SimpleNamespace(
+            Device=Device,
+            runtime=types.SimpleNamespace(memGetInfo=lambda: (0, 0)),  # no GPU memory: the 2^31 checks FAIL, not crash
+        ),
     )
 
     class Engine:
