@@ -96,6 +96,12 @@ def _collector_paused(pause: bool) -> Iterator[None]:
     and a parse leaves no cycles to collect. The collector is process-wide: a parse that finds it paused
     (by the caller, or by another thread's parse) leaves it so, and the parse that paused it resumes it.
 
+    After a parse that succeeds, the young objects (the parse's nodes, their argument tuples and weak
+    references, with the few others made since the last collection) go to the oldest generation, in
+    constant time (``gc.freeze`` then ``gc.unfreeze``), where only full collections visit them: the
+    young collections would visit each once or twice for no cycle, a fifth of the parse of a 512 KB
+    formula. Not when objects are frozen already (``gc.get_freeze_count()``): unfreezing would thaw them.
+
     >>> with _collector_paused(True):
     ...     gc.isenabled()
     False
@@ -107,6 +113,9 @@ def _collector_paused(pause: bool) -> Iterator[None]:
         gc.disable()
     try:
         yield
+        if pause and not gc.get_freeze_count():
+            gc.freeze()
+            gc.unfreeze()
     finally:
         if pause:
             gc.enable()
