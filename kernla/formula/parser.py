@@ -230,6 +230,9 @@ class _Parser:
             i += 1
             node = leaves.get(token)
             if node is None or tokens[i] == "(":
+                if token == "(":  # (_operand written out for its commonest case: an open parenthesis)
+                    ops.append((_PAREN, None, i - 1, None))
+                    continue
                 self.t.i = i
                 node = self._operand(token, i - 1, ops)
                 i = self.t.i
@@ -277,6 +280,9 @@ class _Parser:
                     if not token:
                         return node
                     raise self.t.error(f"unexpected {token!r} after a complete formula", i - 1)
+                if token == ")" and ops[-1][0] == _PAREN:  # (_close written out for a closing parenthesis)
+                    ops.pop()
+                    continue
                 self.t.i = i
                 node = self._close(token, i - 1, ops, node)
                 i = self.t.i
