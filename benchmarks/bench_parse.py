@@ -10,7 +10,9 @@ Each run starts with no formula node alive but the aliases' variables, so every 
 nodes anew; the time stops before the result is dropped (freeing it is not parsing). Medians of
 ``--repeat`` runs of wall time, CPU time (the box may be shared: CPU time is the steadier figure) and
 of ``GC after``: a young-generation collection just after the parse (``gc.collect(1)``), the work a
-parse leaves to the cyclic collector when it paused it (see ``kernla.formula.parser._collector_paused``);
+parse leaves to the young collections when it paused the collector (see
+``kernla.formula.parser._collector_paused``: since session 22 a long parse moves its objects to the oldest
+generation, which only full collections visit, so it leaves them none);
 µs per token counts the tokens of the string, µs per node the distinct nodes of the result, both from
 wall time plus ``GC after``.
 

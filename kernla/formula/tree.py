@@ -24,6 +24,7 @@ import math
 import sys
 import weakref
 from _weakref import _remove_dead_weakref  # type: ignore[attr-defined]  # the C helper WeakValueDictionary uses
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -40,8 +41,8 @@ CATEGORY_NAMES = {CAT_I: "Vi", CAT_J: "Vj", CAT_PARAM: "Pm"}
 
 #: the live nodes: operation name -> {key: weak reference}; the key is the node's argument tuple itself,
 #: with its parameters' keys (``(args, keys)``) when it has parameters. An entry goes when its node dies
-#: (see _forget); the per-operation tables stay.
-_interned: dict[str, dict[tuple, _NodeRef]] = {}
+#: (see _forget); the per-operation tables stay, each made on first use (atomically: the factory is C code).
+_interned: defaultdict[str, dict[tuple, _NodeRef]] = defaultdict(dict)
 
 
 class _NodeRef(weakref.ref):
@@ -216,9 +217,7 @@ def _node(op: str, args: tuple[Node, ...], params: tuple, dim: int | None, built
     ``built``: :func:`build` calls it, the operation's simplification rules having left these fields as they are,
     with its generation (see :func:`find`).
     """
-    table = _interned.get(op)
-    if table is None:
-        table = _interned.setdefault(op, {})
+    table = _interned[op]
     key = (args, tuple(map(_param_key, params))) if params else args
     ref = table.get(key)
     if ref is not None:
@@ -387,26 +386,6 @@ def apply(op: str, args: tuple, params: tuple = ()) -> Node:
 CONSTANT_OPS = ("IntCst", "RealCst")
 
 
-def may_simplify(spec: Any, args: tuple[Node, ...]) -> bool:
-    """Whether a simplification rule of operation ``spec`` (an ``OpSpec``) may apply to ``args``.
-
-    Those of most operations only apply when an argument is a constant (``spec.constant_rules``).
-
-    >>> from kernla.formula.ops import get_op
-    >>> x = Vi(0, 2)
-    >>> may_simplify(get_op("Add"), (x, x)), may_simplify(get_op("Add"), (x, IntCst(0)))
-    (False, True)
-    """
-    if spec.simplify is None:
-        return False
-    if not spec.constant_rules:
-        return True
-    for a in args:  # a loop, not any(…): this runs for every node built
-        if a.op in CONSTANT_OPS:
-            return True
-    return False
-
-
 #: the generations of build: the nodes it makes carry the current one (see find and start_generation)
 _generations = itertools.count(1)
 _generation = next(_generations)
@@ -458,6 +437,8 @@ def build(spec: Any, args: tuple[Node, ...], params: tuple) -> Node:
     >>> x = Vi(0, 2)
     >>> build(get_op("Mult"), (x, IntCst(1)), ()) is x
     True
+    >>> build(get_op("Add"), (x, x), ()).args == (x, x), build(get_op("Add"), (IntCst(0), x), ()) is x
+    (True, True)
     """
     # this runs for every node built: the dimension of a ``same`` or ``broadcast`` operation on arguments of one
     # dimension is that dimension (``keeps_equal_dims``), found without calling the rule
@@ -471,10 +452,17 @@ def build(spec: Any, args: tuple[Node, ...], params: tuple) -> Node:
             dim = spec.output_dim(dims, params)  # raises it again, naming the operation
     if dim > limits.MAX_DIM:
         limits.check_dim(dim, f"{spec.name}: the dimension")
-    if may_simplify(spec, args):
-        simplified = spec.simplify(args, params)
-        if simplified is not None:
-            return simplified
+    if spec.simplify is not None:
+        # the rules of most operations only apply when an argument is a constant (``spec.constant_rules``)
+        may_simplify = not spec.constant_rules
+        for a in args:  # a loop, not any(…), and no call: this runs for every node built
+            if may_simplify:
+                break
+            may_simplify = a.op in CONSTANT_OPS
+        if may_simplify:
+            simplified = spec.simplify(args, params)
+            if simplified is not None:
+                return simplified
     return _node(spec.name, args, params, dim, _generation)
 
 
