@@ -172,3 +172,17 @@ def test_tile_routines_compiled_into_each_kernel(cache, monkeypatch, dtype):
         want = np.exp(-((x64[:, None] - y64[None]) ** 2).sum(-1) / d) @ v.astype(np.float64)
         close([got], [want], dtype)
     assert not list(cache.glob("kl_pch_*"))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d", [tiles.MIN_DIM + 1, tiles.BLAS_DIM + 1])
+def test_one_array_on_both_sides(d, dtype):
+    """K(x, x): the tile operands are prepared once for both sides (the same array), distances and dots."""
+    x, _, v, _ = data(d, dtype, seed=d)
+    x = np.concatenate([x] * 6)[:NY]  # NY rows, some of them repeated: zero distances
+    xv = Vi(0, d), Vj(1, d)
+    x64 = x.astype(np.float64)
+    dist = ((x64[:, None] - x64[None]) ** 2).sum(-1)
+    for formula, want in [(call("Exp", -call("SqDist", *xv)), np.exp(-dist)), (call("Scalprod", *xv), x64 @ x64.T)]:
+        got = engine.run(Reduction("Sum", formula * Vj(2, 3)), [x, x, v], NY, NY)[0]
+        close([got], [want @ v.astype(np.float64)], dtype)
