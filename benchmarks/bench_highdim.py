@@ -3,8 +3,9 @@
 One table per run, all peers in the same process (median wall time of a few runs): Gaussian
 matvecs ``(-|x_i - y_j|²).exp() @ b`` over D ∈ {3, 8, 16, 32, 100, 256, 784, 1024}, kNN (k = 10,
 ``ArgKMin`` of ``SqDist``) against faiss-cpu ``IndexFlatL2``, the 200-column float64 product against
-numpy's matmul on the *precomputed* K, the inner-product part alone (``Sum((x|y))``) against a
-plain sgemm of the same shape (the physical reference), a new formula's compile time at D = 1024
+numpy's matmul on the *precomputed* K, the inner-product part alone (``Sum((x|y))``, x and y two
+arrays) against a plain sgemm of the same shape, ``x @ y.T`` (the physical reference; numpy's
+``x @ x.T`` of one array is a syrk of half the flops, shown beside it), a new formula's compile time at D = 1024
 (and pykeops' compile, separately), and the N = M = 1 call overhead against pykeops.
 
 ``--exact`` adds kernla with the tiles off (the per-component path: the threshold's evidence);
@@ -98,8 +99,9 @@ def kernla_rows(cfg: dict, exact: bool) -> dict:
             out[f"gauss D={d}{tag}"] = measure(lambda: g(x, x, b, backend="cpu"), repeat=3, budget=20)
             tiles.MIN_DIM = default
         if d >= 32:
+            xd, yd = data(d, n, n)  # two arrays: x @ x.T would let numpy run a syrk (half the flops)
             ip = Genred("(X|Y)", [f"X = Vi({d})", f"Y = Vj({d})"], axis=1)
-            out[f"dot D={d}"] = measure(lambda: ip(x, x, backend="cpu"), repeat=3, budget=20)
+            out[f"dot D={d}"] = measure(lambda: ip(xd, yd, backend="cpu"), repeat=3, budget=20)
     for d, n, m in cfg["knn"]:
         if cfg.get("max_d", 1 << 30) < d:
             continue
@@ -146,11 +148,14 @@ def peer_rows(cfg: dict) -> dict:
 
             out[f"gauss D={d}"] = measure(dense, repeat=3, budget=20).wall
             if d >= 32:
-                out[f"dot D={d}"] = measure(lambda xt=xt: xt @ xt.T, repeat=3, budget=20).wall
+                xd, yd = (torch.from_numpy(a) for a in data(d, n, n))
+                out[f"dot D={d}"] = measure(lambda xd=xd, yd=yd: xd @ yd.T, repeat=3, budget=20).wall
     for d, n in cfg["gauss"]:  # the other sgemm: numpy's OpenBLAS
         if d >= 32:
-            x, _ = data(d, n, 0)
-            out[f"numpy dot D={d}"] = measure(lambda x=x: x @ x.T, repeat=3, budget=20).wall
+            x, y = data(d, n, n)
+            out[f"numpy dot D={d}"] = measure(lambda x=x, y=y: x @ y.T, repeat=3, budget=20).wall
+            # x @ x.T: numpy sees the transpose of one array and runs ssyrk, N²D flops instead of 2N²D
+            out[f"numpy syrk D={d}"] = measure(lambda x=x: x @ x.T, repeat=3, budget=20).wall
     if faiss is not None:
         faiss.omp_set_num_threads(THREADS)
         for d, n, m in cfg["knn"]:
@@ -240,7 +245,7 @@ def main() -> None:
     mine, peers, comp = kernla_rows(cfg, args.exact), peer_rows(cfg), compile_times()
     peer_name = {
         "gauss": "torch dense (chunked cdist)",
-        "dot": "torch sgemm x @ x.T",  # peer / kernla: kernla's share of torch's sgemm rate
+        "dot": "torch sgemm x @ y.T",  # peer / kernla: kernla's share of torch's sgemm rate
         "knn": "faiss IndexFlatL2",
         "prod200": "numpy K @ B (K precomputed)",
         "overhead": "pykeops",
@@ -256,6 +261,7 @@ def main() -> None:
         np_dot = peers.get(f"numpy {name}") if kind == "dot" else None
         row += [None if np_dot is None else gflops(name, cfg) / np_dot]
         row += [None if rate is None or np_dot is None else rate * np_dot / gflops(name, cfg)]
+        row.append(peers.get(f"numpy syrk {name.split()[1]}") if kind == "dot" else None)
         row.append(base.get(name))
         rows.append(row)
     missing = [name for name, mod in (("torch", torch), ("faiss", faiss), ("pykeops", pykeops_torch)) if mod is None]
@@ -277,6 +283,7 @@ def main() -> None:
                 "kernla GF/s (inner products)",
                 "numpy sgemm GF/s",
                 "kernla / numpy sgemm",
+                "numpy x @ x.T s (syrk)",
                 "baseline kernla s",
             ],
             rows,

@@ -2,7 +2,8 @@
 
 A planted precompiled header is code the compiler would put in every kernel, so each case plants one
 that would make ``twice`` return 3 x instead of 2 x (a precompiled header of another prelude, with a
-sidecar that matches it) and checks that the kernel still returns 2 x.
+sidecar that matches it) and checks that the kernel still returns 2 x. The same for the object of a
+prelude's out-of-line part, which every kernel links.
 """
 
 from __future__ import annotations
@@ -34,8 +35,22 @@ pytestmark = pytest.mark.skipif(
 PRELUDE = "#include <cmath>\nstatic inline double kl_twice(double x) {{ return {k} * x; }}  // {tag}\n"
 
 
-def prelude(k: int = 2, tag: str = "fixed") -> str:
-    return PRELUDE.format(k=k, tag=tag)
+#: a prelude with an out-of-line part: kl_twice defined in the object its kernels link
+LINKED_PRELUDE = """#include <cmath>
+#if defined(KL_PRELUDE_OBJECT) || defined(KL_PRELUDE_LINKED)
+#define KL_FN __attribute__((visibility("hidden")))
+#else
+#define KL_FN static
+#endif
+KL_FN double kl_twice(double x);
+#if !defined(KL_PRELUDE_LINKED)
+KL_FN double kl_twice(double x) {{ return {k} * x; }}  // {tag}
+#endif
+"""
+
+
+def prelude(k: int = 2, tag: str = "fixed", linked: bool = False) -> str:
+    return (LINKED_PRELUDE if linked else PRELUDE).format(k=k, tag=tag)
 
 
 def source(pre: str | None = None) -> str:
@@ -67,19 +82,23 @@ def logging_cxx(tmp_path, monkeypatch):
     return log
 
 
-def the_pch(cache: Path) -> Path:
-    (gch,) = cache.glob("kl_pch_*.gch")
+def the_pch(cache: Path, suffix: str = ".gch") -> Path:
+    (gch,) = cache.glob(f"kl_pch_*{suffix}")
     return gch
 
 
-def evil_pch(tmp_path: Path, flags: tuple[str, ...]) -> bytes:
-    """A precompiled header, built with ``flags``, of a prelude whose kl_twice triples."""
+def evil_pch(tmp_path: Path, flags: tuple[str, ...], suffix: str = ".gch") -> bytes:
+    """A precompiled header (``suffix`` ".o": an object of the out-of-line part), built with ``flags``, of a
+    prelude whose kl_twice triples."""
     folder = tmp_path / f"evil-{uuid.uuid4().hex}"
     folder.mkdir()
-    (folder / "kl_prelude.h").write_text(prelude(3))
-    cmd = [find_compiler(), *flags, "-x", "c++-header", "kl_prelude.h", "-o", "kl_prelude.h.gch"]
+    (folder / "kl_prelude.h").write_text(prelude(3, linked=suffix == ".o"))
+    if suffix == ".o":
+        cmd = [find_compiler(), *flags, "-DKL_PRELUDE_OBJECT", "-c", "-x", "c++", "kl_prelude.h", "-o", "out"]
+    else:
+        cmd = [find_compiler(), *flags, "-x", "c++-header", "kl_prelude.h", "-o", "out"]
     subprocess.run(cmd, cwd=folder, check=True)
-    return (folder / "kl_prelude.h.gch").read_bytes()
+    return (folder / "out").read_bytes()
 
 
 def plant(gch: Path, data: bytes, sidecar: bytes | None = None) -> None:
@@ -128,14 +147,32 @@ def test_compile_errors_name_the_source_line(cache):
     assert f".cpp:{line}:" in err.value.stderr
 
 
+def test_out_of_line_part_is_compiled_once_and_linked(cache, logging_cxx):
+    pre = prelude(linked=True)
+    assert twice(source(pre)) == 3.0
+    first = calls(logging_cxx)
+    assert len(first) == 3 and "c++-header" in first[0] and "-DKL_PRELUDE_OBJECT -c" in first[1]
+    assert "-DKL_PRELUDE_LINKED" in first[2] and first[2].endswith(" kl_prelude.o")
+    obj = the_pch(cache, ".o")
+    assert obj.stat().st_mode & 0o077 == 0 and obj.name == the_pch(cache).name.replace(".gch", ".o")
+    assert hashlib.sha256(obj.read_bytes()).hexdigest() == Path(f"{obj}.sha256").read_text().strip()
+    assert twice(source(pre)) == 3.0 and len(calls(logging_cxx)) == 4  # the kernel only
+    obj.unlink()  # a header without its object: both built again
+    assert twice(source(pre)) == 3.0 and "c++-header" in calls(logging_cxx)[4] and obj.is_file()
+    clear_cache()
+    assert not list(cache.glob("kl_pch_*"))
+
+
+@pytest.mark.parametrize("suffix", [".gch", ".o"])
 @pytest.mark.parametrize("how", ["other user", "group-writable", "symlink", "tampered"])
-def test_planted_precompiled_header_is_refused_and_rebuilt(cache, tmp_path, how):
+def test_planted_precompiled_header_is_refused_and_rebuilt(cache, tmp_path, how, suffix):
     if how == "other user" and os.geteuid() != 0:
         pytest.skip("switching a file's owner needs root")
-    assert twice(source()) == 3.0
-    gch = the_pch(cache)
+    linked = suffix == ".o"
+    assert twice(source(prelude(linked=linked))) == 3.0
+    gch = the_pch(cache, suffix)
     good = gch.read_bytes()
-    evil = evil_pch(tmp_path, FLAGS)
+    evil = evil_pch(tmp_path, FLAGS, suffix)
     if how == "symlink":
         elsewhere = tmp_path / "elsewhere.gch"
         elsewhere.write_bytes(evil)
@@ -151,7 +188,7 @@ def test_planted_precompiled_header_is_refused_and_rebuilt(cache, tmp_path, how)
         gch.chmod(0o664)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert twice(source()) == 3.0, "the planted precompiled header was used"
+        assert twice(source(prelude(linked=linked))) == 3.0, "the planted precompiled header was used"
     refused = [str(w.message) for w in caught if "precompiled header" in str(w.message)]
     assert bool(refused) == (how != "tampered"), refused  # a corrupt one is only logged
     assert gch.is_file() and not gch.is_symlink() and gch.stat().st_uid == os.getuid()
@@ -159,20 +196,24 @@ def test_planted_precompiled_header_is_refused_and_rebuilt(cache, tmp_path, how)
     assert hashlib.sha256(gch.read_bytes()).hexdigest() == Path(f"{gch}.sha256").read_text().strip()
 
 
+@pytest.mark.parametrize("linked", [False, True])
 @pytest.mark.parametrize("how", ["stale", "truncated"])
-def test_precompiled_header_the_compiler_rejects_is_dropped(cache, tmp_path, logging_cxx, how):
-    """One gcc does not use (built with other flags) or cannot read: the kernel is still right, then rebuilt."""
-    assert twice(source()) == 3.0
+def test_precompiled_header_the_compiler_rejects_is_dropped(cache, tmp_path, logging_cxx, how, linked):
+    """One gcc does not use (built with other flags) or cannot read: the kernel is still right (compiled from
+    its whole text), then rebuilt, with the object of the out-of-line part where the prelude has one."""
+    pre = prelude(linked=linked)
+    assert twice(source(pre)) == 3.0
     gch = the_pch(cache)
     if how == "stale":  # what a key missing a flag would give: gcc refuses it (_OPENMP differs)
         plant(gch, evil_pch(tmp_path, tuple(f for f in FLAGS if f != "-fopenmp")))
     else:
         plant(gch, gch.read_bytes()[: gch.stat().st_size // 3])
-    assert twice(source()) == 3.0
-    assert not gch.exists(), "a rejected precompiled header stays in the cache"
+    assert twice(source(pre)) == 3.0
+    assert not list(cache.glob("kl_pch_*")), "a rejected precompiled header (or its object) stays in the cache"
     before = len(calls(logging_cxx))
-    assert twice(source()) == 3.0
+    assert twice(source(pre)) == 3.0
     assert "c++-header" in calls(logging_cxx)[before] and gch.is_file()
+    assert len(list(cache.glob("kl_pch_*.o"))) == linked
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -196,3 +237,4 @@ def test_kernels_match_the_numpy_engine(cache, dtype):
         tol = 2e-4 if dtype == "float32" else 1e-10
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol * float(np.abs(want).max()), err_msg=formula)
     assert len(list(cache.glob("kl_pch_*.gch"))) == 1  # one prelude per dtype, every kernel used it
+    assert len(list(cache.glob("kl_pch_*.o"))) == 1  # with the object of its tile routines

@@ -154,3 +154,35 @@ def test_several_row_blocks_and_column_tiles_through_blas(dtype):
     lse = Reduction("LogSumExp", -call("SqDist", Vi(0, d), Vj(1, d)))
     want = np.log(np.exp(-((x64[:, None] - y64[None]) ** 2).sum(-1)).sum(1, keepdims=True))
     close(engine.run(lse, [x, y], nx, ny), [want], dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tile_routines_compiled_into_each_kernel(cache, monkeypatch, dtype):
+    """Without the precompiled prelude (another compiler, a rejected header) each kernel compiles the tile
+    routines itself instead of linking the prelude's object: the micro-kernel, BLAS and both product paths."""
+    from kernla.engines.cpu import compiler  # only this test reaches into the compiler
+
+    monkeypatch.setattr(compiler, "_with_prelude", lambda *args: None)
+    monkeypatch.setattr(engine, "_kernels", {})
+    for d, width in [(tiles.MIN_DIM + 5, 1), (tiles.MIN_DIM + 5, 9), (tiles.BLAS_DIM + 7, 3), (3, 23)]:
+        x, y, v, _ = data(d, dtype, seed=d + width, width=width)
+        k = call("Exp", -call("SqDist", Vi(0, d), Vj(1, d)) * (1.0 / d))
+        got = engine.run(Reduction("Sum", k * Vj(2, width)), [x, y, v], NX, NY)[0]
+        x64, y64 = x.astype(np.float64), y.astype(np.float64)
+        want = np.exp(-((x64[:, None] - y64[None]) ** 2).sum(-1) / d) @ v.astype(np.float64)
+        close([got], [want], dtype)
+    assert not list(cache.glob("kl_pch_*"))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d", [tiles.MIN_DIM + 1, tiles.BLAS_DIM + 1])
+def test_one_array_on_both_sides(d, dtype):
+    """K(x, x): the tile operands are prepared once for both sides (the same array), distances and dots."""
+    x, _, v, _ = data(d, dtype, seed=d)
+    x = np.concatenate([x] * 6)[:NY]  # NY rows, some of them repeated: zero distances
+    xv = Vi(0, d), Vj(1, d)
+    x64 = x.astype(np.float64)
+    dist = ((x64[:, None] - x64[None]) ** 2).sum(-1)
+    for formula, want in [(call("Exp", -call("SqDist", *xv)), np.exp(-dist)), (call("Scalprod", *xv), x64 @ x64.T)]:
+        got = engine.run(Reduction("Sum", formula * Vj(2, 3)), [x, x, v], NY, NY)[0]
+        close([got], [want @ v.astype(np.float64)], dtype)

@@ -27,6 +27,12 @@ it obeys the libraries' rules: it is used only when it is a regular file of the 
 one else can write, matching its ``.sha256`` sidecar, checked on the very file the compiler reads
 (a hard link in the private build folder); anything else is rebuilt, and one the compiler rejects
 is rebuilt the next time (the kernel then compiles from the prelude's text, with the same result).
+A prelude that names the macro ``KL_PRELUDE_LINKED`` also has an out-of-line part, the code it keeps
+for ``#if !defined(KL_PRELUDE_LINKED)``: that part is compiled once (``-DKL_PRELUDE_OBJECT``) into an
+object ``kl_pch_<key>.o`` beside the header, under the same rules, and its kernels are compiled with
+``-DKL_PRELUDE_LINKED`` (declarations only) and linked with that object, so code that does not depend
+on the kernel is optimised once instead of in every kernel; a kernel compiled from its whole text
+defines neither macro and keeps its own copy.
 
 Environment:
     ``CXX``              compiler to use (else ``g++``, else ``clang++``)
@@ -641,6 +647,12 @@ def _install(tmp: Path, folder: Path, names: list[tuple[str, str]]) -> None:
 
 #: the prelude's name in a build folder (its precompiled header beside it, ``kl_prelude.h.gch``)
 _PRELUDE_H = "kl_prelude.h"
+#: a prelude naming this macro has an out-of-line part, compiled once into an object its kernels link
+_LINKED = "KL_PRELUDE_LINKED"
+#: the macro defined while that object is compiled
+_OBJECT = "KL_PRELUDE_OBJECT"
+#: the object's name in a build folder
+_PRELUDE_O = "kl_prelude.o"
 #: digests of precompiled headers already checked in this process, by (device, inode, size, mtime)
 _pch_digests: dict[tuple[int, int, int, int], str] = {}
 
@@ -656,6 +668,15 @@ def _pch_name(prelude: str, compiler: str, cmd_flags: tuple[str, ...]) -> str:
     return f"{_PREFIX}pch_{key}.gch"
 
 
+def _prelude_files(prelude: str, name: str) -> list[tuple[str, str]]:
+    """(name in the cache, name in the build folder) of what ``prelude`` compiles into: the precompiled
+    header ``name``, then the object of its out-of-line part if it has one."""
+    files = [(name, _PRELUDE_H + ".gch")]
+    if _LINKED in prelude:
+        files.append((name.removesuffix(".gch") + ".o", _PRELUDE_O))
+    return files
+
+
 def _with_prelude(
     source: str, compiler: str, cmd_flags: tuple[str, ...], folder: Path, tmp: Path, stem: str
 ) -> list[str] | None:
@@ -668,35 +689,40 @@ def _with_prelude(
     if not prelude or "Free Software Foundation" not in (_compiler_version(compiler) or ""):
         return None
     (tmp / _PRELUDE_H).write_text(prelude, encoding="utf-8")  # the fallback gcc reads: ours, never the cache's
-    name = _pch_name(prelude, compiler, cmd_flags)
+    files = _prelude_files(prelude, _pch_name(prelude, compiler, cmd_flags))
     dir_fd = _open_folder(folder)
     try:
-        if not _link_checked_pch(dir_fd, folder, name, tmp):
-            with _FileLock(folder / f".lock-{name}"):
-                if not _link_checked_pch(dir_fd, folder, name, tmp) and not _build_pch(
-                    prelude, compiler, cmd_flags, folder, name, tmp
+        if not _link_checked_pch(dir_fd, folder, files, tmp):
+            with _FileLock(folder / f".lock-{files[0][0]}"):
+                if not _link_checked_pch(dir_fd, folder, files, tmp) and not _build_pch(
+                    prelude, compiler, cmd_flags, folder, files, tmp
                 ):
                     return None
     finally:
         os.close(dir_fd)
     body = stem + ".body.cpp"  # line numbers (and the file's name) as in the whole source
     (tmp / body).write_text(f'#line {prelude.count(chr(10)) + 1} "{stem}.cpp"\n{rest}', encoding="utf-8")
-    return [compiler, *cmd_flags, "-Winvalid-pch", "-include", _PRELUDE_H, "-o", stem + ".so", body]
+    linked = [f"-D{_LINKED}"] if len(files) > 1 else []
+    cmd = [compiler, *cmd_flags, *linked, "-Winvalid-pch", "-include", _PRELUDE_H, "-o", stem + ".so", body]
+    return cmd + [local for _, local in files[1:]]
 
 
-def _link_checked_pch(dir_fd: int, folder: Path, name: str, tmp: Path) -> bool:
-    """Whether the cached precompiled header ``name`` is ours and intact, hard-linked (or copied) into ``tmp``.
+def _link_checked_pch(dir_fd: int, folder: Path, files: list[tuple[str, str]], tmp: Path) -> bool:
+    """Whether the cached precompiled header and object ``files`` (:func:`_prelude_files`) are ours and intact,
+    each hard-linked (or copied) into ``tmp``.
 
-    The checks run on the file in ``tmp``, the private folder the compiler reads it from, so no other
+    The checks run on the files in ``tmp``, the private folder the compiler reads them from, so no other
     file can be swapped in after them; a link planted in the cache is linked as a link, and refused.
     """
-    target = tmp / (_PRELUDE_H + ".gch")
-    with contextlib.suppress(FileNotFoundError):
-        target.unlink()
-    if _checked_link(dir_fd, folder, name, target):
+    targets = [tmp / local for _, local in files]
+    for target in targets:
+        with contextlib.suppress(FileNotFoundError):
+            target.unlink()
+    if all(_checked_link(dir_fd, folder, name, target) for (name, _), target in zip(files, targets)):
         return True
-    with contextlib.suppress(FileNotFoundError):  # nothing refused stays where the compiler would use it
-        target.unlink()  # (or write through it: a planted link would be followed by the compiler's output)
+    for target in targets:  # nothing refused stays where the compiler would use it
+        with contextlib.suppress(FileNotFoundError):  # (or write through it: a planted link would be
+            target.unlink()  # followed by the compiler's output)
     return False
 
 
@@ -756,33 +782,45 @@ def _sha256_fd(fd: int) -> str:
     return h.hexdigest()
 
 
-def _build_pch(prelude: str, compiler: str, cmd_flags: tuple[str, ...], folder: Path, name: str, tmp: Path) -> bool:
-    """Precompile ``tmp``'s prelude beside it and install a copy as ``folder/name``; False if it fails to build."""
-    _clear_with_sidecar(folder, name)
-    gch = _PRELUDE_H + ".gch"
-    cmd = [compiler, *cmd_flags, "-x", "c++-header", _PRELUDE_H, "-o", gch]
-    proc = _compile(cmd, tmp, prelude, compiler)
-    if proc.returncode != 0 or not (tmp / gch).is_file():
-        log.debug("kernla: the prelude does not precompile:\n%s", proc.stderr)
-        return False
-    os.chmod(tmp / gch, 0o600)  # whatever the umask: a file others can write would never be used
-    try:
-        os.link(tmp / gch, tmp / name)
-    except OSError:  # no hard links here
-        shutil.copyfile(tmp / gch, tmp / name)
-    _write_sidecar(tmp, name)
-    _install(tmp, folder, [(name, name), (name + ".sha256", name + ".sha256")])
+def _build_pch(
+    prelude: str, compiler: str, cmd_flags: tuple[str, ...], folder: Path, files: list[tuple[str, str]], tmp: Path
+) -> bool:
+    """Precompile ``tmp``'s prelude beside it (and compile its out-of-line part into an object) and install a
+    copy of each of ``files`` in ``folder``; False if one fails to build."""
+    for name, _ in files:
+        _clear_with_sidecar(folder, name)
+    linked = [f"-D{_LINKED}"] if len(files) > 1 else []
+    cmds = [[compiler, *cmd_flags, *linked, "-x", "c++-header", _PRELUDE_H, "-o", files[0][1]]]
+    cmds += [
+        [compiler, *cmd_flags, f"-D{_OBJECT}", "-c", "-x", "c++", _PRELUDE_H, "-o", local] for _, local in files[1:]
+    ]
+    for cmd, (_, local) in zip(cmds, files):
+        proc = _compile(cmd, tmp, prelude, compiler)
+        if proc.returncode != 0 or not (tmp / local).is_file():
+            log.debug("kernla: the prelude does not compile (%s):\n%s", local, proc.stderr)
+            return False
+    for name, local in files:
+        os.chmod(tmp / local, 0o600)  # whatever the umask: a file others can write would never be used
+        try:
+            os.link(tmp / local, tmp / name)
+        except OSError:  # no hard links here
+            shutil.copyfile(tmp / local, tmp / name)
+        _write_sidecar(tmp, name)
+    # the object first: a header is only used with its object beside it
+    _install(tmp, folder, [(n, n) for name, _ in reversed(files) for n in (name, name + ".sha256")])
     return True
 
 
 def _drop_rejected_pch(
     proc: subprocess.CompletedProcess, source: str, compiler: str, cmd_flags: tuple[str, ...], folder: Path
 ) -> None:
-    """Forget a precompiled header gcc did not use (or failed on): the next build makes a new one."""
-    name = _pch_name(_split_prelude(source)[0], compiler, cmd_flags)
-    log.warning("kernla: the compiler rejected the precompiled header %s; rebuilding it next time", name)
+    """Forget a precompiled header gcc did not use (or failed on), and its object: the next build makes new ones."""
+    prelude = _split_prelude(source)[0]
+    files = _prelude_files(prelude, _pch_name(prelude, compiler, cmd_flags))
+    log.warning("kernla: the compiler rejected the precompiled header %s; rebuilding it next time", files[0][0])
     log.debug("kernla: %s", proc.stderr)
-    _clear_with_sidecar(folder, name)
+    for name, _ in files:
+        _clear_with_sidecar(folder, name)
 
 
 def compile_module(source: str, *, flags: tuple[str, ...] | None = None) -> ctypes.CDLL:

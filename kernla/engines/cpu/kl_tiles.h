@@ -1,11 +1,13 @@
-// kernla CPU matrix-multiply tiles (included by template.cpp after the typedef of T).
+// kernla CPU matrix-multiply tiles (included by template.cpp after the typedefs of T and TACC).
 // One register-blocked micro-kernel, C (MR x NR) = A (MR x K, row stride lda) . B (K x NR, row stride ldb),
 // NR = two 32-byte vectors; kl_gram fills a (rows x tile) block of inner products from B packed in
 // panels of NR columns; kl_product_tile adds a (rows x ts) block of k times B (ts x E) to E sums per row.
+// kl_gram_blas and kl_product_blas do the same by BLAS's ?gemm.
+//
+// None of these routines depends on the formula. With gcc, compiler.py compiles them once per prelude
+// into an object every kernel links (KL_PRELUDE_OBJECT: that object's build; KL_PRELUDE_LINKED: a kernel
+// that links it and sees the declarations only); compiled any other way, each kernel has its own copy.
 #include <cstring>
-#if defined(__AVX__) || defined(__FMA__)
-#include <immintrin.h>
-#endif
 
 static const int KL_VW = 32 / (int)sizeof(T);  // lanes of one vector
 static const int KL_NR = 2 * KL_VW;            // columns of one panel
@@ -14,33 +16,43 @@ static const int KL_MR = 12;  // rows of one micro-kernel call: 24 accumulators 
 #else
 static const int KL_MR = 6;  // rows of one micro-kernel call: 12 accumulators of the 16 vector registers
 #endif
+
+#if defined(KL_PRELUDE_OBJECT) || defined(KL_PRELUDE_LINKED)
+#define KL_TILE_FN __attribute__((visibility("hidden")))  // one copy in the kernel's library, bound directly
+#else
+#define KL_TILE_FN static
+#endif
+
+// BLAS's ?gemm (Fortran, column-major), handed to the kernel at run time (tiles.py: scipy's cython_blas)
+typedef void (*kl_gemm_t)(const char*, const char*, const int*, const int*, const int*, const T*, const T*,
+                          const int*, const T*, const int*, const T*, T*, const int*);
+
+// g[(i - ibeg) * ldg + c] = <a_i, b_j> for j = j0 - (j0 % KL_NR) + c, columns covering [j0, j0 + tj):
+// ap rows [ibeg, iend) of a packed (kl_pack_rows), bp packed (panels, D, KL_NR). With na/nb (squared
+// norms), the squared distance max(na_i + nb_j - 2 <a_i, b_j>, 0) instead (NaN kept).
+KL_TILE_FN void kl_gram(int64_t D, const T* ap, const T* bp, const T* na, const T* nb, int64_t ibeg, int64_t iend,
+                        int64_t j0, int64_t tj, T* g, int64_t ldg);
+// kl_gram's block by BLAS: a (nx, D) and b (ny, D) row-major, g written from g + j0 % KL_NR as kl_gram does
+KL_TILE_FN void kl_gram_blas(kl_gemm_t gemm, int64_t D, const T* a, const T* b, const T* na, const T* nb,
+                             int64_t ibeg, int64_t iend, int64_t j0, int64_t tj, T* g, int64_t ldg);
+// rows [0, rows) of A (K columns, row stride lda) packed in chunks of the micro-kernel's rows into out
+KL_TILE_FN void kl_pack_rows(int64_t rows, int64_t K, const T* __restrict A, int64_t lda, T* __restrict out);
+// acc[(i - ibeg) * E + e] += sum_jj k[(i - ibeg) * ldk + jj] * b[jj * E + e] by BLAS: straight into acc when
+// it has T's precision, else through ctile (rows x sube) columns at a time
+KL_TILE_FN void kl_product_blas(kl_gemm_t gemm, int64_t ibeg, int64_t iend, int64_t ts, const T* k, int64_t ldk,
+                                const T* b, int64_t E, T* ctile, int64_t sube, TACC* acc);
+// acc[(i - ibeg) * E + e] += sum_jj k[(i - ibeg) * ldk + jj] * b[jj * E + e] for e < E, jj < ts: k's block
+// packed (kp, rows x ts), B's columns through a zero-padded panel (pack, ts x KL_NR), C in ctile (rows x KL_NR).
+KL_TILE_FN void kl_product_tile(int64_t ibeg, int64_t iend, int64_t ts, const T* k, int64_t ldk, const T* b,
+                                int64_t E, T* kp, T* pack, T* ctile, TACC* acc);
+
+#if !defined(KL_PRELUDE_LINKED)
 typedef T kl_vec __attribute__((vector_size(32)));
 
 static inline kl_vec kl_vload(const T* p) {
     kl_vec v;
     std::memcpy(&v, p, sizeof(v));
     return v;
-}
-
-// every lane x (not kl_vec{} + x: without fast maths that is a real addition of 0)
-static inline kl_vec kl_vset1(T x) {
-#if defined(__AVX__)
-    if constexpr (sizeof(T) == 4) return (kl_vec)_mm256_set1_ps(x);
-    else return (kl_vec)_mm256_set1_pd(x);
-#else
-    kl_vec v;
-    for (int l = 0; l < KL_VW; l++) v[l] = x;
-    return v;
-#endif
-}
-
-static inline kl_vec kl_fmadd(kl_vec a, kl_vec b, kl_vec c) {
-#if defined(__FMA__)
-    if constexpr (sizeof(T) == 4) return (kl_vec)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
-    else return (kl_vec)_mm256_fmadd_pd((__m256d)a, (__m256d)b, (__m256d)c);
-#else
-    return a * b + c;
-#endif
 }
 
 static const int64_t KL_KC = 128;  // terms per pass: a chunk of A and a panel's slice stay in L1 together
@@ -53,9 +65,11 @@ static inline void kl_micro(int64_t K, const T* __restrict A, const T* __restric
     for (int64_t k = 0; k < K; k++) {
         const kl_vec b0 = kl_vload(B + k * ldb), b1 = kl_vload(B + k * ldb + KL_VW);
         for (int r = 0; r < MR; r++) {
-            const kl_vec a = kl_vset1(A[k * MR + r]);
-            c[r][0] = kl_fmadd(a, b0, c[r][0]);
-            c[r][1] = kl_fmadd(a, b1, c[r][1]);
+            // a scalar times a vector: every lane, a broadcast operand (no intrinsics needed); a * b + c is
+            // one fused multiply-add where the target has them (gcc contracts it, -ffp-contract=fast)
+            const T a = A[k * MR + r];
+            c[r][0] = a * b0 + c[r][0];
+            c[r][1] = a * b1 + c[r][1];
         }
     }
     for (int r = 0; r < MR; r++) {
@@ -81,8 +95,7 @@ static inline void kl_chunks(int64_t rows, F&& f) {
     if (r < rows) f(r, (int)(rows - r));
 }
 
-// rows [0, rows) of A (K columns, row stride lda) packed in chunks into out
-static inline void kl_pack_rows(int64_t rows, int64_t K, const T* __restrict A, int64_t lda, T* __restrict out) {
+KL_TILE_FN void kl_pack_rows(int64_t rows, int64_t K, const T* __restrict A, int64_t lda, T* __restrict out) {
     kl_chunks(rows, [&](int64_t r, int m) {
         T* __restrict o = out + r * K;
         for (int64_t k = 0; k < K; k++)
@@ -124,11 +137,8 @@ static inline void kl_distances(const T* na, const T* nb, int64_t ibeg, int64_t 
     }
 }
 
-// g[(i - ibeg) * ldg + c] = <a_i, b_j> for j = j0 - (j0 % KL_NR) + c, columns covering [j0, j0 + tj):
-// ap rows [ibeg, iend) of a packed (kl_pack_rows), bp packed (panels, D, KL_NR). With na/nb (squared
-// norms), the squared distance max(na_i + nb_j - 2 <a_i, b_j>, 0) instead (NaN kept).
-static void kl_gram(int64_t D, const T* ap, const T* bp, const T* na, const T* nb, int64_t ibeg, int64_t iend,
-                    int64_t j0, int64_t tj, T* g, int64_t ldg) {
+KL_TILE_FN void kl_gram(int64_t D, const T* ap, const T* bp, const T* na, const T* nb, int64_t ibeg, int64_t iend,
+                        int64_t j0, int64_t tj, T* g, int64_t ldg) {
     const int64_t p0 = j0 / KL_NR, p1 = (j0 + tj + KL_NR - 1) / KL_NR;
     for (int64_t k0 = 0; k0 < D; k0 += KL_KC) {
         const int64_t kc = std::min<int64_t>(KL_KC, D - k0);
@@ -139,10 +149,6 @@ static void kl_gram(int64_t D, const T* ap, const T* bp, const T* na, const T* n
     kl_distances(na, nb, ibeg, iend, j0, tj, g + j0 % KL_NR, ldg);
 }
 
-// BLAS's ?gemm (Fortran, column-major), handed to the kernel at run time (tiles.py: scipy's cython_blas)
-typedef void (*kl_gemm_t)(const char*, const char*, const int*, const int*, const int*, const T*, const T*,
-                          const int*, const T*, const int*, const T*, T*, const int*);
-
 // C (m x n, row-major, row stride ldc) = alpha A (m x k, row stride lda) . op(B) (+ beta C), op(B) = B (k x n,
 // row stride ldb) or, with bt, B' for B (n x k, row stride ldb). Row-major C is column-major C', C' = op(B)' A'.
 static inline void kl_gemm_rm(kl_gemm_t gemm, bool bt, int64_t m, int64_t n, int64_t k, const T* A, int64_t lda,
@@ -152,22 +158,18 @@ static inline void kl_gemm_rm(kl_gemm_t gemm, bool bt, int64_t m, int64_t n, int
     gemm(bt ? "T" : "N", "N", &in, &im, &ik, &one, B, &ilb, A, &ila, &beta, C, &ilc);
 }
 
-// kl_gram's block by BLAS: a (nx, D) and b (ny, D) row-major, g written from g + j0 % KL_NR as kl_gram does
-static void kl_gram_blas(kl_gemm_t gemm, int64_t D, const T* a, const T* b, const T* na, const T* nb,
-                         int64_t ibeg, int64_t iend, int64_t j0, int64_t tj, T* g, int64_t ldg) {
+KL_TILE_FN void kl_gram_blas(kl_gemm_t gemm, int64_t D, const T* a, const T* b, const T* na, const T* nb,
+                             int64_t ibeg, int64_t iend, int64_t j0, int64_t tj, T* g, int64_t ldg) {
     if (iend <= ibeg || tj <= 0) return;
     kl_gemm_rm(gemm, true, iend - ibeg, tj, D, a + ibeg * D, D, b + j0 * D, D, T(0), g + j0 % KL_NR, ldg);
     kl_distances(na, nb, ibeg, iend, j0, tj, g + j0 % KL_NR, ldg);
 }
 
-// acc[(i - ibeg) * E + e] += sum_jj k[(i - ibeg) * ldk + jj] * b[jj * E + e] by BLAS: straight into acc when
-// it has T's precision, else through ctile (rows x SUBE) columns at a time
-template <typename TA>
-static void kl_product_blas(kl_gemm_t gemm, int64_t ibeg, int64_t iend, int64_t ts, const T* k, int64_t ldk,
-                            const T* b, int64_t E, T* ctile, int64_t sube, TA* acc) {
+KL_TILE_FN void kl_product_blas(kl_gemm_t gemm, int64_t ibeg, int64_t iend, int64_t ts, const T* k, int64_t ldk,
+                                const T* b, int64_t E, T* ctile, int64_t sube, TACC* acc) {
     const int64_t rows = iend - ibeg;
     if (rows <= 0 || ts <= 0) return;
-    if constexpr (sizeof(TA) == sizeof(T)) {
+    if constexpr (sizeof(TACC) == sizeof(T)) {
         (void)ctile;
         (void)sube;
         kl_gemm_rm(gemm, false, rows, E, ts, k, ldk, b, E, T(1), (T*)acc, E);
@@ -176,16 +178,13 @@ static void kl_product_blas(kl_gemm_t gemm, int64_t ibeg, int64_t iend, int64_t 
             const int64_t ne = std::min(sube, E - e0);
             kl_gemm_rm(gemm, false, rows, ne, ts, k, ldk, b + e0, E, T(0), ctile, ne);
             for (int64_t r = 0; r < rows; r++)
-                for (int64_t c = 0; c < ne; c++) acc[r * E + e0 + c] += TA(ctile[r * ne + c]);
+                for (int64_t c = 0; c < ne; c++) acc[r * E + e0 + c] += TACC(ctile[r * ne + c]);
         }
     }
 }
 
-// acc[(i - ibeg) * E + e] += sum_jj k[(i - ibeg) * ldk + jj] * b[jj * E + e] for e < E, jj < ts: k's block
-// packed (kp, rows x ts), B's columns through a zero-padded panel (pack, ts x KL_NR), C in ctile (rows x KL_NR).
-template <typename TA>
-static void kl_product_tile(int64_t ibeg, int64_t iend, int64_t ts, const T* k, int64_t ldk, const T* b,
-                            int64_t E, T* kp, T* pack, T* ctile, TA* acc) {
+KL_TILE_FN void kl_product_tile(int64_t ibeg, int64_t iend, int64_t ts, const T* k, int64_t ldk, const T* b,
+                                int64_t E, T* kp, T* pack, T* ctile, TACC* acc) {
     const int64_t rows = iend - ibeg;
     kl_pack_rows(rows, ts, k, ldk, kp);
     for (int64_t e0 = 0; e0 < E; e0 += KL_NR) {
@@ -199,6 +198,7 @@ static void kl_product_tile(int64_t ibeg, int64_t iend, int64_t ts, const T* k, 
             kl_micro_rows(rows, ts, k0, std::min<int64_t>(KL_KC, ts - k0), kp, pack + k0 * KL_NR, KL_NR, ctile, KL_NR,
                           k0 > 0);
         for (int64_t r = 0; r < rows; r++)
-            for (int64_t c = 0; c < ne; c++) acc[r * E + e0 + c] += TA(ctile[r * KL_NR + c]);
+            for (int64_t c = 0; c < ne; c++) acc[r * E + e0 + c] += TACC(ctile[r * KL_NR + c]);
     }
 }
+#endif  // !KL_PRELUDE_LINKED

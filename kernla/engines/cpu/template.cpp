@@ -87,10 +87,10 @@ static void run_block(const void** args, int64_t ny, int64_t E, int64_t ibeg, in
                 }
                 T* kp = buf + BUF_F;
                 if (gemm) {  // BLAS on the block (kp: float32's C, a sub-tile's columns at a time)
-                    kl_product_blas<TACC>(gemm, ibeg, iend, ts, buf, LDK, bmat + (j0 + sub0) * E, E, kp, SUB, slots);
+                    kl_product_blas(gemm, ibeg, iend, ts, buf, LDK, bmat + (j0 + sub0) * E, E, kp, SUB, slots);
                     continue;
                 }
-                kl_product_tile<TACC>(ibeg, iend, ts, buf, LDK, bmat + (j0 + sub0) * E, E, kp, kp + IB * SUB,
+                kl_product_tile(ibeg, iend, ts, buf, LDK, bmat + (j0 + sub0) * E, E, kp, kp + IB * SUB,
                                       kp + IB * SUB + SUB * KL_NR, slots);
             }
             continue;

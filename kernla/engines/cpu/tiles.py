@@ -172,13 +172,15 @@ def operands(
     out: list[np.ndarray] = []
     for site in tiles.sites:
         a, b = _operand(site.left, arrays, nx, dtype), _operand(site.right, arrays, ny, dtype)
-        if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        same = a is b  # one array on both sides (K(x, x)): checked, centred and normed once
+        if not (np.isfinite(b).all() and (same or np.isfinite(a).all())):
             return None
         if site.kind == "sqdist":
             centre = b.mean(axis=0, dtype=np.float64).astype(dtype)
-            a, b = a - centre, b - centre
-        norms_a = np.einsum("ij,ij->i", a, a) if site.kind == "sqdist" else np.zeros(1, dtype)
+            b = b - centre
+            a = b if same else a - centre
         norms_b = np.einsum("ij,ij->i", b, b) if site.kind == "sqdist" else np.zeros(1, dtype)
+        norms_a = norms_b if same or site.kind != "sqdist" else np.einsum("ij,ij->i", a, a)
         out += [np.ascontiguousarray(a), np.ascontiguousarray(b) if site.blas else _panels(b, width), norms_a, norms_b]
     return out
 
