@@ -59,6 +59,28 @@ def kind_of(a: Any) -> str:
     return kind
 
 
+def signature(a: Any) -> tuple:
+    """What the checks of a call read of an argument: its type, dtype, shape and device (a number: its type).
+
+    >>> signature(np.zeros((2, 3), np.float32)), signature(1.5)
+    ((<class 'numpy.ndarray'>, dtype('float32'), (2, 3)), (<class 'float'>,))
+    """
+    t = type(a)
+    kind = _KIND_OF_TYPE.get(t)
+    if kind is None:
+        try:
+            kind = kind_of(a)
+        except ArrayKindError:  # not an array: the checks refuse it
+            return (t,)
+    if kind == "numpy":
+        return (t, a.dtype, a.shape)
+    if kind == "torch":
+        return (t, a.dtype, a.shape, a.device)
+    if kind == "cupy":
+        return (t, a.dtype, a.shape, a.device.id)
+    return (t,)
+
+
 def _kind_of_new_type(a: Any) -> str:
     if type(a) is np.ndarray or isinstance(a, np.ndarray):
         return "numpy"
@@ -163,9 +185,11 @@ def to_numpy(a: Any, dtype: DTypeLike | None) -> np.ndarray:
     """A host NumPy array of ``dtype`` (no copy for NumPy and torch CPU arrays of that dtype; None: a's own)."""
     k = kind_of(a)
     if k == "torch":
+        if a.requires_grad:
+            a = a.detach()
         if a.device.type != "cpu":
-            a = a.detach().cpu()
-        a = a.detach().numpy()
+            a = a.cpu()
+        a = a.numpy()
     elif k == "cupy":
         a = a.get()
     return np.asarray(a, dtype=dtype)
@@ -183,7 +207,7 @@ def to_cupy(a: Any, dtype: np.dtype):
 
 def wrap(result: Any, kind: Kind, dtype: np.dtype | None = None) -> Any:
     """Turn an engine result (NumPy or CuPy) into the caller's ``kind`` (int64 results keep int64)."""
-    if dtype is not None and np.dtype(result.dtype).kind == "f" and result.dtype != dtype:
+    if dtype is not None and result.dtype.kind == "f" and result.dtype != dtype:
         result = result.astype(dtype)
     if kind.kind == "numpy":
         return result if isinstance(result, np.ndarray) else result.get()
