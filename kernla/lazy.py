@@ -912,10 +912,12 @@ def _is_complex(x: Any) -> bool:
     """A complex number, a complex NumPy / torch / CuPy array, or a ComplexLazyTensor."""
     if isinstance(x, (complex, np.complexfloating, ComplexLazyTensor)):
         return True
+    if isinstance(x, LazyTensor):  # (before reading a dtype: a LazyTensor's is a property that looks at its data)
+        return False
     if isinstance(x, list):
         return any(isinstance(v, (complex, np.complexfloating)) for v in x)
     dtype = getattr(x, "dtype", None)
-    if dtype is None or isinstance(x, LazyTensor):
+    if dtype is None:
         return False
     return bool(getattr(dtype, "is_complex", False)) or getattr(dtype, "kind", "") == "c"
 
