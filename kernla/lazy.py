@@ -172,7 +172,12 @@ class LazyTensor:
                 shapes.append(tuple(data.shape[:-lead]))
         if len(shapes) < 2:
             return shapes[0] if shapes else ()
-        return tuple(np.broadcast_shapes(*shapes))
+        try:
+            return tuple(np.broadcast_shapes(*shapes))
+        except ValueError:
+            raise ShapeError(
+                f"the batch dimensions of this LazyTensor's variables do not broadcast: {shapes}"
+            ) from None
 
     @property
     def shape(self) -> tuple:
