@@ -37,10 +37,12 @@ def needs_grad(args: Sequence[Any]) -> bool:
     torch = _torch()
     if torch is None:
         return False
-    tensors = [a for a in args if isinstance(a, torch.Tensor)]
-    if any(torch._C._functorch.is_functorch_wrapped_tensor(a) for a in tensors):
-        return True  # torch.func transforms (vmap, grad, jvp, …) go through the autograd.Function
-    return torch.is_grad_enabled() and any(a.requires_grad for a in tensors)
+    tensor, wrapped, grad = torch.Tensor, torch._C._functorch.is_functorch_wrapped_tensor, torch.is_grad_enabled()
+    for a in args:
+        # torch.func transforms (vmap, grad, jvp, …) go through the autograd.Function whatever the grad mode
+        if isinstance(a, tensor) and (wrapped(a) or (grad and a.requires_grad)):
+            return True
+    return False
 
 
 def _cupy():

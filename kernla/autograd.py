@@ -140,6 +140,14 @@ class _KernlaReduction(torch.autograd.Function):
     A selection (Min, KMin, …) always returns its indices as a second output, for the backward.
     """
 
+    @classmethod
+    def apply(cls, *args):
+        """``torch.autograd.Function.apply`` without its per-call binding of ``forward``'s signature to the arguments
+        (``inspect.signature``: a quarter of a small call), which ``forward`` does not need: it has no default."""
+        if torch._C._are_functorch_transforms_active():  # torch.func: the full path
+            return super().apply(*args)
+        return super(torch.autograd.Function, cls).apply(*torch._functorch.utils.unwrap_dead_wrappers(args))
+
     @staticmethod
     def forward(spec: _Spec, *rows):
         red = spec.red
