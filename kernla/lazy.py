@@ -27,7 +27,7 @@ from . import arrays as arr
 from .core import host_integers
 from .engines.ranges import swap_axes
 from .errors import ShapeError
-from .formula import CAT_I, CAT_J, CAT_PARAM, Var, call
+from .formula import CAT_I, CAT_J, CAT_PARAM, Var, call, limits
 from .formula.complex_words import COMPLEX_WORDS
 from .formula.diff import grad as symbolic_grad
 from .formula.tree import IntCst, Node
@@ -224,7 +224,7 @@ class LazyTensor:
 
     def _op(self, name: str, *others: Operand, params: tuple = ()) -> LazyTensor:
         if not others:  # a unary operation: the same variables
-            res = LazyTensor._make(call(name, self.formula, params=params), self.variables)
+            res = LazyTensor._make(_call(name, (self.formula,), params), self.variables)
             res.ranges = self.ranges
             return res
         if name in _COMPLEX_ARITHMETIC and _is_complex(others[0]):
@@ -236,7 +236,7 @@ class LazyTensor:
                 args.append(IntCst(o))
             else:
                 args.append(_lazy(o).merge_into(variables)[0])
-        res = LazyTensor._make(call(name, *args, params=params), tuple(variables))
+        res = LazyTensor._make(_call(name, tuple(args), params), tuple(variables))
         res.ranges = _common_ranges(self, *others)
         return res
 
@@ -725,6 +725,20 @@ def _lazy(x: Operand) -> LazyTensor:
 
 
 # memoised: a user's loop builds and reduces the same expressions on new data at every call
+def _call(name: str, args: tuple[Node, ...], params: tuple) -> Node:
+    """``call(name, *args, params=params)``, memoised when the parameters are plain integers."""
+    for p in params:
+        if type(p) is not int:  # (a tuple, or a value the operation refuses: the checks see it)
+            return call(name, *args, params=params)
+    node = _known_call(name, args, params)
+    return node if node.dim <= limits.MAX_DIM else call(name, *args, params=params)  # (the limit may have changed)
+
+
+@functools.lru_cache(maxsize=4096)
+def _known_call(name: str, args: tuple[Node, ...], params: tuple[int, ...]) -> Node:
+    return call(name, *args, params=params)
+
+
 @functools.lru_cache(maxsize=4096)
 def _renumbered(formula: Node, positions: tuple[int, ...]) -> Node:
     """``formula`` with variable number ``p`` renumbered ``positions[p]``."""

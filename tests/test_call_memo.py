@@ -177,3 +177,19 @@ def test_lazy_bad_input_still_refused_after_good_calls():
         gaussian_sum(rng.normal(size=(2, 4, 3)), rng.normal(size=(3, 5, 3)))
     with pytest.raises(ShapeError, match="dim must be"):
         (LazyTensor(x[:, None, :]) - LazyTensor(y[None, :, :])).sum(dim=5)
+
+
+def test_memoised_operations_still_check_their_arguments(monkeypatch):
+    """Operations built before from the memo: limits lowered since and parameters of the wrong type still refused."""
+    from kernla.formula import limits
+
+    x = LazyTensor(np.ones((3, 1, 4)))
+    for _ in range(2):
+        assert x.concat(x).formula.dim == 8 and x.clampint(0, 1).formula.op == "ClampInt"
+    with pytest.raises(FormulaError, match="integer"):
+        x.clampint(0.0, 1.0)
+    with pytest.raises(FormulaError, match="integer"):
+        x.clampint(True, 1)
+    monkeypatch.setattr(limits, "MAX_DIM", 6)
+    with pytest.raises(FormulaError, match="MAX_DIM"):
+        x.concat(x)
