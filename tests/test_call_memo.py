@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from kernla import ArrayKindError, DTypeError, FormulaError, Genred, InputValueError, LazyTensor, ShapeError, core
-from kernla.formula import Vi, Vj, call
+from kernla.formula import Vi, Vj, call, limits
 from kernla.reductions import Reduction
 
 try:
@@ -181,8 +181,6 @@ def test_lazy_bad_input_still_refused_after_good_calls():
 
 def test_memoised_operations_still_check_their_arguments(monkeypatch):
     """Operations built before from the memo: limits lowered since and parameters of the wrong type still refused."""
-    from kernla.formula import limits
-
     x = LazyTensor(np.ones((3, 1, 4)))
     for _ in range(2):
         assert x.concat(x).formula.dim == 8 and x.clampint(0, 1).formula.op == "ClampInt"
