@@ -7,15 +7,17 @@ already in the cache ("new formula": what every formula after the first one cost
 cache ("first formula": the prelude is precompiled too, once per compiler, flags and dtype), pykeops'
 ``pykeops.numpy.Genred`` of the same formula in a cache folder where its core module and one warm-up
 formula were built beforehand (not timed) — then the call overhead at N = M = 1 of both (median of 5
-rounds of the mean over many calls, wall and CPU), through ``Genred`` on NumPy arrays and through torch
-``LazyTensor``.
+rounds of the mean over many calls, wall and CPU), through ``Genred`` on NumPy arrays and on torch tensors,
+and through a torch ``LazyTensor`` Gaussian built and reduced at each call as users write it
+(``x_i = LazyTensor(x[:, None, :])``, ``y_j = LazyTensor(y[None, :, :])``, ``K = (-((x_i - y_j) ** 2).sum(-1)).exp()``,
+then ``K.sum(dim=1)``, ``K @ b``, and ``K.sum(dim=1)`` with ``x.requires_grad``: the forward only).
 Beside each wall time: the CPU seconds of the process and its compilers (RUSAGE_SELF + RUSAGE_CHILDREN),
 which a loaded box does not inflate the way it inflates wall time.
 
-``--baseline PATH`` adds kernla's "new formula" rows run by the kernla found at PATH (e.g. a checkout of
-main, without the precompiled prelude), in the same run.
+``--baseline PATH`` adds kernla's "new formula" and per-call rows run by the kernla found at PATH (e.g. a
+checkout of main), in the same run; ``--calls-only`` runs the per-call rows alone (under a minute).
 
-    python benchmarks/bench_compile.py [--repeat 3] [--baseline /work/main] [--json PATH]
+    python benchmarks/bench_compile.py [--repeat 3] [--baseline /work/main] [--calls-only] [--json PATH]
 """
 
 from __future__ import annotations
@@ -60,16 +62,18 @@ FIRST_CALL = textwrap.dedent("""
     print(json.dumps([time.perf_counter() - t0, cpu() - c0]))
 """)
 
-#: a child process: the N = M = 1 call overhead of one library through Genred (NumPy) and LazyTensor (torch)
+#: a child process: the N = M = 1 call overhead of one library, through Genred (NumPy, torch) and torch LazyTensor
+#: expressions built and reduced at each call as users write them (PER_CALL names the rows, in order)
 OVERHEAD = textwrap.dedent("""
     import json, sys, time
     import numpy as np
     peer = sys.argv[1]
     if peer == "kernla":
         from kernla import Genred, LazyTensor
+        from kernla.torch import Genred as TorchGenred
     else:
         from pykeops.numpy import Genred
-        from pykeops.torch import LazyTensor
+        from pykeops.torch import Genred as TorchGenred, LazyTensor
     import torch
     torch.set_num_threads(2)
 
@@ -84,12 +88,33 @@ OVERHEAD = textwrap.dedent("""
             cpus.append((time.process_time() - c0) / calls)
         return sorted(walls)[2], sorted(cpus)[2]
 
+    formula, aliases = "Exp(-SqDist(X, Y))", ["X = Vi(3)", "Y = Vj(3)"]
+    g, gt = Genred(formula, aliases, axis=1), TorchGenred(formula, aliases, axis=1)
     x = np.random.default_rng(4).random((1, 3), dtype=np.float32)
-    g = Genred("Exp(-SqDist(X, Y))", ["X = Vi(3)", "Y = Vj(3)"], axis=1)
-    xt = torch.rand(1, 1, 3)
-    lazy = lambda: (-((LazyTensor(xt) - LazyTensor(xt.transpose(0, 1))) ** 2).sum(-1)).exp().sum(1)
-    print(json.dumps([per_call(lambda: g(x, x, backend="CPU"), 2000), per_call(lazy, 1000)]))
+    xt, yt, bt = torch.rand(1, 3), torch.rand(1, 3), torch.rand(1, 1)
+    xg = xt.clone().requires_grad_()
+
+    def gaussian(x, y):
+        x_i, y_j = LazyTensor(x[:, None, :]), LazyTensor(y[None, :, :])
+        return (-((x_i - y_j) ** 2).sum(-1)).exp()
+
+    rows = [
+        per_call(lambda: g(x, x, backend="CPU"), 2000),
+        per_call(lambda: gt(xt, yt, backend="CPU"), 2000),
+        per_call(lambda: gaussian(xt, yt).sum(dim=1), 1000),
+        per_call(lambda: gaussian(xt, yt) @ bt, 1000),
+        per_call(lambda: gaussian(xg, yt).sum(dim=1), 500),
+    ]
+    print(json.dumps(rows))
 """)
+#: the rows of OVERHEAD
+PER_CALL = (
+    "Genred on NumPy",
+    "Genred on torch",
+    "LazyTensor on torch, K.sum(dim=1)",
+    "LazyTensor on torch, K @ b",
+    "LazyTensor on torch, x.requires_grad, K.sum(dim=1)",
+)
 
 
 def child(code: str, *args: object, env: dict) -> list:
@@ -130,6 +155,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3, help="new formulas per row (median)")
     ap.add_argument("--baseline", help="a kernla checkout whose new-formula times to add")
+    ap.add_argument("--calls-only", action="store_true", help="only the per-call rows (under a minute)")
     add_json_option(ap)
     args = ap.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": THREADS}
@@ -137,10 +163,13 @@ def main() -> None:
     rows = []
     with contextlib.ExitStack() as stack:
         folders = [stack.enter_context(tempfile.TemporaryDirectory()) for _ in range(3)]
-        mine_env = warmed("kernla", env, folders[0])
-        peer_env = warmed("pykeops", env, folders[1]) if pykeops is not None else None
-        base_env = warmed("kernla", {**env, "PYTHONPATH": args.baseline}, folders[2]) if args.baseline else None
-        for d in DIMS:
+        warm = not args.calls_only
+        mine_env = warmed("kernla", env, folders[0]) if warm else env
+        peer_env = warmed("pykeops", env, folders[1]) if warm and pykeops is not None else None
+        base_env = (
+            warmed("kernla", {**env, "PYTHONPATH": args.baseline}, folders[2]) if warm and args.baseline else None
+        )
+        for d in () if args.calls_only else DIMS:
             new, first = (
                 first_calls("kernla", d, args.repeat, mine_env),
                 first_calls("kernla", d, args.repeat, env, True),
@@ -150,15 +179,17 @@ def main() -> None:
             base = (None, None) if base_env is None else first_calls("kernla", d, args.repeat, base_env)
             rows.append([f"new formula, D={d}", *new, *first, *peer, ratio, *base])
     mine = child(OVERHEAD, "kernla", env=env)
-    theirs: list = [None, None]
+    theirs: list = [None] * len(PER_CALL)
     if pykeops is not None:
         with tempfile.TemporaryDirectory() as folder:  # pykeops builds its kernels in a folder of its own
             theirs = child(OVERHEAD, "pykeops", env={**env, "KEOPS_CACHE_FOLDER": folder})
-    for k, via in enumerate(("Genred on NumPy", "LazyTensor on torch")):
+    base = child(OVERHEAD, "kernla", env={**env, "PYTHONPATH": args.baseline}) if args.baseline else None
+    for k, via in enumerate(PER_CALL):
         us = [t * 1e6 for t in mine[k]]
         peer_us: list[float | None] = [None, None] if theirs[k] is None else [t * 1e6 for t in theirs[k]]
         ratio = None if peer_us[0] is None else peer_us[0] / us[0]
-        rows.append([f"call overhead N=M=1 µs, {via}", *us, None, None, *peer_us, ratio, None, None])
+        base_us = [None, None] if base is None else [t * 1e6 for t in base[k]]
+        rows.append([f"call overhead N=M=1 µs, {via}", *us, None, None, *peer_us, ratio, *base_us])
     print(
         f"machine: {machine()}; OMP threads {THREADS}; load average {load0:.1f} at the start, "
         f"{os.getloadavg()[0]:.1f} at the end (other jobs may share this box); median of {args.repeat} formulas"

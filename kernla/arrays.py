@@ -37,10 +37,12 @@ def needs_grad(args: Sequence[Any]) -> bool:
     torch = _torch()
     if torch is None:
         return False
-    tensors = [a for a in args if isinstance(a, torch.Tensor)]
-    if any(torch._C._functorch.is_functorch_wrapped_tensor(a) for a in tensors):
-        return True  # torch.func transforms (vmap, grad, jvp, …) go through the autograd.Function
-    return torch.is_grad_enabled() and any(a.requires_grad for a in tensors)
+    tensor, wrapped, grad = torch.Tensor, torch._C._functorch.is_functorch_wrapped_tensor, torch.is_grad_enabled()
+    for a in args:
+        # torch.func transforms (vmap, grad, jvp, …) go through the autograd.Function whatever the grad mode
+        if isinstance(a, tensor) and (wrapped(a) or (grad and a.requires_grad)):
+            return True
+    return False
 
 
 def _cupy():
@@ -57,6 +59,28 @@ def kind_of(a: Any) -> str:
     if kind is None:
         kind = _KIND_OF_TYPE[type(a)] = _kind_of_new_type(a)
     return kind
+
+
+def signature(a: Any) -> tuple:
+    """What the checks of a call read of an argument: its type, dtype, shape and device (a number: its type).
+
+    >>> signature(np.zeros((2, 3), np.float32)), signature(1.5)
+    ((<class 'numpy.ndarray'>, dtype('float32'), (2, 3)), (<class 'float'>,))
+    """
+    t = type(a)
+    kind = _KIND_OF_TYPE.get(t)
+    if kind is None:
+        try:
+            kind = kind_of(a)
+        except ArrayKindError:  # not an array: the checks refuse it
+            return (t,)
+    if kind == "numpy":
+        return (t, a.dtype, a.shape)
+    if kind == "torch":
+        return (t, a.dtype, a.shape, a.device)
+    if kind == "cupy":
+        return (t, a.dtype, a.shape, a.device.id)
+    return (t,)
 
 
 def _kind_of_new_type(a: Any) -> str:
@@ -163,9 +187,11 @@ def to_numpy(a: Any, dtype: DTypeLike | None) -> np.ndarray:
     """A host NumPy array of ``dtype`` (no copy for NumPy and torch CPU arrays of that dtype; None: a's own)."""
     k = kind_of(a)
     if k == "torch":
+        if a.requires_grad:
+            a = a.detach()
         if a.device.type != "cpu":
-            a = a.detach().cpu()
-        a = a.detach().numpy()
+            a = a.cpu()
+        a = a.numpy()
     elif k == "cupy":
         a = a.get()
     return np.asarray(a, dtype=dtype)
@@ -183,7 +209,7 @@ def to_cupy(a: Any, dtype: np.dtype):
 
 def wrap(result: Any, kind: Kind, dtype: np.dtype | None = None) -> Any:
     """Turn an engine result (NumPy or CuPy) into the caller's ``kind`` (int64 results keep int64)."""
-    if dtype is not None and np.dtype(result.dtype).kind == "f" and result.dtype != dtype:
+    if dtype is not None and result.dtype.kind == "f" and result.dtype != dtype:
         result = result.astype(dtype)
     if kind.kind == "numpy":
         return result if isinstance(result, np.ndarray) else result.get()

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from . import arrays as arr
-from .core import Slot, as_rows
+from .core import Slot, checked
 from .core import reduce as reduce_nograd
 from .engines.ranges import BlockSparsity, swap_axes
 from .errors import ShapeError
@@ -116,21 +116,17 @@ def reduce_with_grad(
     if red.kind.gradient is None and not wrapped:  # (under torch.func the node's vmap rule is needed)
         with torch.no_grad():  # index outputs: nothing to differentiate
             return reduce_nograd(red, slots, args, axis, backend, ranges)
-    named = {s.name: a for s, a in zip(slots, args)}
-    kind = arr.common_kind(named)
-    dtype = arr.common_dtype(named)
-    tdtype = getattr(torch, dtype.name)
-    rows = []
-    for s, a in zip(slots, args):
-        a = as_rows(a, s)  # checks the shape; numbers become 1-element NumPy arrays
-        if isinstance(a, np.ndarray):
-            a = torch.as_tensor(a, dtype=tdtype, device=kind.device)
-        rows.append(a)
+    c = checked(red, slots, args, axis)  # (the reduction and slots over j: turned when axis=0)
+    tdtype = getattr(torch, c.dtype.name)
+    # numbers become 1-element NumPy arrays, then tensors
+    rows = [
+        torch.as_tensor(a, dtype=tdtype, device=c.kind.device) if isinstance(a, np.ndarray) else a
+        for a in c.rows_of(args)
+    ]
+    red = c.red
     if axis == 0:
-        red = red.swap_ij()
-        slots = [Slot(s.name, {CAT_I: CAT_J, CAT_J: CAT_I}.get(s.cat, s.cat), s.dim) for s in slots]
         ranges = ranges.swapped() if isinstance(ranges, BlockSparsity) else swap_axes(ranges)
-    outs = _KernlaReduction.apply(_Spec(red, tuple(slots), backend, ranges), *rows)
+    outs = _KernlaReduction.apply(_Spec(red, c.slots, backend, ranges), *rows)
     if red.kind.gradient == "selection" and red.with_indices() != red:
         return [outs[0]]  # the indices were computed for the backward only
     return list(outs)
@@ -143,6 +139,14 @@ class _KernlaReduction(torch.autograd.Function):
     leading kernla batch dimension) and a forward-mode ``jvp`` (one more reduction).
     A selection (Min, KMin, …) always returns its indices as a second output, for the backward.
     """
+
+    @classmethod
+    def apply(cls, *args):
+        """``torch.autograd.Function.apply`` without its per-call binding of ``forward``'s signature to the arguments
+        (``inspect.signature``: a quarter of a small call), which ``forward`` does not need: it has no default."""
+        if torch._C._are_functorch_transforms_active():  # torch.func: the full path
+            return super().apply(*args)
+        return super(torch.autograd.Function, cls).apply(*torch._functorch.utils.unwrap_dead_wrappers(args))
 
     @staticmethod
     def forward(spec: _Spec, *rows):

@@ -82,14 +82,88 @@ def reduce(
     ``ranges``: pykeops' block-sparse ranges tuple, or a :class:`~kernla.engines.ranges.BlockSparsity`
     from :func:`block_sparsity` (checked once, reused), in the caller's frame (i = rows whatever ``axis``).
     """
+    c = checked(red, slots, args, axis)
+    blocks = None
+    if ranges is not None:  # checked in the caller's frame, then turned with the reduction
+        sizes_ij = (c.ny, c.nx) if axis == 0 else (c.nx, c.ny)
+        sparsity = block_sparsity(ranges, *sizes_ij, batches=int(np.prod(c.batch, dtype=np.int64)))
+        blocks = (sparsity.swapped() if axis == 0 else sparsity).over_j
+    engine_name = resolve_backend(backend, c.kind.on_gpu, c.red.formulas)
+    engine = get_engine(engine_name)
+    if blocks is not None and "ranges" not in inspect.signature(engine.run).parameters:
+        raise BackendError(f"the {engine_name} engine does not run block-sparse reductions (ranges=)")
+    shaped = c.rows_of(args)
+    if engine_name == "cuda":
+        # the CUDA kernels read and write float16 themselves (float arithmetic inside)
+        with _cuda_context(c.kind):
+            outputs = _run_batches(engine, c.red, c.slots, shaped, c.dtype, c.batch, c.nx, c.ny, arr.to_cupy, blocks)
+    else:
+        compute = np.dtype(np.float32) if c.dtype == np.float16 else c.dtype
+        outputs = _run_batches(engine, c.red, c.slots, shaped, compute, c.batch, c.nx, c.ny, arr.to_numpy, blocks)
+    return [arr.wrap(o, c.kind, c.dtype) for o in outputs]
+
+
+#: :meth:`Checked.rows` entry of a number: it becomes a 1-element float64 array
+NUMBER = "number"
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What the checks of a call found: the arrays' kind and dtype, the reduction and slots over j (turned for a
+    reduction over i), each argument's row layout, the sizes and the batch shape. They depend on the arguments'
+    types, dtypes, shapes and devices only, so :func:`checked` finds them once for all calls with the same."""
+
+    kind: arr.Kind
+    dtype: np.dtype
+    red: Reduction
+    slots: tuple[Slot, ...]
+    rows: tuple  # per argument: None (taken as it is), the shape to reshape it to, or NUMBER
+    nx: int
+    ny: int
+    batch: tuple
+
+    def rows_of(self, args: Sequence[Any]) -> list:
+        """The arguments as :func:`as_rows` makes them: rows variables (..., n, D), parameters (..., D)."""
+        return [
+            a if r is None else np.array([a], dtype=np.float64) if r is NUMBER else a.reshape(r)
+            for a, r in zip(args, self.rows)
+        ]
+
+
+#: the checks found per (reduction, axis, slots, argument signatures); emptied when full
+_CHECKED: dict[tuple, Checked] = {}
+_MAX_CHECKED = 1024
+
+
+def checked(red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int) -> Checked:
+    """The checks of a call on ``args``, made once per reduction, axis, slots and argument signature
+    (:func:`kernla.arrays.signature`: type, dtype, shape, device); bad input raises the checks' error every time.
+
+    >>> from kernla.formula import Vi, Vj, call
+    >>> red = Reduction("Sum", call("SqDist", Vi(0, 2), Vj(1, 2)))
+    >>> slots = [Slot("x", CAT_I, 2), Slot("y", CAT_J, 2)]
+    >>> c = checked(red, slots, [np.zeros((5, 2)), np.zeros((3, 7, 2))], 1)
+    >>> (c.nx, c.ny, c.batch), c is checked(red, slots, [np.ones((5, 2)), np.ones((3, 7, 2))], 1)
+    ((5, 7, (3,)), True)
+    """
     if axis not in (0, 1):
         raise ShapeError(f"axis must be 0 (reduce over i) or 1 (reduce over j), got {axis!r}")
+    key = (red, axis, tuple(slots), tuple(map(arr.signature, args)))
+    found = _CHECKED.get(key)
+    if found is None:
+        found = _check(red, slots, args, axis)
+        if len(_CHECKED) >= _MAX_CHECKED:
+            _CHECKED.clear()
+        _CHECKED[key] = found
+    return found
+
+
+def _check(red: Reduction, slots: Sequence[Slot], args: Sequence[Any], axis: int) -> Checked:
     if len(args) != len(slots):
         raise ShapeError(f"expected {len(slots)} arrays ({', '.join(s.name for s in slots)}), got {len(args)}")
     named = {s.name: a for s, a in zip(slots, args)}
     kind = arr.common_kind(named)
     dtype = arr.common_dtype(named)
-    compute = np.dtype(np.float32) if dtype == np.float16 else dtype
     if axis == 0:
         red = red.swap_ij()
         slots = [Slot(s.name, {CAT_I: CAT_J, CAT_J: CAT_I}.get(s.cat, s.cat), s.dim) for s in slots]
@@ -127,23 +201,10 @@ def reduce(
         raise ShapeError(
             f"{name!r} has an empty batch dimension (batch shape {batch}); kernla needs at least one problem per batch"
         )
-
-    blocks = None
-    if ranges is not None:  # checked in the caller's frame, then turned with the reduction
-        sizes_ij = (ny, nx) if axis == 0 else (nx, ny)
-        sparsity = block_sparsity(ranges, *sizes_ij, batches=int(np.prod(batch, dtype=np.int64)))
-        blocks = (sparsity.swapped() if axis == 0 else sparsity).over_j
-    engine_name = resolve_backend(backend, kind.on_gpu, red.formulas)
-    engine = get_engine(engine_name)
-    if blocks is not None and "ranges" not in inspect.signature(engine.run).parameters:
-        raise BackendError(f"the {engine_name} engine does not run block-sparse reductions (ranges=)")
-    if engine_name == "cuda":
-        # the CUDA kernels read and write float16 themselves (float arithmetic inside)
-        with _cuda_context(kind):
-            outputs = _run_batches(engine, red, slots, shaped, dtype, batch, nx, ny, arr.to_cupy, blocks)
-    else:
-        outputs = _run_batches(engine, red, slots, shaped, compute, batch, nx, ny, arr.to_numpy, blocks)
-    return [arr.wrap(o, kind, dtype) for o in outputs]
+    rows = tuple(
+        NUMBER if arr.kind_of(a) == "scalar" else None if b is a else tuple(b.shape) for a, b in zip(args, shaped)
+    )
+    return Checked(kind, dtype, red, tuple(slots), rows, nx, ny, batch)
 
 
 def _run_batches(

@@ -146,6 +146,8 @@ def write_out(out: Any, result: Any) -> Any:
 def _check_compat(kwargs: dict) -> None:
     """ArgumentTypeError for keywords that are neither ignored pykeops options nor ``ranges=None``
     (callers that run block-sparse reductions take ``ranges`` out first)."""
+    if not kwargs:  # the common case, at every call
+        return
     if kwargs.get("ranges") is not None:
         raise ArgumentTypeError("ranges= (a block-sparse reduction) is not taken by this call")
     unknown = set(kwargs) - _PYKEOPS_IGNORED - {"ranges"}

@@ -27,7 +27,7 @@ from . import arrays as arr
 from .core import host_integers
 from .engines.ranges import swap_axes
 from .errors import ShapeError
-from .formula import CAT_I, CAT_J, CAT_PARAM, Var, call
+from .formula import CAT_I, CAT_J, CAT_PARAM, Var, call, limits
 from .formula.complex_words import COMPLEX_WORDS
 from .formula.diff import grad as symbolic_grad
 from .formula.tree import IntCst, Node
@@ -93,12 +93,13 @@ class LazyTensor:
                 data, cat = x, (CAT_I, CAT_J)[axis]
         elif len(shape) == 1:
             data, cat = x, CAT_PARAM
+        # (squeeze: a third of the cost of indexing for torch tensors, the same view)
         elif len(shape) >= 3 and shape[-3] == 1 and shape[-2] == 1:
-            data, cat = x[..., 0, 0, :], CAT_PARAM
+            data, cat = x.squeeze((-3, -2)), CAT_PARAM
         elif len(shape) >= 3 and shape[-2] == 1:
-            data, cat = x[..., :, 0, :], CAT_I
+            data, cat = x.squeeze(-2), CAT_I
         elif len(shape) >= 3 and shape[-3] == 1:
-            data, cat = x[..., 0, :, :], CAT_J
+            data, cat = x.squeeze(-3), CAT_J
         else:
             raise ShapeError(
                 f"cannot tell the role of an array of shape {shape}: use (N, 1, D) for an i-variable, "
@@ -109,7 +110,7 @@ class LazyTensor:
 
     @classmethod
     def _make(cls: type[_L], formula: Node, variables: tuple) -> _L:
-        obj = cls.__new__(cls)
+        obj = object.__new__(cls)  # (not cls.__new__: there is no array whose kind to read)
         obj.formula, obj.variables = formula, variables
         return obj
 
@@ -167,8 +168,16 @@ class LazyTensor:
             if isinstance(data, _Placeholder) or arr.kind_of(data) == "scalar":
                 continue
             lead = 1 if cat == CAT_PARAM else 2
-            shapes.append(tuple(data.shape[:-lead]) if data.ndim > lead else ())
-        return tuple(np.broadcast_shapes(*shapes)) if shapes else ()
+            if data.ndim > lead:  # (no batch dimension: nothing to broadcast)
+                shapes.append(tuple(data.shape[:-lead]))
+        if len(shapes) < 2:
+            return shapes[0] if shapes else ()
+        try:
+            return tuple(np.broadcast_shapes(*shapes))
+        except ValueError:
+            raise ShapeError(
+                f"the batch dimensions of this LazyTensor's variables do not broadcast: {shapes}"
+            ) from None
 
     @property
     def shape(self) -> tuple:
@@ -195,17 +204,17 @@ class LazyTensor:
         Returns the renumbered formula and the positions, in ``self.variables``, of the
         variables that were appended (in the order they were appended).
         """
-        mapping, added = {}, []
-        used = set(self.formula.variables())
+        positions, added = [], []
         for pos, (data, cat) in enumerate(self.variables):
-            k = next((k for k, (d, c) in enumerate(variables) if d is data and c == cat), len(variables))
-            if k == len(variables):
+            for k, (d, c) in enumerate(variables):  # noqa: B007  (k: the entry found)
+                if d is data and c == cat:
+                    break
+            else:
+                k = len(variables)
                 variables.append((data, cat))
                 added.append(pos)
-            old = Var(pos, _dim(data), cat)
-            if old in used:
-                mapping[old] = Var(k, _dim(data), cat)
-        return self.formula.replace(mapping), added
+            positions.append(k)
+        return _renumbered(self.formula, tuple(positions)), added
 
     def _merge(self, other: LazyTensor) -> tuple[Node, tuple]:
         """Other's formula renumbered into self's variable list, and the merged list."""
@@ -214,20 +223,20 @@ class LazyTensor:
         return formula, tuple(variables)
 
     def _op(self, name: str, *others: Operand, params: tuple = ()) -> LazyTensor:
-        if others and name in _COMPLEX_ARITHMETIC and _is_complex(others[0]):
+        if not others:  # a unary operation: the same variables
+            res = LazyTensor._make(_call(name, (self.formula,), params), self.variables)
+            res.ranges = self.ranges
+            return res
+        if name in _COMPLEX_ARITHMETIC and _is_complex(others[0]):
             return getattr(ComplexLazyTensor.of(self), _COMPLEX_ARITHMETIC[name])(others[0])
-        formula, variables = self.formula, self.variables
-        args = [formula]
-        acc = LazyTensor._make(formula, variables)
+        variables = list(self.variables)
+        args = [self.formula]
         for o in others:
             if isinstance(o, int) and not isinstance(o, bool):
                 args.append(IntCst(o))
-                continue
-            o = o if isinstance(o, LazyTensor) else LazyTensor(o)
-            f, variables = acc._merge(o)
-            acc = LazyTensor._make(acc.formula, variables)
-            args.append(f)
-        res = LazyTensor._make(call(name, *args, params=params), variables)
+            else:
+                args.append(_lazy(o).merge_into(variables)[0])
+        res = LazyTensor._make(_call(name, tuple(args), params), tuple(variables))
         res.ranges = _common_ranges(self, *others)
         return res
 
@@ -543,6 +552,8 @@ class LazyTensor:
     # -- reductions --------------------------------------------------------------------------
     def _axis(self, dim: int) -> int | None:
         """0 (over i), 1 (over j) or None (the vector axis)."""
+        if dim == -1:  # (without counting the batch dimensions)
+            return None
         nb = self.ndim - 3
         if dim in (-1, nb + 2):
             return None
@@ -569,16 +580,15 @@ class LazyTensor:
         formula, variables = self.formula, self.variables
         weight_formula = None
         if weight is not None:
-            w = weight if isinstance(weight, LazyTensor) else LazyTensor(weight)
-            weight_formula, variables = LazyTensor._make(formula, variables)._merge(w)
-        red = Reduction(name, formula, weight_formula, K)
-        slots = [Slot(f"variable {k} ({'ijp'[cat]})", cat, _dim(data)) for k, (data, cat) in enumerate(variables)]
+            weight_formula, variables = self._merge(_lazy(weight))
+        red = _reduction(name, formula, weight_formula, K)
+        slots = list(_slots(tuple((cat, _dim(data)) for data, cat in variables)))
         ranges = _common_ranges(self, weight) if ranges is None else ranges
         return _BoundReduction(red, slots, variables, axis, backend, ranges)
 
     def _simple(self, name: str, vector_op: str | None, dim: int | None, backend, compat: dict, default: int, **kw):
         post = kw.pop("post", None)
-        opts = _CallOptions.take(compat)
+        opts = _CallOptions.take(compat) if compat else _NO_OPTIONS
         if opts.other is not None:
             kw["weight"] = opts.other
         ranges = compat.pop("ranges", None)  # pykeops' per-call ranges=, else self.ranges
@@ -714,6 +724,50 @@ def _lazy(x: Operand) -> LazyTensor:
     return x if isinstance(x, LazyTensor) else LazyTensor(x)
 
 
+# memoised: a user's loop builds and reduces the same expressions on new data at every call
+def _call(name: str, args: tuple[Node, ...], params: tuple) -> Node:
+    """``call(name, *args, params=params)``, memoised when the parameters are plain integers."""
+    for p in params:
+        if type(p) is not int:  # (a tuple, or a value the operation refuses: the checks see it)
+            return call(name, *args, params=params)
+    node = _known_call(name, args, params)
+    return node if node.dim <= limits.MAX_DIM else call(name, *args, params=params)  # (the limit may have changed)
+
+
+@functools.lru_cache(maxsize=4096)
+def _known_call(name: str, args: tuple[Node, ...], params: tuple[int, ...]) -> Node:
+    return call(name, *args, params=params)
+
+
+@functools.lru_cache(maxsize=4096)
+def _renumbered(formula: Node, positions: tuple[int, ...]) -> Node:
+    """``formula`` with variable number ``p`` renumbered ``positions[p]``."""
+    mapping = {}
+    for v in formula.variables():
+        pos, dim, cat = v.params
+        if positions[pos] != pos:
+            mapping[v] = Var(positions[pos], dim, cat)
+    return formula.replace(mapping) if mapping else formula
+
+
+def _reduction(name: str, formula: Node, weight: Node | None, K: Any) -> Reduction:
+    """``Reduction(name, formula, weight, K)``: the same object for the same arguments (``K`` None or an int)."""
+    if K is None or type(K) is int:
+        return _known_reduction(name, formula, weight, K)
+    return Reduction(name, formula, weight, K)  # (a K of another type: the reduction checks it)
+
+
+@functools.lru_cache(maxsize=1024)
+def _known_reduction(name: str, formula: Node, weight: Node | None, K: int | None) -> Reduction:
+    return Reduction(name, formula, weight, K)
+
+
+@functools.lru_cache(maxsize=1024)
+def _slots(variables: tuple[tuple[int, int], ...]) -> tuple[Slot, ...]:
+    """The argument slots of variables of these (category, dimension)."""
+    return tuple(Slot(f"variable {k} ({'ijp'[cat]})", cat, dim) for k, (cat, dim) in enumerate(variables))
+
+
 def _int_tuple(p: Any) -> tuple:
     return (int(p),) if isinstance(p, (int, np.integer)) else tuple(int(k) for k in p)
 
@@ -783,7 +837,7 @@ class _ListParam(_Placeholder):
         return len(self.values)
 
 
-@dataclass
+@dataclass(frozen=True)
 class _CallOptions:
     """The pykeops keywords of a reduction that kernla acts on."""
 
@@ -795,6 +849,10 @@ class _CallOptions:
     @classmethod
     def take(cls, compat: dict) -> _CallOptions:
         return cls(**{k: compat.pop(k) for k in ("out", "other", "keepdim", "call") if k in compat})
+
+
+#: the options of a reduction called without keywords
+_NO_OPTIONS = _CallOptions()
 
 
 class _BoundReduction:
@@ -873,10 +931,12 @@ def _is_complex(x: Any) -> bool:
     """A complex number, a complex NumPy / torch / CuPy array, or a ComplexLazyTensor."""
     if isinstance(x, (complex, np.complexfloating, ComplexLazyTensor)):
         return True
+    if isinstance(x, LazyTensor):  # (before reading a dtype: a LazyTensor's is a property that looks at its data)
+        return False
     if isinstance(x, list):
         return any(isinstance(v, (complex, np.complexfloating)) for v in x)
     dtype = getattr(x, "dtype", None)
-    if dtype is None or isinstance(x, LazyTensor):
+    if dtype is None:
         return False
     return bool(getattr(dtype, "is_complex", False)) or getattr(dtype, "kind", "") == "c"
 
