@@ -6,9 +6,9 @@ its 1e5 bound and the posterior variance is ~1e-8 of the prior; the 2-D function
 N = ``--check-size`` training points, the std at ``--points`` test points from
 
 - the projection cache (``LowRankVarianceCache``, S = orth([L, K L])) at ``--projection-ranks``;
-- the Nyström variances (``NystromVariance``) at ``--ranks``: the exact-cross form (K replaced by
-  L Lᵀ inside A only; one-sided, too small by at most τ(1 + τ), τ = ‖R‖₂/σ²) and the DTC form
-  (``cross=False``: no pass over the training points per call);
+- the Nyström variances (``NystromVariance``, with its ‖R‖₂ estimate) at ``--ranks``: the exact-cross
+  form (K replaced by L Lᵀ inside A only; one-sided, too small by at most τ(1 + τ), τ = ‖R‖₂/σ²) and
+  the DTC form (``cross=False``: no pass over the training points per call);
 - ``variance_cache``, what ``GaussianProcessRegressor.predict`` uses (default rank),
 
 each against the dense float64 Cholesky std: median and largest relative error, build and call time
@@ -146,7 +146,7 @@ def main() -> None:
         if args.time_size:
             timing += timing_rows(name, args.time_size, args)
     print(f"# load average {os.getloadavg()[0]:.1f} at the end")
-    cols = ["data", "N", "M", "method", "rank", "‖R‖₂/σ²", "std err median", "std err max"]
+    cols = ["data", "N", "M", "method", "rank", "‖R‖₂/σ² (estimate)", "std err median", "std err max"]
     if rows:
         print(table([*cols, "build s", "build CPU s", "call s", "call CPU s"], rows, "predictive std accuracy"))
     if timing:
