@@ -276,12 +276,13 @@ def variance_cache(
 ) -> NystromVariance | LowRankVarianceCache:
     """The fast-variance cache of a fitted model: :class:`NystromVariance` (of rank at most ``rank``,
     default :data:`NYSTROM_RANK`) where its error bound ``τ(1 + τ)`` is at most :data:`NYSTROM_BOUND`
-    — τ from ``tr R/σ²`` (certified) or, failing that, from :meth:`NystromVariance.residual_norm` (exact up
-    to 2000 points, a subset estimate above; the errors measured were 5–10× below the bound) — else the projection cache
-    :class:`LowRankVarianceCache` on the first ``rank`` (default ``projection_rank``) pivots of the same
-    factor: for a kernel that is not low-rank to within σ² (short length scales, rough kernels,
-    little noise), where the prior is seldom many orders above the posterior variance. The Nyström
-    variances use the exact-cross form up to ``N·rank =`` :data:`CROSS_BUDGET`, the DTC form above.
+    — τ from ``tr R/σ²`` (certified) or, failing that, from :meth:`NystromVariance.residual_norm`
+    (exact up to 2000 points, a subset estimate above; the errors measured were 5–10× below the
+    bound) — else the projection cache :class:`LowRankVarianceCache` on the first ``rank`` (default
+    ``projection_rank``) pivots of the same factor: for a kernel that is not low-rank to within σ²
+    (short length scales, rough kernels, little noise), where the prior is seldom many orders above
+    the posterior variance. The Nyström variances use the exact-cross form up to ``N·rank =``
+    :data:`CROSS_BUDGET`, the DTC form above.
 
     >>> import numpy as np
     >>> from kernla.models import gp_kernels as gk
