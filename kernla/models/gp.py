@@ -24,9 +24,10 @@ What is exact and what is estimated:
   Adam on these estimates (a fresh probe seed per step, reproducible from ``random_state``).
   The final ``A⁻¹ y`` is solved to ``tol``; ``log_marginal_likelihood_value_`` is an estimate
   whose standard error is ``log_marginal_likelihood_stderr_``. The predictive variances come
-  from a low-rank cache built once (:class:`~kernla.models.gp_predict.LowRankVarianceCache`:
-  two kernel reductions for any number of new points, an approximation) or, with
-  ``fast_variance=False``, from block-CG solves (exact to ``tol``; one solve per batch).
+  from a cache built once (:func:`~kernla.models.gp_predict.variance_cache`: pivoted-Cholesky
+  Nyström variances, too small by at most a bounded relative error, or a projection cache, too
+  large; an approximation) or, with ``fast_variance=False``, from block-CG solves (exact to
+  ``tol``; one solve per batch).
 
 >>> import numpy as np
 >>> x = np.linspace(0, 1, 40)[:, None]
@@ -54,7 +55,7 @@ from ._common import as_points, as_targets, check_kernel, host, kind, make_kerne
 from ._sklearn import BaseEstimator, RegressorMixin, check_fitted
 from .gp_evidence import Evidence, LocalProducts, exact_evidence, iterative_evidence
 from .gp_optimize import optimize
-from .gp_predict import CholeskyPosterior, LowRankVarianceCache, sample_gaussian
+from .gp_predict import CholeskyPosterior, LowRankVarianceCache, NystromVariance, sample_gaussian, variance_cache
 from .knn_predictors import RegressionScore
 
 #: largest N for which the exact (dense Cholesky) method is used by default
@@ -137,8 +138,9 @@ class GaussianProcessRegressor(ClientParameter, RegressionScore, RegressorMixin,
     train_tol : CG tolerance during iterative training (the final solve uses ``tol``).
     normalize_y : standardise y before fitting (undone in predictions), as scikit-learn.
     random_state : seed of the restarts, of the probes and of ``sample_y``'s default.
-    fast_variance, variance_rank : the iterative method's low-rank variance cache (conservative:
-        its variances are never too small) and its pivoted-Cholesky rank (default ``rank``).
+    fast_variance, variance_rank : the iterative method's variance cache
+        (:func:`~kernla.models.gp_predict.variance_cache`) and its largest pivoted-Cholesky rank
+        (default: up to 1000 for the Nyström variances, ``rank`` for the projection cache).
     precond, tol, maxiter, batch_size : preconditioner, tolerance and iteration limit of the CG
         solves of the iterative method, most new points per CG variance batch.
     verbose : 1: a progress bar of the optimiser; 2: one line per iteration.
@@ -327,7 +329,7 @@ class GaussianProcessRegressor(ClientParameter, RegressionScore, RegressorMixin,
         self.X_train_ = X
         self._Y = Y
         self._precond: Any = None
-        self._variance_cache: LowRankVarianceCache | None = None
+        self._variance_cache: NystromVariance | LowRankVarianceCache | None = None
         self._chol: CholeskyPosterior | None = None
         if exact:
             last = self._last_cholesky
@@ -509,9 +511,9 @@ class GaussianProcessRegressor(ClientParameter, RegressionScore, RegressorMixin,
         if self.fast_variance and not isinstance(self.kernel_, _CallableKernel):
             cache = getattr(self, "_variance_cache", None)
             if cache is None:
-                rank = self._rank if self.variance_rank is None else int(self.variance_rank)
-                cache = self._variance_cache = LowRankVarianceCache(
-                    self.kernel_, self.X_train_, self.noise_, rank, self.backend, self._products_now()
+                rank = None if self.variance_rank is None else int(self.variance_rank)
+                cache = self._variance_cache = variance_cache(
+                    self.kernel_, self.X_train_, self.noise_, rank, self._rank, self.backend, self._products_now()
                 )
             return cache.variance(X_new)
         n, m = int(self.X_train_.shape[0]), int(X_new.shape[0])
