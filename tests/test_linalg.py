@@ -612,3 +612,38 @@ def test_scipy_attributes_do_not_clobber_ours(monkeypatch):
     b = np.ones(100)
     a = K.solve(b, alpha=0.1, precond="nystrom")
     assert relres(gauss_dense(x, x, 0.3) + 0.1 * np.eye(100), a, b) < 1e-9
+
+
+@pytest.mark.parametrize("n, block, accept", [(397, 16, 1.0), (397, 16, 0.5), (1203, 64, 0.5), (50, 64, 0.3)])
+def test_pivoted_cholesky_in_blocks(n, block, accept):
+    """Blocks of candidates: L Lᵀ is the Nyström approximation on the chosen pivots, every pivot is
+    within ``accept`` of the greedy choice at its step, and accept = 1 gives the greedy pivots."""
+    from kernla.linalg import pivoted_cholesky
+
+    x = rng(60 + n).uniform(size=(n, 3))
+    w = 1.0 + rng(61 + n).uniform(size=(n, 1))  # distinct diagonal entries: no ties between pivots
+    K = KernelOperator("Exp(-SqDist(X, Y) * G) * A * B", X=Vi(x), Y=Vj(x), A=Vi(w), B=Vj(w), G=6.0)
+    D = K.to_dense()
+    rank = min(120, n)
+    L, p = pivoted_cholesky(K, rank, block=block, accept=accept)
+    assert len(set(p.tolist())) == len(p) == L.shape[1] <= rank
+    nystrom = D[:, p] @ np.linalg.solve(D[np.ix_(p, p)], D[p, :])
+    np.testing.assert_allclose(L @ L.T, nystrom, atol=1e-7)
+    for k in range(len(p)):  # the residual of each pivot, against the largest residual at its step
+        res = np.diag(D) - (L[:, :k] ** 2).sum(axis=1)
+        assert res[p[k]] >= accept * res.max() * (1 - 1e-9) - 1e-12
+    L0, p0 = pivoted_cholesky(K, rank)
+    if accept == 1.0:
+        np.testing.assert_array_equal(p, p0)
+        np.testing.assert_allclose(L, L0, atol=1e-10)
+    # the residual trace stays close to greedy's
+    assert np.trace(D) - (L**2).sum() <= 1.5 * (np.trace(D) - (L0**2).sum()) + 1e-9
+
+
+def test_pivoted_cholesky_block_arguments():
+    from kernla.linalg import pivoted_cholesky
+
+    K = kernels.gaussian(rng(70).uniform(size=(20, 2)), sigma=0.5)
+    for bad in ({"block": 0}, {"block": 2.0}, {"block": True}, {"accept": 0.0}, {"accept": 1.5}):
+        with pytest.raises(InputValueError):
+            pivoted_cholesky(K, 5, **bad)

@@ -118,19 +118,27 @@ def default_rank(n: int) -> int:
     return int(min(n, max(100, min(500, round(3.5 * np.sqrt(n))))))
 
 
-def pivoted_cholesky(op: Any, rank: int, rtol: float = 1e-12) -> tuple[np.ndarray, np.ndarray]:
+def pivoted_cholesky(
+    op: Any, rank: int, rtol: float = 1e-12, block: int = 1, accept: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
     """Greedy pivoted partial Cholesky of a symmetric PSD operator: ``(L, pivots)`` with ``K ≈ L Lᵀ``.
 
     Each step takes the largest remaining diagonal entry as pivot, computes that column of the
     operator through its engine (:meth:`KernelOperator.columns`: a kernel product over the one
     pivot point) and removes its projection. Stops after ``rank`` columns or when the remaining
     diagonal falls below ``rtol`` times the initial largest one. ``L Lᵀ`` is the Nyström
-    approximation on the chosen pivots. Cost: N·rank² flops + rank columns.
+    approximation on the chosen pivots. Cost: N·rank² flops + rank columns, memory-bound: each
+    step reads the whole factor so far (at N = 1e5, rank 1200: ~70 CPU s on a Zen 4 core pair).
 
-    (Finding the pivots in blocks — greedy steps on a small block of candidate columns, certified
-    against the largest diagonal entry outside it, then the accepted columns in one engine call
-    and one matrix-product update — gave the same pivots but saved nothing measurable at
-    N = 2000–50000, rank 250: about 3–8 pivots per block, and the update stays memory-bound.)
+    ``block > 1`` finds the pivots in blocks, for large N·rank: the ``block`` largest remaining
+    diagonal entries are the candidates, their columns come in one engine call and one
+    matrix-product update (the factor read once per block), and greedy steps on the small
+    candidate block accept pivots while each one's remaining diagonal is ≥ ``accept`` times the
+    largest one outside the block (an upper bound of what plain greedy would pick, as remaining
+    diagonals only decrease). So every pivot is within a factor ``accept`` of the greedy choice;
+    ``accept=1`` gives the greedy pivots (up to the order of ties). Measured at N = 1e5, rank 1200, a 10-D Matérn
+    5/2 kernel: block 128 took 29 CPU s instead of 70, and the residual trace ``tr(K − L Lᵀ)``
+    came out 2 % above greedy's.
 
     >>> import numpy as np
     >>> from kernla import kernels
@@ -139,28 +147,83 @@ def pivoted_cholesky(op: Any, rank: int, rtol: float = 1e-12) -> tuple[np.ndarra
     >>> L, piv = pivoted_cholesky(K, 30)
     >>> bool(np.allclose(L @ L.T, K.to_dense(), atol=1e-9))
     True
+    >>> Lb, pb = pivoted_cholesky(K, 30, block=8)
+    >>> bool(np.allclose(Lb @ Lb.T, K.to_dense(), atol=1e-9)), len(pb) <= 30
+    (True, True)
     """
     n = op.shape[0]
     rank = int(min(rank, n))
+    if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1:
+        raise InputValueError(f"block must be a positive integer, got {block!r}")
+    if not 0.0 < accept <= 1.0:
+        raise InputValueError(f"accept must lie in (0, 1], got {accept!r}")
     d = op.host_diagonal().astype(np.float64) - op.shift
     top = float(d.max()) if n else 0.0
     Lt = np.zeros((rank, n))  # Lᵀ: each new column is a contiguous row
     pivots: list[int] = []
     if top <= 0:
         return Lt[:0].T, np.array(pivots, dtype=np.int64)
-    for k in range(rank):
-        p = int(np.argmax(d))
-        if d[p] <= rtol * top:
+    while len(pivots) < rank:
+        k, floor = len(pivots), rtol * top
+        if block == 1:
+            found = _greedy_step(op, d, Lt, k, floor)
+        else:
+            found = _block_step(op, d, Lt, k, min(int(block), rank - k), floor, accept)
+        if not found:
             break
-        col = op.columns([p])[:, 0]
-        col -= Lt[:k, p] @ Lt[:k]
-        col /= np.sqrt(d[p])
-        Lt[k] = col
-        d -= col * col
-        d[p] = 0.0
-        np.maximum(d, 0.0, out=d)
-        pivots.append(p)
+        pivots += found
     return Lt[: len(pivots)].T, np.array(pivots, dtype=np.int64)
+
+
+def _greedy_step(op: Any, d: np.ndarray, Lt: np.ndarray, k: int, floor: float) -> list[int]:
+    """One greedy pivot (row ``k`` of ``Lt``), or none when the remaining diagonal is ≤ ``floor``."""
+    p = int(np.argmax(d))
+    if d[p] <= floor:
+        return []
+    col = op.columns([p])[:, 0]
+    col -= Lt[:k, p] @ Lt[:k]
+    col /= np.sqrt(d[p])
+    Lt[k] = col
+    d -= col * col
+    d[p] = 0.0
+    np.maximum(d, 0.0, out=d)
+    return [p]
+
+
+def _block_step(op: Any, d: np.ndarray, Lt: np.ndarray, k: int, b: int, floor: float, accept: float) -> list[int]:
+    """Up to ``b`` pivots from the ``b`` largest remaining diagonal entries (rows ``k…`` of ``Lt``)."""
+    n = d.size
+    S = np.argpartition(-d, b - 1)[:b] if b < n else np.arange(n)
+    S = S[d[S] > floor]
+    if not S.size:
+        return []
+    S = S[np.argsort(-d[S], kind="stable")]
+    outside = d.copy()
+    outside[S] = 0.0
+    bound = accept * float(outside.max())
+    C = op.columns(S)
+    if k:
+        C -= Lt[:k].T @ Lt[:k, S]
+    G = C[S]
+    g = d[S].copy()  # remaining diagonal of the candidates, updated by each accepted one
+    F = np.zeros((S.size, S.size))  # the candidate block's factor, column by column
+    order: list[int] = []
+    for s in range(S.size):
+        j = int(np.argmax(np.where(np.isin(np.arange(S.size), order), -np.inf, g)))
+        if g[j] <= floor or g[j] < bound:
+            break
+        v = (G[:, j] - F[:, :s] @ F[j, :s]) / np.sqrt(g[j])
+        F[:, s] = v
+        g -= v * v
+        g[j] = 0.0
+        order.append(j)
+    a = len(order)
+    new = scipy.linalg.solve_triangular(F[order, :a], C[:, order].T, lower=True, check_finite=False)
+    Lt[k : k + a] = new
+    d -= (new * new).sum(axis=0)
+    d[S[order]] = 0.0
+    np.maximum(d, 0.0, out=d)
+    return [int(p) for p in S[order]]
 
 
 def random_landmarks(op: Any, rank: int, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
