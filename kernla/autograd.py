@@ -132,6 +132,14 @@ def reduce_with_grad(
     return list(outs)
 
 
+#: torch's private ``unwrap_dead_wrappers`` (what ``Function.apply`` does outside torch.func), if this torch has it
+_UNWRAP = (
+    getattr(getattr(getattr(torch, "_functorch", None), "utils", None), "unwrap_dead_wrappers", None)
+    if hasattr(torch._C, "_are_functorch_transforms_active")
+    else None
+)
+
+
 class _KernlaReduction(torch.autograd.Function):
     """One kernla reduction over j as a torch.autograd node (inputs in row layout).
 
@@ -143,10 +151,11 @@ class _KernlaReduction(torch.autograd.Function):
     @classmethod
     def apply(cls, *args):
         """``torch.autograd.Function.apply`` without its per-call binding of ``forward``'s signature to the arguments
-        (``inspect.signature``: a quarter of a small call), which ``forward`` does not need: it has no default."""
-        if torch._C._are_functorch_transforms_active():  # torch.func: the full path
+        (``inspect.signature``: a quarter of a small call), which ``forward`` does not need: it has no default.
+        The short cut uses two private torch names; where this torch lacks them, or under torch.func, the full path."""
+        if _UNWRAP is None or torch._C._are_functorch_transforms_active():
             return super().apply(*args)
-        return super(torch.autograd.Function, cls).apply(*torch._functorch.utils.unwrap_dead_wrappers(args))
+        return super(torch.autograd.Function, cls).apply(*_UNWRAP(args))
 
     @staticmethod
     def forward(spec: _Spec, *rows):

@@ -141,12 +141,20 @@ class LowRankVarianceCache:
         return np.maximum(self.kernel.diag(X_new) - (C * C).sum(axis=1), 0.0)
 
 
+#: N·rank above which the Nyström pivots are found in blocks of ``PIVOT_BLOCK`` candidates
+#: (``pivoted_cholesky(block=)``: each pivot within a factor 0.5 of greedy's; at N = 1e5, rank 1200, 29 CPU s
+#: instead of 70, residual trace 2 % larger)
+BLOCK_PIVOTS_FROM = 20_000_000
+PIVOT_BLOCK = 128
+
+
 class NystromVariance:
     """Fast predictive variances from the pivoted-Cholesky (Nyström) factor of K, cancellation-free.
 
     Built once: ``K ≈ L Lᵀ`` by greedy pivoted Cholesky (:func:`~kernla.linalg.precond.pivoted_cholesky`,
-    r kernel columns and N·r² flops, memory N·r), stopped at ``rank`` columns or once the largest
-    residual diagonal entry is ``≤ tol·σ²``; and the Cholesky factor of ``LᵀL + σ² I`` (r×r).
+    r kernel columns and N·r² flops, memory N·r; pivots found in blocks above ``N·r = 2·10⁷``), stopped at
+    ``rank`` columns or once the largest residual diagonal entry is ``≤ tol·σ²``; and the Cholesky factor
+    of ``LᵀL + σ² I`` (r×r).
     A new point's row ``l_*`` continues the same recursion on the pivots P (``l_* = L_P⁻¹ k(X_P, x_*)``,
     r kernel values) and ``r_** = k_** − ‖l_*‖²`` is its exact Nyström residual, ``e_* = k_* − L l_*``
     its residual cross-covariance. With ``A' = L Lᵀ + σ² I`` (K replaced by its Nyström part in A
@@ -199,7 +207,10 @@ class NystromVariance:
         op = (LocalProducts(self.X, backend) if products is None else products).operator(kernel)
         prior = kernel.diag(self.X)
         top = float(prior.max(initial=0.0))
-        self.L, self.pivots = pivoted_cholesky(op, min(int(rank), n), rtol=tol * noise / top if top > 0 else 0.0)
+        rank = min(int(rank), n)
+        block = PIVOT_BLOCK if n * rank > BLOCK_PIVOTS_FROM else 1
+        rtol = tol * noise / top if top > 0 else 0.0
+        self.L, self.pivots = pivoted_cholesky(op, rank, rtol=rtol, block=block)
         self.residual_trace = float(np.maximum(prior - np.einsum("ij,ij->i", self.L, self.L), 0.0).sum())
         self.inner = _Woodbury(self.L, noise).C  # lower Cholesky factor of LᵀL + σ² I
         self.kernel, self.noise, self.cross = kernel, float(noise), bool(cross)
