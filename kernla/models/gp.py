@@ -100,6 +100,9 @@ class _CallableKernel(gk.GPKernel):
     def dense(self, x: Any, y: Any = None) -> np.ndarray:
         return host(self.operator(x, y).to_dense(force=True), np.float64)
 
+    def dense_upper(self, x: Any) -> np.ndarray:
+        return np.triu(self.dense(x))
+
     def __repr__(self) -> str:
         return f"callable kernel {getattr(self.fn, '__name__', self.fn)!r}(sigma={self.sigma!r})"
 
