@@ -39,9 +39,11 @@ from .gp_evidence import Evidence
 Objective = Callable[[np.ndarray, int], Evidence]
 
 #: L-BFGS-B's default relative-reduction stop: an iteration that gains less than 1e-6 of the log marginal
-#: likelihood ends the run. Goal and measure: within 1e-3·|value| of the optimum (the accuracy the benchmark
-#: asks against scikit-learn). At N = 5000 (Friedman #1, ARD Matérn) the iterations after such a step move
-#: amplitude and irrelevant length scales towards their bounds for under 0.1 of likelihood in all, 1e-4 of it.
+#: likelihood ends the run. Goal: within 1e-3·|value| of the optimum (the accuracy the benchmark asks against
+#: scikit-learn); scipy's 2.2e-9 goes on while amplitude and irrelevant length scales crawl towards their
+#: bounds. Measured at N = 5000 (Friedman #1, ARD Matérn-5/2, 1000-point subset start): 19 evaluations at full
+#: N, log marginal likelihood 864.408 — 0.048 below scikit-learn's optimum 864.456 (its 89 evaluations; kernla
+#: with scipy's value: 97), a twentieth of the 0.86 margin.
 LBFGS_TOL = 1e-6
 
 #: scipy's (and so scikit-learn's) L-BFGS-B default ``ftol``: ``factr = 1e7`` times the float64 epsilon
