@@ -15,6 +15,7 @@ from kernla.errors import InputValueError
 from kernla.models import GaussianProcessRegressor
 from kernla.models import gp_kernels as gk
 from kernla.models.gp_evidence import exact_evidence, iterative_evidence
+from kernla.models.gp_optimize import SCIPY_LBFGS_TOL
 
 try:
     from sklearn import gaussian_process as sk_gp
@@ -277,6 +278,24 @@ def test_priors_move_the_optimum():
     k = gk.ConstantKernel(1.0) * gk.RBF(1.0, length_scale_prior=strong) + gk.WhiteKernel(0.1)
     gp = GaussianProcessRegressor(k).fit(X, y)
     assert gp.kernel_.k1.k2.length_scale == pytest.approx(5.0, rel=0.05)
+
+
+@needs_sklearn
+def test_default_relative_stop_is_within_the_margin_of_scipys_and_sklearns():
+    """The default L-BFGS-B stop (optimizer_tol=None: 1e-6 relative reduction) against scipy's own ftol
+    (SCIPY_LBFGS_TOL, what scikit-learn runs): no more evaluations, and within 1e-3·|value| of both optima."""
+    X, y = _data(211, d=3, seed=8)
+    kern = sk.ConstantKernel(1.0) * sk.Matern([1.0] * 3, nu=2.5) + sk.WhiteKernel(0.1)
+    ref = sk_gp.GaussianProcessRegressor(kern, normalize_y=True, random_state=0).fit(X, y)
+    ours = GaussianProcessRegressor(kern, normalize_y=True).fit(X, y)
+    long = GaussianProcessRegressor(kern, normalize_y=True, optimizer_tol=SCIPY_LBFGS_TOL).fit(X, y)
+    assert ours.get_params()["optimizer_tol"] is None and long.optimizer_result_.converged
+    assert ours.optimizer_result_.evaluations <= long.optimizer_result_.evaluations
+    for best in (ref.log_marginal_likelihood_value_, long.log_marginal_likelihood_value_):
+        assert ours.log_marginal_likelihood_value_ >= best - 1e-3 * abs(best)
+    for bad in (-1e-3, 1.0, "tight", True):
+        with pytest.raises(InputValueError, match="optimizer_tol"):
+            GaussianProcessRegressor(kern, optimizer_tol=bad).fit(X, y)
 
 
 def test_errors():

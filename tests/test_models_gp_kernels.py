@@ -67,6 +67,39 @@ def test_gradient_sums_match_finite_differences(kernel):
     )
 
 
+@pytest.mark.parametrize("kernel", _kernels(), ids=repr)
+@pytest.mark.parametrize("entries", [1 << 18, 50])
+def test_upper_triangle_values_and_symmetric_gradient(kernel, entries, monkeypatch):
+    """dense_upper and symmetric_gradient (the exact evidence's path: one triangle) against the full dense
+    matrix and finite differences; ``entries`` 50: many row blocks of shrinking width, diagonal blocks cut."""
+    monkeypatch.setattr(gk, "_BLOCK_ENTRIES", entries)
+    n = X.shape[0]
+    np.testing.assert_array_equal(np.tril(kernel.dense_upper(X), -1), 0.0)
+    np.testing.assert_allclose(kernel.dense_upper(X), np.triu(_dense(kernel)), rtol=1e-10, atol=1e-12)
+    W = RNG.normal(size=(n, n))
+    W = W + W.T
+    asked = []
+
+    def weight(i0, i1):
+        asked.append((i0, i1))
+        block = W[i0:i1, i0:].copy()
+        block[:, : i1 - i0][np.tril_indices(i1 - i0, -1)] = np.nan  # below the diagonal: must not be read
+        return block
+
+    got = gk.symmetric_gradient(kernel, X, weight)
+    assert asked[0][0] == 0 and asked[-1][1] == n and (entries > n * n or len(asked) > 3)
+    h = 1e-6
+    fd = np.empty(kernel.theta.size)
+    for p in range(fd.size):
+        up, down = kernel.theta.copy(), kernel.theta.copy()
+        up[p] += h
+        down[p] -= h
+        fd[p] = ((W * (_dense(kernel.clone_with_theta(up)) - _dense(kernel.clone_with_theta(down)))).sum()) / (2 * h)
+    white = kernel.white_mask()
+    np.testing.assert_allclose(got[~white], fd[~white], rtol=1e-6, atol=1e-6 * np.abs(fd).max())
+    assert np.all(got[white] == 0)
+
+
 def test_values_match_closed_forms():
     d = X[:, None, :] - X[None, :, :]
     ls = np.array([0.6, 0.9, 1.4])

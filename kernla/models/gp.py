@@ -101,6 +101,9 @@ class _CallableKernel(gk.GPKernel):
     def dense(self, x: Any, y: Any = None) -> np.ndarray:
         return host(self.operator(x, y).to_dense(force=True), np.float64)
 
+    def dense_upper(self, x: Any) -> np.ndarray:
+        return np.triu(self.dense(x))
+
     def __repr__(self) -> str:
         return f"callable kernel {getattr(self.fn, '__name__', self.fn)!r}(sigma={self.sigma!r})"
 
@@ -128,6 +131,11 @@ class GaussianProcessRegressor(ClientParameter, RegressionScore, RegressorMixin,
     optimizer_maxiter, learning_rate : iteration limit of the optimiser (default 200 for
         L-BFGS-B, 100 for Adam; 0: no training on all N points, only the ``start_subset``
         stage) and Adam's step size.
+    optimizer_tol : L-BFGS-B stops when an iteration improves the log marginal likelihood by less
+        than ``optimizer_tol · max(|value|, 1)`` (scipy's ``ftol``); None: 1e-6
+        (:data:`~kernla.models.gp_optimize.LBFGS_TOL`, chosen to stop well within 1e-3·|value| of
+        the optimum); scipy's and scikit-learn's own value is 2.2e-9
+        (:data:`~kernla.models.gp_optimize.SCIPY_LBFGS_TOL`), for their longer runs.
     start_subset : None, or learn the hyper-parameters first on a random subset of this many
         points (exact evidence, L-BFGS-B, the restarts there; from ``random_state``) and start
         the training on all N points from them: few evaluations at full N then reach the
@@ -182,6 +190,7 @@ class GaussianProcessRegressor(ClientParameter, RegressionScore, RegressorMixin,
         optimizer: Any = "auto",
         n_restarts_optimizer: int = 0,
         optimizer_maxiter: int | None = None,
+        optimizer_tol: float | None = None,
         learning_rate: float = 0.1,
         method: str = "auto",
         max_exact_size: int = MAX_EXACT_SIZE,
@@ -210,6 +219,7 @@ class GaussianProcessRegressor(ClientParameter, RegressionScore, RegressorMixin,
         self.optimizer = optimizer
         self.n_restarts_optimizer = n_restarts_optimizer
         self.optimizer_maxiter = optimizer_maxiter
+        self.optimizer_tol = optimizer_tol
         self.learning_rate = learning_rate
         self.method = method
         self.max_exact_size = max_exact_size
@@ -404,6 +414,7 @@ class GaussianProcessRegressor(ClientParameter, RegressionScore, RegressorMixin,
             maxiter,
             self.learning_rate,
             self.verbose,
+            self.optimizer_tol,
         )
 
     def _make_products(self, X: Any, exact: bool) -> Any:

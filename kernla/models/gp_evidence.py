@@ -7,7 +7,7 @@ output columns Y:
     ∂/∂θ_p           = ½ Σ_ij (αα ᵀ − t A⁻¹)_ij ∂A_ij/∂θ_p,        α = A⁻¹ Y.
 
 - :func:`exact_evidence`: dense Cholesky — exact, O(N²) memory, O(N³) time; the weighted sums of
-  the derivatives are evaluated by NumPy (:func:`~kernla.models.gp_kernels.dense_gradient`).
+  the derivatives are evaluated by NumPy over one triangle (:func:`~kernla.models.gp_kernels.symmetric_gradient`).
 - :func:`iterative_evidence`: BBMM (Gardner et al., 2018). A rank-r pivoted Cholesky factor
   ``K ≈ L Lᵀ`` gives the preconditioner ``P = L Lᵀ + σ² I`` (Woodbury; ``log det P`` exact).
   t probes ``z ~ N(0, P)`` and the targets are solved together by one preconditioned block CG
@@ -47,7 +47,7 @@ from ..errors import InputValueError
 from ..linalg import _compute as compute
 from ..linalg.cg_lanczos import pcg_lanczos
 from ..linalg.precond import pivoted_cholesky
-from .gp_kernels import GPKernel, dense_gradient, pair_gradient
+from .gp_kernels import GPKernel, pair_gradient, symmetric_gradient
 
 
 @dataclass
@@ -67,15 +67,12 @@ def _white_gradient(kernel: GPKernel, grad: np.ndarray, fit2: float, trace_inv: 
     grad[mask] = 0.5 * np.exp(kernel.theta[mask]) * (fit2 - t * trace_inv)
 
 
-def _inverse_from_cholesky(L: np.ndarray) -> np.ndarray:
-    """``A⁻¹`` from the lower Cholesky factor of A by LAPACK's potri (N³ flops, a third of
-    ``cho_solve(L, I)``'s), both triangles filled."""
-    inv, info = scipy.linalg.lapack.dpotri(L, lower=True)
-    if info:
-        raise InputValueError(f"LAPACK potri failed (info={info})")
-    inv = np.tril(inv)
-    inv += np.tril(inv, -1).T
-    return inv
+def _lapack(routine: Any, *args: Any, **kw: Any) -> tuple[np.ndarray, int]:
+    """A scipy LAPACK wrapper's ``(result, info)``, a failure (info < 0: a bad argument) raised."""
+    out, info = routine(*args, **kw)
+    if info < 0:
+        raise InputValueError(f"LAPACK {routine.__name__} failed (info={info})")
+    return out, info
 
 
 def exact_evidence(
@@ -85,25 +82,26 @@ def exact_evidence(
 
     A covariance that is not positive definite to machine precision gives ``value = -inf``
     (scikit-learn's convention, so that an optimiser backs off). ``info["cholesky"]``: the lower
-    factor of A (for a fit to keep instead of factorising again).
+    factor of A (Fortran order, zeros above the diagonal; for a fit to keep instead of factorising again).
+
+    Only the triangle LAPACK reads is computed: the upper one of K (:meth:`GPKernel.dense_upper`), whose
+    Fortran-ordered transpose potrf factorises in place; ``A⁻¹`` comes from potri (N³ flops, a third of
+    ``cho_solve(L, I)``'s) on a copy of the factor, and the gradient's sums run over its upper triangle
+    (:func:`~kernla.models.gp_kernels.symmetric_gradient`): no symmetrised N×N copy is made.
     """
     n, t = Y.shape
-    A = kernel.dense(X)
-    A[np.diag_indices(n)] += kernel.white_noise() + jitter
-    try:
-        L = scipy.linalg.cholesky(A, lower=True, overwrite_a=True, check_finite=False)
-    except (np.linalg.LinAlgError, ValueError):
+    U = kernel.dense_upper(X)
+    U[np.diag_indices(n)] += kernel.white_noise() + jitter
+    L, info = _lapack(scipy.linalg.lapack.dpotrf, U.T, lower=1, clean=0, overwrite_a=1)
+    if info:
         return Evidence(-np.inf, np.zeros(kernel.n_dims), info={"method": "exact", "failed": True})
-    alpha = scipy.linalg.cho_solve((L, True), Y, check_finite=False)
+    alpha = _lapack(scipy.linalg.lapack.dpotrs, L, Y, lower=1)[0]
     value = -0.5 * float((Y * alpha).sum()) - t * float(np.log(np.diag(L)).sum()) - 0.5 * t * n * math.log(2 * math.pi)
     grad = np.zeros(kernel.n_dims)
     if eval_gradient and kernel.n_dims:
-        W = _inverse_from_cholesky(L)
-        trace_inv = float(np.trace(W))
-        W *= -t
-        W += alpha @ alpha.T
-        grad = 0.5 * dense_gradient(kernel, X, W)
-        _white_gradient(kernel, grad, float((alpha * alpha).sum()), trace_inv, t)
+        inverse = _lapack(scipy.linalg.lapack.dpotri, L, lower=1)[0].T  # C order: A⁻¹ on and above the diagonal
+        grad = 0.5 * symmetric_gradient(kernel, X, lambda i0, i1: alpha[i0:i1] @ alpha[i0:].T - t * inverse[i0:i1, i0:])
+        _white_gradient(kernel, grad, float((alpha * alpha).sum()), float(np.trace(inverse)), t)
     return Evidence(value, grad, 0.0, {"method": "exact", "alpha": alpha, "cholesky": L})
 
 

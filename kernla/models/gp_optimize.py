@@ -2,7 +2,10 @@
 
 - :func:`lbfgs`: scipy's L-BFGS-B on the exact objective (or on a fixed-seed estimate), inside the
   bounds, as scikit-learn's ``"fmin_l_bfgs_b"``; :func:`optimize` adds ``n_restarts`` restarts from
-  log-uniform draws inside the bounds and keeps the best.
+  log-uniform draws inside the bounds and keeps the best. It stops when an iteration improves the
+  objective by less than ``tol · max(|f|, 1)`` (scipy's ``ftol``; :data:`LBFGS_TOL` by default, scipy's
+  and scikit-learn's own :data:`SCIPY_LBFGS_TOL` on request), by scipy's projected-gradient test, or at
+  ``maxiter``.
 - :func:`adam`: Adam steps on a stochastic estimate (a fresh probe seed per step), with an early
   stop when the averaged objective stops improving by more than its noise, and ``maxiter``.
 
@@ -34,6 +37,17 @@ from ..errors import InputValueError
 from .gp_evidence import Evidence
 
 Objective = Callable[[np.ndarray, int], Evidence]
+
+#: L-BFGS-B's default relative-reduction stop: an iteration that gains less than 1e-6 of the log marginal
+#: likelihood ends the run. Goal: within 1e-3·|value| of the optimum (the accuracy the benchmark asks against
+#: scikit-learn); scipy's 2.2e-9 goes on while amplitude and irrelevant length scales crawl towards their
+#: bounds. Measured at N = 5000 (Friedman #1, ARD Matérn-5/2, 1000-point subset start): 19 evaluations at full
+#: N, log marginal likelihood 864.408 — 0.048 below scikit-learn's optimum 864.456 (its 89 evaluations; kernla
+#: with scipy's value: 97), a twentieth of the 0.86 margin.
+LBFGS_TOL = 1e-6
+
+#: scipy's (and so scikit-learn's) L-BFGS-B default ``ftol``: ``factr = 1e7`` times the float64 epsilon
+SCIPY_LBFGS_TOL = 1e7 * float(np.finfo(np.float64).eps)
 
 
 class OptimizerWarning(UserWarning):
@@ -85,8 +99,16 @@ class _Log:
             self.bar.close()
 
 
-def lbfgs(objective: Objective, theta0: np.ndarray, bounds: np.ndarray, maxiter: int = 200, verbose: int = 0):
-    """Maximise ``objective`` with L-BFGS-B from ``theta0`` (the objective's seed stays 0)."""
+def lbfgs(
+    objective: Objective,
+    theta0: np.ndarray,
+    bounds: np.ndarray,
+    maxiter: int = 200,
+    verbose: int = 0,
+    tol: float = LBFGS_TOL,
+):
+    """Maximise ``objective`` with L-BFGS-B from ``theta0`` (the objective's seed stays 0); ``tol``: scipy's
+    ``ftol`` (the run stops when an iteration improves the objective by less than ``tol · max(|f|, 1)``)."""
     start = time.perf_counter()
     log = _Log(verbose, maxiter, "L-BFGS-B")
     evals, history, last = 0, [], {}
@@ -107,7 +129,13 @@ def lbfgs(objective: Objective, theta0: np.ndarray, bounds: np.ndarray, maxiter:
 
     try:
         res = scipy.optimize.minimize(
-            fun, theta0, jac=True, method="L-BFGS-B", bounds=bounds, callback=callback, options={"maxiter": maxiter}
+            fun,
+            theta0,
+            jac=True,
+            method="L-BFGS-B",
+            bounds=bounds,
+            callback=callback,
+            options={"maxiter": maxiter, "ftol": tol},
         )
     finally:
         log.close()
@@ -175,22 +203,27 @@ def optimize(
     maxiter: int = 200,
     learning_rate: float = 0.1,
     verbose: int = 0,
+    tol: float | None = None,
 ) -> OptimizeResult:
     """Run ``optimizer`` ("fmin_l_bfgs_b", "adam" or a scikit-learn-style callable
     ``optimizer(obj_func, initial_theta, bounds) -> (theta_opt, func_min)``, where ``obj_func(theta,
     eval_gradient=True)`` returns the *negative* objective and its gradient) from ``theta0`` and
-    from ``n_restarts`` log-uniform draws inside the bounds; returns the best run."""
+    from ``n_restarts`` log-uniform draws inside the bounds; returns the best run. ``tol``: L-BFGS-B's
+    relative-reduction stop (None: :data:`LBFGS_TOL`; :data:`SCIPY_LBFGS_TOL` is scipy's own)."""
     if isinstance(n_restarts, bool) or not isinstance(n_restarts, (int, np.integer)) or n_restarts < 0:
         raise InputValueError(f"n_restarts_optimizer must be a non-negative integer, got {n_restarts!r}")
     if isinstance(maxiter, bool) or not isinstance(maxiter, (int, np.integer)) or maxiter < 1:
         raise InputValueError(f"optimizer_maxiter must be a positive integer, got {maxiter!r}")
+    tol = LBFGS_TOL if tol is None else tol
+    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating)) or not 0 <= tol < 1:
+        raise InputValueError(f"optimizer_tol must be None or a number in [0, 1), got {tol!r}")
     rng = np.random.RandomState(random_state) if not isinstance(random_state, np.random.RandomState) else random_state
     starts = [np.asarray(theta0, dtype=np.float64)]
     if n_restarts:
         if not np.all(np.isfinite(bounds)):
             raise InputValueError("n_restarts_optimizer > 0 needs finite bounds on every free hyper-parameter")
         starts += [rng.uniform(bounds[:, 0], bounds[:, 1]) for _ in range(int(n_restarts))]
-    runs = [_one_run(objective, s, bounds, optimizer, maxiter, learning_rate, verbose) for s in starts]
+    runs = [_one_run(objective, s, bounds, optimizer, maxiter, learning_rate, verbose, float(tol)) for s in starts]
     best = max(runs, key=lambda r: r.value if math.isfinite(r.value) else -np.inf)
     best.evaluations = sum(r.evaluations for r in runs)
     if not best.converged:
@@ -203,9 +236,9 @@ def optimize(
     return best
 
 
-def _one_run(objective, theta0, bounds, optimizer, maxiter, learning_rate, verbose) -> OptimizeResult:
+def _one_run(objective, theta0, bounds, optimizer, maxiter, learning_rate, verbose, tol) -> OptimizeResult:
     if optimizer == "fmin_l_bfgs_b":
-        return lbfgs(objective, theta0, bounds, maxiter, verbose)
+        return lbfgs(objective, theta0, bounds, maxiter, verbose, tol)
     if optimizer == "adam":
         return adam(objective, theta0, bounds, maxiter, learning_rate, verbose=verbose)
     if callable(optimizer):
@@ -225,4 +258,4 @@ def _one_run(objective, theta0, bounds, optimizer, maxiter, learning_rate, verbo
     raise InputValueError(f"optimizer must be 'fmin_l_bfgs_b', 'adam', None or a callable, got {optimizer!r}")
 
 
-__all__ = ["OptimizeResult", "OptimizerWarning", "adam", "lbfgs", "optimize"]
+__all__ = ["LBFGS_TOL", "SCIPY_LBFGS_TOL", "OptimizeResult", "OptimizerWarning", "adam", "lbfgs", "optimize"]
