@@ -46,7 +46,7 @@ import scipy.linalg
 from ..errors import InputValueError
 from ..linalg import _compute as compute
 from ..linalg.cg_lanczos import pcg_lanczos
-from ..linalg.precond import pivoted_cholesky
+from ..linalg.precond import pivot_block, pivoted_cholesky
 from .gp_kernels import GPKernel, pair_gradient, symmetric_gradient
 
 
@@ -177,7 +177,8 @@ def iterative_evidence(
         raise InputValueError("the iterative method needs a positive noise (a WhiteKernel or alpha > 0)")
     products = LocalProducts(X, backend) if products is None else products
     op = products.operator(kernel)
-    pre = _Woodbury(pivoted_cholesky(op, min(int(rank), n))[0], noise)
+    rank = min(int(rank), n)
+    pre = _Woodbury(pivoted_cholesky(op, rank, block=pivot_block(n, rank))[0], noise)
     Z = pre.sample(np.random.default_rng(seed), int(num_probes))
 
     def apply(V: np.ndarray) -> np.ndarray:
