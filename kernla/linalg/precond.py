@@ -224,14 +224,16 @@ def _block_step(op: Any, d: np.ndarray, Lt: np.ndarray, k: int, b: int, floor: f
     g = d[S].copy()  # remaining diagonal of the candidates, updated by each accepted one
     F = np.zeros((S.size, S.size))  # the candidate block's factor, column by column
     order: list[int] = []
+    taken = np.zeros(S.size, dtype=bool)
     for s in range(S.size):
-        j = int(np.argmax(np.where(np.isin(np.arange(S.size), order), -np.inf, g)))
+        j = int(np.argmax(np.where(taken, -np.inf, g)))
         if g[j] <= floor or g[j] < bound:
             break
         v = (G[:, j] - F[:, :s] @ F[j, :s]) / np.sqrt(g[j])
         F[:, s] = v
         g -= v * v
         g[j] = 0.0
+        taken[j] = True
         order.append(j)
     a = len(order)
     new = scipy.linalg.solve_triangular(F[order, :a], C[:, order].T, lower=True, check_finite=False)
